@@ -1,0 +1,197 @@
+"""The `deeprig` command: parses arguments, loads the spec, dispatches. No domain logic.
+
+Exit codes: 0 success, 1 the job failed, 2 bad input (nothing was started or recorded).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from deeprig.spec import SpecError, load_spec
+
+app = typer.Typer(
+    help=(
+        "deeprig: one YAML job spec for deep-learning training on Ray, every run in MLflow.\n\n"
+        "Example: deeprig run jobs/quickstart.yaml"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+console = Console()
+errors = Console(stderr=True)
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _report_spec_error(exc: SpecError, source: str) -> None:
+    count = len(exc.problems)
+    errors.print(f"[bold red]{source}: {count} problem{'s' if count > 1 else ''}[/]")
+    for problem in exc.problems:
+        errors.print(f"  {problem.render(exc.source or source)}", markup=False, highlight=False)
+
+
+SET_HELP = "Override a spec field: --set optim.lr=0.01 (value parsed as YAML; repeatable)."
+
+
+@app.command()
+def validate(
+    job: Path = typer.Argument(..., help="Job spec (YAML)."),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    address: str = typer.Option(
+        None, help="Check resources against this Ray cluster instead of this machine."
+    ),
+) -> None:
+    """Check a job spec: exit 0, or exit 2 with every problem listed by field path.
+
+    Checks the fields, then the data (path, columns, labels) and the resources the job
+    asks for, without starting anything.
+
+    Example: deeprig validate jobs/digits_cnn.yaml --set scaling.num_workers=2
+    """
+    from deeprig.cluster.resources import local_resources
+    from deeprig.runners.train import check_train_spec
+
+    try:
+        spec = load_spec(job, overrides)
+        if address:
+            from deeprig.cluster.resources import connected_resources
+            from deeprig.cluster.session import ray_session
+
+            with ray_session(address):
+                checks = check_train_spec(spec, connected_resources())
+        else:
+            checks = check_train_spec(spec, local_resources())
+    except SpecError as exc:
+        _report_spec_error(exc, str(job))
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    console.print(
+        f"[green]ok[/] {job}: {spec.kind} job [bold]{spec.name}[/] - {spec.model.name} on "
+        f"{spec.data.source} ({checks.data.task}, {checks.data.num_train} train rows, "
+        f"{checks.data.num_outputs} outputs), {spec.scaling.num_workers} worker(s) x "
+        f"{checks.budget.cpus_per_worker:g} CPU"
+    )
+
+
+@app.command()
+def run(
+    job: Path = typer.Argument(..., help="Job spec (YAML)."),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    address: str = typer.Option(
+        None,
+        help="Ray cluster to run on ('auto' for the local cluster that `ray start` made, "
+        "ray://HEAD:10001). Omitted: a local Ray is started for the job.",
+    ),
+) -> None:
+    """Run a job to the end with live progress; print the MLflow run and where to see it.
+
+    Exit 0 when the job succeeds, 1 when it fails (its MLflow run is marked FAILED),
+    2 for bad input (nothing is started or recorded).
+
+    Example: deeprig run jobs/quickstart.yaml --set optim.lr=0.01
+    """
+    from deeprig.runners.train import run_train
+
+    try:
+        spec = load_spec(job, overrides)
+    except SpecError as exc:
+        _report_spec_error(exc, str(job))
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    spec_text = _resolved_spec_text(job, overrides, spec)
+    try:
+        outcome = run_train(spec, spec_text=spec_text, spec_path=job, address=address,
+                            console=console)
+    except SpecError as exc:
+        _report_spec_error(exc, str(job))
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except KeyboardInterrupt:
+        errors.print("[yellow]interrupted: the MLflow run is marked KILLED[/]")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # the job failed; its run is already marked FAILED
+        errors.print(f"[bold red]job failed:[/] {type(exc).__name__}: {exc}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+
+    table = Table(title=f"{spec.name}: best checkpoint", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("epoch", "train_loss", "val_loss", "val_accuracy", "val_rmse", "samples_per_s"):
+        if key in outcome.metrics:
+            table.add_row(key, f"{outcome.metrics[key]:.4g}")
+    console.print(table)
+    console.print(f"finished in {outcome.seconds:.1f} s; checkpoint: {outcome.checkpoint_path}")
+    if outcome.run_id:
+        console.print(
+            f"MLflow run [bold]{outcome.run_id}[/] ({outcome.tracking_uri})\n"
+            f"  see it: [bold]deeprig ui[/] then open the experiment "
+            f"'{spec.experiment_name}', or [bold]deeprig runs[/]"
+        )
+
+
+def _resolved_spec_text(job: Path, overrides: list[str], spec) -> str:
+    """The spec as it ran: the file itself, or the validated spec when --set changed it."""
+    if not overrides:
+        return job.read_text()
+    import yaml
+
+    header = f"# {job} with --set {' --set '.join(overrides)}\n"
+    return header + yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+@app.command()
+def runs(
+    experiment: str = typer.Option(None, "--experiment", "-e", help="Only this experiment."),
+    limit: int = typer.Option(20, help="Most recent N runs."),
+    tracking_uri: str = typer.Option(None, help="MLflow store (default: as for `run`)."),
+) -> None:
+    """List recorded runs as a table: job, kind, status, key metric, duration.
+
+    Example: deeprig runs --experiment digits --limit 5
+    """
+    from deeprig.tracking.listing import list_runs
+    from deeprig.tracking.store import resolve_tracking
+
+    target = resolve_tracking(tracking_uri)
+    rows = list_runs(target, experiment, limit)
+    table = Table(title=f"runs in {target.uri}")
+    for column in ("run id", "experiment", "job", "kind", "status", "metric", "value",
+                   "duration", "started"):
+        table.add_column(column, justify="right" if column in ("value", "duration") else "left")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table if rows else f"no runs yet in {target.uri}")
+
+
+@app.command()
+def ui(
+    port: int = typer.Option(5000, help="Port to serve on."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (127.0.0.1: this machine only)."),
+    tracking_uri: str = typer.Option(None, help="MLflow store (default: as for `run`)."),
+) -> None:
+    """Open the MLflow UI (the experiment tracking UI) over the configured store.
+
+    Example: deeprig ui --port 5000, then browse http://127.0.0.1:5000
+    """
+    from deeprig.tracking.store import resolve_tracking
+
+    target = resolve_tracking(tracking_uri)
+    if target.uri.startswith("http"):
+        console.print(f"runs live on a tracking server: open {target.uri}")
+        return
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", target.uri,
+               "--host", host, "--port", str(port)]
+    if target.artifact_root:
+        command += ["--default-artifact-root", target.artifact_root]
+    console.print(f"MLflow UI over {target.uri} at [bold]http://{host}:{port}[/] (Ctrl-C stops)")
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    raise typer.Exit(subprocess.call(command, env=env))
+
+
+if __name__ == "__main__":
+    app()

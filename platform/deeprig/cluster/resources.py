@@ -1,0 +1,121 @@
+"""What the cluster has, and how to split it between training workers and Ray Data.
+
+Ray Train workers that each take a whole CPU leave Ray Data none on a small machine, and
+the job hangs ("Cluster resources are not enough to run any task"). deeprig reserves CPU
+for Ray Data and gives the workers fractional CPUs of the rest.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from deeprig.spec.errors import Problem
+from deeprig.spec.models import ScalingSpec
+
+
+@dataclass(frozen=True)
+class ClusterResources:
+    cpus: float
+    gpus: float
+    max_node_cpus: float  # a worker's CPUs must fit on one node
+    nodes: int = 1
+    where: str = "this machine"
+
+
+@dataclass(frozen=True)
+class WorkerBudget:
+    cpus_per_worker: float
+    gpus_per_worker: float
+    threads_per_worker: int  # torch intra-op threads: one per CPU reserved, at least one
+    data_cpus: float  # what each Ray Data task asks for
+
+    def resources_per_worker(self) -> dict[str, float]:
+        resources = {"CPU": self.cpus_per_worker}
+        if self.gpus_per_worker:
+            resources["GPU"] = self.gpus_per_worker
+        return resources
+
+
+def local_resources() -> ClusterResources:
+    """This machine, as an embedded Ray will see it (without starting Ray)."""
+    cpus = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                 else os.cpu_count() or 1)
+    return ClusterResources(cpus=cpus, gpus=float(_local_gpu_count()), max_node_cpus=cpus)
+
+
+def connected_resources() -> ClusterResources:
+    """The cluster Ray is connected to."""
+    import ray
+
+    total = ray.cluster_resources()
+    node_cpus = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")]
+    return ClusterResources(
+        cpus=total.get("CPU", 0.0),
+        gpus=total.get("GPU", 0.0),
+        max_node_cpus=max(node_cpus, default=0.0),
+        nodes=len(node_cpus),
+        where="the cluster",
+    )
+
+
+def _local_gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # no usable CUDA runtime is the same as no GPU
+        return 0
+
+
+def data_reserve(cpus: float) -> float:
+    """CPUs kept free for Ray Data: one, or half of a machine smaller than two."""
+    return min(1.0, cpus / 2)
+
+
+def plan_budget(scaling: ScalingSpec, resources: ClusterResources) -> WorkerBudget:
+    """Raise ResourceProblems when the cluster can never satisfy the request."""
+    n = scaling.num_workers
+    problems: list[Problem] = []
+    if scaling.use_gpu and resources.gpus < n:
+        problems.append(Problem(
+            "scaling.use_gpu",
+            f"{n} GPU worker(s) need {n} GPU(s); {resources.where} has {resources.gpus:g}. "
+            "Set scaling.use_gpu: false, or run on a cluster with GPUs (--address)",
+        ))
+    if not scaling.use_gpu and n > resources.cpus:
+        problems.append(Problem(
+            "scaling.num_workers",
+            f"{n} workers need at least {n} CPUs (one core each); {resources.where} has "
+            f"{resources.cpus:g}. Use scaling.num_workers <= {int(resources.cpus)}",
+        ))
+    reserve = data_reserve(resources.cpus)
+    available = resources.cpus - reserve
+    if scaling.cpus_per_worker is not None:
+        per_worker = scaling.cpus_per_worker
+        if per_worker * n > available + 1e-9 or per_worker > resources.max_node_cpus:
+            problems.append(Problem(
+                "scaling.cpus_per_worker",
+                f"{n} x {per_worker:g} CPUs plus {reserve:g} kept for Ray Data exceeds the "
+                f"{resources.cpus:g} CPUs of {resources.where}; lower it or omit it to let "
+                "deeprig budget it",
+            ))
+    else:
+        per_worker = min(available / n, resources.max_node_cpus - reserve)
+        per_worker = math.floor(per_worker * 100) / 100
+    if problems:
+        raise ResourceProblems(problems)
+    per_worker = max(per_worker, 0.01)
+    return WorkerBudget(
+        cpus_per_worker=per_worker,
+        gpus_per_worker=1.0 if scaling.use_gpu else 0.0,
+        threads_per_worker=max(1, math.floor(per_worker + 1e-9)),
+        data_cpus=min(1.0, reserve),
+    )
+
+
+class ResourceProblems(Exception):
+    def __init__(self, problems: list[Problem]):
+        super().__init__("; ".join(p.message for p in problems))
+        self.problems = problems

@@ -1,0 +1,90 @@
+"""A worker's view of its data shard as torch batches.
+
+Two ways to feed a worker, picked by the runner (spec `data.cache`):
+- memory: read the shard once through Ray Data into tensors on the device, then reshuffle
+  and slice them every epoch. Streaming a small shard through Ray Data every epoch costs
+  ~9x a plain loop's epoch here (FIELD-NOTES); reading it once costs about nothing after.
+- stream: pull batches through Ray Data every epoch, for shards too big to hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+
+class ShardBatches:
+    def __init__(
+        self,
+        shard,
+        batch_size: int,
+        device: torch.device,
+        label_dtype: torch.dtype,
+        in_memory: bool,
+        seed: int,
+        drop_last: bool = False,
+    ):
+        self._shard = shard
+        self._batch_size = batch_size
+        self._device = device
+        self._label_dtype = label_dtype
+        self._seed = seed
+        self._drop_last = drop_last
+        self._tensors: tuple[torch.Tensor, torch.Tensor] | None = None
+        if in_memory:
+            self._tensors = self._read_all()
+
+    @property
+    def num_rows(self) -> int | None:
+        return None if self._tensors is None else len(self._tensors[1])
+
+    def truncate(self, num_rows: int) -> None:
+        """Keep the first `num_rows` rows (ranks must run the same number of steps in DDP)."""
+        if self._tensors is not None:
+            x, y = self._tensors
+            self._tensors = (x[:num_rows], y[:num_rows])
+
+    def epoch(self, epoch: int, shuffle: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self._tensors is None:
+            yield from self._stream(epoch, shuffle)
+            return
+        x, y = self._tensors
+        n = len(y)
+        if shuffle:
+            gen = torch.Generator().manual_seed(self._seed * 100_003 + epoch)
+            order = torch.randperm(n, generator=gen).to(self._device)
+        else:
+            order = None
+        stop = n - n % self._batch_size if self._drop_last else n
+        for start in range(0, stop, self._batch_size):
+            if order is None:
+                yield x[start : start + self._batch_size], y[start : start + self._batch_size]
+            else:
+                idx = order[start : start + self._batch_size]
+                yield x[idx], y[idx]
+
+    def _batches(self, batch_size: int, shuffle_buffer: int | None, seed: int | None):
+        return self._shard.iter_torch_batches(
+            batch_size=batch_size,
+            dtypes={"x": torch.float32, "y": self._label_dtype},
+            device=self._device,
+            drop_last=self._drop_last,
+            local_shuffle_buffer_size=shuffle_buffer,
+            local_shuffle_seed=seed,
+        )
+
+    def _read_all(self) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for batch in self._batches(4096, None, None):
+            xs.append(batch["x"])
+            ys.append(batch["y"])
+        if not xs:
+            raise RuntimeError("this worker's data shard is empty: use fewer workers")
+        return torch.cat(xs), torch.cat(ys)
+
+    def _stream(self, epoch: int, shuffle: bool):
+        buffer = 8 * self._batch_size if shuffle else None
+        seed = self._seed * 100_003 + epoch if shuffle else None
+        for batch in self._batches(self._batch_size, buffer, seed):
+            yield batch["x"], batch["y"]

@@ -1,0 +1,6 @@
+"""Model registry: architectures looked up by name. Model files hold architecture only
+(no Ray, no MLflow), so they can be built anywhere: a worker, the driver, a notebook."""
+
+from deeprig.models.registry import REGISTRY, InputShapeError, build_model, check_input_shape
+
+__all__ = ["REGISTRY", "InputShapeError", "build_model", "check_input_shape"]

@@ -1,0 +1,1 @@
+"""One module per kind of work: spec in, Ray library call out, MLflow run recorded."""

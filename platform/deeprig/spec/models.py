@@ -1,0 +1,230 @@
+"""Pydantic models of the job spec. These are the truth; DESIGN.md has a sketch.
+
+Every model forbids unknown keys, and every field has a description: it feeds
+`deeprig validate`, the README's spec reference and error messages.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- models
+# One config class per architecture; the registry in deeprig.models maps the same
+# names to builders (a unit test keeps the two in step).
+
+
+class MLPConfig(StrictModel):
+    name: Literal["mlp"] = Field(description="Dense network over the flattened input.")
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(
+        default=[128, 64], min_length=1, description="Width of each hidden layer."
+    )
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout after each layer.")
+    activation: Literal["relu", "gelu", "tanh"] = Field(default="relu", description="Activation.")
+
+
+class CNNConfig(StrictModel):
+    name: Literal["cnn"] = Field(description="2-D convolutions over image-shaped input.")
+    channels: list[Annotated[int, Field(ge=1)]] = Field(
+        default=[16, 32], min_length=1, description="Output channels of each conv block."
+    )
+    kernel_size: int = Field(default=3, ge=1, le=11, description="Square kernel size.")
+    hidden: int = Field(default=64, ge=1, description="Width of the dense layer after the convs.")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout before the head.")
+    batch_norm: bool = Field(default=True, description="BatchNorm after each convolution.")
+
+
+class RNNConfig(StrictModel):
+    name: Literal["lstm", "gru"] = Field(description="Recurrent network over a sequence.")
+    hidden_size: int = Field(default=64, ge=1, description="Hidden units per layer.")
+    num_layers: int = Field(default=1, ge=1, le=8, description="Stacked recurrent layers.")
+    bidirectional: bool = Field(default=False, description="Read the sequence both ways.")
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout between layers.")
+
+
+ModelSpec = Annotated[MLPConfig | CNNConfig | RNNConfig, Field(discriminator="name")]
+MODEL_NAMES = ("mlp", "cnn", "lstm", "gru")
+
+
+# ---------------------------------------------------------------- data
+
+
+class _DataBase(StrictModel):
+    val_fraction: float = Field(
+        default=0.2, gt=0.0, lt=1.0, description="Share of rows held out for validation."
+    )
+    cache: Literal["auto", "memory", "stream"] = Field(
+        default="auto",
+        description=(
+            "How workers consume their shard: `memory` reads it once into tensors and reuses "
+            "it every epoch, `stream` pulls it through Ray Data every epoch, `auto` picks "
+            "memory when a shard fits in 512 MiB."
+        ),
+    )
+
+
+class DigitsData(_DataBase):
+    source: Literal["builtin:digits"] = Field(
+        description="scikit-learn's 8x8 handwritten digits (1797 images, 10 classes)."
+    )
+
+
+class SyntheticData(_DataBase):
+    source: Literal["builtin:synthetic"] = Field(
+        description="Generated data of any size (for benchmarks and smoke tests)."
+    )
+    num_samples: int = Field(default=4096, ge=16, description="Rows to generate.")
+    shape: list[Annotated[int, Field(ge=1)]] = Field(
+        default=[32], min_length=1, max_length=3, description="Shape of one sample's features."
+    )
+    num_classes: int = Field(
+        default=10, ge=0, description="Classes; 0 makes a regression target instead."
+    )
+
+
+class ParquetData(_DataBase):
+    source: Literal["parquet"] = Field(description="User data in Parquet, read by Ray Data.")
+    path: str = Field(
+        min_length=1, description="File, folder or URI (s3://, gs://, ...) of Parquet files."
+    )
+    features: list[str] = Field(
+        min_length=1,
+        description="Feature columns: several scalar columns, or one fixed-size list column.",
+    )
+    label: str = Field(min_length=1, description="Label column.")
+    task: Literal["auto", "classification", "regression"] = Field(
+        default="auto",
+        description="`auto`: integer labels mean classification (ids 0..K-1), floats regression.",
+    )
+    feature_shape: list[Annotated[int, Field(ge=1)]] | None = Field(
+        default=None,
+        description="Reshape each sample's features, e.g. [8, 8] for a CNN or an LSTM.",
+    )
+
+
+DataSpec = Annotated[DigitsData | SyntheticData | ParquetData, Field(discriminator="source")]
+
+
+# ---------------------------------------------------------------- optimisation
+
+
+class ScheduleSpec(StrictModel):
+    name: Literal["none", "step", "cosine"] = Field(
+        default="none", description="Learning-rate schedule, stepped once per epoch."
+    )
+    warmup_epochs: int = Field(
+        default=0, ge=0, description="Epochs of linear warm-up from lr/10 before the schedule."
+    )
+    step_size: int = Field(default=10, ge=1, description="`step`: epochs between decays.")
+    gamma: float = Field(default=0.1, gt=0.0, le=1.0, description="`step`: decay factor.")
+    min_lr: float = Field(default=0.0, ge=0.0, description="`cosine`: final learning rate.")
+
+
+class OptimSpec(StrictModel):
+    name: Literal["sgd", "adam", "adamw"] = Field(default="adamw", description="Optimizer.")
+    lr: float = Field(default=1e-3, gt=0.0, le=10.0, description="Learning rate.")
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0, description="`sgd` momentum.")
+    weight_decay: float = Field(default=0.0, ge=0.0, description="Weight decay.")
+    batch_size: int = Field(default=64, ge=1, description="Batch size per worker.")
+    num_epochs: int = Field(default=10, ge=1, description="Passes over the training data.")
+    grad_clip_norm: float | None = Field(
+        default=None, gt=0.0, description="Clip the gradient's global norm to this value."
+    )
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec, description="LR schedule.")
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> OptimSpec:
+        if self.schedule.warmup_epochs >= self.num_epochs:
+            raise ValueError(
+                f"schedule.warmup_epochs ({self.schedule.warmup_epochs}) must be less than "
+                f"num_epochs ({self.num_epochs})"
+            )
+        return self
+
+
+# ---------------------------------------------------------------- execution
+
+
+class ScalingSpec(StrictModel):
+    num_workers: int = Field(default=1, ge=1, description="Data-parallel training workers (DDP).")
+    use_gpu: bool = Field(default=False, description="One GPU per worker.")
+    cpus_per_worker: float | None = Field(
+        default=None,
+        gt=0.0,
+        description=(
+            "CPUs each worker reserves. Omitted: deeprig budgets it so Ray Data always keeps "
+            "CPU next to the workers (a full CPU per worker would starve it and hang)."
+        ),
+    )
+    mixed_precision: Literal["auto", "off", "bf16", "fp16"] = Field(
+        default="auto", description="Autocast on GPU; `auto` is bf16 where supported, else off."
+    )
+
+
+class CheckpointSpec(StrictModel):
+    num_to_keep: int = Field(default=2, ge=1, description="Checkpoints kept, best by `metric`.")
+    metric: str = Field(default="val_loss", description="Metric that ranks checkpoints.")
+    mode: Literal["min", "max"] = Field(default="min", description="Lower or higher is better.")
+    every_n_epochs: int = Field(default=1, ge=1, description="Checkpoint frequency.")
+
+
+class FailureSpec(StrictModel):
+    max_failures: int = Field(
+        default=0,
+        ge=-1,
+        description="Worker-group restarts from the latest checkpoint (-1: unlimited).",
+    )
+
+
+class TrackingSpec(StrictModel):
+    experiment: str | None = Field(
+        default=None, description="MLflow experiment; defaults to the job name."
+    )
+    uri: str | None = Field(
+        default=None,
+        description=(
+            "MLflow tracking URI (http://host:5000, sqlite:///...). Omitted: $MLFLOW_TRACKING_URI, "
+            "else the embedded store under the deeprig home folder."
+        ),
+    )
+    register_as: str | None = Field(
+        default=None, description="Register the final model under this name."
+    )
+    enabled: bool = Field(
+        default=True, description="Set false to record nothing (benchmarks use this)."
+    )
+
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+class TrainSpec(StrictModel):
+    """`kind: train`: data-parallel SGD of one model on one data set."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Job name (letters, digits, _ . -).")
+    kind: Literal["train"] = Field(description="Kind of work.")
+    seed: int = Field(default=0, ge=0, description="Seed for the split, init and shuffling.")
+    model: ModelSpec = Field(description="Architecture, looked up by `name`.")
+    data: DataSpec = Field(description="Where the rows come from, looked up by `source`.")
+    optim: OptimSpec = Field(default_factory=OptimSpec, description="Optimisation.")
+    scaling: ScalingSpec = Field(default_factory=ScalingSpec, description="Workers and devices.")
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoints.")
+    failure: FailureSpec = Field(default_factory=FailureSpec, description="Fault tolerance.")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow recording.")
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or self.name
+
+
+# The kinds this version runs. tune and rl join this mapping as their own spec classes.
+SPEC_BY_KIND: dict[str, type[StrictModel]] = {"train": TrainSpec}
+PLANNED_KINDS = ("tune", "rl")
+
+JobSpec = TrainSpec

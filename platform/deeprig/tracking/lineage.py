@@ -1,0 +1,74 @@
+"""Where a run came from: spec hash, git commit, package versions, Ray job id."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform as stdlib_platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+
+def spec_hash(spec_dict: dict[str, Any]) -> str:
+    canonical = json.dumps(spec_dict, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def git_commit(directory: Path) -> tuple[str, bool] | None:
+    """(commit, dirty) of the repository holding `directory`, or None outside a repo."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True,
+            timeout=5, check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=directory,
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit, bool(status)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": stdlib_platform.python_version()}
+    for name in ("deeprig", "ray", "torch", "mlflow"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def lineage_tags(spec_dict: dict[str, Any], spec_dir: Path, ray_job_id: str | None):
+    tags = {
+        "deeprig.job_name": str(spec_dict["name"]),
+        "deeprig.kind": str(spec_dict["kind"]),
+        "deeprig.spec_hash": spec_hash(spec_dict),
+    }
+    tags.update({f"deeprig.version.{k}": v for k, v in package_versions().items()})
+    found = git_commit(spec_dir)
+    if found:
+        tags["deeprig.git_commit"] = found[0]
+        tags["mlflow.source.git.commit"] = found[0]
+        tags["deeprig.git_dirty"] = str(found[1]).lower()
+    if ray_job_id:
+        tags["deeprig.ray_job_id"] = ray_job_id
+    # Set by Ray's job supervisor when this driver runs as a submitted Ray job.
+    submission = os.environ.get("RAY_JOB_SUBMISSION_ID")
+    if submission:
+        tags["deeprig.ray_submission_id"] = submission
+    return tags
+
+
+def flatten(prefix: str, value: Any, out: dict[str, str]) -> dict[str, str]:
+    """Nested spec -> {"optim.lr": "0.003", ...}: MLflow params are flat strings."""
+    if isinstance(value, dict):
+        for key, child in value.items():
+            flatten(f"{prefix}.{key}" if prefix else str(key), child, out)
+    else:
+        out[prefix] = json.dumps(value) if isinstance(value, list | None) else str(value)
+    return out

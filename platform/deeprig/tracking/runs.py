@@ -1,0 +1,144 @@
+"""Driver-side MLflow records: create a run, finish it, log the model, plots and files."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Param, RunStatus
+
+from deeprig.tracking.lineage import flatten, lineage_tags
+from deeprig.tracking.store import TrackingTarget
+
+_PARAM_BATCH = 100  # MLflow's per-call limit on params
+_PARAM_VALUE_MAX = 6000
+
+
+class RunRecorder:
+    """One MLflow run, seen from the driver."""
+
+    def __init__(self, target: TrackingTarget, run_id: str):
+        self.target = target
+        self.run_id = run_id
+        self.client = MlflowClient(target.uri)
+
+    @classmethod
+    def create(
+        cls,
+        target: TrackingTarget,
+        experiment: str,
+        spec_dict: dict[str, Any],
+        spec_text: str,
+        spec_dir: Path,
+        ray_job_id: str | None = None,
+        run_name: str | None = None,
+    ) -> RunRecorder:
+        client = MlflowClient(target.uri)
+        experiment_id = ensure_experiment(client, target, experiment)
+        tags = lineage_tags(spec_dict, spec_dir, ray_job_id)
+        run = client.create_run(experiment_id, run_name=run_name or spec_dict["name"], tags=tags)
+        recorder = cls(target, run.info.run_id)
+        params = flatten("", spec_dict, {})
+        items = [Param(k, v[:_PARAM_VALUE_MAX]) for k, v in sorted(params.items())]
+        for start in range(0, len(items), _PARAM_BATCH):
+            client.log_batch(recorder.run_id, params=items[start : start + _PARAM_BATCH])
+        client.log_text(recorder.run_id, spec_text, "spec/job.yaml")
+        return recorder
+
+    def finish(self, status: str) -> None:
+        """status: FINISHED, FAILED or KILLED. A run is never left RUNNING."""
+        self.client.set_terminated(self.run_id, status=status)
+
+    def status(self) -> str:
+        return self.client.get_run(self.run_id).info.status
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def latest_metrics(self) -> dict[str, float]:
+        return dict(self.client.get_run(self.run_id).data.metrics)
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)]
+
+    def log_learning_curve(self, loss_keys: Iterable[str], score_key: str | None) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        panels = 2 if score_key else 1
+        fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
+        for key in loss_keys:
+            points = self.metric_history(key)
+            if points:
+                axes[0][0].plot([s + 1 for s, _ in points], [v for _, v in points], label=key,
+                                marker=".")
+        axes[0][0].set(xlabel="epoch", ylabel="loss", title="loss")
+        axes[0][0].legend()
+        if score_key:
+            points = self.metric_history(score_key)
+            axes[0][1].plot([s + 1 for s, _ in points], [v for _, v in points], marker=".",
+                            color="tab:green")
+            axes[0][1].set(xlabel="epoch", ylabel=score_key, title=score_key)
+        for ax in axes[0]:
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        self.client.log_figure(self.run_id, fig, "plots/learning_curve.png")
+        plt.close(fig)
+
+    def log_directory(self, directory: str | Path, artifact_path: str) -> None:
+        self.client.log_artifacts(self.run_id, str(directory), artifact_path)
+
+    def log_torch_model(self, model, sample_input, register_as: str | None) -> str | None:
+        """Log `model` with its input/output signature; register it when asked.
+        Returns the model URI."""
+        import mlflow
+        import mlflow.pytorch
+        import torch
+        from mlflow.models import infer_signature
+
+        model.eval()
+        with torch.no_grad():
+            sample_output = model(torch.as_tensor(sample_input)).numpy()
+        signature = infer_signature(sample_input, sample_output)
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(self.target.uri)
+        try:
+            # The fluent API is the only way to log a model; leaving this block marks the
+            # run FINISHED, so the runner calls this last, and re-marks it on any failure.
+            with mlflow.start_run(run_id=self.run_id):
+                info = mlflow.pytorch.log_model(
+                    model,
+                    name="model",
+                    signature=signature,
+                    input_example=sample_input[:2],
+                    # Declared, not inferred: inference imports and probes every package.
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                    registered_model_name=register_as,
+                )
+        finally:
+            mlflow.set_tracking_uri(previous)
+        return info.model_uri
+
+
+def ensure_experiment(client: MlflowClient, target: TrackingTarget, name: str) -> str:
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        if existing.lifecycle_stage == "deleted":
+            client.restore_experiment(existing.experiment_id)
+        return existing.experiment_id
+    location = f"{target.artifact_root}/{name}" if target.artifact_root else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # another job created it between our look-up and create
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+RUN_STATUSES = tuple(RunStatus.to_string(s) for s in RunStatus.all_status())

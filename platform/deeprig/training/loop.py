@@ -1,0 +1,199 @@
+"""The per-worker training loop that Ray Train runs on every DDP worker.
+
+Every rank trains, evaluates its validation shard and calls `ray.train.report` each epoch
+(the call is a barrier). Only rank 0 has side effects: it writes the checkpoint and sends
+metrics to the sink.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from deeprig.data.shard import ShardBatches
+from deeprig.models import build_model
+from deeprig.training.checkpoint import load_state, save_state
+from deeprig.training.optim import build_optimizer, build_scheduler
+from deeprig.training.plan import TrainPlan
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    plan: TrainPlan = config["plan"]
+    spec = plan.spec
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(plan.threads_per_worker)
+    # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
+    torch.manual_seed(spec.seed)
+    device = ray.train.torch.get_device()
+    classification = plan.data.task == "classification"
+
+    model = build_model(spec.model, plan.data.input_shape, plan.data.num_outputs)
+    state = _restore_state()
+    if state is not None:
+        model.load_state_dict(state["model"])
+    model = ray.train.torch.prepare_model(model)
+    raw_model = model.module if isinstance(model, DistributedDataParallel) else model
+    optimizer = build_optimizer(spec.optim, model.parameters())
+    scheduler = build_scheduler(spec.optim, optimizer)
+    autocast_dtype = _autocast_dtype(spec.scaling.mixed_precision, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
+    start_epoch = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch = state["epoch"] + 1
+    # Different dropout/shuffle streams per rank, reproducible per (seed, rank, epoch).
+    torch.manual_seed(spec.seed * 1009 + rank + 7919 * start_epoch)
+
+    label_dtype = torch.long if classification else torch.float32
+    train = ShardBatches(
+        ray.train.get_dataset_shard("train"), spec.optim.batch_size, device, label_dtype,
+        plan.in_memory, seed=spec.seed * 31 + rank,
+    )
+    val = ShardBatches(
+        ray.train.get_dataset_shard("val"), max(spec.optim.batch_size, 1024), device,
+        label_dtype, plan.in_memory, seed=0,
+    )
+    if world > 1 and train.num_rows is not None:
+        # DDP hangs if one rank runs more steps than another: keep the smallest shard size.
+        rows = torch.tensor([train.num_rows], device=device)
+        dist.all_reduce(rows, op=dist.ReduceOp.MIN)
+        train.truncate(int(rows.item()))
+
+    sink = plan.sink if rank == 0 else None
+    if sink is not None and start_epoch > 0:
+        sink.tag("deeprig.resumed_from_epoch", str(start_epoch))
+    loss_fn = nn.CrossEntropyLoss(reduction="sum") if classification else nn.MSELoss(
+        reduction="sum"
+    )
+
+    for epoch in range(start_epoch, spec.optim.num_epochs):
+        started = time.perf_counter()
+        model.train()
+        totals = torch.zeros(2, device=device)  # loss sum, rows
+        for x, y in train.epoch(epoch, shuffle=True):
+            optimizer.zero_grad(set_to_none=True)
+            with _autocast(device, autocast_dtype):
+                out = model(x)
+                loss = _loss(loss_fn, out, y, classification) / len(y)
+            scaler.scale(loss).backward()
+            if spec.optim.grad_clip_norm is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), spec.optim.grad_clip_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            totals[0] += loss.detach() * len(y)
+            totals[1] += len(y)
+        train_seconds = time.perf_counter() - started
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+
+        val_totals = _evaluate(raw_model, val, loss_fn, classification, device, autocast_dtype)
+        both = torch.cat([totals, val_totals])
+        if world > 1:
+            dist.all_reduce(both)
+        train_loss_sum, train_rows, val_loss_sum, val_hits, val_rows = both.tolist()
+        metrics = {
+            "epoch": epoch + 1,
+            "train_loss": train_loss_sum / max(train_rows, 1),
+            "val_loss": val_loss_sum / max(val_rows, 1),
+            "lr": lr,
+            "epoch_time_s": time.perf_counter() - started,
+            "samples_per_s": train_rows / max(train_seconds, 1e-9),
+        }
+        if classification:
+            metrics["val_accuracy"] = val_hits / max(val_rows, 1)
+        else:
+            metrics["val_rmse"] = (val_loss_sum / max(val_rows, 1)) ** 0.5
+        if sink is not None:
+            sink.log(metrics, step=epoch)
+
+        last = epoch + 1 == spec.optim.num_epochs
+        if (epoch + 1) % spec.checkpoint.every_n_epochs == 0 or last:
+            _report_with_checkpoint(
+                metrics, rank,
+                {
+                    "model": raw_model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch,
+                    "metrics": metrics,
+                    "spec": spec.model_dump(mode="json"),
+                    "data": {
+                        "input_shape": list(plan.data.input_shape),
+                        "num_outputs": plan.data.num_outputs,
+                        "task": plan.data.task,
+                    },
+                    "run_id": plan.run_id,
+                },
+            )
+        else:
+            ray.train.report(metrics)
+    if sink is not None:
+        sink.flush()
+
+
+def _restore_state() -> dict[str, Any] | None:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return load_state(directory)
+
+
+def _report_with_checkpoint(metrics: dict[str, float], rank: int, state: dict[str, Any]) -> None:
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        save_state(directory, state)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def _loss(loss_fn: nn.Module, out: torch.Tensor, y: torch.Tensor, classification: bool):
+    if classification:
+        return loss_fn(out.float(), y)
+    return loss_fn(out.float().squeeze(-1), y)
+
+
+@torch.no_grad()
+def _evaluate(model, batches: ShardBatches, loss_fn, classification, device, autocast_dtype):
+    model.eval()
+    totals = torch.zeros(3, device=device)  # loss sum, hits, rows
+    for x, y in batches.epoch(0, shuffle=False):
+        with _autocast(device, autocast_dtype):
+            out = model(x)
+        totals[0] += _loss(loss_fn, out, y, classification)
+        if classification:
+            totals[1] += (out.argmax(dim=1) == y).sum()
+        totals[2] += len(y)
+    return totals
+
+
+def _autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    """Mixed precision applies on GPU only; on CPU it would slow these models down."""
+    if device.type != "cuda" or setting == "off":
+        return None
+    if setting == "fp16":
+        return torch.float16
+    if setting == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None  # auto on a GPU without bf16: fp16 needs loss scaling, so ask for it by name
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,0 +1,27 @@
+"""Everything a worker needs, decided on the driver and shipped once in the train config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from deeprig.data.describe import DataInfo
+from deeprig.spec.models import TrainSpec
+
+
+class MetricsSink(Protocol):
+    """Where rank 0 sends per-epoch metrics (the tracking module provides the real one)."""
+
+    def log(self, metrics: dict[str, float], step: int) -> None: ...
+    def tag(self, key: str, value: str) -> None: ...
+    def flush(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    spec: TrainSpec
+    data: DataInfo
+    threads_per_worker: int
+    in_memory: bool
+    run_id: str | None  # the MLflow run this job writes to; travels in checkpoints too
+    sink: Any | None  # a MetricsSink, or None when tracking is off
