@@ -5,6 +5,7 @@ Exit codes: 0 success, 1 the job failed, 2 bad input (nothing was started or rec
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deeprig.spec import SpecError, load_spec
+from deeprig.spec.loader import with_lines
 
 app = typer.Typer(
     help=(
@@ -32,10 +34,17 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def _report_spec_error(exc: SpecError, source: str) -> None:
+    with contextlib.suppress(OSError):
+        exc = with_lines(exc, Path(source).read_text())
     count = len(exc.problems)
     errors.print(f"[bold red]{source}: {count} problem{'s' if count > 1 else ''}[/]")
     for problem in exc.problems:
-        errors.print(f"  {problem.render(exc.source or source)}", markup=False, highlight=False)
+        errors.print(
+            f"  {problem.render(exc.source or source)}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 SET_HELP = "Override a spec field: --set optim.lr=0.01 (value parsed as YAML; repeatable)."
@@ -106,8 +115,9 @@ def run(
         raise typer.Exit(EXIT_BAD_INPUT) from None
     spec_text = _resolved_spec_text(job, overrides, spec)
     try:
-        outcome = run_train(spec, spec_text=spec_text, spec_path=job, address=address,
-                            console=console)
+        outcome = run_train(
+            spec, spec_text=spec_text, spec_path=job, address=address, console=console
+        )
     except SpecError as exc:
         _report_spec_error(exc, str(job))
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -160,8 +170,17 @@ def runs(
     target = resolve_tracking(tracking_uri)
     rows = list_runs(target, experiment, limit)
     table = Table(title=f"runs in {target.uri}")
-    for column in ("run id", "experiment", "job", "kind", "status", "metric", "value",
-                   "duration", "started"):
+    for column in (
+        "run id",
+        "experiment",
+        "job",
+        "kind",
+        "status",
+        "metric",
+        "value",
+        "duration",
+        "started",
+    ):
         table.add_column(column, justify="right" if column in ("value", "duration") else "left")
     for row in rows:
         table.add_row(*row)
@@ -184,8 +203,18 @@ def ui(
     if target.uri.startswith("http"):
         console.print(f"runs live on a tracking server: open {target.uri}")
         return
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", target.uri,
-               "--host", host, "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        target.uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
     if target.artifact_root:
         command += ["--default-artifact-root", target.artifact_root]
     console.print(f"MLflow UI over {target.uri} at [bold]http://{host}:{port}[/] (Ctrl-C stops)")

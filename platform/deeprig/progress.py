@@ -7,7 +7,6 @@ same progress works for a local job and for one on a cluster.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 from rich.console import Console

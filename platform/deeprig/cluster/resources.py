@@ -40,8 +40,9 @@ class WorkerBudget:
 
 def local_resources() -> ClusterResources:
     """This machine, as an embedded Ray will see it (without starting Ray)."""
-    cpus = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                 else os.cpu_count() or 1)
+    cpus = float(
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
     return ClusterResources(cpus=cpus, gpus=float(_local_gpu_count()), max_node_cpus=cpus)
 
 
@@ -79,28 +80,34 @@ def plan_budget(scaling: ScalingSpec, resources: ClusterResources) -> WorkerBudg
     n = scaling.num_workers
     problems: list[Problem] = []
     if scaling.use_gpu and resources.gpus < n:
-        problems.append(Problem(
-            "scaling.use_gpu",
-            f"{n} GPU worker(s) need {n} GPU(s); {resources.where} has {resources.gpus:g}. "
-            "Set scaling.use_gpu: false, or run on a cluster with GPUs (--address)",
-        ))
+        problems.append(
+            Problem(
+                "scaling.use_gpu",
+                f"{n} GPU worker(s) need {n} GPU(s); {resources.where} has {resources.gpus:g}. "
+                "Set scaling.use_gpu: false, or run on a cluster with GPUs (--address)",
+            )
+        )
     if not scaling.use_gpu and n > resources.cpus:
-        problems.append(Problem(
-            "scaling.num_workers",
-            f"{n} workers need at least {n} CPUs (one core each); {resources.where} has "
-            f"{resources.cpus:g}. Use scaling.num_workers <= {int(resources.cpus)}",
-        ))
+        problems.append(
+            Problem(
+                "scaling.num_workers",
+                f"{n} workers need at least {n} CPUs (one core each); {resources.where} has "
+                f"{resources.cpus:g}. Use scaling.num_workers <= {int(resources.cpus)}",
+            )
+        )
     reserve = data_reserve(resources.cpus)
     available = resources.cpus - reserve
     if scaling.cpus_per_worker is not None:
         per_worker = scaling.cpus_per_worker
         if per_worker * n > available + 1e-9 or per_worker > resources.max_node_cpus:
-            problems.append(Problem(
-                "scaling.cpus_per_worker",
-                f"{n} x {per_worker:g} CPUs plus {reserve:g} kept for Ray Data exceeds the "
-                f"{resources.cpus:g} CPUs of {resources.where}; lower it or omit it to let "
-                "deeprig budget it",
-            ))
+            problems.append(
+                Problem(
+                    "scaling.cpus_per_worker",
+                    f"{n} x {per_worker:g} CPUs plus {reserve:g} kept for Ray Data exceeds the "
+                    f"{resources.cpus:g} CPUs of {resources.where}; lower it or omit it to let "
+                    "deeprig budget it",
+                )
+            )
     else:
         per_worker = min(available / n, resources.max_node_cpus - reserve)
         per_worker = math.floor(per_worker * 100) / 100

@@ -45,7 +45,9 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         num_cpus=None if address else num_cpus,
         runtime_env={"env_vars": RAY_JOB_ENV},
         logging_level="WARNING",
-        configure_logging=True,
+        # Applies to every worker of this job: Ray Train and Ray Data log each report and
+        # each dataset execution at INFO, which would bury deeprig's own progress.
+        logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"),
     )
     _quiet_ray_data()
     try:

@@ -4,6 +4,7 @@ before Ray starts (a missing path, a missing column, an unusable label)."""
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -74,9 +75,12 @@ def _describe_parquet(spec: ParquetData) -> DataInfo:
 
     missing = [c for c in [*spec.features, spec.label] if c not in schema.names]
     if missing:
-        available = ", ".join(schema.names)
+        names = schema.names
+        shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+        close = difflib.get_close_matches(missing[0], names, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
         field = "data.label" if missing == [spec.label] else "data.features"
-        raise DataProblem(field, f"column(s) {missing} not in the data (columns: {available})")
+        raise DataProblem(field, f"column(s) {missing} not in the data{hint} (columns: {shown})")
 
     input_shape = _feature_shape(spec, dataset, schema)
     label_type = schema.field(spec.label).type

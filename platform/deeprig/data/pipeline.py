@@ -45,9 +45,7 @@ def _from_numpy(x: np.ndarray, y: np.ndarray, num_workers: int):
     num_blocks = max(num_workers, math.ceil(x.nbytes / _TARGET_BLOCK_BYTES))
     tables = []
     for part in np.array_split(np.arange(len(y)), num_blocks):
-        tables.append(
-            pa.table({"x": ArrowTensorArray.from_numpy(x[part]), "y": pa.array(y[part])})
-        )
+        tables.append(pa.table({"x": ArrowTensorArray.from_numpy(x[part]), "y": pa.array(y[part])}))
     return ray.data.from_arrow(tables)
 
 

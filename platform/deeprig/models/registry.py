@@ -11,7 +11,7 @@ from torch import nn
 from deeprig.models.cnn import CNN
 from deeprig.models.mlp import MLP
 from deeprig.models.rnn import RecurrentNet
-from deeprig.models.shapes import InputShapeError, as_image, as_sequence
+from deeprig.models.shapes import as_image, as_sequence
 
 Builder = Callable[[Any, tuple[int, ...], int], nn.Module]
 

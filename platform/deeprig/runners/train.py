@@ -71,17 +71,21 @@ def check_train_spec(spec: TrainSpec, resources: ClusterResources) -> TrainCheck
             problems.append(Problem("model.name", str(exc)))
         allowed = reported_metrics(data.task)
         if spec.checkpoint.metric not in allowed:
-            problems.append(Problem(
-                "checkpoint.metric",
-                f"{spec.checkpoint.metric!r} is not reported by a {data.task} job "
-                f"(one of: {', '.join(sorted(allowed))})",
-            ))
+            problems.append(
+                Problem(
+                    "checkpoint.metric",
+                    f"{spec.checkpoint.metric!r} is not reported by a {data.task} job "
+                    f"(one of: {', '.join(sorted(allowed))})",
+                )
+            )
         train_rows_per_worker = data.num_train // spec.scaling.num_workers
         if train_rows_per_worker < 1:
-            problems.append(Problem(
-                "scaling.num_workers",
-                f"{data.num_train} training rows cannot feed {spec.scaling.num_workers} workers",
-            ))
+            problems.append(
+                Problem(
+                    "scaling.num_workers",
+                    f"{data.num_train} training rows cannot feed {spec.scaling.num_workers} workers",
+                )
+            )
     try:
         budget = plan_budget(spec.scaling, resources)
     except ResourceProblems as exc:
@@ -121,8 +125,10 @@ def run_train(
         recorder = None
         if target is not None:
             recorder = _create_run(spec, spec_text, spec_path, target)
-            console.print(f"MLflow run [bold]{recorder.run_id}[/] in experiment "
-                          f"[bold]{spec.experiment_name}[/] ({target.uri})")
+            console.print(
+                f"MLflow run [bold]{recorder.run_id}[/] in experiment "
+                f"[bold]{spec.experiment_name}[/] ({target.uri})"
+            )
         try:
             outcome = _fit_and_record(spec, checks, recorder, target, home, console)
         except KeyboardInterrupt:
@@ -151,10 +157,18 @@ def _create_run(spec: TrainSpec, spec_text: str, spec_path: Path, target: Tracki
     )
 
 
-def build_trainer(spec: TrainSpec, checks: TrainChecks, run_id: str | None, sink, storage: Path,
-                  run_name: str):
+def build_trainer(
+    spec: TrainSpec, checks: TrainChecks, run_id: str | None, sink, storage: Path, run_name: str
+):
     """The TorchTrainer for a spec: used by the train runner (and by tune trials)."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        DataConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchTrainer
 
     from deeprig.training.loop import train_loop_per_worker
@@ -189,6 +203,8 @@ def build_trainer(spec: TrainSpec, checks: TrainChecks, run_id: str | None, sink
                 checkpoint_score_order=spec.checkpoint.mode,
             ),
             failure_config=FailureConfig(max_failures=spec.failure.max_failures),
+            # deeprig shows progress itself; Train's per-report INFO lines would drown it.
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
         datasets={"train": train_ds, "val": val_ds},
         dataset_config=DataConfig(datasets_to_split=["train", "val"]),
@@ -214,8 +230,12 @@ def _fit_and_record(spec, checks, recorder, target, home, console) -> TrainOutco
         + (" + 1 GPU" if spec.scaling.use_gpu else "")
     )
     if recorder:
-        with EpochProgress(console, spec.optim.num_epochs, recorder.latest_metrics,
-                           ("train_loss", "val_loss", score)):
+        with EpochProgress(
+            console,
+            spec.optim.num_epochs,
+            recorder.latest_metrics,
+            ("train_loss", "val_loss", score),
+        ):
             result = trainer.fit()
     else:
         result = trainer.fit()
@@ -254,10 +274,12 @@ def _record_results(recorder, spec: TrainSpec, checks: TrainChecks, best, score:
     if best is None:
         return
     checkpoint, metrics = best
-    recorder.set_tags({
-        "deeprig.best_epoch": str(int(metrics.get("epoch", 0))),
-        "deeprig.checkpoint_path": checkpoint.path,
-    })
+    recorder.set_tags(
+        {
+            "deeprig.best_epoch": str(int(metrics.get("epoch", 0))),
+            "deeprig.checkpoint_path": checkpoint.path,
+        }
+    )
     with checkpoint.as_directory() as directory:
         state = load_state(directory)
         recorder.log_directory(directory, "checkpoints/best")

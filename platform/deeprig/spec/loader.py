@@ -63,6 +63,17 @@ def validate_mapping(raw: dict[str, Any], text: str = "", source: str | None = N
         raise SpecError(_dedupe(problems), source) from None
 
 
+def with_lines(error: SpecError, text: str) -> SpecError:
+    """Point problems found after parsing (data, resources) at their YAML lines."""
+    located = [
+        p
+        if p.line is not None or not p.path
+        else Problem(p.path, p.message, _line_of(text, tuple(p.path.split("."))))
+        for p in error.problems
+    ]
+    return SpecError(located, error.source)
+
+
 # ------------------------------------------------------------------ YAML
 
 
@@ -73,6 +84,8 @@ def _parse_yaml(text: str, source: str | None) -> dict[str, Any]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
         what = exc.problem or "invalid YAML"
+        if exc.context and exc.context_mark:  # e.g. "while parsing a flow mapping" + where
+            what += f" ({exc.context} started on line {exc.context_mark.line + 1})"
         raise SpecError([Problem("", f"YAML syntax error: {what}", line)], source) from None
     except yaml.YAMLError as exc:
         raise SpecError([Problem("", f"YAML error: {exc}")], source) from None
@@ -172,9 +185,7 @@ def _problem_from_error(err: dict[str, Any], root: type[BaseModel], text: str) -
         )
     if kind == "union_tag_not_found":
         field = str(ctx.get("discriminator", "")).strip("'")
-        return Problem(
-            f"{path}.{field}", "required field is missing", _line_of(text, loc)
-        )
+        return Problem(f"{path}.{field}", "required field is missing", _line_of(text, loc))
     if kind == "missing":
         return Problem(path, "required field is missing", _line_of(text, loc[:-1]))
     if kind == "literal_error":
@@ -183,8 +194,12 @@ def _problem_from_error(err: dict[str, Any], root: type[BaseModel], text: str) -
         hint = _did_you_mean(str(got), choices)
         return Problem(path, f"must be one of {expected}{hint} (got {got!r})", _line_of(text, loc))
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=",
-              "less_than": "<"}[kind]
+        op = {
+            "greater_than_equal": ">=",
+            "greater_than": ">",
+            "less_than_equal": "<=",
+            "less_than": "<",
+        }[kind]
         bound = next(iter(ctx.values()))
         return Problem(path, f"must be {op} {bound} (got {got!r})", _line_of(text, loc))
     if kind == "value_error":

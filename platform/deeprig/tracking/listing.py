@@ -31,15 +31,17 @@ def list_runs(target: TrackingTarget, experiment: str | None, limit: int) -> lis
         info, data = run.info, run.data
         key = next((k for k in KEY_METRICS if k in data.metrics), None)
         end = info.end_time or int(datetime.now().timestamp() * 1000)
-        rows.append((
-            info.run_id[:12],
-            names.get(info.experiment_id, info.experiment_id),
-            data.tags.get("deeprig.job_name", info.run_name or ""),
-            data.tags.get("deeprig.kind", ""),
-            info.status,
-            key or "",
-            f"{data.metrics[key]:.4g}" if key else "",
-            f"{(end - info.start_time) / 1000:.1f} s",
-            datetime.fromtimestamp(info.start_time / 1000).strftime("%Y-%m-%d %H:%M"),
-        ))
+        rows.append(
+            (
+                info.run_id[:12],
+                names.get(info.experiment_id, info.experiment_id),
+                data.tags.get("deeprig.job_name", info.run_name or ""),
+                data.tags.get("deeprig.kind", ""),
+                info.status,
+                key or "",
+                f"{data.metrics[key]:.4g}" if key else "",
+                f"{(end - info.start_time) / 1000:.1f} s",
+                datetime.fromtimestamp(info.start_time / 1000).strftime("%Y-%m-%d %H:%M"),
+            )
+        )
     return rows

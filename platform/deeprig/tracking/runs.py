@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -75,14 +76,16 @@ class RunRecorder:
         for key in loss_keys:
             points = self.metric_history(key)
             if points:
-                axes[0][0].plot([s + 1 for s, _ in points], [v for _, v in points], label=key,
-                                marker=".")
+                axes[0][0].plot(
+                    [s + 1 for s, _ in points], [v for _, v in points], label=key, marker="."
+                )
         axes[0][0].set(xlabel="epoch", ylabel="loss", title="loss")
         axes[0][0].legend()
         if score_key:
             points = self.metric_history(score_key)
-            axes[0][1].plot([s + 1 for s, _ in points], [v for _, v in points], marker=".",
-                            color="tab:green")
+            axes[0][1].plot(
+                [s + 1 for s, _ in points], [v for _, v in points], marker=".", color="tab:green"
+            )
             axes[0][1].set(xlabel="epoch", ylabel=score_key, title=score_key)
         for ax in axes[0]:
             ax.grid(alpha=0.3)
@@ -110,7 +113,10 @@ class RunRecorder:
         try:
             # The fluent API is the only way to log a model; leaving this block marks the
             # run FINISHED, so the runner calls this last, and re-marks it on any failure.
-            with mlflow.start_run(run_id=self.run_id):
+            with mlflow.start_run(run_id=self.run_id), warnings.catch_warnings():
+                # torch.export (MLflow's default "pt2" format, loadable without deeprig)
+                # warns about RNN weight attributes; the exported model is correct.
+                warnings.simplefilter("ignore", UserWarning)
                 info = mlflow.pytorch.log_model(
                     model,
                     name="model",

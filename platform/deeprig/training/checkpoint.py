@@ -16,5 +16,6 @@ def save_state(directory: str | Path, state: dict[str, Any]) -> None:
 
 def load_state(directory: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     # weights_only=False: the state holds the spec and plain Python values, written by us.
-    return torch.load(Path(directory) / CHECKPOINT_FILE, map_location=map_location,
-                      weights_only=False)
+    return torch.load(
+        Path(directory) / CHECKPOINT_FILE, map_location=map_location, weights_only=False
+    )

@@ -8,6 +8,7 @@ metrics to the sink.
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
 import time
 from typing import Any
@@ -29,6 +30,8 @@ from deeprig.training.plan import TrainPlan
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     plan: TrainPlan = config["plan"]
     spec = plan.spec
+    # Ray Train logs every report at INFO on each worker; progress is the driver's job.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(plan.threads_per_worker)
@@ -58,12 +61,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     label_dtype = torch.long if classification else torch.float32
     train = ShardBatches(
-        ray.train.get_dataset_shard("train"), spec.optim.batch_size, device, label_dtype,
-        plan.in_memory, seed=spec.seed * 31 + rank,
+        ray.train.get_dataset_shard("train"),
+        spec.optim.batch_size,
+        device,
+        label_dtype,
+        plan.in_memory,
+        seed=spec.seed * 31 + rank,
     )
     val = ShardBatches(
-        ray.train.get_dataset_shard("val"), max(spec.optim.batch_size, 1024), device,
-        label_dtype, plan.in_memory, seed=0,
+        ray.train.get_dataset_shard("val"),
+        max(spec.optim.batch_size, 1024),
+        device,
+        label_dtype,
+        plan.in_memory,
+        seed=0,
     )
     if world > 1 and train.num_rows is not None:
         # DDP hangs if one rank runs more steps than another: keep the smallest shard size.
@@ -74,8 +85,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     sink = plan.sink if rank == 0 else None
     if sink is not None and start_epoch > 0:
         sink.tag("deeprig.resumed_from_epoch", str(start_epoch))
-    loss_fn = nn.CrossEntropyLoss(reduction="sum") if classification else nn.MSELoss(
-        reduction="sum"
+    loss_fn = (
+        nn.CrossEntropyLoss(reduction="sum") if classification else nn.MSELoss(reduction="sum")
     )
 
     for epoch in range(start_epoch, spec.optim.num_epochs):
@@ -122,7 +133,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         last = epoch + 1 == spec.optim.num_epochs
         if (epoch + 1) % spec.checkpoint.every_n_epochs == 0 or last:
             _report_with_checkpoint(
-                metrics, rank,
+                metrics,
+                rank,
                 {
                     "model": raw_model.state_dict(),
                     "optimizer": optimizer.state_dict(),
