@@ -85,11 +85,8 @@ def _describe_parquet(spec: ParquetData) -> DataInfo:
     input_shape = _feature_shape(spec, dataset, schema)
     label_type = schema.field(spec.label).type
     is_int = pa.types.is_integer(label_type) or pa.types.is_boolean(label_type)
-    task: Task
-    if spec.task == "auto":
-        task = "classification" if is_int else "regression"
-    else:
-        task = spec.task
+    inferred: Task = "classification" if is_int else "regression"
+    task: Task = inferred if spec.task == "auto" else spec.task
     if task == "classification":
         if not is_int:
             raise DataProblem(

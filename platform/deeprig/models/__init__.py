@@ -1,6 +1,7 @@
 """Model registry: architectures looked up by name. Model files hold architecture only
 (no Ray, no MLflow), so they can be built anywhere: a worker, the driver, a notebook."""
 
-from deeprig.models.registry import REGISTRY, InputShapeError, build_model, check_input_shape
+from deeprig.models.registry import REGISTRY, build_model, check_input_shape
+from deeprig.models.shapes import InputShapeError
 
 __all__ = ["REGISTRY", "InputShapeError", "build_model", "check_input_shape"]

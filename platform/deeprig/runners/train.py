@@ -83,7 +83,8 @@ def check_train_spec(spec: TrainSpec, resources: ClusterResources) -> TrainCheck
             problems.append(
                 Problem(
                     "scaling.num_workers",
-                    f"{data.num_train} training rows cannot feed {spec.scaling.num_workers} workers",
+                    f"{data.num_train} training rows cannot feed "
+                    f"{spec.scaling.num_workers} workers",
                 )
             )
     try:

@@ -210,7 +210,8 @@ def _problem_from_error(err: dict[str, Any], root: type[BaseModel], text: str) -
 
 
 def _strip_union_tags(loc: tuple[Any, ...], root: type[BaseModel]) -> tuple[Any, ...]:
-    """pydantic puts the union tag in the location (model.cnn.channels); users wrote model.channels."""
+    """pydantic puts the union tag in the location (model.cnn.channels); users wrote
+    model.channels."""
     out: list[Any] = []
     model: Any = root
     i = 0

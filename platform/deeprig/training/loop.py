@@ -30,7 +30,9 @@ from deeprig.training.plan import TrainPlan
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     plan: TrainPlan = config["plan"]
     spec = plan.spec
-    # Ray Train logs every report at INFO on each worker; progress is the driver's job.
+    # Ray Train logs every report at INFO on each worker (through a logger named after its
+    # source file, so only the root level catches it); progress is the driver's job.
+    logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()

@@ -1,0 +1,35 @@
+# The two commands of the README:  make quickstart  |  make test
+# Everything installs into .venv from requirements.lock (exact versions).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install quickstart test test-slow lint bench clean
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+quickstart: install  ## install everything, then train the quickstart job on the embedded defaults
+	$(BIN)/deeprig run jobs/quickstart.yaml
+
+test: install  ## unit + integration tests on a local Ray (CI runs this)
+	$(BIN)/python -m pytest
+
+test-slow: install  ## the long real runs: accuracy targets of the jobs/, benchmarks' smoke
+	$(BIN)/python -m pytest -m slow
+
+lint: install
+	$(BIN)/ruff check platform tests benchmarks jobs
+	$(BIN)/ruff format --check platform tests benchmarks jobs
+
+bench: install  ## side-by-side benchmarks; prints a table
+	$(BIN)/python benchmarks/train_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

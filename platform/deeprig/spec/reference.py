@@ -1,0 +1,72 @@
+"""The spec reference in Markdown, generated from the pydantic models (the README embeds it;
+a test keeps the two in step).  python -m deeprig.spec.reference"""
+
+from __future__ import annotations
+
+import typing
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from deeprig.spec.models import (
+    CheckpointSpec,
+    CNNConfig,
+    DigitsData,
+    FailureSpec,
+    MLPConfig,
+    OptimSpec,
+    ParquetData,
+    RNNConfig,
+    ScalingSpec,
+    ScheduleSpec,
+    SyntheticData,
+    TrackingSpec,
+    TrainSpec,
+)
+
+SECTIONS: list[tuple[str, type[BaseModel]]] = [
+    ("top level (`kind: train`)", TrainSpec),
+    ("`model` with `name: mlp`", MLPConfig),
+    ("`model` with `name: cnn`", CNNConfig),
+    ("`model` with `name: lstm` or `gru`", RNNConfig),
+    ("`data` with `source: builtin:digits`", DigitsData),
+    ("`data` with `source: builtin:synthetic`", SyntheticData),
+    ("`data` with `source: parquet`", ParquetData),
+    ("`optim`", OptimSpec),
+    ("`optim.schedule`", ScheduleSpec),
+    ("`scaling`", ScalingSpec),
+    ("`checkpoint`", CheckpointSpec),
+    ("`failure`", FailureSpec),
+    ("`tracking`", TrackingSpec),
+]
+
+
+def _type_name(annotation: typing.Any) -> str:
+    text = str(annotation).replace("typing.", "")
+    for noise in ("Annotated[", "deeprig.spec.models."):
+        text = text.replace(noise, "")
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return text.split(", FieldInfo")[0].split(", Field")[0]
+
+
+def _default(field) -> str:
+    if field.default is PydanticUndefined and field.default_factory is None:
+        return "required"
+    if field.default_factory is not None:
+        return "see below"
+    return f"`{field.default}`" if field.default is not None else "—"
+
+
+def render() -> str:
+    lines = []
+    for title, model in SECTIONS:
+        lines += [f"#### {title}", "", "| field | default | what it does |", "|---|---|---|"]
+        for name, field in model.model_fields.items():
+            lines.append(f"| `{name}` | {_default(field)} | {field.description or ''} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render())
