@@ -22,14 +22,13 @@ import time
 from pathlib import Path
 
 import torch
-from rich.console import Console
-from rich.table import Table
-
 from deeprig.data import describe_data
 from deeprig.data.builtin import builtin_arrays, split_indices
 from deeprig.models import build_model
 from deeprig.spec import load_spec_text
 from deeprig.training.optim import build_optimizer
+from rich.console import Console
+from rich.table import Table
 
 WORKLOADS = {
     # Tiny: an epoch is ~0.1 s, so deeprig's fixed per-epoch cost (report, checkpoint,
@@ -60,8 +59,10 @@ def spec_for(name: str, epochs: int):
 
     body = textwrap.dedent(WORKLOADS[name]).strip()
     text = f"name: bench-{name}\nkind: train\nseed: 0\n{body}\n"
-    return load_spec_text(text, [f"optim.num_epochs={epochs}", "scaling.num_workers=1",
-                                 "tracking.experiment=benchmarks"])
+    return load_spec_text(
+        text,
+        [f"optim.num_epochs={epochs}", "scaling.num_workers=1", "tracking.experiment=benchmarks"],
+    )
 
 
 def plain_epoch_times(spec) -> list[float]:
@@ -99,19 +100,27 @@ def plain_epoch_times(spec) -> list[float]:
 
 def deeprig_epoch_times(spec, home: Path) -> tuple[list[float], list[float], float]:
     """Epoch wall times of a real `deeprig run` (tracking on, checkpoint every epoch)."""
+    from deeprig.runners.train import run_train
     from mlflow import MlflowClient
 
-    from deeprig.runners.train import run_train
-
     started = time.perf_counter()
-    outcome = run_train(spec, spec_text="(benchmark)", spec_path=Path("bench.yaml"),
-                        console=Console(quiet=True), home=home)
+    outcome = run_train(
+        spec,
+        spec_text="(benchmark)",
+        spec_path=Path("bench.yaml"),
+        console=Console(quiet=True),
+        home=home,
+    )
     total = time.perf_counter() - started
     client = MlflowClient(outcome.tracking_uri)
     history = sorted(client.get_metric_history(outcome.run_id, "epoch"), key=lambda m: m.step)
     stamps = [m.timestamp / 1000 for m in history]
-    in_loop = [m.value for m in sorted(client.get_metric_history(outcome.run_id, "epoch_time_s"),
-                                       key=lambda m: m.step)]
+    in_loop = [
+        m.value
+        for m in sorted(
+            client.get_metric_history(outcome.run_id, "epoch_time_s"), key=lambda m: m.step
+        )
+    ]
     return [b - a for a, b in zip(stamps, stamps[1:], strict=False)], in_loop, total
 
 
@@ -124,8 +133,15 @@ def main() -> int:
     names = args.only or list(WORKLOADS)
     console = Console()
     table = Table(title="deeprig (1 worker) vs plain PyTorch, steady-state epoch, 1 thread each")
-    for column in ("workload", "plain s/epoch", "deeprig s/epoch", "ratio", "deeprig in-loop",
-                   "deeprig end-to-end s", "plain end-to-end s"):
+    for column in (
+        "workload",
+        "plain s/epoch",
+        "deeprig s/epoch",
+        "ratio",
+        "deeprig in-loop",
+        "deeprig end-to-end s",
+        "plain end-to-end s",
+    ):
         table.add_column(column, justify="right")
     from deeprig.cluster.session import ray_session
 
@@ -144,11 +160,20 @@ def main() -> int:
         p = statistics.median(plain_times)
         d = statistics.median(gaps[args.warmup - 1 :])
         loop = statistics.median(in_loop[args.warmup :])
-        table.add_row(name, f"{p:.3f}", f"{d:.3f}", f"{d / p:.3f}x", f"{loop:.3f}",
-                      f"{total:.1f}", f"{plain_total:.1f}")
+        table.add_row(
+            name,
+            f"{p:.3f}",
+            f"{d:.3f}",
+            f"{d / p:.3f}x",
+            f"{loop:.3f}",
+            f"{total:.1f}",
+            f"{plain_total:.1f}",
+        )
     console.print(table)
-    console.print(f"python {' '.join(sys.argv)}  |  torch {torch.__version__}, "
-                  f"{torch.get_num_threads()} thread(s)")
+    console.print(
+        f"python {' '.join(sys.argv)}  |  torch {torch.__version__}, "
+        f"{torch.get_num_threads()} thread(s)"
+    )
     return 0
 
 

@@ -9,12 +9,11 @@ import time
 import urllib.request
 
 import pytest
-from mlflow import MlflowClient
-from typer.testing import CliRunner
-
 from deeprig.cli import app
 from deeprig.tracking.runs import RunRecorder
 from deeprig.tracking.store import embedded_target
+from mlflow import MlflowClient
+from typer.testing import CliRunner
 
 
 @pytest.fixture
@@ -43,8 +42,11 @@ def free_port() -> int:
 @pytest.mark.timeout(120)
 def test_ui_serves_the_mlflow_ui_on_localhost(store_with_a_run, deeprig_home):
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "deeprig.cli", "ui", "--port", str(port)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "deeprig.cli", "ui", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         deadline = time.time() + 90
         while time.time() < deadline:

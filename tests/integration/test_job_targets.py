@@ -7,10 +7,10 @@ import time
 
 import pytest
 import torch
+from deeprig.cli import app
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from deeprig.cli import app
 from tests.conftest import JOBS
 
 pytestmark = pytest.mark.usefixtures("ray_2_cpus")
@@ -45,10 +45,20 @@ def test_ready_job_reaches_its_accuracy_with_2_workers(job, target, deeprig_home
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_worker_trains_with_mixed_precision(deeprig_home):
-    result = CliRunner().invoke(app, [
-        "run", str(JOBS / "digits_cnn.yaml"), "--set", "scaling.use_gpu=true",
-        "--set", "scaling.num_workers=1", "--set", "optim.num_epochs=5",
-        "--set", "tracking.experiment=gpu",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(JOBS / "digits_cnn.yaml"),
+            "--set",
+            "scaling.use_gpu=true",
+            "--set",
+            "scaling.num_workers=1",
+            "--set",
+            "optim.num_epochs=5",
+            "--set",
+            "tracking.experiment=gpu",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert best_accuracy(deeprig_home, "gpu") > 0.9

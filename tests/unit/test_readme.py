@@ -1,6 +1,7 @@
 """The README's spec reference is the one the pydantic models generate."""
 
 from deeprig.spec.reference import render
+
 from tests.conftest import REPO
 
 
