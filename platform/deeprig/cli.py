@@ -66,7 +66,6 @@ def validate(
     Example: deeprig validate jobs/digits_cnn.yaml --set scaling.num_workers=2
     """
     from deeprig.cluster.resources import local_resources
-    from deeprig.runners.train import check_train_spec
 
     try:
         spec = load_spec(job, overrides)
@@ -75,17 +74,31 @@ def validate(
             from deeprig.cluster.session import ray_session
 
             with ray_session(address):
-                checks = check_train_spec(spec, connected_resources())
+                summary = _check(spec, connected_resources())
         else:
-            checks = check_train_spec(spec, local_resources())
+            summary = _check(spec, local_resources())
     except SpecError as exc:
         _report_spec_error(exc, str(job))
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    console.print(
-        f"[green]ok[/] {job}: {spec.kind} job [bold]{spec.name}[/] - {spec.model.name} on "
-        f"{spec.data.source} ({checks.data.task}, {checks.data.num_train} train rows, "
-        f"{checks.data.num_outputs} outputs), {spec.scaling.num_workers} worker(s) x "
-        f"{checks.budget.cpus_per_worker:g} CPU"
+    console.print(f"[green]ok[/] {job}: {spec.kind} job [bold]{spec.name}[/] - {summary}")
+
+
+def _check(spec, resources) -> str:
+    """Pre-flight checks of any kind of spec; returns a one-line summary."""
+    from deeprig.runners.train import check_train_spec
+    from deeprig.runners.tune import check_tune_spec
+
+    if spec.kind == "tune":
+        checks = check_tune_spec(spec, resources)
+        return (
+            f"{checks.num_trials} trials of {spec.base.model.name} on {spec.base.data.source}, "
+            f"{checks.concurrency} at a time, {spec.search.algorithm} + {spec.scheduler.name}"
+        )
+    checks = check_train_spec(spec, resources)
+    return (
+        f"{spec.model.name} on {spec.data.source} ({checks.data.task}, "
+        f"{checks.data.num_train} train rows, {checks.data.num_outputs} outputs), "
+        f"{spec.scaling.num_workers} worker(s) x {checks.budget.cpus_per_worker:g} CPU"
     )
 
 
@@ -128,6 +141,9 @@ def run(
         errors.print(f"[bold red]job failed:[/] {type(exc).__name__}: {exc}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
 
+    if spec.kind == "tune":
+        _print_search_outcome(spec, outcome)
+        return
     table = Table(title=f"{spec.name}: best checkpoint", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -141,6 +157,25 @@ def run(
             f"MLflow run [bold]{outcome.run_id}[/] ({outcome.tracking_uri})\n"
             f"  see it: [bold]deeprig ui[/] then open the experiment "
             f"'{spec.experiment_name}', or [bold]deeprig runs[/]"
+        )
+
+
+def _print_search_outcome(spec, outcome) -> None:
+    table = Table(title=f"{spec.name}: best trial", show_header=True)
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_row(f"best {spec.search.metric}", f"{outcome.best_metric:.4g}")
+    for key, value in outcome.best_config.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    table.add_row("trials", str(outcome.num_trials))
+    table.add_row("stopped early", str(outcome.num_stopped_early))
+    table.add_row("epochs trained", str(outcome.total_epochs))
+    console.print(table)
+    console.print(f"finished in {outcome.seconds:.1f} s")
+    if outcome.parent_run_id:
+        console.print(
+            f"MLflow parent run [bold]{outcome.parent_run_id}[/], one child run per trial\n"
+            f"  see it: [bold]deeprig ui[/] then open the experiment '{spec.experiment_name}'"
         )
 
 

@@ -3,6 +3,8 @@ and no MLflow run created."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -142,11 +144,14 @@ def test_more_workers_than_cpus_is_refused(tmp_path, deeprig_home):
 
 
 def test_bad_run_exits_2_before_ray_starts_and_records_nothing(tmp_path, deeprig_home):
-    import ray
-
+    # In a fresh interpreter: the integration tests' Ray may be up in this one.
     job = tmp_path / "job.yaml"
     job.write_text(GOOD + "scaling: {num_workers: 512}\n")
-    result = CliRunner().invoke(app, ["run", str(job)])
-    assert result.exit_code == 2
-    assert not ray.is_initialized()
+    code = (
+        "import sys, ray; from typer.testing import CliRunner; from deeprig.cli import app;"
+        f"r = CliRunner().invoke(app, ['run', {str(job)!r}]);"
+        "print(r.exit_code, ray.is_initialized())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["2", "False"], out.stdout + out.stderr
     assert not (deeprig_home / "mlflow.db").exists()

@@ -159,9 +159,15 @@ def _create_run(spec: TrainSpec, spec_text: str, spec_path: Path, target: Tracki
 
 
 def build_trainer(
-    spec: TrainSpec, checks: TrainChecks, run_id: str | None, sink, storage: Path, run_name: str
+    spec: TrainSpec,
+    checks: TrainChecks,
+    run_id: str | None,
+    sink,
+    storage: Path,
+    run_name: str,
+    callbacks: list | None = None,
 ):
-    """The TorchTrainer for a spec: used by the train runner (and by tune trials)."""
+    """The TorchTrainer for a spec: built the same way for a train job and a tune trial."""
     from ray.train import (
         CheckpointConfig,
         DataConfig,
@@ -206,6 +212,7 @@ def build_trainer(
             failure_config=FailureConfig(max_failures=spec.failure.max_failures),
             # deeprig shows progress itself; Train's per-report INFO lines would drown it.
             logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=callbacks,
         ),
         datasets={"train": train_ds, "val": val_ds},
         dataset_config=DataConfig(datasets_to_split=["train", "val"]),

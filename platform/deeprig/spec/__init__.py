@@ -5,7 +5,16 @@ typed, validated spec objects.
 """
 
 from deeprig.spec.errors import Problem, SpecError
-from deeprig.spec.loader import load_spec, load_spec_text
-from deeprig.spec.models import JobSpec, TrainSpec
+from deeprig.spec.loader import JobSpec, load_spec, load_spec_text
+from deeprig.spec.models import TrainSpec
+from deeprig.spec.tune import TuneSpec
 
-__all__ = ["JobSpec", "Problem", "SpecError", "TrainSpec", "load_spec", "load_spec_text"]
+__all__ = [
+    "JobSpec",
+    "Problem",
+    "SpecError",
+    "TrainSpec",
+    "TuneSpec",
+    "load_spec",
+    "load_spec_text",
+]

@@ -14,10 +14,16 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from deeprig.spec.errors import Problem, SpecError
-from deeprig.spec.models import PLANNED_KINDS, SPEC_BY_KIND, TrainSpec
+from deeprig.spec.models import StrictModel, TrainSpec
+from deeprig.spec.tune import TuneSpec
+
+# The kinds this version runs; rl joins with its own spec class.
+SPEC_BY_KIND: dict[str, type[StrictModel]] = {"train": TrainSpec, "tune": TuneSpec}
+PLANNED_KINDS = ("rl",)
+JobSpec = TrainSpec | TuneSpec
 
 
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> TrainSpec:
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
     """Load and validate the spec at `path`; raise SpecError listing every problem."""
     path = Path(path)
     try:
@@ -31,8 +37,10 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> TrainSpec
 
 def load_spec_text(
     text: str, overrides: list[str] | None = None, source: str | None = None
-) -> TrainSpec:
+) -> JobSpec:
     raw = _parse_yaml(text, source)
+    if raw.get("kind") == "tune" and isinstance(raw.get("base"), str):
+        raw["base"] = _load_base(raw["base"], source)
     problems: list[Problem] = []
     for override in overrides or []:
         problem = _apply_override(raw, override)
@@ -43,7 +51,23 @@ def load_spec_text(
     return validate_mapping(raw, text, source)
 
 
-def validate_mapping(raw: dict[str, Any], text: str = "", source: str | None = None) -> TrainSpec:
+def _load_base(reference: str, source: str | None) -> dict[str, Any]:
+    """A tune spec's `base: other.yaml`, relative to the tune spec's own folder."""
+    folder = Path(source).parent if source else Path.cwd()
+    path = (folder / reference) if not Path(reference).is_absolute() else Path(reference)
+    try:
+        text = path.read_text()
+    except OSError:
+        raise SpecError([Problem("base", f"no such base spec: {path}")], source) from None
+    try:
+        return _parse_yaml(text, str(path))
+    except SpecError as exc:
+        raise SpecError(
+            [Problem("base", p.render(str(path))) for p in exc.problems], source
+        ) from None
+
+
+def validate_mapping(raw: dict[str, Any], text: str = "", source: str | None = None) -> JobSpec:
     kind = raw.get("kind")
     if kind not in SPEC_BY_KIND:
         known = ", ".join(SPEC_BY_KIND)
@@ -59,7 +83,7 @@ def validate_mapping(raw: dict[str, Any], text: str = "", source: str | None = N
     try:
         return model_class.model_validate(raw)  # type: ignore[return-value]
     except ValidationError as exc:
-        problems = [_problem_from_error(err, model_class, text) for err in exc.errors()]
+        problems = [p for err in exc.errors() for p in _problems_from_error(err, model_class, text)]
         raise SpecError(_dedupe(problems), source) from None
 
 
@@ -111,18 +135,26 @@ def _line_of(text: str, path: tuple[Any, ...]) -> int | None:
     except yaml.YAMLError:
         return None
     line = None
-    for key in path:
+    keys = list(path)
+    while keys:
         if isinstance(node, yaml.MappingNode):
-            match = next((kv for kv in node.value if kv[0].value == str(key)), None)
+            # Keys may themselves hold dots (search_space: {optim.lr: ...}): longest first.
+            for width in range(len(keys), 0, -1):
+                name = ".".join(str(k) for k in keys[:width])
+                match = next((kv for kv in node.value if kv[0].value == name), None)
+                if match is not None:
+                    break
             if match is None:
                 break
             line = match[0].start_mark.line + 1
             node = match[1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
-            if key >= len(node.value):
+            keys = keys[width:]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(keys[0], int):
+            if keys[0] >= len(node.value):
                 break
-            node = node.value[key]
+            node = node.value[keys[0]]
             line = node.start_mark.line + 1
+            keys = keys[1:]
         else:
             break
     return line
@@ -156,6 +188,22 @@ def _apply_override(raw: dict[str, Any], override: str) -> Problem | None:
 
 
 # ------------------------------------------------------------------ errors
+
+
+def _problems_from_error(err: dict[str, Any], root: type[BaseModel], text: str) -> list[Problem]:
+    """A cross-field check may report several `path: message` parts in one error."""
+    problem = _problem_from_error(err, root, text)
+    if err["type"] != "value_error" or ": " not in problem.message:
+        return [problem]
+    out = []
+    for part in problem.message.split("; "):
+        path, sep, message = part.partition(": ")
+        if sep and " " not in path and "." in path or path in root.model_fields:
+            full = f"{problem.path}.{path}" if problem.path else path
+            out.append(Problem(full, message, _line_of(text, tuple(full.split(".")))))
+        else:
+            out.append(Problem(problem.path, part, problem.line))
+    return out
 
 
 def _problem_from_error(err: dict[str, Any], root: type[BaseModel], text: str) -> Problem:

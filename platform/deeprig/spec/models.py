@@ -221,10 +221,3 @@ class TrainSpec(StrictModel):
     @property
     def experiment_name(self) -> str:
         return self.tracking.experiment or self.name
-
-
-# The kinds this version runs. tune and rl join this mapping as their own spec classes.
-SPEC_BY_KIND: dict[str, type[StrictModel]] = {"train": TrainSpec}
-PLANNED_KINDS = ("tune", "rl")
-
-JobSpec = TrainSpec

@@ -35,10 +35,11 @@ class RunRecorder:
         spec_dir: Path,
         ray_job_id: str | None = None,
         run_name: str | None = None,
+        extra_tags: dict[str, str] | None = None,
     ) -> RunRecorder:
         client = MlflowClient(target.uri)
         experiment_id = ensure_experiment(client, target, experiment)
-        tags = lineage_tags(spec_dict, spec_dir, ray_job_id)
+        tags = lineage_tags(spec_dict, spec_dir, ray_job_id) | (extra_tags or {})
         run = client.create_run(experiment_id, run_name=run_name or spec_dict["name"], tags=tags)
         recorder = cls(target, run.info.run_id)
         params = flatten("", spec_dict, {})
@@ -129,6 +130,25 @@ class RunRecorder:
         finally:
             mlflow.set_tracking_uri(previous)
         return info.model_uri
+
+
+def find_child_run(
+    target: TrackingTarget, experiment: str, parent_run_id: str | None, trial_id: str
+) -> str | None:
+    """The run already recorded for this trial of this search, if any."""
+    client = MlflowClient(target.uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return None
+    runs = client.search_runs(
+        [found.experiment_id],
+        filter_string=(
+            f"tags.`deeprig.trial_id` = '{trial_id}' AND "
+            f"tags.`deeprig.parent_run_id` = '{parent_run_id}'"
+        ),
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
 
 
 def ensure_experiment(client: MlflowClient, target: TrackingTarget, name: str) -> str:

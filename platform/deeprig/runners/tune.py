@@ -1,0 +1,464 @@
+"""`kind: tune`: a TuneSpec -> Ray Tune search whose trials are the train runner's trainers.
+
+Each trial is a Tune function trainable that builds the same TorchTrainer the train
+runner builds (Train V2's way of running under Tune: `TuneReportCallback` forwards each
+epoch's report to Tune, so ASHA and median stopping act per epoch). MLflow: one parent
+run per search, one child run per trial (`mlflow.parentRunId`), the best trial marked on
+the parent and its model logged there.
+
+Early-stopped trials end KILLED with the tag `deeprig.stopped_early=true` (MLflow has no
+"stopped" status; KILLED is the one that says "did not run to the end", and the tag tells
+it apart from a user's Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from deeprig.cluster.resources import (
+    ClusterResources,
+    WorkerBudget,
+    connected_resources,
+    data_reserve,
+    local_resources,
+)
+from deeprig.cluster.session import ray_session
+from deeprig.runners.train import TrainChecks, build_trainer, check_train_spec, reported_metrics
+from deeprig.spec.errors import Problem, SpecError
+from deeprig.spec.models import TrainSpec
+from deeprig.spec.tune import Domain, TuneSpec, apply_overrides
+from deeprig.tracking.store import TrackingTarget, deeprig_home, resolve_tracking
+
+MIN_CPUS_PER_TRIAL_WORKER = 0.1
+
+
+@dataclass(frozen=True)
+class TuneChecks:
+    trial: TrainChecks  # data + the budget of one trial's workers
+    concurrency: int
+    num_trials: int
+
+
+@dataclass(frozen=True)
+class TuneOutcome:
+    parent_run_id: str | None
+    best_metric: float | None
+    best_config: dict[str, Any]
+    num_trials: int
+    num_stopped_early: int
+    total_epochs: int
+    seconds: float
+
+
+def count_trials(spec: TuneSpec) -> int:
+    grid = math.prod(len(d.grid) for d in spec.search_space.values() if d.kind == "grid")
+    return spec.search.num_samples * grid
+
+
+def check_tune_spec(spec: TuneSpec, resources: ClusterResources) -> TuneChecks:
+    """Base checks (data, shapes, resources) plus the search's own: metric, concurrency."""
+    base_checks = check_train_spec(spec.base, resources)
+    problems: list[Problem] = []
+    allowed = reported_metrics(base_checks.data.task)
+    if spec.search.metric not in allowed:
+        problems.append(
+            Problem(
+                "search.metric",
+                f"{spec.search.metric!r} is never reported by the base ({base_checks.data.task}) "
+                f"job; one of: {', '.join(sorted(allowed))}",
+            )
+        )
+    if spec.scheduler.name == "pbt":
+        problems.append(
+            Problem(
+                "scheduler.name",
+                "pbt is not available yet: Train V2 under Tune does not hand checkpoints to Tune, "
+                "which PBT needs to copy weights between trials; use asha, median or fifo",
+            )
+        )
+    n = spec.base.scaling.num_workers
+    available = resources.cpus - data_reserve(resources.cpus)
+    fits = max(1, math.floor(available / (n * 0.5)))  # half a CPU per worker by default
+    if spec.base.scaling.use_gpu:
+        fits = min(fits, int(resources.gpus // n))
+    trials = count_trials(spec)
+    concurrency = min(spec.search.max_concurrent_trials or fits, trials)
+    per_worker = math.floor(available / (concurrency * n) * 100) / 100
+    if per_worker < MIN_CPUS_PER_TRIAL_WORKER:
+        problems.append(
+            Problem(
+                "search.max_concurrent_trials",
+                f"{concurrency} trials x {n} workers leave {per_worker:g} CPU per worker on "
+                f"{resources.where} ({resources.cpus:g} CPUs); use at most {fits}",
+            )
+        )
+    if problems:
+        raise SpecError(problems)
+    if spec.base.scaling.cpus_per_worker is not None:
+        per_worker = min(per_worker, spec.base.scaling.cpus_per_worker)
+    budget = WorkerBudget(
+        cpus_per_worker=per_worker,
+        gpus_per_worker=base_checks.budget.gpus_per_worker,
+        threads_per_worker=max(1, math.floor(per_worker + 1e-9)),
+        data_cpus=base_checks.budget.data_cpus,
+    )
+    trial = dataclasses.replace(base_checks, budget=budget)
+    return TuneChecks(trial=trial, concurrency=concurrency, num_trials=trials)
+
+
+# ------------------------------------------------------------------ trials
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    """What every trial needs; shipped to the trial actors once."""
+
+    base: TrainSpec
+    checks: TrainChecks
+    target: TrackingTarget | None
+    experiment: str
+    parent_run_id: str | None
+    storage: str
+
+
+def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
+    """One trial: the base spec with this trial's values, trained by the train runner's
+    trainer; each epoch's report goes to Tune (for the scheduler) and MLflow."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial_id = ray.tune.get_context().get_trial_id()
+    spec = TrainSpec.model_validate(apply_overrides(plan.base.model_dump(mode="json"), config))
+    recorder = None
+    sink = None
+    if plan.target is not None:
+        from deeprig.tracking.sink import MlflowMetricsSink
+
+        recorder = _trial_run(plan, spec, trial_id, config)
+        sink = MlflowMetricsSink(plan.target.uri, recorder.run_id)
+    trainer = build_trainer(
+        spec,
+        plan.checks,
+        recorder.run_id if recorder else None,
+        sink,
+        Path(plan.storage),
+        # Deterministic: a restored search resumes each trial's own Train checkpoints.
+        run_name=f"trial-{trial_id}",
+        callbacks=[TuneReportCallback()],
+    )
+    try:
+        trainer.fit()
+    except BaseException:
+        if recorder:
+            recorder.finish("FAILED")
+        raise
+    if recorder:
+        recorder.finish("FINISHED")
+
+
+def _trial_run(plan: TrialPlan, spec: TrainSpec, trial_id: str, config: dict[str, Any]):
+    """The trial's child run: found again when the trial restarts, never duplicated."""
+    from deeprig.tracking.runs import RunRecorder, find_child_run
+
+    existing = find_child_run(plan.target, plan.experiment, plan.parent_run_id, trial_id)
+    if existing:
+        return RunRecorder(plan.target, existing)
+    return RunRecorder.create(
+        plan.target,
+        plan.experiment,
+        spec.model_dump(mode="json"),
+        json.dumps(config, indent=1),
+        Path.cwd(),
+        run_name=f"trial-{trial_id}",
+        extra_tags={
+            "mlflow.parentRunId": plan.parent_run_id,
+            "deeprig.parent_run_id": plan.parent_run_id,
+            "deeprig.trial_id": trial_id,
+            "deeprig.trial_values": json.dumps(config),
+        },
+    )
+
+
+def _tune_domain(domain: Domain):
+    from ray import tune
+
+    args = domain.args
+    return {
+        "uniform": lambda: tune.uniform(*args),
+        "loguniform": lambda: tune.loguniform(*args),
+        "quniform": lambda: tune.quniform(*args),
+        "randint": lambda: tune.randint(*args),
+        "choice": lambda: tune.choice(list(args)),
+        "grid": lambda: tune.grid_search(list(args)),
+    }[domain.kind]()
+
+
+def _search_algorithm(spec: TuneSpec, concurrency: int):
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if spec.search.algorithm == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        return ConcurrencyLimiter(OptunaSearch(seed=spec.search.seed), concurrency)
+    return BasicVariantGenerator(max_concurrent=concurrency, random_state=spec.search.seed)
+
+
+def _scheduler(spec: TuneSpec):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    sched = spec.scheduler
+    if sched.name == "asha":
+        return ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=spec.base.optim.num_epochs,
+            grace_period=sched.grace_period,
+            reduction_factor=sched.reduction_factor,
+        )
+    if sched.name == "median":
+        return MedianStoppingRule(
+            time_attr="training_iteration",
+            grace_period=sched.grace_period,
+            min_samples_required=3,
+        )
+    return FIFOScheduler()
+
+
+# ------------------------------------------------------------------ the search
+
+
+def run_tune(
+    spec: TuneSpec,
+    *,
+    spec_text: str,
+    spec_path: Path,
+    address: str | None = None,
+    console: Console | None = None,
+    home: Path | None = None,
+) -> TuneOutcome:
+    console = console or Console()
+    home = home or deeprig_home()
+    target = resolve_tracking(spec.tracking.uri, home) if spec.tracking.enabled else None
+    checks = None if address else check_tune_spec(spec, local_resources())
+    with ray_session(address):
+        if checks is None:
+            checks = check_tune_spec(spec, connected_resources())
+        parent = None
+        if target is not None:
+            from deeprig.runners.train import _create_run
+
+            parent = _create_run(spec, spec_text, spec_path, target)
+            console.print(
+                f"MLflow parent run [bold]{parent.run_id}[/] in experiment "
+                f"[bold]{spec.experiment_name}[/] ({target.uri})"
+            )
+        try:
+            outcome = _search(spec, checks, parent, target, home, console)
+        except KeyboardInterrupt:
+            if parent:
+                parent.finish("KILLED")
+            raise
+        except BaseException:
+            if parent:
+                parent.finish("FAILED")
+            raise
+    return outcome
+
+
+def _search(spec: TuneSpec, checks: TuneChecks, parent, target, home: Path, console: Console):
+    from ray import tune
+
+    from deeprig.progress import SearchProgress
+    from deeprig.tracking.trials import TrialRunsCallback
+
+    started = time.perf_counter()
+    parent_id = parent.run_id if parent else None
+    name = f"{spec.name}-{parent_id[:8]}" if parent_id else f"{spec.name}-{int(time.time())}"
+    storage = home / "tune"
+    storage.mkdir(parents=True, exist_ok=True)
+    plan = TrialPlan(
+        base=spec.base,
+        checks=checks.trial,
+        target=target,
+        experiment=spec.experiment_name,
+        parent_run_id=parent_id,
+        storage=str(storage / name / "train"),
+    )
+    console.print(
+        f"Searching {len(spec.search_space)} hyperparameter(s) of {spec.base.name}: "
+        f"{checks.num_trials} trials, {checks.concurrency} at a time, "
+        f"{spec.search.algorithm} search, {spec.scheduler.name} scheduler, "
+        f"{spec.base.scaling.num_workers} worker(s) x {checks.trial.budget.cpus_per_worker:g} "
+        "CPU per trial"
+    )
+    progress = SearchProgress(console, checks.num_trials, spec.search.metric, spec.search.mode)
+    callback = TrialRunsCallback(
+        target, spec.experiment_name, parent_id, spec.base.optim.num_epochs, progress
+    )
+    trainable = tune.with_resources(
+        functools.partial(run_trial, plan=plan),
+        # The trial itself only drives its TorchTrainer; the workers hold the CPUs. A zero
+        # request is refused, so a token one.
+        {"CPU": 0.01},
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space={path: _tune_domain(d) for path, d in spec.search_space.items()},
+        tune_config=tune.TuneConfig(
+            metric=spec.search.metric,
+            mode=spec.search.mode,
+            search_alg=_search_algorithm(spec, checks.concurrency),
+            scheduler=_scheduler(spec),
+            num_samples=spec.search.num_samples,
+            max_concurrent_trials=(
+                checks.concurrency if spec.search.algorithm == "optuna" else None
+            ),
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(storage),
+            callbacks=[callback],
+            verbose=0,
+        ),
+    )
+    with progress:
+        results = tuner.fit()
+    return _record_search(spec, checks, results, parent, callback, started)
+
+
+def _record_search(spec: TuneSpec, checks: TuneChecks, results, parent, callback, started):
+    metric, mode = spec.search.metric, spec.search.mode
+    frames = {
+        r.metrics.get("trial_id", str(i)): r.metrics_dataframe
+        for i, r in enumerate(results)
+        if r.metrics_dataframe is not None
+    }
+    total_epochs = sum(len(f) for f in frames.values())
+    errors = [r for r in results if r.error]
+    ok = [r for r in results if not r.error and r.metrics and metric in r.metrics]
+    if not ok:
+        raise RuntimeError(f"all {len(errors)} trials failed; first error: {errors[0].error}")
+    best = results.get_best_result(metric=metric, mode=mode, scope="all")
+    best_frame = best.metrics_dataframe
+    best_value = float(best_frame[metric].min() if mode == "min" else best_frame[metric].max())
+    best_config = {k: v for k, v in best.config.items()}
+    best_trial = best.metrics.get("trial_id")
+    outcome = TuneOutcome(
+        parent_run_id=parent.run_id if parent else None,
+        best_metric=best_value,
+        best_config=best_config,
+        num_trials=len(results),
+        num_stopped_early=callback.stopped_early,
+        total_epochs=total_epochs,
+        seconds=time.perf_counter() - started,
+    )
+    if parent is None:
+        return outcome
+    from mlflow.entities import Metric, Param
+
+    client = parent.client
+    now = int(time.time() * 1000)
+    client.log_batch(
+        parent.run_id,
+        metrics=[
+            Metric(f"best_{metric}", best_value, now, 0),
+            Metric("num_trials", len(results), now, 0),
+            Metric("num_trials_stopped_early", callback.stopped_early, now, 0),
+            Metric("num_trials_failed", len(errors), now, 0),
+            Metric("total_epochs", total_epochs, now, 0),
+        ],
+        params=[Param(f"best.{k}", json.dumps(v)) for k, v in best_config.items()],
+    )
+    best_child = callback.child_runs.get(best_trial)
+    parent.set_tags(
+        {
+            "deeprig.best_trial_id": str(best_trial),
+            "deeprig.best_run_id": best_child or "",
+        }
+    )
+    if best_child:
+        client.set_tag(best_child, "deeprig.best_trial", "true")
+    _log_trials_table(parent, results, metric)
+    _log_search_plot(parent, frames, metric, best_trial)
+    checkpoint_path = best.metrics.get("checkpoint_path")
+    if checkpoint_path:
+        _log_best_model(parent, spec, checks, best_config, checkpoint_path)
+    parent.finish("FINISHED")
+    return outcome
+
+
+def _log_trials_table(parent, results, metric: str) -> None:
+    frame = results.get_dataframe(filter_metric=metric, filter_mode=None)
+    keep = [
+        c
+        for c in frame.columns
+        if c.startswith("config/")
+        or c
+        in (
+            "trial_id",
+            "epoch",
+            "train_loss",
+            "val_loss",
+            "val_accuracy",
+            "val_rmse",
+            "training_iteration",
+            "time_total_s",
+        )
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trials.csv"
+        frame[keep].to_csv(path, index=False)
+        parent.client.log_artifact(parent.run_id, str(path))
+
+
+def _log_search_plot(parent, frames, metric: str, best_trial) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for trial_id, frame in frames.items():
+        if metric not in frame:
+            continue
+        is_best = trial_id == best_trial
+        ax.plot(
+            frame["training_iteration"],
+            frame[metric],
+            marker=".",
+            linewidth=2.5 if is_best else 1,
+            alpha=1 if is_best else 0.5,
+            label=f"{trial_id} (best)" if is_best else None,
+        )
+    ax.set(xlabel="epoch", ylabel=metric, title=f"{metric} by epoch, all trials")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    parent.client.log_figure(parent.run_id, fig, "plots/search.png")
+    plt.close(fig)
+
+
+def _log_best_model(parent, spec: TuneSpec, checks: TuneChecks, config, checkpoint_path):
+    import numpy as np
+
+    from deeprig.models import build_model
+    from deeprig.training.checkpoint import load_state
+
+    best_spec = TrainSpec.model_validate(apply_overrides(spec.base.model_dump(mode="json"), config))
+    state = load_state(checkpoint_path)
+    model = build_model(
+        best_spec.model, checks.trial.data.input_shape, checks.trial.data.num_outputs
+    )
+    model.load_state_dict(state["model"])
+    sample = np.zeros((2, *checks.trial.data.input_shape), dtype=np.float32)
+    parent.log_torch_model(model, sample, spec.tracking.register_as)

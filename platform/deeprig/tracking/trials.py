@@ -1,0 +1,79 @@
+"""Driver-side bookkeeping of a search's trial runs, as a Ray Tune callback.
+
+Tune stops an early-stopped trial by tearing its actor down, so the trial cannot close
+its own MLflow run: this callback does, from the driver, and feeds the live progress.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune import Callback
+
+from deeprig.tracking.runs import find_child_run
+from deeprig.tracking.store import TrackingTarget
+
+
+class TrialRunsCallback(Callback):
+    def __init__(
+        self,
+        target: TrackingTarget | None,
+        experiment: str,
+        parent_run_id: str | None,
+        num_epochs: int,
+        progress: Any = None,
+    ):
+        self.target = target
+        self.experiment = experiment
+        self.parent_run_id = parent_run_id
+        self.num_epochs = num_epochs
+        self.progress = progress
+        self.child_runs: dict[str, str] = {}
+        self.stopped_early = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its callbacks with the experiment state; the live display stays here.
+        return {k: v for k, v in self.__dict__.items() if k != "progress"} | {"progress": None}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        if self.progress:
+            self.progress.update(trials, trial.trial_id, result)
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        if self.progress:
+            self.progress.update(trials)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        epochs = int((trial.last_result or {}).get("epoch", 0))
+        early = epochs < self.num_epochs
+        self.stopped_early += int(early)
+        self._close(
+            trial.trial_id,
+            "KILLED" if early else "FINISHED",
+            {
+                "deeprig.stopped_early": str(early).lower(),
+                "deeprig.epochs_trained": str(epochs),
+            },
+        )
+        if self.progress:
+            self.progress.update(trials, stopped_early=trial.trial_id if early else None)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._close(trial.trial_id, "FAILED", {"deeprig.stopped_early": "false"})
+        if self.progress:
+            self.progress.update(trials)
+
+    def _close(self, trial_id: str, status: str, tags: dict[str, str]) -> None:
+        if self.target is None:
+            return
+        from mlflow import MlflowClient
+
+        run_id = find_child_run(self.target, self.experiment, self.parent_run_id, trial_id)
+        if run_id is None:
+            return
+        self.child_runs[trial_id] = run_id
+        client = MlflowClient(self.target.uri)
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, status=status)

@@ -1,0 +1,94 @@
+"""Bad search specs: exit 2 naming the field, before Ray starts."""
+
+from __future__ import annotations
+
+import pytest
+from deeprig.cli import app
+from deeprig.spec import SpecError, TuneSpec, load_spec_text
+from typer.testing import CliRunner
+
+from tests.conftest import JOBS
+
+TUNE = f"""\
+name: t
+kind: tune
+base: {JOBS / "digits_mlp.yaml"}
+search_space:
+  optim.lr: {{loguniform: [0.001, 0.1]}}
+search: {{metric: val_accuracy, mode: max, num_samples: 4}}
+scheduler: {{name: asha}}
+"""
+
+
+def problems_of(text: str) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        load_spec_text(text, source="tune.yaml")
+    return [p.render("tune.yaml") for p in info.value.problems]
+
+
+def test_good_search_spec_loads_its_base_by_path():
+    spec = load_spec_text(TUNE, source=str(JOBS / "x.yaml"))
+    assert isinstance(spec, TuneSpec) and spec.base.name == "digits-mlp"
+
+
+def test_search_path_missing_from_the_base_is_named():
+    found = problems_of(TUNE.replace("optim.lr:", "optim.learning_rate:"))
+    assert found == ["tune.yaml:5: search_space.optim.learning_rate: not a field of the base spec"]
+
+
+def test_empty_choice_is_refused():
+    found = problems_of(TUNE.replace("{loguniform: [0.001, 0.1]}", "{choice: []}"))
+    assert found == ["tune.yaml:5: search_space.optim.lr: choice needs at least one value"]
+
+
+def test_low_not_below_high_is_refused():
+    found = problems_of(TUNE.replace("{loguniform: [0.001, 0.1]}", "{uniform: [0.5, 0.1]}"))
+    assert "search_space.optim.lr: uniform: low must be < high" in found[0]
+
+
+def test_loguniform_bounds_must_be_positive():
+    found = problems_of(TUNE.replace("[0.001, 0.1]", "[0, 0.1]"))
+    assert "search_space.optim.lr: loguniform: bounds must be > 0" in found[0]
+
+
+def test_values_the_base_spec_refuses_are_named():
+    text = TUNE.replace(
+        "  optim.lr: {loguniform: [0.001, 0.1]}\n",
+        "  optim.lr: {loguniform: [0.001, 0.1]}\n  scaling.num_workers: {choice: [1, 0]}\n",
+    )
+    found = problems_of(text)
+    assert any("search_space.scaling.num_workers: value 0 is invalid" in p for p in found)
+
+
+def test_a_metric_the_base_never_reports_is_refused(tmp_path, deeprig_home):
+    job = tmp_path / "tune.yaml"
+    job.write_text(TUNE.replace("metric: val_accuracy", "metric: val_rmse"))
+    result = CliRunner().invoke(app, ["validate", str(job)])
+    assert result.exit_code == 2
+    assert "search.metric: 'val_rmse' is never reported by the base (classification)" in (
+        result.output
+    )
+
+
+def test_pbt_without_checkpoints_at_each_perturbation_is_refused():
+    text = TUNE.replace("{name: asha}", "{name: pbt, perturbation_interval: 2}")
+    text = text.replace(
+        f"base: {JOBS / 'digits_mlp.yaml'}",
+        "base:\n"
+        + "\n".join(
+            "  " + line
+            for line in (JOBS / "digits_mlp.yaml").read_text().splitlines()
+            if line and not line.startswith("#")
+        )
+        + "\n  checkpoint: {every_n_epochs: 3}",
+    )
+    text = text.replace("  checkpoint: {num_to_keep: 2, metric: val_accuracy, mode: max}\n", "")
+    found = problems_of(text)
+    assert any("scheduler.perturbation_interval: pbt needs a checkpoint" in p for p in found)
+
+
+def test_optuna_cannot_search_a_grid():
+    text = TUNE.replace("{loguniform: [0.001, 0.1]}", "{grid: [0.001, 0.01]}").replace(
+        "search: {", "search: {algorithm: optuna, "
+    )
+    assert "optuna cannot search a grid" in problems_of(text)[0]
