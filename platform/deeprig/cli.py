@@ -120,6 +120,7 @@ def run(
     Example: deeprig run jobs/quickstart.yaml --set optim.lr=0.01
     """
     from deeprig.runners.train import run_train
+    from deeprig.runners.tune import run_tune
 
     try:
         spec = load_spec(job, overrides)
@@ -127,10 +128,9 @@ def run(
         _report_spec_error(exc, str(job))
         raise typer.Exit(EXIT_BAD_INPUT) from None
     spec_text = _resolved_spec_text(job, overrides, spec)
+    runner = run_tune if spec.kind == "tune" else run_train
     try:
-        outcome = run_train(
-            spec, spec_text=spec_text, spec_path=job, address=address, console=console
-        )
+        outcome = runner(spec, spec_text=spec_text, spec_path=job, address=address, console=console)
     except SpecError as exc:
         _report_spec_error(exc, str(job))
         raise typer.Exit(EXIT_BAD_INPUT) from None

@@ -76,7 +76,8 @@ class EpochProgress:
 
 
 class SearchProgress:
-    """Live view of a search: trials pending/running/done/stopped early/failed, best so far."""
+    """Live view of a search: trials running / finished / stopped early / failed, and the
+    best value so far, fed by the driver-side Tune callback."""
 
     def __init__(self, console: Console, num_trials: int, metric: str, mode: str):
         from rich.live import Live
@@ -85,9 +86,9 @@ class SearchProgress:
         self._metric = metric
         self._better = (lambda a, b: a < b) if mode == "min" else (lambda a, b: a > b)
         self._best: tuple[float, str] | None = None
-        self._stopped: set[str] = set()
-        self._counts: dict[str, int] = {}
-        self._live = Live(self._render(), console=console, refresh_per_second=2, transient=False)
+        self._running: set[str] = set()
+        self._ended: dict[str, str] = {}
+        self._live = Live(self._render(), console=console, refresh_per_second=2)
 
     def __enter__(self) -> SearchProgress:
         self._live.start()
@@ -97,46 +98,43 @@ class SearchProgress:
         self._live.update(self._render())
         self._live.stop()
 
-    def update(
-        self,
-        trials,
-        trial_id: str | None = None,
-        result: dict | None = None,
-        stopped_early: str | None = None,
-    ) -> None:
-        counts: dict[str, int] = {}
-        for trial in trials:
-            counts[trial.status] = counts.get(trial.status, 0) + 1
-        self._counts = counts
-        if stopped_early:
-            self._stopped.add(stopped_early)
-        if result and self._metric in result:
+    def started(self, trial_id: str) -> None:
+        self._running.add(trial_id)
+        self._live.update(self._render())
+
+    def result(self, trial_id: str, result: dict) -> None:
+        if self._metric in result:
             value = float(result[self._metric])
             if self._best is None or self._better(value, self._best[0]):
-                self._best = (value, trial_id or "")
+                self._best = (value, trial_id)
+        self._live.update(self._render())
+
+    def ended(self, trial_id: str, how: str) -> None:
+        self._running.discard(trial_id)
+        self._ended[trial_id] = how
         self._live.update(self._render())
 
     def _render(self):
         from rich.table import Table
 
-        done = self._counts.get("TERMINATED", 0)
-        table = Table(show_header=True, title="search")
+        ended = list(self._ended.values())
+        table = Table(title="search")
         for column in (
-            "trials",
+            "trials done",
             "running",
             "finished",
             "stopped early",
             "failed",
-            f"best {self._metric}",
+            f"best {self._metric} (trial)",
         ):
             table.add_column(column, justify="right")
         best = f"{self._best[0]:.4g} ({self._best[1]})" if self._best else "-"
         table.add_row(
-            f"{sum(self._counts.values())}/{self._num_trials}",
-            str(self._counts.get("RUNNING", 0)),
-            str(done - len(self._stopped)),
-            str(len(self._stopped)),
-            str(self._counts.get("ERROR", 0)),
+            f"{len(ended)}/{self._num_trials}",
+            str(len(self._running)),
+            str(ended.count("finished")),
+            str(ended.count("stopped early")),
+            str(ended.count("failed")),
             best,
         )
         return table

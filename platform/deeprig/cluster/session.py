@@ -50,15 +50,16 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         # each dataset execution at INFO, which would bury deeprig's own progress.
         logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"),
     )
-    _quiet_ray_data()
+    quiet_ray_data()
     try:
         yield
     finally:
         ray.shutdown()
 
 
-def _quiet_ray_data() -> None:
-    """deeprig shows its own progress; Ray Data's per-operator bars would interleave."""
+def quiet_ray_data() -> None:
+    """deeprig shows its own progress; Ray Data's per-operator bars would interleave.
+    Per process: the driver, and each Tune trial that builds datasets."""
     from ray.data import DataContext
 
     context = DataContext.get_current()

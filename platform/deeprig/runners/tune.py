@@ -137,6 +137,9 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from deeprig.cluster.session import quiet_ray_data
+
+    quiet_ray_data()
     trial_id = ray.tune.get_context().get_trial_id()
     spec = TrainSpec.model_validate(apply_overrides(plan.base.model_dump(mode="json"), config))
     recorder = None
@@ -156,12 +159,9 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
         run_name=f"trial-{trial_id}",
         callbacks=[TuneReportCallback()],
     )
-    try:
-        trainer.fit()
-    except BaseException:
-        if recorder:
-            recorder.finish("FAILED")
-        raise
+    # A failure, or Tune stopping this trial early, ends here with an exception or a killed
+    # actor: the driver's TrialRunsCallback closes the run with the right status then.
+    trainer.fit()
     if recorder:
         recorder.finish("FINISHED")
 

@@ -37,11 +37,11 @@ class TrialRunsCallback(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         if self.progress:
-            self.progress.update(trials, trial.trial_id, result)
+            self.progress.result(trial.trial_id, result)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         if self.progress:
-            self.progress.update(trials)
+            self.progress.started(trial.trial_id)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         epochs = int((trial.last_result or {}).get("epoch", 0))
@@ -56,12 +56,12 @@ class TrialRunsCallback(Callback):
             },
         )
         if self.progress:
-            self.progress.update(trials, stopped_early=trial.trial_id if early else None)
+            self.progress.ended(trial.trial_id, "stopped early" if early else "finished")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._close(trial.trial_id, "FAILED", {"deeprig.stopped_early": "false"})
         if self.progress:
-            self.progress.update(trials)
+            self.progress.ended(trial.trial_id, "failed")
 
     def _close(self, trial_id: str, status: str, tags: dict[str, str]) -> None:
         if self.target is None:
@@ -75,5 +75,6 @@ class TrialRunsCallback(Callback):
         client = MlflowClient(self.target.uri)
         for key, value in tags.items():
             client.set_tag(run_id, key, value)
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_terminated(run_id, status=status)
+        # The driver's view is the final word: a trial torn down by the scheduler may have
+        # raised on its way out, but it was stopped early, not failed.
+        client.set_terminated(run_id, status=status)

@@ -1,0 +1,73 @@
+"""`kind: tune` on a real local Ray: Optuna + ASHA over Train trials, recorded in MLflow as
+one parent run with one linked child run per trial."""
+
+from __future__ import annotations
+
+import pytest
+from deeprig.cli import app
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from tests.conftest import JOBS
+
+pytestmark = pytest.mark.usefixtures("ray_2_cpus")
+
+
+@pytest.mark.timeout(400)
+def test_search_records_one_parent_and_a_linked_child_per_trial(deeprig_home):
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(JOBS / "tune_digits_cnn_asha.yaml"),
+            "--set",
+            "search.num_samples=4",
+            "--set",
+            "base.optim.num_epochs=3",
+            "--set",
+            "scheduler.grace_period=1",
+            "--set",
+            "tracking.register_as=digits-cnn-best",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+
+    client = MlflowClient(f"sqlite:///{deeprig_home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tune-digits")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("deeprig.kind") == "tune"]
+    children = [r for r in runs if r.data.tags.get("deeprig.kind") == "train"]
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert len({c.data.tags["deeprig.trial_id"] for c in children}) == 4
+
+    # The best trial is marked on both sides, and its value is the parent's best metric.
+    best = [c for c in children if c.data.tags.get("deeprig.best_trial") == "true"]
+    assert len(best) == 1
+    assert parent.data.tags["deeprig.best_run_id"] == best[0].info.run_id
+    best_history = client.get_metric_history(best[0].info.run_id, "val_accuracy")
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(
+        max(m.value for m in best_history)
+    )
+    assert "best.optim.lr" in parent.data.params
+
+    # Trials end FINISHED, or KILLED with the stopped-early tag: never left RUNNING.
+    for child in children:
+        stopped = child.data.tags["deeprig.stopped_early"] == "true"
+        assert child.info.status == ("KILLED" if stopped else "FINISHED")
+        epochs = len(client.get_metric_history(child.info.run_id, "val_accuracy"))
+        assert epochs == int(child.data.tags["deeprig.epochs_trained"])
+        assert (epochs < 3) == stopped
+        assert "optim.lr" in child.data.params  # the trial's own values
+    assert parent.data.metrics["num_trials_stopped_early"] == sum(
+        c.data.tags["deeprig.stopped_early"] == "true" for c in children
+    )
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    artifacts |= {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"trials.csv", "plots/search.png", "spec"} <= artifacts
+    versions = client.search_model_versions("name='digits-cnn-best'")
+    assert [v.run_id for v in versions] == [parent.info.run_id]
