@@ -111,6 +111,9 @@ def run(
         help="Ray cluster to run on ('auto' for the local cluster that `ray start` made, "
         "ray://HEAD:10001). Omitted: a local Ray is started for the job.",
     ),
+    resume: bool = typer.Option(
+        False, "--resume", help="tune: continue the latest unfinished search of this name."
+    ),
 ) -> None:
     """Run a job to the end with live progress; print the MLflow run and where to see it.
 
@@ -128,9 +131,15 @@ def run(
         _report_spec_error(exc, str(job))
         raise typer.Exit(EXIT_BAD_INPUT) from None
     spec_text = _resolved_spec_text(job, overrides, spec)
+    if resume and spec.kind != "tune":
+        errors.print("--resume applies to tune jobs (a train job resumes its workers itself)")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    options = {"resume": resume} if spec.kind == "tune" else {}
     runner = run_tune if spec.kind == "tune" else run_train
     try:
-        outcome = runner(spec, spec_text=spec_text, spec_path=job, address=address, console=console)
+        outcome = runner(
+            spec, spec_text=spec_text, spec_path=job, address=address, console=console, **options
+        )
     except SpecError as exc:
         _report_spec_error(exc, str(job))
         raise typer.Exit(EXIT_BAD_INPUT) from None

@@ -245,16 +245,24 @@ def run_tune(
     address: str | None = None,
     console: Console | None = None,
     home: Path | None = None,
+    resume: bool = False,
 ) -> TuneOutcome:
+    """Run a search to the end; with `resume`, continue the latest unfinished search of
+    this name (its Tune state and its MLflow parent run) instead of starting one."""
     console = console or Console()
     home = home or deeprig_home()
     target = resolve_tracking(spec.tracking.uri, home) if spec.tracking.enabled else None
     checks = None if address else check_tune_spec(spec, local_resources())
+    resumed = _unfinished_search(spec, target) if resume else None
     with ray_session(address):
         if checks is None:
             checks = check_tune_spec(spec, connected_resources())
         parent = None
-        if target is not None:
+        if resumed is not None:
+            parent = resumed
+            parent.client.update_run(parent.run_id, status="RUNNING")
+            console.print(f"Resuming the search of MLflow parent run [bold]{parent.run_id}[/]")
+        elif target is not None:
             from deeprig.runners.train import _create_run
 
             parent = _create_run(spec, spec_text, spec_path, target)
@@ -263,7 +271,7 @@ def run_tune(
                 f"[bold]{spec.experiment_name}[/] ({target.uri})"
             )
         try:
-            outcome = _search(spec, checks, parent, target, home, console)
+            outcome = _search(spec, checks, parent, target, home, console, resumed is not None)
         except KeyboardInterrupt:
             if parent:
                 parent.finish("KILLED")
@@ -275,7 +283,48 @@ def run_tune(
     return outcome
 
 
-def _search(spec: TuneSpec, checks: TuneChecks, parent, target, home: Path, console: Console):
+def _unfinished_search(spec: TuneSpec, target: TrackingTarget | None):
+    """The newest parent run of a search of this name that did not finish."""
+    from mlflow import MlflowClient
+
+    from deeprig.tracking.runs import RunRecorder
+
+    def refuse(why: str) -> SpecError:
+        return SpecError([Problem("--resume", why)])
+
+    if target is None:
+        raise refuse("resuming needs tracking (tracking.enabled: true) to find the search")
+    client = MlflowClient(target.uri)
+    experiment = client.get_experiment_by_name(spec.experiment_name)
+    runs = (
+        client.search_runs(
+            [experiment.experiment_id],
+            filter_string=(
+                f"tags.`deeprig.kind` = 'tune' AND tags.`deeprig.job_name` = '{spec.name}'"
+            ),
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if experiment
+        else []
+    )
+    if not runs or runs[0].info.status == "FINISHED":
+        raise refuse(
+            f"no unfinished search named {spec.name!r} to resume; run it without "
+            "--resume to start one"
+        )
+    return RunRecorder(target, runs[0].info.run_id)
+
+
+def _search(
+    spec: TuneSpec,
+    checks: TuneChecks,
+    parent,
+    target,
+    home: Path,
+    console: Console,
+    resume: bool = False,
+):
     from ray import tune
 
     from deeprig.progress import SearchProgress
@@ -320,9 +369,8 @@ def _search(spec: TuneSpec, checks: TuneChecks, parent, target, home: Path, cons
             search_alg=_search_algorithm(spec, checks.concurrency),
             scheduler=_scheduler(spec),
             num_samples=spec.search.num_samples,
-            max_concurrent_trials=(
-                checks.concurrency if spec.search.algorithm == "optuna" else None
-            ),
+            # Both search algorithms carry the concurrency limit themselves.
+            max_concurrent_trials=None,
         ),
         run_config=tune.RunConfig(
             name=name,
@@ -331,12 +379,30 @@ def _search(spec: TuneSpec, checks: TuneChecks, parent, target, home: Path, cons
             verbose=0,
         ),
     )
+    if resume:
+        path = storage / name
+        if not tune.Tuner.can_restore(str(path)):
+            raise SpecError([Problem("--resume", f"no search state to resume at {path}")])
+        # Finished trials keep their results; unfinished ones start again under the same
+        # trial id, so they find their MLflow run and their Train checkpoints again.
+        tuner = tune.Tuner.restore(
+            str(path), trainable, resume_unfinished=True, resume_errored=True
+        )
+        _swap_callback(tuner, callback)
     with progress:
         results = tuner.fit()
-    return _record_search(spec, checks, results, parent, callback, started)
+    return _record_search(spec, checks, results, parent, started)
 
 
-def _record_search(spec: TuneSpec, checks: TuneChecks, results, parent, callback, started):
+def _swap_callback(tuner, callback) -> None:
+    """A restored Tuner brings back the callback it pickled, without the live display."""
+    run_config = tuner._local_tuner.get_run_config()  # Tuner.restore takes no run_config
+    run_config.callbacks = [
+        callback if isinstance(c, type(callback)) else c for c in run_config.callbacks or []
+    ]
+
+
+def _record_search(spec: TuneSpec, checks: TuneChecks, results, parent, started):
     metric, mode = spec.search.metric, spec.search.mode
     frames = {
         r.metrics.get("trial_id", str(i)): r.metrics_dataframe
@@ -353,12 +419,16 @@ def _record_search(spec: TuneSpec, checks: TuneChecks, results, parent, callback
     best_value = float(best_frame[metric].min() if mode == "min" else best_frame[metric].max())
     best_config = {k: v for k, v in best.config.items()}
     best_trial = best.metrics.get("trial_id")
+    children = _child_runs(parent) if parent else {}
+    stopped_early = sum(
+        tags.get("deeprig.stopped_early") == "true" for _, tags in children.values()
+    )
     outcome = TuneOutcome(
         parent_run_id=parent.run_id if parent else None,
         best_metric=best_value,
         best_config=best_config,
         num_trials=len(results),
-        num_stopped_early=callback.stopped_early,
+        num_stopped_early=stopped_early,
         total_epochs=total_epochs,
         seconds=time.perf_counter() - started,
     )
@@ -373,13 +443,13 @@ def _record_search(spec: TuneSpec, checks: TuneChecks, results, parent, callback
         metrics=[
             Metric(f"best_{metric}", best_value, now, 0),
             Metric("num_trials", len(results), now, 0),
-            Metric("num_trials_stopped_early", callback.stopped_early, now, 0),
+            Metric("num_trials_stopped_early", stopped_early, now, 0),
             Metric("num_trials_failed", len(errors), now, 0),
             Metric("total_epochs", total_epochs, now, 0),
         ],
         params=[Param(f"best.{k}", json.dumps(v)) for k, v in best_config.items()],
     )
-    best_child = callback.child_runs.get(best_trial)
+    best_child = children.get(best_trial, (None, {}))[0]
     parent.set_tags(
         {
             "deeprig.best_trial_id": str(best_trial),
@@ -395,6 +465,15 @@ def _record_search(spec: TuneSpec, checks: TuneChecks, results, parent, callback
         _log_best_model(parent, spec, checks, best_config, checkpoint_path)
     parent.finish("FINISHED")
     return outcome
+
+
+def _child_runs(parent) -> dict[str, tuple[str, dict[str, str]]]:
+    """trial id -> (run id, tags) of the parent's child runs, read back from MLflow."""
+    experiment_id = parent.client.get_run(parent.run_id).info.experiment_id
+    runs = parent.client.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.run_id}'"
+    )
+    return {r.data.tags.get("deeprig.trial_id", ""): (r.info.run_id, r.data.tags) for r in runs}
 
 
 def _log_trials_table(parent, results, metric: str) -> None:

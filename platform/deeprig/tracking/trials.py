@@ -28,8 +28,6 @@ class TrialRunsCallback(Callback):
         self.parent_run_id = parent_run_id
         self.num_epochs = num_epochs
         self.progress = progress
-        self.child_runs: dict[str, str] = {}
-        self.stopped_early = 0
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state; the live display stays here.
@@ -46,7 +44,6 @@ class TrialRunsCallback(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         epochs = int((trial.last_result or {}).get("epoch", 0))
         early = epochs < self.num_epochs
-        self.stopped_early += int(early)
         self._close(
             trial.trial_id,
             "KILLED" if early else "FINISHED",
@@ -71,7 +68,6 @@ class TrialRunsCallback(Callback):
         run_id = find_child_run(self.target, self.experiment, self.parent_run_id, trial_id)
         if run_id is None:
             return
-        self.child_runs[trial_id] = run_id
         client = MlflowClient(self.target.uri)
         for key, value in tags.items():
             client.set_tag(run_id, key, value)

@@ -61,6 +61,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # Different dropout/shuffle streams per rank, reproducible per (seed, rank, epoch).
     torch.manual_seed(spec.seed * 1009 + rank + 7919 * start_epoch)
 
+    if state is not None and start_epoch >= spec.optim.num_epochs:
+        # Restored from the final checkpoint (a search resumed after its driver died):
+        # nothing left to train, but the caller still needs the final metrics.
+        ray.train.report(state["metrics"])
+        return
+
     label_dtype = torch.long if classification else torch.float32
     train = ShardBatches(
         ray.train.get_dataset_shard("train"),
