@@ -71,3 +71,58 @@ def test_search_records_one_parent_and_a_linked_child_per_trial(deeprig_home):
     assert {"trials.csv", "plots/search.png", "spec"} <= artifacts
     versions = client.search_model_versions("name='digits-cnn-best'")
     assert [v.run_id for v in versions] == [parent.info.run_id]
+
+
+@pytest.mark.timeout(400)
+def test_multi_worker_trials_run_as_torch_trainers(deeprig_home):
+    """A 2-worker base: each trial is a 2-worker TorchTrainer reporting to Tune."""
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(JOBS / "tune_digits_mlp_random.yaml"),
+            "--set",
+            "search.num_samples=2",
+            "--set",
+            "base.optim.num_epochs=2",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(f"sqlite:///{deeprig_home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tune-digits")
+    children = [
+        r
+        for r in client.search_runs([exp.experiment_id])
+        if r.data.tags.get("deeprig.kind") == "train"
+    ]
+    assert len(children) == 2
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.params["scaling.num_workers"] == "2"
+        assert len(client.get_metric_history(child.info.run_id, "val_accuracy")) == 2
+
+
+@pytest.mark.timeout(400)
+def test_pbt_copies_weights_and_logs_changing_hyperparameters(deeprig_home):
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(JOBS / "tune_digits_mlp_pbt.yaml"),
+            "--set",
+            "base.optim.num_epochs=6",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(f"sqlite:///{deeprig_home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tune-digits")
+    runs = client.search_runs([exp.experiment_id])
+    children = [r for r in runs if r.data.tags.get("deeprig.kind") == "train"]
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    # Hyperparameters are logged as metrics by epoch (params are write-once): a trial
+    # that PBT restarted from another's checkpoint shows a second value.
+    histories = [client.get_metric_history(c.info.run_id, "hp.optim.lr") for c in children]
+    assert all(h for h in histories)
+    assert any(len(h) > 1 for h in histories), "PBT never exploited a trial"

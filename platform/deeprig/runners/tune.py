@@ -78,12 +78,13 @@ def check_tune_spec(spec: TuneSpec, resources: ClusterResources) -> TuneChecks:
                 f"job; one of: {', '.join(sorted(allowed))}",
             )
         )
-    if spec.scheduler.name == "pbt":
+    if spec.scheduler.name == "pbt" and spec.base.scaling.num_workers > 1:
         problems.append(
             Problem(
                 "scheduler.name",
-                "pbt is not available yet: Train V2 under Tune does not hand checkpoints to Tune, "
-                "which PBT needs to copy weights between trials; use asha, median or fifo",
+                "pbt needs base.scaling.num_workers: 1 (a multi-worker trial runs a "
+                "TorchTrainer, whose checkpoints Train V2 does not hand to Tune, and PBT copies "
+                "weights through them); use asha, median or fifo, or one worker per trial",
             )
         )
     n = spec.base.scaling.num_workers
@@ -130,6 +131,11 @@ class TrialPlan:
     parent_run_id: str | None
     storage: str
 
+    @property
+    def in_trial(self) -> bool:
+        """A single-worker trial trains inside the Tune trial itself (no worker group)."""
+        return self.base.scaling.num_workers == 1
+
 
 def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     """One trial: the base spec with this trial's values, trained by the train runner's
@@ -149,6 +155,13 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
 
         recorder = _trial_run(plan, spec, trial_id, config)
         sink = MlflowMetricsSink(plan.target.uri, recorder.run_id)
+    if recorder and sink:
+        _log_trial_values(sink, config)
+    if plan.in_trial:
+        _train_in_trial(spec, plan, recorder.run_id if recorder else None, sink)
+        if recorder:
+            recorder.finish("FINISHED")
+        return
     trainer = build_trainer(
         spec,
         plan.checks,
@@ -164,6 +177,46 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     trainer.fit()
     if recorder:
         recorder.finish("FINISHED")
+
+
+def _train_in_trial(spec: TrainSpec, plan: TrialPlan, run_id: str | None, sink) -> None:
+    from deeprig.data import build_datasets
+    from deeprig.training.loop import run_training
+    from deeprig.training.plan import TrainPlan
+    from deeprig.training.session import TuneTrialSession
+
+    checks = plan.checks
+    train, val = build_datasets(spec.data, checks.data, spec.seed, 1, checks.budget.data_cpus)
+    train_plan = TrainPlan(
+        spec=spec,
+        data=checks.data,
+        threads_per_worker=checks.budget.threads_per_worker,
+        in_memory=checks.in_memory,
+        run_id=run_id,
+        sink=sink,
+    )
+    run_training(train_plan, TuneTrialSession({"train": train, "val": val}, spec.scaling.use_gpu))
+
+
+def _log_trial_values(sink, config: dict[str, Any]) -> None:
+    """The trial's hyperparameters as metrics too, stepped by epoch: PBT changes them
+    mid-trial, and MLflow params are write-once."""
+    import ray.tune
+
+    from deeprig.training.checkpoint import load_state
+
+    step = 0
+    checkpoint = ray.tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            step = load_state(directory)["epoch"] + 1
+    numeric = {
+        f"hp.{k}": float(v)
+        for k, v in config.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+    if numeric:
+        sink.log(numeric, step=step)
 
 
 def _trial_run(plan: TrialPlan, spec: TrainSpec, trial_id: str, config: dict[str, Any]):
@@ -215,9 +268,20 @@ def _search_algorithm(spec: TuneSpec, concurrency: int):
 
 
 def _scheduler(spec: TuneSpec):
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+    from ray.tune.schedulers import (
+        ASHAScheduler,
+        FIFOScheduler,
+        MedianStoppingRule,
+        PopulationBasedTraining,
+    )
 
     sched = spec.scheduler
+    if sched.name == "pbt":
+        return PopulationBasedTraining(
+            time_attr="training_iteration",
+            perturbation_interval=sched.perturbation_interval,
+            hyperparam_mutations={path: _tune_domain(d) for path, d in spec.search_space.items()},
+        )
     if sched.name == "asha":
         return ASHAScheduler(
             time_attr="training_iteration",
@@ -354,12 +418,11 @@ def _search(
     callback = TrialRunsCallback(
         target, spec.experiment_name, parent_id, spec.base.optim.num_epochs, progress
     )
-    trainable = tune.with_resources(
-        functools.partial(run_trial, plan=plan),
-        # The trial itself only drives its TorchTrainer; the workers hold the CPUs. A zero
-        # request is refused, so a token one.
-        {"CPU": 0.01},
-    )
+    # A single-worker trial trains itself, so it holds the worker's resources; otherwise
+    # the trial only drives its TorchTrainer, whose workers hold the CPUs (a zero request
+    # is refused, so a token one).
+    resources = checks.trial.budget.resources_per_worker() if plan.in_trial else {"CPU": 0.01}
+    trainable = tune.with_resources(functools.partial(run_trial, plan=plan), resources)
     tuner = tune.Tuner(
         trainable,
         param_space={path: _tune_domain(d) for path, d in spec.search_space.items()},
@@ -377,6 +440,11 @@ def _search(
             storage_path=str(storage),
             callbacks=[callback],
             verbose=0,
+            # PBT copies a good trial's checkpoint into a poor one, by a path it noted
+            # earlier: keep them all (small) for pbt, the last few otherwise.
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=None if spec.scheduler.name == "pbt" else 3
+            ),
         ),
     )
     if resume:
@@ -460,9 +528,11 @@ def _record_search(spec: TuneSpec, checks: TuneChecks, results, parent, started)
         client.set_tag(best_child, "deeprig.best_trial", "true")
     _log_trials_table(parent, results, metric)
     _log_search_plot(parent, frames, metric, best_trial)
-    checkpoint_path = best.metrics.get("checkpoint_path")
-    if checkpoint_path:
-        _log_best_model(parent, spec, checks, best_config, checkpoint_path)
+    if best.checkpoint is not None:  # a trial that trained in the Tune trial itself
+        with best.checkpoint.as_directory() as directory:
+            _log_best_model(parent, spec, checks, best_config, directory)
+    elif best.metrics.get("checkpoint_path"):  # a TorchTrainer trial's last checkpoint
+        _log_best_model(parent, spec, checks, best_config, best.metrics["checkpoint_path"])
     parent.finish("FINISHED")
     return outcome
 

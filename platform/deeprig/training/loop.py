@@ -1,20 +1,18 @@
-"""The per-worker training loop that Ray Train runs on every DDP worker.
+"""The training loop: run by Ray Train on every DDP worker, or inside a Tune trial.
 
-Every rank trains, evaluates its validation shard and calls `ray.train.report` each epoch
-(the call is a barrier). Only rank 0 has side effects: it writes the checkpoint and sends
-metrics to the sink.
+Every rank trains, evaluates its validation shard and reports each epoch (under Ray
+Train the report is a barrier). Only rank 0 has side effects: it writes the checkpoint
+and sends metrics to the sink. What it needs from its surroundings comes through a
+`WorkerSession` (training/session.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
 import time
 from typing import Any
 
-import ray.train
-import ray.train.torch
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -22,31 +20,34 @@ from torch.nn.parallel import DistributedDataParallel
 
 from deeprig.data.shard import ShardBatches
 from deeprig.models import build_model
-from deeprig.training.checkpoint import load_state, save_state
 from deeprig.training.optim import build_optimizer, build_scheduler
 from deeprig.training.plan import TrainPlan
+from deeprig.training.session import RayTrainSession, WorkerSession
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    plan: TrainPlan = config["plan"]
-    spec = plan.spec
+    """Entry point of a Ray Train worker."""
     # Ray Train logs every report at INFO on each worker (through a logger named after its
     # source file, so only the root level catches it); progress is the driver's job.
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    run_training(config["plan"], RayTrainSession())
+
+
+def run_training(plan: TrainPlan, session: WorkerSession) -> None:
+    spec = plan.spec
+    rank, world = session.rank, session.world_size
     torch.set_num_threads(plan.threads_per_worker)
     # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
     torch.manual_seed(spec.seed)
-    device = ray.train.torch.get_device()
+    device = session.device()
     classification = plan.data.task == "classification"
 
     model = build_model(spec.model, plan.data.input_shape, plan.data.num_outputs)
-    state = _restore_state()
+    state = session.restore()
     if state is not None:
         model.load_state_dict(state["model"])
-    model = ray.train.torch.prepare_model(model)
+    model = session.prepare_model(model)
     raw_model = model.module if isinstance(model, DistributedDataParallel) else model
     optimizer = build_optimizer(spec.optim, model.parameters())
     scheduler = build_scheduler(spec.optim, optimizer)
@@ -58,18 +59,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"] + 1
+        _apply_changed_hyperparameters(state, spec, optimizer, scheduler)
     # Different dropout/shuffle streams per rank, reproducible per (seed, rank, epoch).
     torch.manual_seed(spec.seed * 1009 + rank + 7919 * start_epoch)
 
     if state is not None and start_epoch >= spec.optim.num_epochs:
         # Restored from the final checkpoint (a search resumed after its driver died):
         # nothing left to train, but the caller still needs the final metrics.
-        ray.train.report(state["metrics"])
+        session.report(state["metrics"], None)
         return
 
     label_dtype = torch.long if classification else torch.float32
     train = ShardBatches(
-        ray.train.get_dataset_shard("train"),
+        session.dataset("train"),
         spec.optim.batch_size,
         device,
         label_dtype,
@@ -77,7 +79,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         seed=spec.seed * 31 + rank,
     )
     val = ShardBatches(
-        ray.train.get_dataset_shard("val"),
+        session.dataset("val"),
         max(spec.optim.batch_size, 1024),
         device,
         label_dtype,
@@ -139,47 +141,41 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             sink.log(metrics, step=epoch)
 
         last = epoch + 1 == spec.optim.num_epochs
+        state = None
         if (epoch + 1) % spec.checkpoint.every_n_epochs == 0 or last:
-            _report_with_checkpoint(
-                metrics,
-                rank,
-                {
-                    "model": raw_model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "epoch": epoch,
-                    "metrics": metrics,
-                    "spec": spec.model_dump(mode="json"),
-                    "data": {
-                        "input_shape": list(plan.data.input_shape),
-                        "num_outputs": plan.data.num_outputs,
-                        "task": plan.data.task,
-                    },
-                    "run_id": plan.run_id,
+            state = {
+                "model": raw_model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "epoch": epoch,
+                "metrics": metrics,
+                "spec": spec.model_dump(mode="json"),
+                "data": {
+                    "input_shape": list(plan.data.input_shape),
+                    "num_outputs": plan.data.num_outputs,
+                    "task": plan.data.task,
                 },
-            )
-        else:
-            ray.train.report(metrics)
+                "run_id": plan.run_id,
+            }
+        session.report(metrics, state)
     if sink is not None:
         sink.flush()
 
 
-def _restore_state() -> dict[str, Any] | None:
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as directory:
-        return load_state(directory)
-
-
-def _report_with_checkpoint(metrics: dict[str, float], rank: int, state: dict[str, Any]) -> None:
-    if rank != 0:
-        ray.train.report(metrics)
+def _apply_changed_hyperparameters(state, spec, optimizer, scheduler) -> None:
+    """PBT restarts a trial from another trial's checkpoint with new hyperparameters: the
+    spec's learning rate wins over the one saved in the optimizer state."""
+    saved_lr = state["spec"]["optim"]["lr"]
+    if saved_lr == spec.optim.lr:
         return
-    with tempfile.TemporaryDirectory() as directory:
-        save_state(directory, state)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+    factor = spec.optim.lr / saved_lr
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+        if "initial_lr" in group:
+            group["initial_lr"] *= factor
+    if hasattr(scheduler, "base_lrs"):
+        scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
 
 
 def _loss(loss_fn: nn.Module, out: torch.Tensor, y: torch.Tensor, classification: bool):

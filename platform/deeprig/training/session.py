@@ -1,0 +1,110 @@
+"""Where the training loop runs: what it asks of its surroundings, and the two answers.
+
+- `RayTrainSession`: a Ray Train worker (one of N DDP ranks under a TorchTrainer).
+- `TuneTrialSession`: inside a Ray Tune trial itself, for a single-worker base spec. A
+  search of small models then costs no worker group per trial (its start-up is ~8 s on
+  2 CPUs, longer than many trials), and reports carry checkpoints straight to Tune,
+  which PBT needs to copy weights between trials.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from deeprig.training.checkpoint import load_state, save_state
+
+
+class WorkerSession(Protocol):
+    rank: int
+    world_size: int
+
+    def device(self) -> torch.device: ...
+    def prepare_model(self, model: nn.Module) -> nn.Module: ...
+    def dataset(self, name: str): ...
+    def restore(self) -> dict[str, Any] | None: ...
+    def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None: ...
+
+
+class RayTrainSession:
+    def __init__(self):
+        import ray.train
+
+        context = ray.train.get_context()
+        self.rank = context.get_world_rank()
+        self.world_size = context.get_world_size()
+
+    def device(self) -> torch.device:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)  # moves it; wraps in DDP when world > 1
+
+    def dataset(self, name: str):
+        import ray.train
+
+        return ray.train.get_dataset_shard(name)
+
+    def restore(self) -> dict[str, Any] | None:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return load_state(directory)
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        """Every rank reports (it is a barrier); rank 0 alone writes the checkpoint."""
+        import ray.train
+
+        if state is None or self.rank != 0:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            save_state(directory, state)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+class TuneTrialSession:
+    rank = 0
+    world_size = 1
+
+    def __init__(self, datasets: dict[str, Any], use_gpu: bool):
+        self._datasets = datasets
+        self._device = torch.device("cuda:0" if use_gpu else "cpu")
+
+    def device(self) -> torch.device:
+        return self._device
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        return model.to(self._device)
+
+    def dataset(self, name: str):
+        return self._datasets[name].iterator()
+
+    def restore(self) -> dict[str, Any] | None:
+        import ray.tune
+
+        checkpoint = ray.tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            return load_state(directory)
+
+    def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+        import ray.tune
+
+        if state is None:
+            ray.tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            save_state(directory, state)
+            ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(directory))
