@@ -154,6 +154,11 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
         from deeprig.tracking.sink import MlflowMetricsSink
 
         recorder = _trial_run(plan, spec, trial_id, config)
+        if recorder.status() == "FINISHED":
+            # It finished before the search's driver died, but Tune's saved state missed
+            # it: hand Tune its final metrics instead of training it again.
+            ray.tune.report(recorder.latest_metrics(), checkpoint=ray.tune.get_checkpoint())
+            return
         sink = MlflowMetricsSink(plan.target.uri, recorder.run_id)
     if recorder and sink:
         _log_trial_values(sink, config)
