@@ -1,0 +1,174 @@
+"""Search benchmarks, measured in one run on this machine:
+
+1. Overhead: 16 trials of a trivial ~1-second trial. The theoretical minimum is the sum of
+   the trials' own training time (the same training measured in a plain loop here, no
+   Ray) divided by the trials that fit at once; actual is deeprig's wall time for the
+   search (Ray already up). Target (issue 3): at most 1.25x.
+2. Early stopping: jobs/tune_digits_cnn_asha.yaml under ASHA and the same search (same
+   seeded Optuna sampler) under FIFO: epochs trained, wall time, best val_accuracy.
+   Target: ASHA trains at most half the epochs of FIFO.
+
+    python benchmarks/search.py                 # both, ~8 minutes on 2 CPUs
+    python benchmarks/search.py --only overhead
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from deeprig.spec import load_spec, load_spec_text
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+
+TRIVIAL = """
+name: overhead
+kind: tune
+base:
+  name: trivial-trial
+  kind: train
+  model: {name: mlp, hidden: [32]}
+  data: {source: "builtin:synthetic", num_samples: 60000, shape: [16], num_classes: 4}
+  optim: {batch_size: 64, num_epochs: 3}
+  scaling: {num_workers: 1}
+  checkpoint: {every_n_epochs: 3}
+search_space:
+  optim.lr: {loguniform: [0.001, 0.01]}
+search: {algorithm: random, metric: val_loss, mode: min, num_samples: 16, seed: 0}
+scheduler: {name: fifo}
+tracking: {experiment: bench-overhead}
+"""
+
+
+def plain_trial_seconds(spec, repeats: int = 3) -> float:
+    """The trial's training alone, in this process: what a trial cannot do without."""
+    import torch
+    from deeprig.data import describe_data
+    from deeprig.data.builtin import builtin_arrays, split_indices
+    from deeprig.models import build_model
+    from deeprig.training.optim import build_optimizer
+
+    base = spec.base
+    torch.set_num_threads(1)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        info = describe_data(base.data)
+        x, y = builtin_arrays(base.data, base.seed)
+        train_idx, val_idx = split_indices(len(y), base.data.val_fraction, base.seed)
+        xt, yt = torch.as_tensor(x[train_idx]), torch.as_tensor(y[train_idx])
+        xv, yv = torch.as_tensor(x[val_idx]), torch.as_tensor(y[val_idx])
+        model = build_model(base.model, info.input_shape, info.num_outputs)
+        opt = build_optimizer(base.optim, model.parameters())
+        loss_fn = torch.nn.CrossEntropyLoss()
+        for _ in range(base.optim.num_epochs):
+            order = torch.randperm(len(yt))
+            for i in range(0, len(order), base.optim.batch_size):
+                idx = order[i : i + base.optim.batch_size]
+                opt.zero_grad()
+                loss_fn(model(xt[idx]), yt[idx]).backward()
+                opt.step()
+            with torch.no_grad():
+                loss_fn(model(xv), yv).item()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def run_search(spec, home: Path):
+    from deeprig.cluster.resources import connected_resources
+    from deeprig.runners.tune import check_tune_spec, run_tune
+
+    checks = check_tune_spec(spec, connected_resources())
+    outcome = run_tune(
+        spec,
+        spec_text="(benchmark)",
+        spec_path=REPO / "bench.yaml",
+        console=Console(quiet=True),
+        home=home,
+    )
+    return outcome, checks
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="deeprig search benchmarks")
+    parser.add_argument("--only", choices=["overhead", "asha"])
+    args = parser.parse_args()
+    console = Console()
+    from deeprig.cluster.session import ray_session
+
+    rows_overhead, rows_asha = [], []
+    with tempfile.TemporaryDirectory() as tmp, ray_session():
+        home = Path(tmp)
+        if args.only in (None, "overhead"):
+            spec = load_spec_text(TRIVIAL)
+            trial = plain_trial_seconds(spec)
+            outcome, checks = run_search(spec, home)
+            ideal = spec.search.num_samples * trial / checks.concurrency
+            rows_overhead.append(
+                (spec.search.num_samples, checks.concurrency, trial, ideal, outcome.seconds)
+            )
+        if args.only in (None, "asha"):
+            job = REPO / "jobs/tune_digits_cnn_asha.yaml"
+            for scheduler in ("asha", "fifo"):
+                spec = load_spec(
+                    job, [f"scheduler.name={scheduler}", f"tracking.experiment=bench-{scheduler}"]
+                )
+                outcome, _ = run_search(spec, home)
+                rows_asha.append((scheduler, outcome))
+
+    if rows_overhead:
+        table = Table(title="search overhead: trivial trials vs the theoretical minimum")
+        for column in (
+            "trials",
+            "at once",
+            "one trial, plain s",
+            "theoretical min s",
+            "deeprig wall s",
+            "ratio",
+        ):
+            table.add_column(column, justify="right")
+        for n, conc, trial, ideal, wall in rows_overhead:
+            table.add_row(
+                str(n),
+                str(conc),
+                f"{trial:.2f}",
+                f"{ideal:.1f}",
+                f"{wall:.1f}",
+                f"{wall / ideal:.2f}x",
+            )
+        console.print(table)
+    if rows_asha:
+        table = Table(title="jobs/tune_digits_cnn_asha.yaml: ASHA vs FIFO (same Optuna seed)")
+        for column in (
+            "scheduler",
+            "trials",
+            "stopped early",
+            "epochs trained",
+            "wall s",
+            "best val_accuracy",
+        ):
+            table.add_column(column, justify="right")
+        for scheduler, o in rows_asha:
+            table.add_row(
+                scheduler,
+                str(o.num_trials),
+                str(o.num_stopped_early),
+                str(o.total_epochs),
+                f"{o.seconds:.1f}",
+                f"{o.best_metric:.4f}",
+            )
+        console.print(table)
+        epochs = {s: o.total_epochs for s, o in rows_asha}
+        console.print(f"ASHA/FIFO epochs: {epochs['asha'] / epochs['fifo']:.2f}")
+    console.print(f"python {' '.join(sys.argv)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
