@@ -23,6 +23,7 @@ from deeprig.spec.models import (
     TrackingSpec,
     TrainSpec,
 )
+from deeprig.spec.tune import Domain, SchedulerSpec, SearchSpec, TuneSpec
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("top level (`kind: train`)", TrainSpec),
@@ -38,6 +39,10 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`checkpoint`", CheckpointSpec),
     ("`failure`", FailureSpec),
     ("`tracking`", TrackingSpec),
+    ("top level (`kind: tune`)", TuneSpec),
+    ("a `search_space` domain (one key)", Domain),
+    ("`search`", SearchSpec),
+    ("`scheduler`", SchedulerSpec),
 ]
 
 
