@@ -42,7 +42,7 @@ search_space:
   optim.lr: {loguniform: [0.001, 0.01]}
 search: {algorithm: random, metric: val_loss, mode: min, num_samples: 16, seed: 0}
 scheduler: {name: fifo}
-tracking: {experiment: bench-overhead}
+tracking: {experiment: bench-overhead, enabled: false}
 """
 
 
@@ -106,13 +106,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, ray_session():
         home = Path(tmp)
         if args.only in (None, "overhead"):
-            spec = load_spec_text(TRIVIAL)
-            trial = plain_trial_seconds(spec)
-            outcome, checks = run_search(spec, home)
-            ideal = spec.search.num_samples * trial / checks.concurrency
-            rows_overhead.append(
-                (spec.search.num_samples, checks.concurrency, trial, ideal, outcome.seconds)
-            )
+            trial = plain_trial_seconds(load_spec_text(TRIVIAL))
+            for tracking in ("true", "false"):
+                spec = load_spec_text(TRIVIAL, [f"tracking.enabled={tracking}"])
+                outcome, checks = run_search(spec, home)
+                ideal = spec.search.num_samples * trial / checks.concurrency
+                row = (tracking, spec.search.num_samples, checks.concurrency, trial, ideal)
+                rows_overhead.append((*row, outcome.seconds))
         if args.only in (None, "asha"):
             job = REPO / "jobs/tune_digits_cnn_asha.yaml"
             for scheduler in ("asha", "fifo"):
@@ -124,17 +124,21 @@ def main() -> int:
 
     if rows_overhead:
         table = Table(title="search overhead: trivial trials vs the theoretical minimum")
-        for column in (
+        columns = (
+            "MLflow tracking",
             "trials",
             "at once",
             "one trial, plain s",
             "theoretical min s",
             "deeprig wall s",
             "ratio",
-        ):
+        )
+        for column in columns:
             table.add_column(column, justify="right")
-        for n, conc, trial, ideal, wall in rows_overhead:
+        for tracking, n, conc, trial, ideal, wall in rows_overhead:
+            on = "on" if tracking == "true" else "off"
             table.add_row(
+                on,
                 str(n),
                 str(conc),
                 f"{trial:.2f}",
