@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -428,6 +429,9 @@ def _search(
     # is refused, so a token one).
     resources = checks.trial.budget.resources_per_worker() if plan.in_trial else {"CPU": 0.01}
     trainable = tune.with_resources(functools.partial(run_trial, plan=plan), resources)
+    # Tune saves its experiment state at most every 10 s by default; a trial started in
+    # that window is unknown after a restore, and its MLflow run would be an orphan.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     tuner = tune.Tuner(
         trainable,
         param_space={path: _tune_domain(d) for path, d in spec.search_space.items()},
@@ -468,7 +472,29 @@ def _search(
         _swap_callback(tuner, callback)
     with progress:
         results = tuner.fit()
+    if resume and parent is not None:
+        _drop_orphan_runs(parent, results)
     return _record_search(spec, checks, results, parent, started)
+
+
+def _drop_orphan_runs(parent, results) -> None:
+    """Trials the dead driver started but never saved in Tune's state do not exist for the
+    restored search (it ran replacements): their child runs are deleted (MLflow keeps
+    them restorable) and listed on the parent, so each trial has exactly one run."""
+    known = {r.metrics.get("trial_id") for r in results if r.metrics}
+    # Every trial the search knows was closed by TrialRunsCallback; a run still RUNNING
+    # now belongs to a trial only the dead driver knew.
+    orphans = {
+        trial: run_id
+        for trial, (run_id, _) in _child_runs(parent).items()
+        if trial not in known and parent.client.get_run(run_id).info.status == "RUNNING"
+    }
+    for run_id in orphans.values():
+        parent.client.set_tag(run_id, "deeprig.orphaned_by_resume", "true")
+        parent.client.set_terminated(run_id, status="KILLED")
+        parent.client.delete_run(run_id)
+    if orphans:
+        parent.set_tags({"deeprig.orphan_runs_deleted": ",".join(sorted(orphans.values()))})
 
 
 def _swap_callback(tuner, callback) -> None:
