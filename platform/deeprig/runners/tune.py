@@ -432,6 +432,8 @@ def _search(
     # Tune saves its experiment state at most every 10 s by default; a trial started in
     # that window is unknown after a restore, and its MLflow run would be an orphan.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    # ...which is deliberate: don't warn about it on every save.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     tuner = tune.Tuner(
         trainable,
         param_space={path: _tune_domain(d) for path, d in spec.search_space.items()},
