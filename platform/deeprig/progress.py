@@ -97,6 +97,7 @@ class SearchProgress:
     def __exit__(self, *exc) -> None:
         self._live.update(self._render())
         self._live.stop()
+        self._live.console.print()  # Live leaves the cursor at the table's end
 
     def started(self, trial_id: str) -> None:
         self._running.add(trial_id)

@@ -12,7 +12,12 @@ from pathlib import Path
 # costs ~1.9 s an epoch (FIELD-NOTES). 0.1 s makes a report cost ~0.02 s.
 # Ray Data logs each dataset execution from its own actors, and warns that progress bars
 # are off (deeprig turns them off: it draws its own progress); errors still show.
-RAY_JOB_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "RAY_DATA_LOG_LEVEL": "ERROR"}
+# Ray's own actors warn about Ray's own deprecated internals (RayDeprecationWarning).
+RAY_JOB_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+    "RAY_DATA_LOG_LEVEL": "ERROR",
+    "PYTHONWARNINGS": "ignore::DeprecationWarning",
+}
 
 
 def _use_token_auth_if_available() -> None:

@@ -434,6 +434,9 @@ def _search(
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     # ...which is deliberate: don't warn about it on every save.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Tune's own console reporter (its "new output" engine prints even at verbose=0);
+    # deeprig draws the search's progress itself.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tuner = tune.Tuner(
         trainable,
         param_space={path: _tune_domain(d) for path, d in spec.search_space.items()},
