@@ -26,6 +26,7 @@ from deeprig.data import DataInfo, DataProblem, build_datasets, describe_data
 from deeprig.models import InputShapeError, check_input_shape
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.models import TrainSpec
+from deeprig.tracking.runs import closed_on_failure
 from deeprig.tracking.store import TrackingTarget, deeprig_home, resolve_tracking
 
 # A worker keeps its shard in memory when it is at most this big (data.cache: auto).
@@ -125,25 +126,17 @@ def run_train(
             checks = check_train_spec(spec, connected_resources())
         recorder = None
         if target is not None:
-            recorder = _create_run(spec, spec_text, spec_path, target)
+            recorder = create_job_run(spec, spec_text, spec_path, target)
             console.print(
                 f"MLflow run [bold]{recorder.run_id}[/] in experiment "
                 f"[bold]{spec.experiment_name}[/] ({target.uri})"
             )
-        try:
+        with closed_on_failure(recorder):
             outcome = _fit_and_record(spec, checks, recorder, target, home, console)
-        except KeyboardInterrupt:
-            if recorder:
-                recorder.finish("KILLED")
-            raise
-        except BaseException:
-            if recorder:
-                recorder.finish("FAILED")
-            raise
     return outcome
 
 
-def _create_run(spec: TrainSpec, spec_text: str, spec_path: Path, target: TrackingTarget):
+def create_job_run(spec: TrainSpec, spec_text: str, spec_path: Path, target: TrackingTarget):
     import ray
 
     from deeprig.tracking.runs import RunRecorder

@@ -38,6 +38,7 @@ from deeprig.runners.train import TrainChecks, build_trainer, check_train_spec, 
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.models import TrainSpec
 from deeprig.spec.tune import Domain, TuneSpec, apply_overrides
+from deeprig.tracking.runs import closed_on_failure
 from deeprig.tracking.store import TrackingTarget, deeprig_home, resolve_tracking
 
 MIN_CPUS_PER_TRIAL_WORKER = 0.1
@@ -333,23 +334,15 @@ def run_tune(
             parent.client.update_run(parent.run_id, status="RUNNING")
             console.print(f"Resuming the search of MLflow parent run [bold]{parent.run_id}[/]")
         elif target is not None:
-            from deeprig.runners.train import _create_run
+            from deeprig.runners.train import create_job_run
 
-            parent = _create_run(spec, spec_text, spec_path, target)
+            parent = create_job_run(spec, spec_text, spec_path, target)
             console.print(
                 f"MLflow parent run [bold]{parent.run_id}[/] in experiment "
                 f"[bold]{spec.experiment_name}[/] ({target.uri})"
             )
-        try:
+        with closed_on_failure(parent):
             outcome = _search(spec, checks, parent, target, home, console, resumed is not None)
-        except KeyboardInterrupt:
-            if parent:
-                parent.finish("KILLED")
-            raise
-        except BaseException:
-            if parent:
-                parent.finish("FAILED")
-            raise
     return outcome
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,21 @@ class RunRecorder:
         finally:
             mlflow.set_tracking_uri(previous)
         return info.model_uri
+
+
+@contextmanager
+def closed_on_failure(recorder: RunRecorder | None) -> Iterator[None]:
+    """A run never stays RUNNING: an interrupted job ends KILLED, a failed one FAILED."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if recorder:
+            recorder.finish("KILLED")
+        raise
+    except BaseException:
+        if recorder:
+            recorder.finish("FAILED")
+        raise
 
 
 def find_child_run(
