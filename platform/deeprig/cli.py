@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -263,7 +262,9 @@ def ui(
         command += ["--default-artifact-root", target.artifact_root]
     console.print(f"MLflow UI over {target.uri} at [bold]http://{host}:{port}[/] (Ctrl-C stops)")
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    raise typer.Exit(subprocess.call(command, env=env))
+    # Become the MLflow server rather than wait on it: Ctrl-C and a service manager's
+    # SIGTERM then reach it directly, and no orphan is left behind.
+    os.execve(sys.executable, command, env)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -44,8 +46,9 @@ def test_ui_serves_the_mlflow_ui_on_localhost(store_with_a_run, deeprig_home):
     port = free_port()
     ui = subprocess.Popen(
         [sys.executable, "-m", "deeprig.cli", "ui", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.time() + 90
@@ -62,5 +65,8 @@ def test_ui_serves_the_mlflow_ui_on_localhost(store_with_a_run, deeprig_home):
         run = client.get_run(store_with_a_run)  # the UI's API serves the configured store
         assert run.data.metrics["val_accuracy"] == 0.875
     finally:
-        ui.terminate()
+        os.killpg(ui.pid, signal.SIGTERM)  # the server and any workers it started
         ui.wait(timeout=30)
+    time.sleep(1)
+    leftovers = subprocess.run(["pgrep", "-f", f"--port {port}"], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == "", "the UI left a process behind"
