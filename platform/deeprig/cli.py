@@ -87,6 +87,11 @@ def _check(spec, resources) -> str:
     from deeprig.runners.train import check_train_spec
     from deeprig.runners.tune import check_tune_spec
 
+    if spec.kind == "rl":
+        from deeprig.runners.rl import check_rl_spec
+
+        check_rl_spec(spec)
+        return f"{spec.algorithm} on {spec.env}"
     if spec.kind == "tune":
         checks = check_tune_spec(spec, resources)
         return (
@@ -130,11 +135,13 @@ def run(
         _report_spec_error(exc, str(job))
         raise typer.Exit(EXIT_BAD_INPUT) from None
     spec_text = _resolved_spec_text(job, overrides, spec)
-    if resume and spec.kind != "tune":
-        errors.print("--resume applies to tune jobs (a train job resumes its workers itself)")
+    from deeprig.runners.rl import run_rl
+
+    if resume and spec.kind == "train":
+        errors.print("--resume applies to tune and rl jobs (a train job resumes its workers)")
         raise typer.Exit(EXIT_BAD_INPUT)
-    options = {"resume": resume} if spec.kind == "tune" else {}
-    runner = run_tune if spec.kind == "tune" else run_train
+    options = {"resume": resume} if spec.kind != "train" else {}
+    runner = {"train": run_train, "tune": run_tune, "rl": run_rl}[spec.kind]
     try:
         outcome = runner(
             spec, spec_text=spec_text, spec_path=job, address=address, console=console, **options
@@ -152,6 +159,9 @@ def run(
     if spec.kind == "tune":
         _print_search_outcome(spec, outcome)
         return
+    if spec.kind == "rl":
+        _print_rl_outcome(spec, outcome)
+        return
     table = Table(title=f"{spec.name}: best checkpoint", show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -165,6 +175,29 @@ def run(
             f"MLflow run [bold]{outcome.run_id}[/] ({outcome.tracking_uri})\n"
             f"  see it: [bold]deeprig ui[/] then open the experiment "
             f"'{spec.experiment_name}', or [bold]deeprig runs[/]"
+        )
+
+
+def _print_rl_outcome(spec, outcome) -> None:
+    table = Table(title=f"{spec.name}: last iteration", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("iterations", str(outcome.iterations))
+    for key in (
+        "episode_return_mean",
+        "episode_len_mean",
+        "num_env_steps_sampled_lifetime",
+        "env_steps_per_s",
+        "eval_episode_return_mean",
+    ):
+        if key in outcome.metrics:
+            table.add_row(key, f"{outcome.metrics[key]:.4g}")
+    console.print(table)
+    console.print(f"finished in {outcome.seconds:.1f} s; checkpoint: {outcome.checkpoint_path}")
+    if outcome.run_id:
+        console.print(
+            f"MLflow run [bold]{outcome.run_id}[/]; evaluate it: "
+            f"[bold]deeprig eval {outcome.run_id} --episodes 10[/]"
         )
 
 
@@ -195,6 +228,47 @@ def _resolved_spec_text(job: Path, overrides: list[str], spec) -> str:
 
     header = f"# {job} with --set {' --set '.join(overrides)}\n"
     return header + yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+@app.command(name="eval")
+def evaluate(
+    target: str = typer.Argument(..., help="An rl run's MLflow run id, or a checkpoint folder."),
+    episodes: int = typer.Option(10, min=1, help="Episodes to roll out."),
+    seed: int = typer.Option(0, help="Seed of the first episode's environment."),
+    tracking_uri: str = typer.Option(None, help="MLflow store (default: as for `run`)."),
+) -> None:
+    """Roll out a trained rl policy (greedy actions) and print its mean return.
+
+    Example: deeprig eval 3f2a...e1 --episodes 20
+    """
+    from statistics import mean
+
+    from deeprig.runners.rl import evaluate_checkpoint
+
+    checkpoint = target
+    if not Path(target).exists():
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        from deeprig.tracking.store import resolve_tracking
+
+        try:
+            run = MlflowClient(resolve_tracking(tracking_uri).uri).get_run(target)
+        except MlflowException:
+            errors.print(f"{target}: neither a checkpoint folder nor an MLflow run id")
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        checkpoint = run.data.tags.get("deeprig.checkpoint_path", "")
+        if not checkpoint or not Path(checkpoint).exists():
+            errors.print(f"run {target} has no checkpoint on this machine ({checkpoint!r})")
+            raise typer.Exit(EXIT_BAD_INPUT)
+    from deeprig.cluster.session import ray_session
+
+    with ray_session():
+        returns = evaluate_checkpoint(checkpoint, episodes, seed)
+    console.print(
+        f"{episodes} episodes: mean return [bold]{mean(returns):.2f}[/] "
+        f"(min {min(returns):.1f}, max {max(returns):.1f})"
+    )
 
 
 @app.command()

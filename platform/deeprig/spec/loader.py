@@ -15,12 +15,13 @@ from pydantic import BaseModel, ValidationError
 
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.models import StrictModel, TrainSpec
+from deeprig.spec.rl import RLSpec
 from deeprig.spec.tune import TuneSpec
 
-# The kinds this version runs; rl joins with its own spec class.
-SPEC_BY_KIND: dict[str, type[StrictModel]] = {"train": TrainSpec, "tune": TuneSpec}
-PLANNED_KINDS = ("rl",)
-JobSpec = TrainSpec | TuneSpec
+# The kinds this version runs.
+SPEC_BY_KIND: dict[str, type[StrictModel]] = {"train": TrainSpec, "tune": TuneSpec, "rl": RLSpec}
+PLANNED_KINDS: tuple[str, ...] = ()
+JobSpec = TrainSpec | TuneSpec | RLSpec
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
