@@ -132,7 +132,7 @@ def build_config(spec: RLSpec):
             num_learners=spec.learners.num_learners,
             num_gpus_per_learner=1 if spec.learners.use_gpu else 0,
         )
-        .training(**spec.training)
+        .training(**_rllib_values(spec.training))
         .rl_module(
             model_config=DefaultModelConfig(
                 fcnet_hiddens=list(spec.model.hidden),
@@ -151,6 +151,17 @@ def build_config(spec: RLSpec):
             evaluation_duration_unit="episodes",
         )
     return config
+
+
+# RLlib reads a [low, high] range for these only as a tuple; YAML gives lists.
+_TUPLE_SETTINGS = ("n_step",)
+
+
+def _rllib_values(training: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: tuple(v) if k in _TUPLE_SETTINGS and isinstance(v, list) else v
+        for k, v in training.items()
+    }
 
 
 def _env_for_rllib(spec: RLSpec):

@@ -23,6 +23,15 @@ from deeprig.spec.models import (
     TrackingSpec,
     TrainSpec,
 )
+from deeprig.spec.rl import (
+    EnvRunnersSpec,
+    EvaluationSpec,
+    LearnersSpec,
+    RLCheckpointSpec,
+    RLModelSpec,
+    RLSpec,
+    RLStopSpec,
+)
 from deeprig.spec.tune import Domain, SchedulerSpec, SearchSpec, TuneSpec
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
@@ -43,6 +52,13 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("a `search_space` domain (one key)", Domain),
     ("`search`", SearchSpec),
     ("`scheduler`", SchedulerSpec),
+    ("top level (`kind: rl`)", RLSpec),
+    ("`env_runners`", EnvRunnersSpec),
+    ("`model` (rl)", RLModelSpec),
+    ("`stop` (rl)", RLStopSpec),
+    ("`checkpoint` (rl)", RLCheckpointSpec),
+    ("`evaluation`", EvaluationSpec),
+    ("`learners`", LearnersSpec),
 ]
 
 
