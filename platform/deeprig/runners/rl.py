@@ -37,6 +37,7 @@ RESULT_METRICS = {
     ("time_this_iter_s",): "iteration_time_s",
     ("evaluation", "env_runners", "episode_return_mean"): "eval_episode_return_mean",
 }
+SMOOTHING_EPISODES = 20
 LEARNER_METRICS = ("total_loss", "policy_loss", "vf_loss", "qf_loss", "entropy", "mean_kl_loss")
 
 
@@ -141,6 +142,9 @@ def build_config(spec: RLSpec):
             )
         )
         .debugging(seed=spec.seed)
+        # RLlib's episode_return_mean otherwise averages only the episodes that ended in
+        # the iteration: one lucky episode could meet the stop criterion.
+        .reporting(metrics_num_episodes_for_smoothing=SMOOTHING_EPISODES)
         # A crashed env runner is replaced instead of failing the job.
         .fault_tolerance(restart_failed_env_runners=True)
     )
@@ -362,6 +366,7 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int = 0) -> list[f
     import torch
     from ray.rllib.algorithms.algorithm import Algorithm
     from ray.rllib.core.columns import Columns
+    from ray.rllib.utils.spaces.space_utils import unsquash_action
 
     algo = Algorithm.from_checkpoint(checkpoint)
     try:
@@ -388,6 +393,10 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int = 0) -> list[f
                     action = dist.to_deterministic().sample()[0]
                 action = action.numpy()
                 if isinstance(env.action_space, gym.spaces.Box):
+                    # The policy acts in [-1, 1] when RLlib normalises actions; the env runner
+                    # maps that back onto the env's bounds, and so must we.
+                    if algo.config.normalize_actions:
+                        action = unsquash_action(action, env.action_space)
                     action = action.clip(env.action_space.low, env.action_space.high)
                 obs, reward, terminated, truncated, _ = env.step(action)
                 total += float(reward)
