@@ -1,10 +1,13 @@
-"""`kind: tune`: a TuneSpec -> Ray Tune search whose trials are the train runner's trainers.
+"""`kind: tune`: a TuneSpec -> Ray Tune search whose trials reuse the train kind.
 
-Each trial is a Tune function trainable that builds the same TorchTrainer the train
-runner builds (Train V2's way of running under Tune: `TuneReportCallback` forwards each
-epoch's report to Tune, so ASHA and median stopping act per epoch). MLflow: one parent
-run per search, one child run per trial (`mlflow.parentRunId`), the best trial marked on
-the parent and its model logged there.
+Each trial is a Tune function trainable running the base spec with its values:
+- a multi-worker base builds the same TorchTrainer the train runner builds (Train V2's way
+  of running under Tune: `TuneReportCallback` forwards each epoch's report to Tune, so
+  ASHA and median stopping act per epoch);
+- a single-worker base runs the same training loop inside the trial itself (no worker
+  group per trial, actors reused, checkpoints reported to Tune, which PBT needs).
+MLflow: one parent run per search, one child run per trial (`mlflow.parentRunId`), the
+best trial marked on the parent and its model logged there.
 
 Early-stopped trials end KILLED with the tag `deeprig.stopped_early=true` (MLflow has no
 "stopped" status; KILLED is the one that says "did not run to the end", and the tag tells
