@@ -169,7 +169,11 @@ def test_killed_worker_resumes_from_checkpoint_in_the_same_run(deeprig_home):
     client, run = only_run(deeprig_home, "kill")
     assert run.info.status == "FINISHED"
     resumed_from = int(run.data.tags["deeprig.resumed_from_epoch"])
-    assert 3 <= resumed_from < epochs  # continued from a checkpoint, not from scratch
+    # Continued from a checkpoint, not from scratch. Rank 0 logs an epoch's metrics just
+    # before reporting its checkpoint, so the kill may land between the two: the newest
+    # checkpoint can be one epoch behind what MLflow showed.
+    assert killed_after - 1 <= resumed_from < epochs
+    assert resumed_from >= 2
     steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "epoch"))
     assert steps.count(0) == 1  # epoch 0 was never trained twice
     assert set(steps) == set(range(epochs))

@@ -20,10 +20,11 @@ from typing import Any
 from rich.console import Console
 
 from deeprig.cluster.session import ray_session
+from deeprig.runners.job_runs import find_unfinished_run, open_job_run
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.rl import RLSpec
 from deeprig.tracking.runs import closed_on_failure
-from deeprig.tracking.store import TrackingTarget, deeprig_home, resolve_tracking
+from deeprig.tracking.store import deeprig_home, resolve_tracking
 
 # Result paths -> MLflow metric names (DESIGN.md: episode_return_mean,
 # num_env_steps_sampled_lifetime). Learner losses are added by prefix below.
@@ -226,52 +227,12 @@ def run_rl(
     home = home or deeprig_home()
     check_rl_spec(spec)
     target = resolve_tracking(spec.tracking.uri, home) if spec.tracking.enabled else None
-    recorder = _unfinished_run(spec, target) if resume else None
+    resumed = find_unfinished_run(spec, target, "rl run") if resume else None
     with ray_session(address):
-        if recorder is not None:
-            recorder.client.update_run(recorder.run_id, status="RUNNING")
-            console.print(f"Resuming MLflow run [bold]{recorder.run_id}[/]")
-        elif target is not None:
-            from deeprig.runners.train import create_job_run
-
-            recorder = create_job_run(spec, spec_text, spec_path, target)
-            console.print(
-                f"MLflow run [bold]{recorder.run_id}[/] in experiment "
-                f"[bold]{spec.experiment_name}[/] ({target.uri})"
-            )
+        recorder = open_job_run(spec, spec_text, spec_path, target, resumed, console)
         with closed_on_failure(recorder):
             outcome = _train(spec, recorder, home, console)
     return outcome
-
-
-def _unfinished_run(spec: RLSpec, target: TrackingTarget | None):
-    from mlflow import MlflowClient
-
-    from deeprig.tracking.runs import RunRecorder
-
-    if target is None:
-        raise SpecError([Problem("--resume", "resuming needs tracking to find the run")])
-    client = MlflowClient(target.uri)
-    experiment = client.get_experiment_by_name(spec.experiment_name)
-    runs = (
-        client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`deeprig.kind` = 'rl' AND tags.`deeprig.job_name` = '{spec.name}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        if experiment
-        else []
-    )
-    if not runs or runs[0].info.status == "FINISHED":
-        raise SpecError(
-            [
-                Problem(
-                    "--resume", f"no unfinished rl run named {spec.name!r}; run it without --resume"
-                )
-            ]
-        )
-    return RunRecorder(target, runs[0].info.run_id)
 
 
 def _train(spec: RLSpec, recorder, home: Path, console: Console) -> RLOutcome:

@@ -24,10 +24,11 @@ from deeprig.cluster.resources import (
 from deeprig.cluster.session import ray_session
 from deeprig.data import DataInfo, DataProblem, build_datasets, describe_data
 from deeprig.models import InputShapeError, check_input_shape
+from deeprig.runners.job_runs import open_job_run
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.models import TrainSpec
 from deeprig.tracking.runs import closed_on_failure
-from deeprig.tracking.store import TrackingTarget, deeprig_home, resolve_tracking
+from deeprig.tracking.store import deeprig_home, resolve_tracking
 
 # A worker keeps its shard in memory when it is at most this big (data.cache: auto).
 IN_MEMORY_SHARD_BYTES = 512 * 1024 * 1024
@@ -124,31 +125,10 @@ def run_train(
     with ray_session(address):
         if checks is None:
             checks = check_train_spec(spec, connected_resources())
-        recorder = None
-        if target is not None:
-            recorder = create_job_run(spec, spec_text, spec_path, target)
-            console.print(
-                f"MLflow run [bold]{recorder.run_id}[/] in experiment "
-                f"[bold]{spec.experiment_name}[/] ({target.uri})"
-            )
+        recorder = open_job_run(spec, spec_text, spec_path, target, None, console)
         with closed_on_failure(recorder):
             outcome = _fit_and_record(spec, checks, recorder, target, home, console)
     return outcome
-
-
-def create_job_run(spec: TrainSpec, spec_text: str, spec_path: Path, target: TrackingTarget):
-    import ray
-
-    from deeprig.tracking.runs import RunRecorder
-
-    return RunRecorder.create(
-        target,
-        spec.experiment_name,
-        spec.model_dump(mode="json"),
-        spec_text,
-        spec_path.resolve().parent,
-        ray_job_id=ray.get_runtime_context().get_job_id(),
-    )
 
 
 def build_trainer(

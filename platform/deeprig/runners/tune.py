@@ -37,6 +37,7 @@ from deeprig.cluster.resources import (
     local_resources,
 )
 from deeprig.cluster.session import ray_session
+from deeprig.runners.job_runs import find_unfinished_run, open_job_run
 from deeprig.runners.train import TrainChecks, build_trainer, check_train_spec, reported_metrics
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.models import TrainSpec
@@ -327,59 +328,14 @@ def run_tune(
     home = home or deeprig_home()
     target = resolve_tracking(spec.tracking.uri, home) if spec.tracking.enabled else None
     checks = None if address else check_tune_spec(spec, local_resources())
-    resumed = _unfinished_search(spec, target) if resume else None
+    resumed = find_unfinished_run(spec, target, "search") if resume else None
     with ray_session(address):
         if checks is None:
             checks = check_tune_spec(spec, connected_resources())
-        parent = None
-        if resumed is not None:
-            parent = resumed
-            parent.client.update_run(parent.run_id, status="RUNNING")
-            console.print(f"Resuming the search of MLflow parent run [bold]{parent.run_id}[/]")
-        elif target is not None:
-            from deeprig.runners.train import create_job_run
-
-            parent = create_job_run(spec, spec_text, spec_path, target)
-            console.print(
-                f"MLflow parent run [bold]{parent.run_id}[/] in experiment "
-                f"[bold]{spec.experiment_name}[/] ({target.uri})"
-            )
+        parent = open_job_run(spec, spec_text, spec_path, target, resumed, console)
         with closed_on_failure(parent):
             outcome = _search(spec, checks, parent, target, home, console, resumed is not None)
     return outcome
-
-
-def _unfinished_search(spec: TuneSpec, target: TrackingTarget | None):
-    """The newest parent run of a search of this name that did not finish."""
-    from mlflow import MlflowClient
-
-    from deeprig.tracking.runs import RunRecorder
-
-    def refuse(why: str) -> SpecError:
-        return SpecError([Problem("--resume", why)])
-
-    if target is None:
-        raise refuse("resuming needs tracking (tracking.enabled: true) to find the search")
-    client = MlflowClient(target.uri)
-    experiment = client.get_experiment_by_name(spec.experiment_name)
-    runs = (
-        client.search_runs(
-            [experiment.experiment_id],
-            filter_string=(
-                f"tags.`deeprig.kind` = 'tune' AND tags.`deeprig.job_name` = '{spec.name}'"
-            ),
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        if experiment
-        else []
-    )
-    if not runs or runs[0].info.status == "FINISHED":
-        raise refuse(
-            f"no unfinished search named {spec.name!r} to resume; run it without "
-            "--resume to start one"
-        )
-    return RunRecorder(target, runs[0].info.run_id)
 
 
 def _search(
