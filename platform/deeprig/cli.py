@@ -162,14 +162,11 @@ def run(
     if spec.kind == "rl":
         _print_rl_outcome(spec, outcome)
         return
-    table = Table(title=f"{spec.name}: best checkpoint", show_header=True)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key in ("epoch", "train_loss", "val_loss", "val_accuracy", "val_rmse", "samples_per_s"):
-        if key in outcome.metrics:
-            table.add_row(key, f"{outcome.metrics[key]:.4g}")
-    console.print(table)
-    console.print(f"finished in {outcome.seconds:.1f} s; checkpoint: {outcome.checkpoint_path}")
+    _print_metrics(
+        f"{spec.name}: best checkpoint",
+        outcome,
+        ("epoch", "train_loss", "val_loss", "val_accuracy", "val_rmse", "samples_per_s"),
+    )
     if outcome.run_id:
         console.print(
             f"MLflow run [bold]{outcome.run_id}[/] ({outcome.tracking_uri})\n"
@@ -178,22 +175,33 @@ def run(
         )
 
 
-def _print_rl_outcome(spec, outcome) -> None:
-    table = Table(title=f"{spec.name}: last iteration", show_header=True)
+def _print_metrics(title: str, outcome, keys: tuple[str, ...], first=()) -> None:
+    """A train or rl job's closing table: the given metrics it has, time and checkpoint."""
+    table = Table(title=title, show_header=True)
     table.add_column("metric")
     table.add_column("value", justify="right")
-    table.add_row("iterations", str(outcome.iterations))
-    for key in (
-        "episode_return_mean",
-        "episode_len_mean",
-        "num_env_steps_sampled_lifetime",
-        "env_steps_per_s",
-        "eval_episode_return_mean",
-    ):
+    for name, value in first:
+        table.add_row(name, value)
+    for key in keys:
         if key in outcome.metrics:
             table.add_row(key, f"{outcome.metrics[key]:.4g}")
     console.print(table)
     console.print(f"finished in {outcome.seconds:.1f} s; checkpoint: {outcome.checkpoint_path}")
+
+
+def _print_rl_outcome(spec, outcome) -> None:
+    _print_metrics(
+        f"{spec.name}: last iteration",
+        outcome,
+        (
+            "episode_return_mean",
+            "episode_len_mean",
+            "num_env_steps_sampled_lifetime",
+            "env_steps_per_s",
+            "eval_episode_return_mean",
+        ),
+        first=[("iterations", str(outcome.iterations))],
+    )
     if outcome.run_id:
         console.print(
             f"MLflow run [bold]{outcome.run_id}[/]; evaluate it: "

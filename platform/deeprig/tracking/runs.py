@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Param, RunStatus
+from mlflow.entities import Param
 
 from deeprig.tracking.lineage import flatten, lineage_tags
 from deeprig.tracking.store import TrackingTarget
@@ -181,6 +181,3 @@ def ensure_experiment(client: MlflowClient, target: TrackingTarget, name: str) -
         if found is None:
             raise
         return found.experiment_id
-
-
-RUN_STATUSES = tuple(RunStatus.to_string(s) for s in RunStatus.all_status())
