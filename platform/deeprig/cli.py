@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from deeprig.cluster.session import job_address
 from deeprig.spec import SpecError, load_spec
 from deeprig.spec.loader import with_lines
 
@@ -66,6 +68,7 @@ def validate(
     """
     from deeprig.cluster.resources import local_resources
 
+    address = job_address(address)
     try:
         spec = load_spec(job, overrides)
         if address:
@@ -142,6 +145,9 @@ def run(
         raise typer.Exit(EXIT_BAD_INPUT)
     options = {"resume": resume} if spec.kind != "train" else {}
     runner = {"train": run_train, "tune": run_tune, "rl": run_rl}[spec.kind]
+    address = job_address(address)
+    # `deeprig stop` / `ray job stop` send SIGTERM: end like Ctrl-C, the run marked KILLED.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         outcome = runner(
             spec, spec_text=spec_text, spec_path=job, address=address, console=console, **options
@@ -153,6 +159,7 @@ def run(
         errors.print("[yellow]interrupted: the MLflow run is marked KILLED[/]")
         raise typer.Exit(130) from None
     except Exception as exc:  # the job failed; its run is already marked FAILED
+        errors.print_exception(max_frames=6)
         errors.print(f"[bold red]job failed:[/] {type(exc).__name__}: {exc}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
 
@@ -173,6 +180,10 @@ def run(
             f"  see it: [bold]deeprig ui[/] then open the experiment "
             f"'{spec.experiment_name}', or [bold]deeprig runs[/]"
         )
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _print_metrics(title: str, outcome, keys: tuple[str, ...], first=()) -> None:
@@ -348,6 +359,16 @@ def ui(
     # SIGTERM then reach it directly, and no orphan is left behind.
     os.execve(sys.executable, command, env)
 
+
+# Cluster verbs live in their own module; registered here so `deeprig --help` lists all.
+from deeprig import cli_cluster  # noqa: E402
+
+app.command()(cli_cluster.submit)
+app.command()(cli_cluster.status)
+app.command()(cli_cluster.logs)
+app.command()(cli_cluster.stop)
+app.command(name="list")(cli_cluster.list_jobs)
+app.add_typer(cli_cluster.cluster_app, name="cluster")
 
 if __name__ == "__main__":
     app()

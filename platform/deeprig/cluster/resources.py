@@ -109,7 +109,10 @@ def plan_budget(scaling: ScalingSpec, resources: ClusterResources) -> WorkerBudg
                 )
             )
     else:
-        per_worker = min(available / n, resources.max_node_cpus - reserve)
+        # One node holds both the workers and Ray Data's reserve; on several, the reserve
+        # can sit beside the workers of any node.
+        node_room = resources.max_node_cpus - (reserve if resources.nodes == 1 else 0.0)
+        per_worker = min(available / n, node_room)
         per_worker = math.floor(per_worker * 100) / 100
     if problems:
         raise ResourceProblems(problems)

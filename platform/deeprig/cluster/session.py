@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +23,7 @@ RAY_JOB_ENV = {
 }
 
 
-def _use_token_auth_if_available() -> None:
+def use_token_auth_if_available() -> None:
     """Ray 2.60 turns token authentication on for clusters it starts; a client connecting to
     one must present the token (from $RAY_AUTH_TOKEN or ~/.ray/auth_token). Ray's clients
     default to no auth, so opt in whenever a token is at hand, unless the user decided."""
@@ -29,6 +32,18 @@ def _use_token_auth_if_available() -> None:
     token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
     if os.environ.get("RAY_AUTH_TOKEN") or token_file.exists():
         os.environ["RAY_AUTH_MODE"] = "token"
+        if "ray" in sys.modules:
+            # Ray reads the mode into its config when imported; refresh it, as Ray's own
+            # `_enable_token_auth` does.
+            from ray._raylet import Config
+
+            Config.initialize("")
+
+
+def job_address(address: str | None) -> str | None:
+    """The cluster a job runs on: the address given, else the one Ray sets for a driver it
+    started (a Ray Jobs entrypoint, `ray job submit`), else None for a local Ray."""
+    return address or os.environ.get("RAY_ADDRESS") or None
 
 
 @contextmanager
@@ -42,25 +57,36 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         yield
         return
     if address:
-        _use_token_auth_if_available()
+        use_token_auth_if_available()
     else:
         # A local Ray inherits this process's environment.
         for key, value in RAY_JOB_ENV.items():
             os.environ.setdefault(key, value)
+    # ray.init replaces the SIGTERM handler with sys.exit; a job stopped through the Jobs
+    # API (SIGTERM) must end as interrupted (MLflow run KILLED), so keep deeprig's.
+    sigterm_handler = signal.getsignal(signal.SIGTERM)
     ray.init(
         address=address,
         num_cpus=None if address else num_cpus,
-        runtime_env={"env_vars": RAY_JOB_ENV},
+        # A driver started by Ray Jobs already runs in its job's runtime env; Ray refuses a
+        # second value for a variable the job sets, so send only what is missing.
+        runtime_env={"env_vars": missing} if (missing := _missing_job_env()) else None,
         logging_level="WARNING",
         # Applies to every worker of this job: Ray Train and Ray Data log each report and
         # each dataset execution at INFO, which would bury deeprig's own progress.
         logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"),
     )
+    if callable(sigterm_handler) and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, sigterm_handler)
     quiet_ray_data()
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def _missing_job_env() -> dict[str, str]:
+    return {key: value for key, value in RAY_JOB_ENV.items() if os.environ.get(key) != value}
 
 
 def quiet_ray_data() -> None:

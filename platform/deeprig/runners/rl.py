@@ -229,6 +229,11 @@ def run_rl(
     target = resolve_tracking(spec.tracking.uri, home) if spec.tracking.enabled else None
     resumed = find_unfinished_run(spec, target, "rl run") if resume else None
     with ray_session(address):
+        if address:
+            from deeprig.cluster.preflight import check_connected_cluster
+            from deeprig.cluster.resources import connected_resources
+
+            check_connected_cluster(spec, connected_resources(), target)
         recorder = open_job_run(spec, spec_text, spec_path, target, resumed, console)
         with closed_on_failure(recorder):
             outcome = _train(spec, recorder, home, console)

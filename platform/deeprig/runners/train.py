@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from deeprig.cluster.preflight import check_connected_cluster
 from deeprig.cluster.resources import (
     ClusterResources,
     ResourceProblems,
@@ -28,7 +29,7 @@ from deeprig.runners.job_runs import open_job_run
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.models import TrainSpec
 from deeprig.tracking.runs import closed_on_failure
-from deeprig.tracking.store import deeprig_home, resolve_tracking
+from deeprig.tracking.store import checkpoint_storage, deeprig_home, resolve_tracking
 
 # A worker keeps its shard in memory when it is at most this big (data.cache: auto).
 IN_MEMORY_SHARD_BYTES = 512 * 1024 * 1024
@@ -124,7 +125,9 @@ def run_train(
 
     with ray_session(address):
         if checks is None:
-            checks = check_train_spec(spec, connected_resources())
+            resources = connected_resources()
+            checks = check_train_spec(spec, resources)
+            check_connected_cluster(spec, resources, target)
         recorder = open_job_run(spec, spec_text, spec_path, target, None, console)
         with closed_on_failure(recorder):
             outcome = _fit_and_record(spec, checks, recorder, target, home, console)
@@ -136,7 +139,7 @@ def build_trainer(
     checks: TrainChecks,
     run_id: str | None,
     sink,
-    storage: Path,
+    storage: str,
     run_name: str,
     callbacks: list | None = None,
 ):
@@ -173,10 +176,11 @@ def build_trainer(
             num_workers=spec.scaling.num_workers,
             use_gpu=spec.scaling.use_gpu,
             resources_per_worker=budget.resources_per_worker(),
+            placement_strategy=spec.scaling.placement_strategy,
         ),
         run_config=RunConfig(
             name=run_name,
-            storage_path=str(storage),  # must be absolute (FIELD-NOTES)
+            storage_path=storage,  # absolute or a URI (FIELD-NOTES)
             checkpoint_config=CheckpointConfig(
                 num_to_keep=spec.checkpoint.num_to_keep,
                 checkpoint_score_attribute=spec.checkpoint.metric,
@@ -200,8 +204,7 @@ def _fit_and_record(spec, checks, recorder, target, home, console) -> TrainOutco
     run_id = recorder.run_id if recorder else None
     sink = MlflowMetricsSink(target.uri, run_id) if recorder else None
     run_name = f"{spec.name}-{run_id[:8]}" if run_id else f"{spec.name}-{int(time.time())}"
-    storage = home / "checkpoints"
-    storage.mkdir(parents=True, exist_ok=True)
+    storage = checkpoint_storage(spec.checkpoint.storage, home)
     trainer = build_trainer(spec, checks, run_id, sink, storage, run_name)
     score = "val_accuracy" if checks.data.task == "classification" else "val_rmse"
     console.print(

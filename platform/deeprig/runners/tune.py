@@ -29,6 +29,7 @@ from typing import Any
 
 from rich.console import Console
 
+from deeprig.cluster.preflight import check_connected_cluster
 from deeprig.cluster.resources import (
     ClusterResources,
     WorkerBudget,
@@ -43,7 +44,12 @@ from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.models import TrainSpec
 from deeprig.spec.tune import Domain, TuneSpec, apply_overrides
 from deeprig.tracking.runs import closed_on_failure
-from deeprig.tracking.store import TrackingTarget, deeprig_home, resolve_tracking
+from deeprig.tracking.store import (
+    TrackingTarget,
+    checkpoint_storage,
+    deeprig_home,
+    resolve_tracking,
+)
 
 MIN_CPUS_PER_TRIAL_WORKER = 0.1
 
@@ -178,7 +184,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
         plan.checks,
         recorder.run_id if recorder else None,
         sink,
-        Path(plan.storage),
+        plan.storage,
         # Deterministic: a restored search resumes each trial's own Train checkpoints.
         run_name=f"trial-{trial_id}",
         callbacks=[TuneReportCallback()],
@@ -331,7 +337,9 @@ def run_tune(
     resumed = find_unfinished_run(spec, target, "search") if resume else None
     with ray_session(address):
         if checks is None:
-            checks = check_tune_spec(spec, connected_resources())
+            resources = connected_resources()
+            checks = check_tune_spec(spec, resources)
+            check_connected_cluster(spec, resources, target)
         parent = open_job_run(spec, spec_text, spec_path, target, resumed, console)
         with closed_on_failure(parent):
             outcome = _search(spec, checks, parent, target, home, console, resumed is not None)
@@ -355,15 +363,16 @@ def _search(
     started = time.perf_counter()
     parent_id = parent.run_id if parent else None
     name = f"{spec.name}-{parent_id[:8]}" if parent_id else f"{spec.name}-{int(time.time())}"
-    storage = home / "tune"
-    storage.mkdir(parents=True, exist_ok=True)
+    storage = f"{checkpoint_storage(spec.base.checkpoint.storage, home)}/tune"
+    if "://" not in storage:
+        Path(storage).mkdir(parents=True, exist_ok=True)
     plan = TrialPlan(
         base=spec.base,
         checks=checks.trial,
         target=target,
         experiment=spec.experiment_name,
         parent_run_id=parent_id,
-        storage=str(storage / name / "train"),
+        storage=f"{storage}/{name}/train",
     )
     console.print(
         f"Searching {len(spec.search_space)} hyperparameter(s) of {spec.base.name}: "
@@ -407,7 +416,7 @@ def _search(
         ),
         run_config=tune.RunConfig(
             name=name,
-            storage_path=str(storage),
+            storage_path=storage,
             callbacks=[callback],
             verbose=0,
             # PBT copies a good trial's checkpoint into a poor one, by a path it noted
@@ -418,7 +427,7 @@ def _search(
         ),
     )
     if resume:
-        path = storage / name
+        path = f"{storage}/{name}"
         if not tune.Tuner.can_restore(str(path)):
             raise SpecError([Problem("--resume", f"no search state to resume at {path}")])
         # Finished trials keep their results; unfinished ones start again under the same

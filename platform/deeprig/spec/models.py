@@ -165,6 +165,13 @@ class ScalingSpec(StrictModel):
     mixed_precision: Literal["auto", "off", "bf16", "fp16"] = Field(
         default="auto", description="Autocast on GPU; `auto` is bf16 where supported, else off."
     )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = Field(
+        default="PACK",
+        description=(
+            "How workers are placed on a multi-node cluster: PACK fills a node first, SPREAD "
+            "prefers different nodes, STRICT_SPREAD requires them."
+        ),
+    )
 
 
 class CheckpointSpec(StrictModel):
@@ -172,6 +179,13 @@ class CheckpointSpec(StrictModel):
     metric: str = Field(default="val_loss", description="Metric that ranks checkpoints.")
     mode: Literal["min", "max"] = Field(default="min", description="Lower or higher is better.")
     every_n_epochs: int = Field(default=1, ge=1, description="Checkpoint frequency.")
+    storage: str | None = Field(
+        default=None,
+        description=(
+            "Where checkpoints go: a path every node sees (NFS) or a URI (s3://bucket/dir, "
+            "gs://...). Omitted: $DEEPRIG_STORAGE, else the deeprig home folder (one node only)."
+        ),
+    )
 
 
 class FailureSpec(StrictModel):

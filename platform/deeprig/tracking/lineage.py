@@ -65,11 +65,22 @@ def lineage_tags(spec_dict: dict[str, Any], spec_dir: Path, ray_job_id: str | No
         tags["deeprig.git_dirty"] = str(found[1]).lower()
     if ray_job_id:
         tags["deeprig.ray_job_id"] = ray_job_id
-    # Set by Ray's job supervisor when this driver runs as a submitted Ray job.
-    submission = os.environ.get("RAY_JOB_SUBMISSION_ID")
+    submission = ray_submission_id()
     if submission:
         tags["deeprig.ray_submission_id"] = submission
     return tags
+
+
+def ray_submission_id() -> str | None:
+    """The Jobs API submission id when this driver runs as a submitted Ray job: Ray's job
+    supervisor hands the driver its job config (with the id in its metadata) as JSON."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return None
+    try:
+        return json.loads(raw).get("metadata", {}).get("job_submission_id")
+    except (ValueError, AttributeError):
+        return None
 
 
 def flatten(prefix: str, value: Any, out: dict[str, str]) -> dict[str, str]:

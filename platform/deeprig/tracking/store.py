@@ -34,6 +34,31 @@ def embedded_target(home: Path) -> TrackingTarget:
     return TrackingTarget(f"sqlite:///{home / 'mlflow.db'}", (home / "mlartifacts").as_uri())
 
 
+STORAGE_ENV = "DEEPRIG_STORAGE"
+
+
+def configured_storage(spec_storage: str | None) -> str | None:
+    """The checkpoint storage a job was given (spec, else $DEEPRIG_STORAGE); None: default."""
+    return spec_storage or os.environ.get(STORAGE_ENV) or None
+
+
+def checkpoint_storage(spec_storage: str | None, home: Path | None = None) -> str:
+    """Where Ray Train/Tune keep checkpoints: spec `checkpoint.storage` > $DEEPRIG_STORAGE >
+    `<home>/checkpoints`. A URI (s3://, gs://, ...) is returned as is; a path is made
+    absolute (Ray Train refuses relative storage paths) and created."""
+    root = configured_storage(spec_storage)
+    if root and "://" in root:
+        return root.rstrip("/")
+    path = Path(root).expanduser().resolve() if root else (home or deeprig_home()) / "checkpoints"
+    path.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def is_node_local_uri(uri: str) -> bool:
+    """A tracking store other nodes cannot reach: a file, a SQLite database, a bare path."""
+    return uri.split("://", 1)[0] in ("sqlite", "file") or "://" not in uri
+
+
 def resolve_tracking(spec_uri: str | None, home: Path | None = None) -> TrackingTarget:
     """spec `tracking.uri` > $MLFLOW_TRACKING_URI > the embedded store."""
     uri = spec_uri or os.environ.get("MLFLOW_TRACKING_URI")

@@ -1,0 +1,336 @@
+"""The cluster verbs of the `deeprig` command: submit, status, logs, stop, list, and
+`cluster up|status|down`. Parsing and printing only; the work is in deeprig.cluster."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from deeprig.spec import SpecError, load_spec
+
+console = Console()
+errors = Console(stderr=True)
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+
+ADDRESS_HELP = (
+    "Ray dashboard of the cluster (http://HEAD:8265). Omitted: $RAY_API_SERVER_ADDRESS, "
+    "else the cluster `deeprig cluster up` started."
+)
+
+
+def _dashboard(address: str | None) -> str:
+    from deeprig.cluster.local import find_cluster
+
+    address = address or os.environ.get("RAY_API_SERVER_ADDRESS")
+    if address:
+        return address if "://" in address else f"http://{address}"
+    cluster = find_cluster()
+    if cluster is None:
+        errors.print("no cluster given: pass --address http://HEAD:8265, or `deeprig cluster up`")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    return cluster.dashboard
+
+
+def _client(address: str | None):
+    from deeprig.cluster.jobs import jobs_client
+
+    dashboard = _dashboard(address)
+    try:
+        return jobs_client(dashboard)
+    except Exception as exc:
+        errors.print(f"[bold red]cannot reach the Ray Jobs API at {dashboard}:[/] {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+def _job_destinations(dashboard: str, tracking_uri: str | None, storage: str | None):
+    """Where the submitted job records runs and keeps checkpoints: the options, else what
+    the local cluster provides when it is the target, else a server URI / shared storage
+    the environment names."""
+    from deeprig.cluster.local import find_cluster
+    from deeprig.tracking.store import STORAGE_ENV, is_node_local_uri
+
+    cluster = find_cluster()
+    if cluster and cluster.dashboard.rstrip("/") == dashboard.rstrip("/"):
+        tracking_uri = tracking_uri or cluster.tracking_uri
+        storage = storage or cluster.storage
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if not tracking_uri and env_uri and not is_node_local_uri(env_uri):
+        tracking_uri = env_uri
+    return tracking_uri, storage or os.environ.get(STORAGE_ENV) or None
+
+
+def submit(
+    job: Path = typer.Argument(..., help="Job spec (YAML) inside the working directory."),
+    overrides: list[str] = typer.Option([], "--set", help="Override a spec field (repeatable)."),
+    address: str = typer.Option(None, help=ADDRESS_HELP),
+    working_dir: Path = typer.Option(
+        Path("."), help="Folder uploaded with the job (Ray honours .gitignore and .rayignore)."
+    ),
+    exclude: list[str] = typer.Option([], help="Also leave out paths matching this pattern."),
+    tracking_uri: str = typer.Option(
+        None, help="MLflow tracking server the job records to (default: the cluster's)."
+    ),
+    storage: str = typer.Option(
+        None, help="Checkpoint storage every node sees: s3://..., or a shared path."
+    ),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Print the id and return."),
+) -> None:
+    """Submit a job to a Ray cluster through the Ray Jobs API and follow its logs.
+
+    The spec is validated and checked against the cluster's resources first, and the
+    working directory's size is checked before anything is uploaded (exit 2 when either
+    would fail). Then `deeprig run JOB` runs on the cluster. Exit codes follow the job:
+    0 SUCCEEDED, 1 FAILED, 3 STOPPED (with --no-wait: 0 once submitted).
+
+    Example: deeprig submit jobs/digits_cnn.yaml --address http://127.0.0.1:8265
+    """
+    from deeprig.cli import _check, _report_spec_error
+    from deeprig.cluster import jobs
+    from deeprig.cluster.preflight import check_shared_state, storage_setting
+
+    try:
+        spec = load_spec(job, overrides)
+    except SpecError as exc:
+        _report_spec_error(exc, str(job))
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    dashboard = _dashboard(address)
+    job_tracking, job_storage = _job_destinations(dashboard, tracking_uri, storage)
+    try:
+        upload = jobs.measure_working_dir(working_dir, exclude)
+        jobs.check_upload_size(upload)
+        client = _client(dashboard)
+        resources = jobs.dashboard_resources(dashboard)
+        summary = _check(spec, resources)
+        check_shared_state(
+            spec,
+            resources,
+            spec.tracking.uri or job_tracking,
+            storage_setting(spec) or job_storage,
+        )
+        env = {}
+        if job_tracking:
+            env[jobs.TRACKING_ENV] = job_tracking
+        if job_storage:
+            env[jobs.STORAGE_ENV] = job_storage
+        submission = jobs.plan_submission(spec, job, overrides, upload, env)
+    except SpecError as exc:
+        _report_spec_error(exc, str(job))
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    console.print(
+        f"{spec.kind} job [bold]{spec.name}[/] - {summary}\n"
+        f"uploading {upload.root} ({upload.num_files} files, {upload.num_bytes / 2**20:.1f} MiB) "
+        f"to {dashboard} ({resources.nodes} nodes, {resources.cpus:g} CPUs)"
+    )
+    submission_id = jobs.submit(client, submission)
+    console.print(f"submitted [bold]{submission_id}[/]")
+    if no_wait:
+        console.print(
+            f"  follow it: deeprig logs {submission_id} -f   status: deeprig status {submission_id}"
+        )
+        return
+    raise typer.Exit(_follow(client, submission_id))
+
+
+def _follow(client, submission_id: str) -> int:
+    from deeprig.cluster import jobs
+
+    try:
+        status = jobs.follow_logs(client, submission_id, lambda text: print(text, end=""))
+    except KeyboardInterrupt:
+        errors.print(
+            f"\nstopped following; the job goes on. Stop it with: deeprig stop {submission_id}"
+        )
+        return 130
+    colour = {"SUCCEEDED": "green", "FAILED": "red"}.get(status, "yellow")
+    console.print(f"job {submission_id}: [{colour}]{status}[/]")
+    return jobs.exit_code(status)
+
+
+def status(
+    submission_id: str = typer.Argument(..., help="Submission id (from submit or list)."),
+    address: str = typer.Option(None, help=ADDRESS_HELP),
+) -> None:
+    """Show a submitted job's status. Exit 0 SUCCEEDED, 1 FAILED, 3 STOPPED, 4 not ended.
+
+    Example: deeprig status deeprig-digits-cnn-1a2b3c4d
+    """
+    from deeprig.cluster.jobs import exit_code
+
+    info = _client(address).get_job_info(submission_id)
+    job_status = str(info.status.value)
+    table = Table(show_header=False, title=submission_id)
+    table.add_row("status", job_status)
+    table.add_row("message", info.message or "")
+    table.add_row("entrypoint", info.entrypoint)
+    table.add_row("started", _when(info.start_time))
+    table.add_row("ended", _when(info.end_time))
+    for key, value in (info.metadata or {}).items():
+        table.add_row(key, value)
+    console.print(table)
+    raise typer.Exit(exit_code(job_status))
+
+
+def logs(
+    submission_id: str = typer.Argument(..., help="Submission id."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the job ends."),
+    address: str = typer.Option(None, help=ADDRESS_HELP),
+) -> None:
+    """Print a submitted job's logs; with -f, follow them and exit with the job's status.
+
+    Example: deeprig logs deeprig-digits-cnn-1a2b3c4d -f
+    """
+    client = _client(address)
+    if follow:
+        raise typer.Exit(_follow(client, submission_id))
+    print(client.get_job_logs(submission_id), end="")
+
+
+def stop(
+    submission_id: str = typer.Argument(..., help="Submission id."),
+    address: str = typer.Option(None, help=ADDRESS_HELP),
+) -> None:
+    """Stop a submitted job; its MLflow run ends KILLED. Waits until the job has stopped.
+
+    Example: deeprig stop deeprig-digits-cnn-1a2b3c4d
+    """
+    from deeprig.cluster.jobs import wait_for_end
+
+    client = _client(address)
+    client.stop_job(submission_id)
+    final = wait_for_end(client, submission_id, timeout_s=60.0)
+    console.print(f"job {submission_id}: {final}")
+    if final not in ("STOPPED", "SUCCEEDED", "FAILED"):
+        raise typer.Exit(EXIT_FAILED)
+
+
+def list_jobs(
+    address: str = typer.Option(None, help=ADDRESS_HELP),
+    limit: int = typer.Option(20, help="Most recent N jobs."),
+) -> None:
+    """List the cluster's jobs, newest first.
+
+    Example: deeprig list --address http://127.0.0.1:8265
+    """
+    jobs = sorted(_client(address).list_jobs(), key=lambda j: j.start_time or 0, reverse=True)
+    table = Table(title=f"jobs on {_dashboard(address)}")
+    for column in ("submission id", "job", "kind", "status", "started", "duration"):
+        table.add_column(column, justify="right" if column == "duration" else "left")
+    for info in jobs[:limit]:
+        metadata = info.metadata or {}
+        end = info.end_time or (datetime.now().timestamp() * 1000)
+        duration = f"{(end - info.start_time) / 1000:.0f} s" if info.start_time else ""
+        table.add_row(
+            info.submission_id or info.job_id or "",
+            metadata.get("deeprig.job", info.entrypoint[:40]),
+            metadata.get("deeprig.kind", ""),
+            str(info.status.value),
+            _when(info.start_time),
+            duration,
+        )
+    console.print(table if jobs else "no jobs on this cluster yet")
+
+
+def _when(millis: int | None) -> str:
+    return datetime.fromtimestamp(millis / 1000).strftime("%Y-%m-%d %H:%M:%S") if millis else ""
+
+
+# ------------------------------------------------------------------ deeprig cluster ...
+
+cluster_app = typer.Typer(
+    help="A Ray cluster (head + worker nodes via `ray start`) and an MLflow tracking server "
+    "on this machine.\n\nExample: deeprig cluster up --workers 1",
+    no_args_is_help=True,
+)
+
+
+@cluster_app.command("up")
+def cluster_up(
+    workers: int = typer.Option(1, min=0, help="Worker nodes besides the head."),
+    cpus_per_node: float = typer.Option(
+        None, help="CPUs each node offers (default: this machine's CPUs split over the nodes)."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Address every service binds to."),
+    port: int = typer.Option(6379, help="Ray head (GCS) port."),
+    dashboard_port: int = typer.Option(8265, help="Ray dashboard / Jobs API port."),
+    tracking_port: int = typer.Option(5000, help="MLflow tracking server port."),
+) -> None:
+    """Start a multi-node Ray cluster and an MLflow tracking server on this machine.
+
+    Jobs submitted to it record to the tracking server and keep checkpoints in a folder
+    every node sees. `deeprig cluster down` stops all of it.
+
+    Example: deeprig cluster up --workers 1, then deeprig submit jobs/digits_cnn.yaml
+    """
+    from deeprig.cluster.local import ClusterError, up
+
+    try:
+        cluster = up(
+            workers=workers,
+            cpus_per_node=cpus_per_node,
+            host=host,
+            port=port,
+            dashboard_port=dashboard_port,
+            tracking_port=tracking_port,
+            say=lambda text: console.print(f"  {text}"),
+        )
+    except ClusterError as exc:
+        errors.print(f"[bold red]cluster up failed:[/] {exc}")
+        raise typer.Exit(EXIT_FAILED) from None
+    console.print(
+        f"[green]cluster up[/]: dashboard {cluster.dashboard}, tracking {cluster.tracking_uri}\n"
+        "  submit: deeprig submit jobs/digits_cnn.yaml   stop it all: deeprig cluster down"
+    )
+
+
+@cluster_app.command("status")
+def cluster_status() -> None:
+    """Show the local cluster's nodes, CPUs, tracking server and processes.
+
+    Example: deeprig cluster status
+    """
+    from deeprig.cluster.jobs import dashboard_resources
+    from deeprig.cluster.local import find_cluster, processes, tracking_healthy
+
+    cluster = find_cluster()
+    if cluster is None:
+        console.print("no cluster is up (deeprig cluster up starts one)")
+        raise typer.Exit(EXIT_FAILED)
+    table = Table(show_header=False, title="local cluster")
+    try:
+        resources = dashboard_resources(cluster.dashboard)
+        table.add_row("nodes", f"{resources.nodes} alive, {resources.cpus:g} CPUs")
+    except Exception as exc:
+        table.add_row("nodes", f"[red]dashboard not answering: {exc}[/]")
+    table.add_row("dashboard", cluster.dashboard)
+    healthy = tracking_healthy(cluster.tracking_uri)
+    table.add_row("tracking", f"{cluster.tracking_uri} ({'healthy' if healthy else 'DOWN'})")
+    table.add_row("checkpoints", cluster.storage)
+    table.add_row("processes", str(len(processes(cluster))))
+    table.add_row("logs", cluster.logs)
+    console.print(table)
+
+
+@cluster_app.command("down")
+def cluster_down() -> None:
+    """Stop the local cluster and its tracking server; no process is left behind.
+
+    The recorded runs and checkpoints stay in the deeprig home folder.
+
+    Example: deeprig cluster down
+    """
+    from deeprig.cluster.local import down, find_cluster
+
+    cluster = find_cluster()
+    if cluster is None:
+        console.print("no cluster is up")
+        return
+    left = down(cluster)
+    if left:
+        errors.print(f"[red]processes still running: {left}[/]")
+        raise typer.Exit(EXIT_FAILED)
+    console.print("[green]cluster down[/]: every process stopped")
