@@ -97,8 +97,13 @@ def _check(spec, resources) -> str:
         return f"{spec.algorithm} on {spec.env}"
     if spec.kind == "tune":
         checks = check_tune_spec(spec, resources)
+        what = (
+            f"{spec.base.algorithm} on {spec.base.env}"
+            if spec.base.kind == "rl"
+            else f"{spec.base.model.name} on {spec.base.data.source}"
+        )
         return (
-            f"{checks.num_trials} trials of {spec.base.model.name} on {spec.base.data.source}, "
+            f"{checks.num_trials} trials of {what}, "
             f"{checks.concurrency} at a time, {spec.search.algorithm} + {spec.scheduler.name}"
         )
     checks = check_train_spec(spec, resources)
@@ -229,7 +234,8 @@ def _print_search_outcome(spec, outcome) -> None:
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     table.add_row("trials", str(outcome.num_trials))
     table.add_row("stopped early", str(outcome.num_stopped_early))
-    table.add_row("epochs trained", str(outcome.total_epochs))
+    unit = "iterations" if spec.base.kind == "rl" else "epochs"
+    table.add_row(f"{unit} trained", str(outcome.total_epochs))
     console.print(table)
     console.print(f"finished in {outcome.seconds:.1f} s")
     if outcome.parent_run_id:

@@ -126,3 +126,43 @@ def test_pbt_copies_weights_and_logs_changing_hyperparameters(deeprig_home):
     histories = [client.get_metric_history(c.info.run_id, "hp.optim.lr") for c in children]
     assert all(h for h in histories)
     assert any(len(h) > 1 for h in histories), "PBT never exploited a trial"
+
+
+@pytest.mark.timeout(300)
+def test_search_over_an_rl_base_records_trials_and_the_best_checkpoint(deeprig_home):
+    """PPO's lr and entropy coefficient, two trials of three iterations each with ASHA on
+    episode_return_mean; the best trial's RLlib checkpoint lands on the parent run."""
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(JOBS / "tune_rl_ppo_cartpole.yaml"),
+            "--set",
+            "search.num_samples=2",
+            "--set",
+            "base.stop={iterations: 3}",
+            "--set",
+            "scheduler.grace_period=1",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+
+    client = MlflowClient(f"sqlite:///{deeprig_home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("rl-search")
+    runs = client.search_runs([exp.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("deeprig.kind") == "tune"]
+    children = [r for r in runs if r.data.tags.get("deeprig.kind") == "rl"]
+    assert len(children) == 2
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    returns = []
+    for child in children:
+        history = client.get_metric_history(child.info.run_id, "episode_return_mean")
+        assert 1 <= len(history) <= 3
+        assert child.info.status in ("FINISHED", "KILLED")
+        returns += [m.value for m in history]
+    assert parent.data.metrics["best_episode_return_mean"] == pytest.approx(max(returns))
+    assert {"best.training.lr", "best.training.entropy_coeff"} <= set(parent.data.params)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "checkpoints")}
+    assert "checkpoints/best" in artifacts

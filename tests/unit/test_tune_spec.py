@@ -92,3 +92,49 @@ def test_optuna_cannot_search_a_grid():
         "search: {", "search: {algorithm: optuna, "
     )
     assert "optuna cannot search a grid" in problems_of(text)[0]
+
+
+RL_TUNE = f"""\
+name: t
+kind: tune
+base: {JOBS / "rl_ppo_cartpole.yaml"}
+search_space:
+  training.lr: {{loguniform: [0.0001, 0.003]}}
+  training.entropy_coeff: {{choice: [0.0, 0.01]}}
+search: {{metric: episode_return_mean, mode: max, num_samples: 4}}
+scheduler: {{name: asha}}
+"""
+
+
+def test_a_search_over_an_rl_base_may_set_training_keys_the_base_leaves_out():
+    spec = load_spec_text(RL_TUNE, source="tune.yaml")
+    assert isinstance(spec, TuneSpec) and spec.base.kind == "rl"
+    assert "entropy_coeff" not in spec.base.training
+
+
+def test_pbt_over_an_rl_base_is_refused():
+    found = problems_of(RL_TUNE.replace("name: asha", "name: pbt"))
+    assert any("scheduler.name: pbt over an rl base is not supported" in p for p in found)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            ("training.entropy_coeff", "training.entropy_coef"),
+            "search_space.training.entropy_coef: PPO does not take 'entropy_coef'",
+        ),
+        (
+            ("metric: episode_return_mean", "metric: val_accuracy"),
+            "search.metric: 'val_accuracy' is never reported by an rl job",
+        ),
+    ],
+)
+def test_rl_search_settings_the_algorithm_never_takes_or_reports_are_refused(
+    tmp_path, deeprig_home, change, expected
+):
+    job = tmp_path / "tune.yaml"
+    job.write_text(RL_TUNE.replace(*change))
+    result = CliRunner().invoke(app, ["validate", str(job)])
+    assert result.exit_code == 2, result.output
+    assert expected in result.output

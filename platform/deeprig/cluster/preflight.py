@@ -31,6 +31,8 @@ def check_shared_state(
             )
         )
     field = {"train": "checkpoint.storage", "tune": "base.checkpoint.storage"}.get(spec.kind)
+    if spec.kind == "tune" and spec.base.kind == "rl":
+        field = None  # rl trials checkpoint through Tune
     if field and storage is None:
         problems.append(
             Problem(
@@ -57,5 +59,5 @@ def storage_setting(spec) -> str | None:
     if spec.kind == "train":
         return spec.checkpoint.storage
     if spec.kind == "tune":
-        return spec.base.checkpoint.storage
+        return spec.base.checkpoint.storage if spec.base.kind == "train" else None
     return None

@@ -29,7 +29,7 @@ from typing import Any
 
 from rich.console import Console
 
-from deeprig.cluster.preflight import check_connected_cluster
+from deeprig.cluster.preflight import check_connected_cluster, storage_setting
 from deeprig.cluster.resources import (
     ClusterResources,
     WorkerBudget,
@@ -42,6 +42,7 @@ from deeprig.runners.job_runs import find_unfinished_run, open_job_run
 from deeprig.runners.train import TrainChecks, build_trainer, check_train_spec, reported_metrics
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.models import TrainSpec
+from deeprig.spec.rl import RLSpec
 from deeprig.spec.tune import Domain, TuneSpec, apply_overrides
 from deeprig.tracking.runs import closed_on_failure
 from deeprig.tracking.store import (
@@ -56,9 +57,10 @@ MIN_CPUS_PER_TRIAL_WORKER = 0.1
 
 @dataclass(frozen=True)
 class TuneChecks:
-    trial: TrainChecks  # data + the budget of one trial's workers
+    trial: TrainChecks | None  # data + the budget of one trial's workers (None: rl base)
     concurrency: int
     num_trials: int
+    trial_resources: dict[str, float]  # what Tune reserves for one trial
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,11 @@ def count_trials(spec: TuneSpec) -> int:
 
 def check_tune_spec(spec: TuneSpec, resources: ClusterResources) -> TuneChecks:
     """Base checks (data, shapes, resources) plus the search's own: metric, concurrency."""
+    if spec.base.kind == "rl":
+        from deeprig.runners.tune_rl import check_rl_search, trial_cpus
+
+        concurrency, trials = check_rl_search(spec, resources)
+        return TuneChecks(None, concurrency, trials, {"CPU": trial_cpus(spec.base)})
     base_checks = check_train_spec(spec.base, resources)
     problems: list[Problem] = []
     allowed = reported_metrics(base_checks.data.task)
@@ -126,7 +133,11 @@ def check_tune_spec(spec: TuneSpec, resources: ClusterResources) -> TuneChecks:
         data_cpus=base_checks.budget.data_cpus,
     )
     trial = dataclasses.replace(base_checks, budget=budget)
-    return TuneChecks(trial=trial, concurrency=concurrency, num_trials=trials)
+    # A single-worker trial trains itself, so it holds the worker's resources; otherwise
+    # the trial only drives its TorchTrainer, whose workers hold the CPUs (a zero request
+    # is refused, so a token one).
+    resources_per_trial = budget.resources_per_worker() if n == 1 else {"CPU": 0.01}
+    return TuneChecks(trial, concurrency, trials, resources_per_trial)
 
 
 # ------------------------------------------------------------------ trials
@@ -136,8 +147,8 @@ def check_tune_spec(spec: TuneSpec, resources: ClusterResources) -> TuneChecks:
 class TrialPlan:
     """What every trial needs; shipped to the trial actors once."""
 
-    base: TrainSpec
-    checks: TrainChecks
+    base: TrainSpec | RLSpec
+    checks: TrainChecks | None
     target: TrackingTarget | None
     experiment: str
     parent_run_id: str | None
@@ -145,8 +156,9 @@ class TrialPlan:
 
     @property
     def in_trial(self) -> bool:
-        """A single-worker trial trains inside the Tune trial itself (no worker group)."""
-        return self.base.scaling.num_workers == 1
+        """A single-worker trial trains inside the Tune trial itself (no worker group);
+        so does an rl trial (its algorithm runs in the trial's process)."""
+        return self.base.kind == "rl" or self.base.scaling.num_workers == 1
 
 
 def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
@@ -157,6 +169,11 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
 
     from deeprig.cluster.session import quiet_ray_data
 
+    if plan.base.kind == "rl":
+        from deeprig.runners.tune_rl import run_rl_trial
+
+        run_rl_trial(config, plan)
+        return
     quiet_ray_data()
     trial_id = ray.tune.get_context().get_trial_id()
     spec = TrainSpec.model_validate(apply_overrides(plan.base.model_dump(mode="json"), config))
@@ -173,7 +190,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
             return
         sink = MlflowMetricsSink(plan.target.uri, recorder.run_id)
     if recorder and sink:
-        _log_trial_values(sink, config)
+        _log_trial_values(sink, config, _resumed_epoch())
     if plan.in_trial:
         _train_in_trial(spec, plan, recorder.run_id if recorder else None, sink)
         if recorder:
@@ -215,18 +232,22 @@ def _train_in_trial(spec: TrainSpec, plan: TrialPlan, run_id: str | None, sink) 
     run_training(train_plan, TuneTrialSession({"train": train, "val": val}, spec.scaling.use_gpu))
 
 
-def _log_trial_values(sink, config: dict[str, Any]) -> None:
-    """The trial's hyperparameters as metrics too, stepped by epoch: PBT changes them
-    mid-trial, and MLflow params are write-once."""
+def _resumed_epoch() -> int:
+    """The epoch a train trial continues from (0 for a fresh one)."""
     import ray.tune
 
     from deeprig.training.checkpoint import load_state
 
-    step = 0
     checkpoint = ray.tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            step = load_state(directory)["epoch"] + 1
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as directory:
+        return load_state(directory)["epoch"] + 1
+
+
+def _log_trial_values(sink, config: dict[str, Any], step: int = 0) -> None:
+    """The trial's hyperparameters as metrics too, stepped by epoch: PBT changes them
+    mid-trial, and MLflow params are write-once."""
     numeric = {
         f"hp.{k}": float(v)
         for k, v in config.items()
@@ -236,7 +257,7 @@ def _log_trial_values(sink, config: dict[str, Any]) -> None:
         sink.log(numeric, step=step)
 
 
-def _trial_run(plan: TrialPlan, spec: TrainSpec, trial_id: str, config: dict[str, Any]):
+def _trial_run(plan: TrialPlan, spec, trial_id: str, config: dict[str, Any]):
     """The trial's child run: found again when the trial restarts, never duplicated."""
     from deeprig.tracking.runs import RunRecorder, find_child_run
 
@@ -284,6 +305,14 @@ def _search_algorithm(spec: TuneSpec, concurrency: int):
     return BasicVariantGenerator(max_concurrent=concurrency, random_state=spec.search.seed)
 
 
+def _max_iterations(spec: TuneSpec) -> int:
+    """ASHA's longest trial: the base's epochs, or an rl base's iteration limit (a large
+    bound when it stops on steps or time: ASHA's rungs then stop at grace * factor^k)."""
+    if spec.base.kind == "rl":
+        return spec.base.stop.iterations or 10_000
+    return spec.base.optim.num_epochs
+
+
 def _scheduler(spec: TuneSpec):
     from ray.tune.schedulers import (
         ASHAScheduler,
@@ -302,7 +331,7 @@ def _scheduler(spec: TuneSpec):
     if sched.name == "asha":
         return ASHAScheduler(
             time_attr="training_iteration",
-            max_t=spec.base.optim.num_epochs,
+            max_t=_max_iterations(spec),
             grace_period=sched.grace_period,
             reduction_factor=sched.reduction_factor,
         )
@@ -363,7 +392,7 @@ def _search(
     started = time.perf_counter()
     parent_id = parent.run_id if parent else None
     name = f"{spec.name}-{parent_id[:8]}" if parent_id else f"{spec.name}-{int(time.time())}"
-    storage = f"{checkpoint_storage(spec.base.checkpoint.storage, home)}/tune"
+    storage = f"{checkpoint_storage(storage_setting(spec), home)}/tune"
     if "://" not in storage:
         Path(storage).mkdir(parents=True, exist_ok=True)
     plan = TrialPlan(
@@ -374,22 +403,24 @@ def _search(
         parent_run_id=parent_id,
         storage=f"{storage}/{name}/train",
     )
+    if spec.base.kind == "rl":
+        per_trial = f"{spec.base.algorithm} on {spec.base.env}, {checks.trial_resources['CPU']:g}"
+        # An rl trial ends itself when it meets its stop criteria (a `completed` report).
+        full_length = None
+    else:
+        per_trial = (
+            f"{spec.base.scaling.num_workers} worker(s) x {checks.trial.budget.cpus_per_worker:g}"
+        )
+        full_length = spec.base.optim.num_epochs
     console.print(
         f"Searching {len(spec.search_space)} hyperparameter(s) of {spec.base.name}: "
         f"{checks.num_trials} trials, {checks.concurrency} at a time, "
         f"{spec.search.algorithm} search, {spec.scheduler.name} scheduler, "
-        f"{spec.base.scaling.num_workers} worker(s) x {checks.trial.budget.cpus_per_worker:g} "
-        "CPU per trial"
+        f"{per_trial} CPU per trial"
     )
     progress = SearchProgress(console, checks.num_trials, spec.search.metric, spec.search.mode)
-    callback = TrialRunsCallback(
-        target, spec.experiment_name, parent_id, spec.base.optim.num_epochs, progress
-    )
-    # A single-worker trial trains itself, so it holds the worker's resources; otherwise
-    # the trial only drives its TorchTrainer, whose workers hold the CPUs (a zero request
-    # is refused, so a token one).
-    resources = checks.trial.budget.resources_per_worker() if plan.in_trial else {"CPU": 0.01}
-    trainable = tune.with_resources(functools.partial(run_trial, plan=plan), resources)
+    callback = TrialRunsCallback(target, spec.experiment_name, parent_id, full_length, progress)
+    trainable = tune.with_resources(functools.partial(run_trial, plan=plan), checks.trial_resources)
     # Tune saves its experiment state at most every 10 s by default; a trial started in
     # that window is unknown after a restore, and its MLflow run would be an orphan.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
@@ -529,7 +560,10 @@ def _record_search(spec: TuneSpec, checks: TuneChecks, results, parent, started)
         client.set_tag(best_child, "deeprig.best_trial", "true")
     _log_trials_table(parent, results, metric)
     _log_search_plot(parent, frames, metric, best_trial)
-    if best.checkpoint is not None:  # a trial that trained in the Tune trial itself
+    if best.checkpoint is not None and spec.base.kind == "rl":
+        with best.checkpoint.as_directory() as directory:  # `deeprig eval` restores it
+            parent.log_directory(Path(directory), "checkpoints/best")
+    elif best.checkpoint is not None:  # a trial that trained in the Tune trial itself
         with best.checkpoint.as_directory() as directory:
             _log_best_model(parent, spec, checks, best_config, directory)
     elif best.metrics.get("checkpoint_path"):  # a TorchTrainer trial's last checkpoint
@@ -563,6 +597,8 @@ def _log_trials_table(parent, results, metric: str) -> None:
             "val_rmse",
             "training_iteration",
             "time_total_s",
+            "episode_return_mean",
+            "num_env_steps_sampled_lifetime",
         )
     ]
     with tempfile.TemporaryDirectory() as tmp:

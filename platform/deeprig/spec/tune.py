@@ -1,13 +1,19 @@
-"""`kind: tune`: a hyperparameter search over a base train spec."""
+"""`kind: tune`: a hyperparameter search over a base train (or rl) spec."""
 
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from deeprig.spec.models import NAME_PATTERN, StrictModel, TrackingSpec, TrainSpec
+from deeprig.spec.rl import RLSpec
+
+BaseSpec = Annotated[TrainSpec | RLSpec, Field(discriminator="kind")]
+# An rl base's `training` and `env_config` are open mappings (checked against the algorithm
+# and the environment before the search starts): a search may set keys the base leaves out.
+OPEN_RL_SECTIONS = ("training", "env_config")
 
 
 class Domain(StrictModel):
@@ -97,12 +103,13 @@ class SchedulerSpec(StrictModel):
 
 
 class TuneSpec(StrictModel):
-    """`kind: tune`: a search over `base` (a train spec, inline or a path to one)."""
+    """`kind: tune`: a search over `base` (a train or rl spec, inline or a path to one)."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Search name.")
     kind: Literal["tune"] = Field(description="Kind of work.")
-    base: TrainSpec = Field(
-        description="The train spec each trial runs (inline, or a path relative to this file)."
+    base: BaseSpec = Field(
+        description="The train or rl spec each trial runs (inline, or a path relative to "
+        "this file)."
     )
     search_space: dict[str, Domain] = Field(
         min_length=1,
@@ -130,9 +137,11 @@ class TuneSpec(StrictModel):
     @model_validator(mode="after")
     def _paths_exist_and_values_fit(self) -> TuneSpec:
         base = self.base.model_dump(mode="json")
+        base_model = type(self.base)
         problems = []
         for path, domain in self.search_space.items():
-            if not _has_path(base, path):
+            open_key = self.base.kind == "rl" and path.split(".")[0] in OPEN_RL_SECTIONS
+            if not open_key and not _has_path(base, path):
                 problems.append(f"search_space.{path}: not a field of the base spec")
                 continue
             if domain.kind == "grid" and self.search.algorithm == "optuna":
@@ -141,12 +150,16 @@ class TuneSpec(StrictModel):
                 problems.append(f"search_space.{path}: search.algorithm grid needs grid domains")
             for value in domain.extremes():
                 try:
-                    TrainSpec.model_validate(apply_overrides(base, {path: value}))
+                    base_model.model_validate(apply_overrides(base, {path: value}))
                 except ValidationError as exc:
                     why = exc.errors()[0]["msg"]
                     problems.append(f"search_space.{path}: value {value!r} is invalid: {why}")
                     break
-        if self.scheduler.name == "pbt" and (
+        if self.scheduler.name == "pbt" and self.base.kind == "rl":
+            problems.append(
+                "scheduler.name: pbt over an rl base is not supported; use asha, median or fifo"
+            )
+        elif self.scheduler.name == "pbt" and (
             self.base.checkpoint.every_n_epochs > self.scheduler.perturbation_interval
         ):
             problems.append(
@@ -175,6 +188,6 @@ def apply_overrides(tree: dict[str, Any], values: dict[str, Any]) -> dict[str, A
         node = out
         *parents, leaf = dotted.split(".")
         for key in parents:
-            node = node[key]
+            node = node.setdefault(key, {})
         node[leaf] = value
     return out

@@ -20,7 +20,7 @@ class TrialRunsCallback(Callback):
         target: TrackingTarget | None,
         experiment: str,
         parent_run_id: str | None,
-        num_epochs: int,
+        num_epochs: int | None,
         progress: Any = None,
     ):
         self.target = target
@@ -42,8 +42,13 @@ class TrialRunsCallback(Callback):
             self.progress.started(trial.trial_id)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        epochs = int((trial.last_result or {}).get("epoch", 0))
-        early = epochs < self.num_epochs
+        result = trial.last_result or {}
+        if self.num_epochs is None:  # rl: the trial says when it met its stop criteria
+            epochs = int(result.get("training_iteration", 0))
+            early = not result.get("completed")
+        else:
+            epochs = int(result.get("epoch", 0))
+            early = epochs < self.num_epochs
         self._close(
             trial.trial_id,
             "KILLED" if early else "FINISHED",

@@ -1,0 +1,131 @@
+"""Searches over an rl base: each Tune trial runs the rl runner's RLlib algorithm (the same
+`build_config`) in the trial's own process, one `algo.train()` per Tune report, so ASHA or
+the median rule can stop a poor trial after any iteration.
+
+A trial samples in its own process (num_env_runners 0) or with its env runners; it asks
+Tune for one CPU plus one per env runner, so trials never over-ask the cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from typing import Any
+
+from deeprig.cluster.resources import ClusterResources
+from deeprig.runners.rl import (
+    RESULT_METRICS,
+    accepted_training_keys,
+    build_config,
+    check_rl_spec,
+    flatten_result,
+    should_stop,
+)
+from deeprig.spec.errors import Problem, SpecError
+from deeprig.spec.rl import RLSpec
+from deeprig.spec.tune import TuneSpec, apply_overrides
+
+# What an rl trial reports (and a search may optimise).
+RL_METRICS = frozenset(RESULT_METRICS.values()) | {"env_steps_per_s"}
+# The last report of a trial that met its own stop criteria (not stopped by the scheduler).
+COMPLETED = "completed"
+
+
+def trial_cpus(base: RLSpec) -> float:
+    return 1.0 + base.env_runners.num_env_runners
+
+
+def check_rl_search(spec: TuneSpec, resources: ClusterResources) -> tuple[int, int]:
+    """The base's own checks, the searched training keys, the metric; returns (trials at
+    once, trials in all)."""
+    from deeprig.runners.tune import count_trials
+
+    base = spec.base
+    problems: list[Problem] = []
+    try:
+        check_rl_spec(base)
+    except SpecError as exc:
+        problems += [Problem(f"base.{p.path}", p.message, p.line) for p in exc.problems]
+    allowed = accepted_training_keys(base.algorithm)
+    for path in spec.search_space:
+        section, _, key = path.partition(".")
+        if section == "training" and key.split(".")[0] not in allowed:
+            problems.append(
+                Problem(f"search_space.{path}", f"{base.algorithm} does not take {key!r}")
+            )
+    if spec.search.metric not in RL_METRICS:
+        problems.append(
+            Problem(
+                "search.metric",
+                f"{spec.search.metric!r} is never reported by an rl job; one of: "
+                f"{', '.join(sorted(RL_METRICS))}",
+            )
+        )
+    per_trial = trial_cpus(base)
+    if per_trial > resources.max_node_cpus:
+        problems.append(
+            Problem(
+                "base.env_runners.num_env_runners",
+                f"a trial needs {per_trial:g} CPUs (1 + one per env runner); the largest node "
+                f"of {resources.where} has {resources.max_node_cpus:g}",
+            )
+        )
+    if problems:
+        raise SpecError(problems)
+    fits = max(1, math.floor(resources.cpus / per_trial))
+    trials = count_trials(spec)
+    return min(spec.search.max_concurrent_trials or fits, fits, trials), trials
+
+
+def run_rl_trial(config: dict[str, Any], plan) -> None:
+    """One trial: the base rl spec with this trial's values, trained iteration by
+    iteration; every iteration's metrics go to Tune (for the scheduler) and MLflow."""
+    import ray.tune
+
+    from deeprig.runners.tune import _log_trial_values, _trial_run
+    from deeprig.tracking.sink import MlflowMetricsSink
+
+    # RLlib warns, in every trial, about its own deprecations and the new API stack.
+    for name in ("ray.rllib", "ray.tune.utils.util"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    trial_id = ray.tune.get_context().get_trial_id()
+    spec = RLSpec.model_validate(apply_overrides(plan.base.model_dump(mode="json"), config))
+    recorder = sink = None
+    if plan.target is not None:
+        recorder = _trial_run(plan, spec, trial_id, config)
+        sink = MlflowMetricsSink(plan.target.uri, recorder.run_id)
+        _log_trial_values(sink, config)
+    algo = build_config(spec).build_algo()
+    iteration = 0
+    restored = ray.tune.get_checkpoint()
+    if restored is not None:  # a restored search continues the trial where it was saved
+        with restored.as_directory() as directory:
+            algo.restore_from_path(directory)
+        iteration = int(algo.iteration or 0)
+    started = time.perf_counter()
+    try:
+        while True:
+            metrics = flatten_result(algo.train())
+            iteration += 1
+            if sink:
+                sink.log(metrics, step=iteration)
+            done = should_stop(spec, metrics, iteration, time.perf_counter() - started)
+            report = {**metrics, COMPLETED: float(done)}
+            if done or iteration % spec.checkpoint.every_n_iterations == 0:
+                with tempfile.TemporaryDirectory() as directory:
+                    algo.save_to_path(directory)
+                    ray.tune.report(
+                        report, checkpoint=ray.tune.Checkpoint.from_directory(directory)
+                    )
+            else:
+                ray.tune.report(report)
+            if done:
+                break
+    finally:
+        algo.stop()
+        if sink:
+            sink.flush()
+    if recorder:
+        recorder.finish("FINISHED")
