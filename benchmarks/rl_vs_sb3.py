@@ -7,7 +7,8 @@ deeprig's time is its training loop (`deeprig run` minus Ray start-up); SB3's is
 `model.learn` (a single process; no start-up to speak of).
 
     pip install -c requirements.lock -e ".[bench]"
-    python benchmarks/rl_vs_sb3.py
+    python benchmarks/rl_vs_sb3.py              # 3 seeds, ~2 minutes on 2 CPUs
+    python benchmarks/rl_vs_sb3.py --quick      # smoke: 1 seed to a return of 150, < 1 minute
 
 Target (issue 4): deeprig no slower.
 """
@@ -20,15 +21,20 @@ import time
 from collections import deque
 from pathlib import Path
 
+from harness import Row, Target, make_console, median, print_rows
 from rich.console import Console
 from rich.table import Table
 
+FIGURE = "6 rl"
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 450.0
 WINDOW = 20  # episodes averaged, as deeprig's runner smooths episode_return_mean
 
 
-def sb3_seconds_to_target(seed: int, max_steps: int = 300_000) -> tuple[float, int]:
+def sb3_seconds_to_target(
+    seed: int, max_steps: int = 300_000, target: float = TARGET
+) -> tuple[float, int, float]:
+    """Seconds of `model.learn`, env steps, and the mean return reached."""
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
@@ -42,8 +48,11 @@ def sb3_seconds_to_target(seed: int, max_steps: int = 300_000) -> tuple[float, i
             for info in self.locals.get("infos", []):
                 if "episode" in info:
                     self.returns.append(info["episode"]["r"])
+            return not (self.reached() >= target)
+
+        def reached(self) -> float:
             full = len(self.returns) == WINDOW
-            return not (full and sum(self.returns) / WINDOW >= TARGET)
+            return sum(self.returns) / WINDOW if full else float("nan")
 
     def linear(start: float):
         return lambda progress: progress * start
@@ -67,16 +76,20 @@ def sb3_seconds_to_target(seed: int, max_steps: int = 300_000) -> tuple[float, i
     callback = StopAtTarget()
     started = time.perf_counter()
     model.learn(total_timesteps=max_steps, callback=callback)
-    return time.perf_counter() - started, model.num_timesteps
+    return time.perf_counter() - started, model.num_timesteps, callback.reached()
 
 
-def deeprig_seconds_to_target(seed: int, home: Path) -> tuple[float, int, float]:
+def deeprig_seconds_to_target(
+    seed: int, home: Path, target: float = TARGET
+) -> tuple[float, int, float]:
+    """Seconds of training (NaN if the target was not reached), env steps, and seconds
+    including the algorithm's build."""
     from deeprig.runners.rl import run_rl
     from deeprig.spec import load_spec
 
     job = REPO / "jobs/rl_ppo_cartpole.yaml"
     spec = load_spec(
-        job, [f"seed={seed}", f"stop.episode_return_mean={TARGET}", "tracking.experiment=bench-rl"]
+        job, [f"seed={seed}", f"stop.episode_return_mean={target}", "tracking.experiment=bench-rl"]
     )
     started = time.perf_counter()
     outcome = run_rl(
@@ -85,21 +98,80 @@ def deeprig_seconds_to_target(seed: int, home: Path) -> tuple[float, int, float]
     total = time.perf_counter() - started
     steps = int(outcome.metrics.get("num_env_steps_sampled_lifetime", 0))
     reached = outcome.metrics.get("episode_return_mean", 0.0)
-    return outcome.seconds, steps, total if reached >= TARGET else float("nan")
+    if reached < target:
+        return float("nan"), steps, float("nan")
+    return outcome.seconds, steps, total
+
+
+def measure(seeds=(0, 1, 2), target: float = TARGET, console: Console | None = None):
+    from deeprig.cluster.session import ray_session
+
+    console = console or Console()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, ray_session():
+        for i, seed in enumerate(seeds):
+            # Alternate which goes first, so drift in a shared machine lands on both.
+            order = ("sb3", "deeprig") if i % 2 == 0 else ("deeprig", "sb3")
+            got = {}
+            for side in order:
+                console.print(f"  seed {seed}: {side} PPO to a return of {target:g}")
+                if side == "sb3":
+                    got[side] = sb3_seconds_to_target(seed, target=target)
+                else:
+                    got[side] = deeprig_seconds_to_target(seed, Path(tmp), target)
+            sb3_s, sb3_steps, sb3_reached = got["sb3"]
+            if not sb3_reached >= target:
+                sb3_s = float("nan")
+            d_s, d_steps, d_total = got["deeprig"]
+            results.append((seed, sb3_s, sb3_steps, d_s, d_steps, d_total))
+    return results
+
+
+def rl_rows(seeds=(0, 1, 2), target: float = TARGET, console: Console | None = None) -> list[Row]:
+    results = measure(seeds, target, console)
+    steps = ", ".join(f"seed {r[0]}: deeprig {r[4]} / SB3 {r[2]}" for r in results)
+    missed = [
+        f"{who} missed the target on seed {r[0]}"
+        for r in results
+        for who, s in (("deeprig", r[3]), ("SB3", r[1]))
+        if s != s
+    ]
+    return [
+        Row(
+            FIGURE,
+            f"PPO CartPole-v1 to a {WINDOW}-episode mean return of {target:g}, wall s",
+            "deeprig s",
+            median(r[3] for r in results),
+            "SB3 s",
+            median(r[1] for r in results),
+            Target("<=", 1.0),
+            len(results),
+            f"deeprig = its training loop (Ray up, algorithm built: with the build "
+            f"{median(r[5] for r in results):.1f} s); env steps {steps}"
+            + (f"; {'; '.join(missed)} (left out of its median)" if missed else ""),
+        )
+    ]
+
+
+def rows(quick: bool = False, console: Console | None = None) -> list[Row]:
+    """The figures `make bench` quotes (quick: a smoke run, under a minute)."""
+    if quick:
+        return rl_rows(seeds=(0,), target=150.0, console=console)
+    return rl_rows(console=console)
 
 
 def main() -> int:
-    console = Console()
-    seeds = [0, 1]
-    rows = []
-    from deeprig.cluster.session import ray_session
+    import argparse
 
-    with tempfile.TemporaryDirectory() as tmp, ray_session():
-        for seed in seeds:
-            console.print(f"seed {seed}: stable-baselines3 PPO, then deeprig PPO")
-            sb3_s, sb3_steps = sb3_seconds_to_target(seed)
-            d_s, d_steps, d_total = deeprig_seconds_to_target(seed, Path(tmp))
-            rows.append((seed, sb3_s, sb3_steps, d_s, d_steps, d_total))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="smoke run, under a minute")
+    args = parser.parse_args()
+    console = make_console()
+    if args.quick:
+        print_rows(rows(quick=True, console=console), "RL (smoke)", console)
+        return 0
+    rows_ = measure(tuple(range(args.seeds)), console=console)
     table = Table(title=f"wall time to a {WINDOW}-episode mean return of {TARGET:g}, CartPole-v1")
     for column in (
         "seed",
@@ -111,7 +183,7 @@ def main() -> int:
         "deeprig / SB3",
     ):
         table.add_column(column, justify="right")
-    for seed, sb3_s, sb3_steps, d_s, d_steps, d_total in rows:
+    for seed, sb3_s, sb3_steps, d_s, d_steps, d_total in rows_:
         table.add_row(
             str(seed),
             f"{sb3_s:.1f}",

@@ -10,6 +10,9 @@
 
     python benchmarks/search.py                 # both, ~8 minutes on 2 CPUs
     python benchmarks/search.py --only overhead
+    python benchmarks/search.py --quick         # smoke: overhead of 4 trials, < 1 minute
+
+`make bench` runs a smaller search (rows(): 8 trivial trials, ASHA/FIFO over 8 samples).
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ import time
 from pathlib import Path
 
 from deeprig.spec import load_spec, load_spec_text
+from harness import Row, Target, fmt, make_console, print_rows
 from rich.console import Console
 from rich.table import Table
+
+FIGURE = "5 search"
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,32 +101,112 @@ def run_search(spec, home: Path):
     return outcome, checks
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description="deeprig search benchmarks")
-    parser.add_argument("--only", choices=["overhead", "asha"])
-    args = parser.parse_args()
-    console = Console()
+def measure(
+    only: str | None = None,
+    trials: int | None = None,
+    tracking: tuple[str, ...] = ("true", "false"),
+    asha_samples: int | None = None,
+    console: Console | None = None,
+):
+    """Run the searches; returns (overhead rows, ASHA/FIFO rows) as raw tuples."""
     from deeprig.cluster.session import ray_session
 
+    console = console or Console()
     rows_overhead, rows_asha = [], []
     with tempfile.TemporaryDirectory() as tmp, ray_session():
         home = Path(tmp)
-        if args.only in (None, "overhead"):
+        if only in (None, "overhead"):
+            console.print("  search overhead: one trial in a plain loop")
             trial = plain_trial_seconds(load_spec_text(TRIVIAL))
-            for tracking in ("true", "false"):
-                spec = load_spec_text(TRIVIAL, [f"tracking.enabled={tracking}"])
+            extra = [f"search.num_samples={trials}"] if trials else []
+            for flag in tracking:
+                console.print(f"  search overhead: deeprig search, tracking {flag}")
+                spec = load_spec_text(TRIVIAL, [f"tracking.enabled={flag}", *extra])
                 outcome, checks = run_search(spec, home)
                 ideal = spec.search.num_samples * trial / checks.concurrency
-                row = (tracking, spec.search.num_samples, checks.concurrency, trial, ideal)
+                row = (flag, spec.search.num_samples, checks.concurrency, trial, ideal)
                 rows_overhead.append((*row, outcome.seconds))
-        if args.only in (None, "asha"):
+        if only in (None, "asha"):
             job = REPO / "jobs/tune_digits_cnn_asha.yaml"
+            extra = [f"search.num_samples={asha_samples}"] if asha_samples else []
             for scheduler in ("asha", "fifo"):
+                console.print(f"  {job.name}: {scheduler}")
                 spec = load_spec(
-                    job, [f"scheduler.name={scheduler}", f"tracking.experiment=bench-{scheduler}"]
+                    job,
+                    [
+                        f"scheduler.name={scheduler}",
+                        f"tracking.experiment=bench-{scheduler}",
+                        *extra,
+                    ],
                 )
                 outcome, _ = run_search(spec, home)
                 rows_asha.append((scheduler, outcome))
+    return rows_overhead, rows_asha
+
+
+def search_rows(
+    only: str | None = None,
+    trials: int | None = None,
+    tracking: tuple[str, ...] = ("true", "false"),
+    asha_samples: int | None = None,
+    console: Console | None = None,
+) -> list[Row]:
+    rows_overhead, rows_asha = measure(only, trials, tracking, asha_samples, console)
+    rows = []
+    for flag, n, conc, trial, ideal, wall in rows_overhead:
+        on = "on" if flag == "true" else "off"
+        rows.append(
+            Row(
+                FIGURE,
+                f"{n} trivial trials, tracking {on}: wall vs theoretical minimum",
+                "deeprig wall s",
+                wall,
+                "theoretical min s",
+                ideal,
+                Target("<=", 1.25),
+                1,
+                f"one trial's training in a plain loop {trial:.2f} s (median of 3); "
+                f"{conc} trial(s) at once; Ray already up",
+            )
+        )
+    if rows_asha:
+        by = dict(rows_asha)
+        asha, fifo = by["asha"], by["fifo"]
+        rows.append(
+            Row(
+                FIGURE,
+                f"tune_digits_cnn_asha.yaml ({asha.num_trials} trials): ASHA vs FIFO, epochs",
+                "ASHA epochs",
+                asha.total_epochs,
+                "FIFO epochs",
+                fifo.total_epochs,
+                Target("<=", 0.5),
+                1,
+                f"same seeded Optuna sampler; best val_accuracy ASHA {fmt(asha.best_metric)}, "
+                f"FIFO {fmt(fifo.best_metric)}; wall ASHA {asha.seconds:.1f} s, "
+                f"FIFO {fifo.seconds:.1f} s; {asha.num_stopped_early} trials stopped early",
+            )
+        )
+    return rows
+
+
+def rows(quick: bool = False, console: Console | None = None) -> list[Row]:
+    """The figures `make bench` quotes (quick: a smoke run, under a minute)."""
+    if quick:
+        return search_rows("overhead", trials=4, tracking=("false",), console=console)
+    return search_rows(trials=8, asha_samples=8, console=console)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="deeprig search benchmarks")
+    parser.add_argument("--only", choices=["overhead", "asha"])
+    parser.add_argument("--quick", action="store_true", help="smoke run, under a minute")
+    args = parser.parse_args()
+    console = make_console()
+    if args.quick:
+        print_rows(rows(quick=True, console=console), "search (smoke)", console)
+        return 0
+    rows_overhead, rows_asha = measure(args.only, console=console)
 
     if rows_overhead:
         table = Table(title="search overhead: trivial trials vs the theoretical minimum")
@@ -165,7 +251,7 @@ def main() -> int:
                 str(o.num_stopped_early),
                 str(o.total_epochs),
                 f"{o.seconds:.1f}",
-                f"{o.best_metric:.4f}",
+                fmt(o.best_metric),
             )
         console.print(table)
         epochs = {s: o.total_epochs for s, o in rows_asha}
