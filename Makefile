@@ -28,8 +28,9 @@ lint: install
 	$(BIN)/ruff check platform tests benchmarks jobs
 	$(BIN)/ruff format --check platform tests benchmarks jobs
 
-bench: install  ## side-by-side benchmarks; prints a table
-	$(BIN)/python benchmarks/train_overhead.py
+bench: install  ## side-by-side benchmarks (~15-17 min on 2 CPUs); prints a table, writes benchmarks/RESULTS.md
+	$(BIN)/python -c "import stable_baselines3" 2>/dev/null || $(BIN)/python -m pip install -q -c requirements.lock -e ".[bench]"
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -37,6 +37,9 @@ RESULT_METRICS = {
     ("env_runners", "num_env_steps_sampled_lifetime"): "num_env_steps_sampled_lifetime",
     ("time_this_iter_s",): "iteration_time_s",
     ("evaluation", "env_runners", "episode_return_mean"): "eval_episode_return_mean",
+    # Fault tolerance: env runners replaced after a crash (RLlib restarts them).
+    ("num_remote_worker_restarts",): "env_runner_restarts",
+    ("num_healthy_workers",): "healthy_env_runners",
 }
 SMOOTHING_EPISODES = 20
 LEARNER_METRICS = ("total_loss", "policy_loss", "vf_loss", "qf_loss", "entropy", "mean_kl_loss")
