@@ -261,10 +261,16 @@ def evaluate(
     episodes: int = typer.Option(10, min=1, help="Episodes to roll out."),
     seed: int = typer.Option(0, help="Seed of the first episode's environment."),
     tracking_uri: str = typer.Option(None, help="MLflow store (default: as for `run`)."),
+    video: Path = typer.Option(
+        None, help="Record the first episode as an animated GIF here (envs with rgb_array)."
+    ),
 ) -> None:
     """Roll out a trained rl policy (greedy actions) and print its mean return.
 
-    Example: deeprig eval 3f2a...e1 --episodes 20
+    A run id's checkpoint is read from this machine when it is here, else downloaded from
+    the run's artifacts (a tracking server, or a search's best trial).
+
+    Example: deeprig eval 3f2a...e1 --episodes 20 --video cartpole.gif
     """
     from statistics import mean
 
@@ -284,16 +290,34 @@ def evaluate(
             raise typer.Exit(EXIT_BAD_INPUT) from None
         checkpoint = run.data.tags.get("deeprig.checkpoint_path", "")
         if not checkpoint or not Path(checkpoint).exists():
-            errors.print(f"run {target} has no checkpoint on this machine ({checkpoint!r})")
+            checkpoint = _download_checkpoint(resolve_tracking(tracking_uri).uri, target)
+        if checkpoint is None:
+            errors.print(f"run {target} has no rl checkpoint, here or in its artifacts")
             raise typer.Exit(EXIT_BAD_INPUT)
     from deeprig.cluster.session import ray_session
 
     with ray_session():
-        returns = evaluate_checkpoint(checkpoint, episodes, seed)
+        returns = evaluate_checkpoint(checkpoint, episodes, seed, video)
     console.print(
         f"{episodes} episodes: mean return [bold]{mean(returns):.2f}[/] "
         f"(min {min(returns):.1f}, max {max(returns):.1f})"
     )
+    if video:
+        console.print(f"first episode recorded: {video}")
+
+
+def _download_checkpoint(uri: str, run_id: str) -> str | None:
+    """The newest checkpoint logged on the run (`checkpoints/iteration_N`, or a search
+    parent's `checkpoints/best`), downloaded to a temporary folder."""
+    import tempfile
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    logged = sorted(a.path for a in client.list_artifacts(run_id, "checkpoints") if a.is_dir)
+    if not logged:
+        return None
+    return client.download_artifacts(run_id, logged[-1], tempfile.mkdtemp(prefix="deeprig-"))
 
 
 @app.command()

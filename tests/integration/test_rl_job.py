@@ -47,3 +47,31 @@ def test_ppo_iterations_are_recorded_and_the_checkpoint_evaluates(deeprig_home):
     )
     assert evaluated.exit_code == 0, evaluated.output
     assert "3 episodes: mean return" in evaluated.output
+
+
+@pytest.mark.timeout(300)
+def test_eval_downloads_the_checkpoint_from_the_run_and_records_a_video(deeprig_home, tmp_path):
+    """The checkpoint is not on this machine any more (as for a run on a cluster): eval
+    takes the newest one from the run's artifacts, and renders the first episode."""
+    import shutil
+
+    from PIL import Image
+
+    result = CliRunner().invoke(
+        app,
+        ["run", str(JOBS / "rl_ppo_cartpole.yaml"), "--set", "stop={iterations: 2}"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(f"sqlite:///{deeprig_home / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("rl").experiment_id])
+    shutil.rmtree(run.data.tags["deeprig.checkpoint_path"])
+
+    video = tmp_path / "cartpole.gif"
+    evaluated = CliRunner().invoke(
+        app, ["eval", run.info.run_id, "--episodes", "2", "--video", str(video)]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "2 episodes: mean return" in evaluated.output
+    with Image.open(video) as gif:
+        assert gif.n_frames > 5 and gif.size[0] >= 300  # CartPole renders 600x400

@@ -329,8 +329,11 @@ def _latest_checkpoint(folder: Path) -> Path | None:
 # ------------------------------------------------------------------ evaluation
 
 
-def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int = 0) -> list[float]:
-    """Roll out the trained policy greedily for `episodes` episodes; their returns."""
+def evaluate_checkpoint(
+    checkpoint: str, episodes: int, seed: int = 0, video: Path | None = None
+) -> list[float]:
+    """Roll out the trained policy greedily for `episodes` episodes; their returns. With
+    `video`, the first episode is rendered (rgb_array) into an animated GIF there."""
     import gymnasium as gym
     import torch
     from ray.rllib.algorithms.algorithm import Algorithm
@@ -341,16 +344,20 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int = 0) -> list[f
     try:
         module = algo.get_module()
         env_spec = algo.config.env
+        render = {"render_mode": "rgb_array"} if video else {}
         env = (
             env_spec(algo.config.env_config)
             if isinstance(env_spec, type)
-            else gym.make(env_spec, **(algo.config.env_config or {}))
+            else gym.make(env_spec, **(algo.config.env_config or {}), **render)
         )
         returns = []
+        frames: list = []
         for episode in range(episodes):
             obs, _ = env.reset(seed=seed + episode)
             total, done = 0.0, False
             while not done:
+                if video and episode == 0 and len(frames) < MAX_VIDEO_FRAMES:
+                    frames.append(env.render())
                 batch = {Columns.OBS: torch.as_tensor(obs, dtype=torch.float32)[None]}
                 with torch.no_grad():
                     out = module.forward_inference(batch)
@@ -371,7 +378,24 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, seed: int = 0) -> list[f
                 total += float(reward)
                 done = terminated or truncated
             returns.append(total)
+        if video:
+            _write_gif(frames, video, env.metadata.get("render_fps") or 30)
         env.close()
         return returns
     finally:
         algo.stop()
+
+
+MAX_VIDEO_FRAMES = 1000
+
+
+def _write_gif(frames: list, path: Path, fps: int) -> None:
+    """An animated GIF through Pillow (already installed with matplotlib): no video codec
+    to install for a quick look at what the policy does."""
+    from PIL import Image
+
+    images = [Image.fromarray(frame) for frame in frames if frame is not None]
+    if not images:
+        raise ValueError("the environment rendered no rgb_array frames; it cannot be recorded")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
