@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import typer
@@ -152,7 +153,8 @@ def run(
     runner = {"train": run_train, "tune": run_tune, "rl": run_rl}[spec.kind]
     address = job_address(address)
     # `deeprig stop` / `ray job stop` send SIGTERM: end like Ctrl-C, the run marked KILLED.
-    signal.signal(signal.SIGTERM, _interrupt)
+    if threading.current_thread() is threading.main_thread():  # (tests run it in threads)
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         outcome = runner(
             spec, spec_text=spec_text, spec_path=job, address=address, console=console, **options

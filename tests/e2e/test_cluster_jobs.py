@@ -32,7 +32,12 @@ def deeprig(*args: str, home: Path, timeout: float = 240, **env: str):
     return subprocess.run(
         [*DEEPRIG, *args],
         cwd=REPO,
-        env={**os.environ, "DEEPRIG_HOME": str(home), "COLUMNS": "200", **env},
+        env={
+            **{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+            "DEEPRIG_HOME": str(home),
+            "COLUMNS": "200",
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -107,9 +112,10 @@ def test_submitted_job_trains_on_two_nodes_and_records_to_the_tracking_server(cl
     submission_id = next(w for w in output.split() if w.startswith("deeprig-digits-cnn-"))
     assert run.data.tags["deeprig.ray_submission_id"] == submission_id
     # ...and its model downloads through the server's artifact proxy and loads.
-    mlflow.set_tracking_uri(state.tracking_uri)
-    model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
-    assert model is not None
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="model", tracking_uri=state.tracking_uri
+    )
+    assert mlflow.pytorch.load_model(local) is not None
 
 
 def test_stop_ends_the_job_stopped_and_its_run_killed(cluster):

@@ -55,16 +55,33 @@ def _parquet_datasets(spec: ParquetData, info: DataInfo, seed: int, data_cpus: f
     features, label, shape = list(spec.features), spec.label, info.input_shape
     label_dtype = np.int64 if info.task == "classification" else np.float32
 
-    def to_xy(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        first = batch[features[0]]
-        if len(features) == 1 and (first.ndim > 1 or first.dtype == object):  # a list column
-            x = np.stack([np.asarray(v, dtype=np.float32) for v in batch[features[0]]])
-        else:
-            x = np.stack([batch[c].astype(np.float32) for c in features], axis=1)
-        return {"x": x.reshape(len(x), *shape), "y": batch[label].astype(label_dtype)}
+    def to_xy(batch) -> dict[str, np.ndarray]:
+        # Arrow in, numpy out, whole columns at a time: a list column is flattened by Arrow
+        # instead of converting each row's list in Python.
+        x = np.stack([_column_array(batch.column(c)) for c in features], axis=1)
+        y = batch.column(label).to_numpy().astype(label_dtype)
+        return {"x": x.reshape(batch.num_rows, *shape), "y": y}
 
     ds = ray.data.read_parquet(
         spec.path, columns=[*features, label], ray_remote_args={"num_cpus": data_cpus}
-    ).map_batches(to_xy, batch_format="numpy", num_cpus=data_cpus)
+    ).map_batches(to_xy, batch_format="pyarrow", num_cpus=data_cpus)
     train, val = ds.train_test_split(test_size=info.num_val, shuffle=True, seed=seed)
     return train, val
+
+
+def _column_array(column) -> np.ndarray:
+    """One Parquet column as float32: (rows,) for a scalar column, (rows, n) for a column of
+    fixed-size lists."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    kind = column.type
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        flat = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+        return flat.astype(np.float32).reshape(len(column), -1)
+    if isinstance(kind, pa.ExtensionType):  # Ray's tensor columns
+        return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(
+            len(column), -1
+        )
+    return column.to_numpy(zero_copy_only=False).astype(np.float32)
