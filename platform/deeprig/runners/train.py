@@ -161,6 +161,12 @@ def build_trainer(
     train_ds, val_ds = build_datasets(
         spec.data, checks.data, spec.seed, spec.scaling.num_workers, budget.data_cpus
     )
+    callbacks = list(callbacks or [])
+    if sink is not None:
+        from deeprig.tracking.report_logger import EpochMetricsLogger
+
+        callbacks.append(EpochMetricsLogger(sink, spec.optim.num_epochs))
+        sink = sink.tags_only()
     plan = TrainPlan(
         spec=spec,
         data=checks.data,

@@ -175,7 +175,13 @@ def ensure_experiment(client: MlflowClient, target: TrackingTarget, name: str) -
         return existing.experiment_id
     location = f"{target.artifact_root}/{name}" if target.artifact_root else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        # MLflow 3's UI opens an experiment on its GenAI (traces) view unless told it holds
+        # model training runs.
+        return client.create_experiment(
+            name,
+            artifact_location=location,
+            tags={"mlflow.experimentKind": "custom_model_development"},
+        )
     except Exception:  # another job created it between our look-up and create
         found = client.get_experiment_by_name(name)
         if found is None:

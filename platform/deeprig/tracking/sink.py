@@ -15,19 +15,29 @@ from typing import Any
 
 
 class MlflowMetricsSink:
-    def __init__(self, tracking_uri: str, run_id: str):
+    def __init__(self, tracking_uri: str, run_id: str, log_epochs: bool = True):
         self.tracking_uri = tracking_uri
         self.run_id = run_id
+        # False when the Train controller logs the epochs (tracking/report_logger.py): the
+        # worker then only sets tags.
+        self.log_epochs = log_epochs
         self._client: Any = None
         self._pending: list[Future] = []
         self._executor: ThreadPoolExecutor | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Shipped to workers: send the address, not a live client.
-        return {"tracking_uri": self.tracking_uri, "run_id": self.run_id}
+        return {
+            "tracking_uri": self.tracking_uri,
+            "run_id": self.run_id,
+            "log_epochs": self.log_epochs,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["tracking_uri"], state["run_id"])
+        self.__init__(state["tracking_uri"], state["run_id"], state["log_epochs"])
+
+    def tags_only(self) -> MlflowMetricsSink:
+        return MlflowMetricsSink(self.tracking_uri, self.run_id, log_epochs=False)
 
     @property
     def client(self):
@@ -38,6 +48,8 @@ class MlflowMetricsSink:
         return self._client
 
     def log(self, metrics: dict[str, float], step: int) -> None:
+        if not self.log_epochs:
+            return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
