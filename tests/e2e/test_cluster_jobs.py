@@ -112,10 +112,19 @@ def test_submitted_job_trains_on_two_nodes_and_records_to_the_tracking_server(cl
     submission_id = next(w for w in output.split() if w.startswith("deeprig-digits-cnn-"))
     assert run.data.tags["deeprig.ray_submission_id"] == submission_id
     # ...and its model downloads through the server's artifact proxy and loads.
-    local = mlflow.artifacts.download_artifacts(
-        run_id=run.info.run_id, artifact_path="model", tracking_uri=state.tracking_uri
-    )
-    assert mlflow.pytorch.load_model(local) is not None
+    # (MLflow 3 resolves a run's logged model through the global tracking URI; use the
+    # server's for this call only, so later tests keep their own stores.)
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(state.tracking_uri):
+            model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+        if previous is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
+    assert model is not None
 
 
 def test_stop_ends_the_job_stopped_and_its_run_killed(cluster):
