@@ -63,7 +63,7 @@ def _parquet_datasets(spec: ParquetData, info: DataInfo, seed: int, data_cpus: f
         return {"x": x.reshape(batch.num_rows, *shape), "y": y}
 
     ds = ray.data.read_parquet(
-        spec.path, columns=[*features, label], ray_remote_args={"num_cpus": data_cpus}
+        spec.path, columns=[*features, label], num_cpus=data_cpus
     ).map_batches(to_xy, batch_format="pyarrow", num_cpus=data_cpus)
     train, val = ds.train_test_split(test_size=info.num_val, shuffle=True, seed=seed)
     return train, val
