@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 import torch
-from harness import Row, make_console, median, print_rows, run_deeprig_train
+from harness import Row, add_epoch_options, make_console, median, print_rows, run_deeprig_train
 from rich.console import Console
 from scaling import cnn_spec
 from train_overhead import plain_run
@@ -148,11 +148,8 @@ def rows(quick: bool = False, console: Console | None = None) -> list[Row]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num-samples", type=int, default=3000)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--warmup", type=int, default=2, help="epochs left out of the median")
-    parser.add_argument("--repeats", type=int, default=3)
+    add_epoch_options(parser, epochs=4)
     parser.add_argument("--matmul-n", type=int, default=2048)
-    parser.add_argument("--quick", action="store_true", help="smoke run, under a minute")
     args = parser.parse_args()
     console = make_console()
     if args.quick:

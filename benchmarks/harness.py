@@ -289,3 +289,11 @@ def run_deeprig_train(spec, home: Path, tag: str) -> DeeprigRun:
     if [r.epoch for r in records] != list(range(1, spec.optim.num_epochs + 1)):
         raise RuntimeError(f"expected one checkpoint per epoch under {storage}, got {records}")
     return DeeprigRun(total, records, started_at, finished_at)
+
+
+def add_epoch_options(parser, epochs: int = 5) -> None:
+    """The options every epoch-timing harness takes: epochs, warm-up, repeats, --quick."""
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--warmup", type=int, default=2, help="epochs left out of the median")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="smoke run, under a minute")

@@ -22,7 +22,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import Row, Target, make_console, median, print_rows, run_deeprig_train
+from harness import (
+    Row,
+    Target,
+    add_epoch_options,
+    make_console,
+    median,
+    print_rows,
+    run_deeprig_train,
+)
 from rich.console import Console
 from train_overhead import spec_for
 
@@ -98,10 +106,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="synthetic-cnn")
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2, help="epochs left out of the median")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="smoke run, under a minute")
+    add_epoch_options(parser)
     args = parser.parse_args()
     console = make_console()
     if args.quick:

@@ -36,7 +36,15 @@ from deeprig.data.builtin import builtin_arrays, split_indices
 from deeprig.models import build_model
 from deeprig.spec import load_spec_text
 from deeprig.training.optim import build_optimizer
-from harness import Row, Target, make_console, median, print_rows, run_deeprig_train
+from harness import (
+    Row,
+    Target,
+    add_epoch_options,
+    make_console,
+    median,
+    print_rows,
+    run_deeprig_train,
+)
 from rich.console import Console
 
 FIGURE = "1 train overhead"
@@ -200,10 +208,7 @@ def rows(quick: bool = False, console: Console | None = None) -> list[Row]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", action="append", choices=sorted(WORKLOADS))
-    parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2, help="epochs left out of the median")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="smoke run, under a minute")
+    add_epoch_options(parser)
     args = parser.parse_args()
     console = make_console()
     if args.quick:
