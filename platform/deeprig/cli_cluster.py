@@ -216,8 +216,9 @@ def list_jobs(
 
     Example: deeprig list --address http://127.0.0.1:8265
     """
-    jobs = sorted(_client(address).list_jobs(), key=lambda j: j.start_time or 0, reverse=True)
-    table = Table(title=f"jobs on {_dashboard(address)}")
+    dashboard = _dashboard(address)
+    jobs = sorted(_client(dashboard).list_jobs(), key=lambda j: j.start_time or 0, reverse=True)
+    table = Table(title=f"jobs on {dashboard}")
     for column in ("submission id", "job", "kind", "status", "started", "duration"):
         table.add_column(column, justify="right" if column == "duration" else "left")
     for info in jobs[:limit]:

@@ -30,9 +30,7 @@ def check_shared_state(
                 "or submit with --tracking-uri",
             )
         )
-    field = {"train": "checkpoint.storage", "tune": "base.checkpoint.storage"}.get(spec.kind)
-    if spec.kind == "tune" and spec.base.kind == "rl":
-        field = None  # rl trials checkpoint through Tune
+    field = _storage_field(spec)
     if field and storage is None:
         problems.append(
             Problem(
@@ -54,10 +52,19 @@ def check_connected_cluster(spec, resources: ClusterResources, target) -> None:
     )
 
 
+def _storage_field(spec) -> str | None:
+    """The spec field naming where Ray Train keeps the job's checkpoints; None for rl jobs
+    and searches over rl (the driver / Tune keep those, and MLflow gets a copy)."""
+    if spec.kind == "train":
+        return "checkpoint.storage"
+    if spec.kind == "tune" and spec.base.kind == "train":
+        return "base.checkpoint.storage"
+    return None
+
+
 def storage_setting(spec) -> str | None:
     """The checkpoint storage a spec names itself, if any."""
-    if spec.kind == "train":
-        return spec.checkpoint.storage
-    if spec.kind == "tune":
-        return spec.base.checkpoint.storage if spec.base.kind == "train" else None
-    return None
+    field = _storage_field(spec)
+    if field is None:
+        return None
+    return (spec if spec.kind == "train" else spec.base).checkpoint.storage

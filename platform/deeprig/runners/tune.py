@@ -248,11 +248,9 @@ def _resumed_epoch() -> int:
 def _log_trial_values(sink, config: dict[str, Any], step: int = 0) -> None:
     """The trial's hyperparameters as metrics too, stepped by epoch: PBT changes them
     mid-trial, and MLflow params are write-once."""
-    numeric = {
-        f"hp.{k}": float(v)
-        for k, v in config.items()
-        if isinstance(v, int | float) and not isinstance(v, bool)
-    }
+    from deeprig.tracking.sink import numeric_values
+
+    numeric = {f"hp.{k}": v for k, v in numeric_values(config).items()}
     if numeric:
         sink.log(numeric, step=step)
 

@@ -8,31 +8,24 @@ an epoch) off the training worker, whose single thread it would otherwise share 
 
 from __future__ import annotations
 
-from concurrent.futures import Future
 from typing import Any
 
 from ray.train import UserCallback
 
-from deeprig.tracking.sink import MlflowMetricsSink
+from deeprig.tracking.sink import MlflowMetricsSink, numeric_values
 
 
 class EpochMetricsLogger(UserCallback):
     def __init__(self, sink: MlflowMetricsSink, num_epochs: int):
         self.sink = sink
         self.num_epochs = num_epochs
-        self._in_flight: Future | None = None
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
         reported = metrics[0] if metrics else {}
         if "epoch" not in reported:
             return
-        numeric = {
-            k: float(v)
-            for k, v in reported.items()
-            if isinstance(v, int | float) and not isinstance(v, bool)
-        }
-        # One batch in flight, in order; the last epoch's is waited for, so it is recorded
-        # before the controller (and the driver's fit()) finishes.
-        self.sink.log(numeric, step=int(reported["epoch"]) - 1)
+        # The sink sends one batch at a time, in order; the last epoch's is waited for, so
+        # it is recorded before the controller (and the driver's fit()) finishes.
+        self.sink.log(numeric_values(reported), step=int(reported["epoch"]) - 1)
         if int(reported["epoch"]) >= self.num_epochs:
             self.sink.flush()

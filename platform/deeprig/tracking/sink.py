@@ -14,6 +14,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 
+def numeric_values(values: dict[str, Any]) -> dict[str, float]:
+    """What MLflow can record as metrics: the numbers (bools are not metrics)."""
+    return {
+        k: float(v)
+        for k, v in values.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
 class MlflowMetricsSink:
     def __init__(self, tracking_uri: str, run_id: str, log_epochs: bool = True):
         self.tracking_uri = tracking_uri
