@@ -27,6 +27,7 @@ test-slow: install  ## the long real runs: accuracy targets of the jobs/, benchm
 lint: install
 	$(BIN)/ruff check platform tests benchmarks jobs
 	$(BIN)/ruff format --check platform tests benchmarks jobs
+	$(BIN)/mypy
 
 bench: install  ## side-by-side benchmarks (~15-17 min on 2 CPUs); prints a table, writes benchmarks/RESULTS.md
 	$(BIN)/python -c "import stable_baselines3" 2>/dev/null || $(BIN)/python -m pip install -q -c requirements.lock -e ".[bench]"

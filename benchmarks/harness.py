@@ -214,9 +214,9 @@ class EpochRecord:
 
 @dataclass(frozen=True)
 class DeeprigRun:
-    total_s: float  # run_train's wall time, whatever it includes (Ray start-up or not)
+    total_s: float  # the train runner's wall time, whatever it includes (Ray start-up or not)
     epochs: list[EpochRecord]
-    started: float  # wall clock when run_train was called
+    started: float  # wall clock when the train runner was called
     finished: float  # wall clock when it returned
 
     @property
@@ -243,13 +243,13 @@ class DeeprigRun:
 
 
 def run_deeprig_train(spec, home: Path, tag: str) -> DeeprigRun:
-    """Run `spec` as `deeprig run` does (run_train), with every epoch's checkpoint kept in a
+    """Run `spec` as `deeprig run` does (the train runner), with every epoch's checkpoint kept in a
     fresh folder; read the per-epoch record back from those checkpoints. The same reading
     works with MLflow tracking on or off, so both sides of a comparison are timed alike.
 
     Starts (and stops) a local Ray unless one is already up."""
-    from deeprig.runners.train import run_train
-    from deeprig.training.checkpoint import load_state
+    from deeprig.runners import Job, train
+    from deeprig.training.state import TrainState
 
     storage = home / f"checkpoints-{tag}-{time.time_ns()}"
     spec = spec.model_copy(
@@ -265,18 +265,12 @@ def run_deeprig_train(spec, home: Path, tag: str) -> DeeprigRun:
     )
     started_at = time.time()
     started = time.perf_counter()
-    run_train(
-        spec,
-        spec_text="(benchmark)",
-        spec_path=REPO / "bench.yaml",
-        console=Console(quiet=True),
-        home=home,
-    )
+    train.run(spec, Job("(benchmark)", REPO / "bench.yaml", console=Console(quiet=True), home=home))
     total = time.perf_counter() - started
     finished_at = time.time()
     records = []
     for path in storage.rglob("checkpoint.pt"):
-        metrics = load_state(path.parent)["metrics"]
+        metrics = TrainState.load(path.parent).metrics
         records.append(
             EpochRecord(
                 epoch=int(metrics["epoch"]),

@@ -48,7 +48,7 @@ def write_parquet(folder: Path, num_rows: int, files: int = 4, seed: int = 0):
     import pyarrow as pa
     import pyarrow.parquet as pq
     from deeprig.data.builtin import synthetic_arrays
-    from deeprig.spec.models import SyntheticData
+    from deeprig.spec.train import SyntheticData
 
     data = SyntheticData(source="builtin:synthetic", num_samples=num_rows, shape=list(SHAPE))
     x, y = synthetic_arrays(data, seed)
@@ -109,11 +109,11 @@ def ingest_rows(
     console: Console | None = None,
 ) -> list[Row]:
     import ray.data
-    from deeprig.cluster.resources import connected_resources, plan_budget
+    from deeprig.cluster.resources import budget_workers, connected_resources
     from deeprig.cluster.session import ray_session
     from deeprig.data import build_datasets, describe_data
     from deeprig.data.shard import ShardBatches
-    from deeprig.spec.models import ParquetData, ScalingSpec
+    from deeprig.spec.train import ParquetData, ScalingSpec
 
     console = console or Console()
     results: dict[str, list[float]] = {
@@ -137,7 +137,7 @@ def ingest_rows(
             feature_shape=list(SHAPE),
         )
         info = describe_data(spec)
-        budget = plan_budget(ScalingSpec(num_workers=1), connected_resources())
+        budget = budget_workers(ScalingSpec(num_workers=1), connected_resources())
         cpu = torch.device("cpu")
 
         def reshape(b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -84,7 +84,7 @@ def deeprig_seconds_to_target(
 ) -> tuple[float, int, float]:
     """Seconds of training (NaN if the target was not reached), env steps, and seconds
     including the algorithm's build."""
-    from deeprig.runners.rl import run_rl
+    from deeprig.runners import Job, rl
     from deeprig.spec import load_spec
 
     job = REPO / "jobs/rl_ppo_cartpole.yaml"
@@ -92,8 +92,9 @@ def deeprig_seconds_to_target(
         job, [f"seed={seed}", f"stop.episode_return_mean={target}", "tracking.experiment=bench-rl"]
     )
     started = time.perf_counter()
-    outcome = run_rl(
-        spec, spec_text=job.read_text(), spec_path=job, console=Console(quiet=True), home=home
+    outcome = rl.run(
+        spec,
+        Job(job.read_text(), job, console=Console(quiet=True), home=home),
     )
     total = time.perf_counter() - started
     steps = int(outcome.metrics.get("num_env_steps_sampled_lifetime", 0))

@@ -51,10 +51,10 @@ def cnn_spec(num_samples: int, epochs: int, workers: int, extra: tuple[str, ...]
 
 
 def budget_note(workers: int) -> str:
-    from deeprig.cluster.resources import local_resources, plan_budget
+    from deeprig.cluster.resources import budget_workers, local_resources
 
     spec = cnn_spec(1000, 1, workers)
-    budget = plan_budget(spec.scaling, local_resources())
+    budget = budget_workers(spec.scaling, local_resources())
     return (
         f"{workers} worker(s) x {budget.cpus_per_worker:g} CPU, "
         f"{budget.threads_per_worker} torch thread(s) each"

@@ -88,17 +88,13 @@ def plain_trial_seconds(spec, repeats: int = 3) -> float:
 
 def run_search(spec, home: Path):
     from deeprig.cluster.resources import connected_resources
-    from deeprig.runners.tune import check_tune_spec, run_tune
+    from deeprig.runners import Job, tune
 
-    checks = check_tune_spec(spec, connected_resources())
-    outcome = run_tune(
-        spec,
-        spec_text="(benchmark)",
-        spec_path=REPO / "bench.yaml",
-        console=Console(quiet=True),
-        home=home,
+    checked = tune.check(spec, connected_resources())
+    outcome = tune.run(
+        spec, Job("(benchmark)", REPO / "bench.yaml", console=Console(quiet=True), home=home)
     )
-    return outcome, checks
+    return outcome, checked
 
 
 def measure(

@@ -4,7 +4,7 @@
 The job is train_overhead's synthetic CNN (1 worker, 1 thread). Steady-state epoch: the wall
 time between consecutive epoch ends (when each epoch's checkpoint reaches storage; every
 epoch's checkpoint is kept on both sides so the record can be read back whether MLflow
-records anything or not). End-to-end: `run_train`'s wall time, with Ray already up on both
+records anything or not). End-to-end: the train runner's wall time, with Ray already up on both
 sides (tracking adds the MLflow run, per-epoch metrics, the learning curve, the best
 checkpoint and the model as artifacts). Median of `--repeats` runs of each side, interleaved
 on/off then off/on.
@@ -78,7 +78,7 @@ def tracking_rows(
         ),
         Row(
             FIGURE,
-            f"{workload}: end-to-end run_train, tracking on vs off",
+            f"{workload}: end-to-end train runner, tracking on vs off",
             "on s",
             total(True),
             "off s",

@@ -11,7 +11,7 @@ both):
   adds per epoch: Ray Train's report, the checkpoint, the MLflow logging. Every epoch's
   checkpoint is kept (num_to_keep = epochs) so the record can be read back. Target
   (issue 6): at most 1.05x.
-- end-to-end, start-up included: deeprig's `run_train` starting and stopping its own local
+- end-to-end, start-up included: deeprig's train runner starting and stopping its own local
   Ray (what `deeprig run` does after Python has imported it) against the plain script's
   data generation, model build and all its epochs.
 
@@ -188,7 +188,7 @@ def overhead_rows(
                     median(p.total_s for p in plain),
                     None,
                     repeats,
-                    f"{epochs} epochs; deeprig = run_train starting and stopping its own "
+                    f"{epochs} epochs; deeprig = the train runner starting and stopping its own "
                     "local Ray, MLflow run, model logging; plain = data, model, epochs. "
                     "deeprig: call to end of epoch 1 "
                     f"{median(d.before_first_epoch_s for d in deeprig):.1f} s, end of last "

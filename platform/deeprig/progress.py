@@ -1,7 +1,8 @@
 """Live terminal progress for a running job, fed by polling its MLflow run.
 
-Rank 0 logs each epoch's metrics to MLflow; the driver polls the run and redraws, so the
-same progress works for a local job and for one on a cluster.
+A train job's epochs reach MLflow from the Ray Train controller (tracking/report_logger.py);
+the driver polls the run and redraws, so the same progress works for a local job and for
+one on a cluster. A search's progress is fed by Tune's callbacks (tracking/trials.py).
 """
 
 from __future__ import annotations

@@ -12,20 +12,14 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO, free_port, only_run, poll_until
+
 DEEPRIG = [sys.executable, "-m", "deeprig.cli"]
 pytestmark = pytest.mark.timeout(300)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def deeprig(*args: str, home: Path, timeout: float = 240, **env: str):
@@ -65,24 +59,28 @@ def cluster(tmp_path_factory):
         down(state, home)
 
 
-def test_cluster_up_starts_two_ray_nodes_and_a_tracking_server(cluster):
+def test_cluster_up_starts_two_ray_nodes(cluster):
     from deeprig.cluster.jobs import dashboard_resources
-    from deeprig.cluster.local import tracking_healthy
 
     home, state = cluster
     resources = dashboard_resources(state.dashboard)
     assert resources.nodes == 2
-    assert tracking_healthy(state.tracking_uri)
     status = deeprig("cluster", "status", home=home)
     assert status.returncode == 0 and "2 alive" in status.stdout
 
 
-def test_submitted_job_trains_on_two_nodes_and_records_to_the_tracking_server(cluster):
-    import mlflow
-    from mlflow import MlflowClient
-    from ray.util.state import list_actors
+def test_cluster_up_starts_a_tracking_server(cluster):
+    from deeprig.cluster.local import tracking_healthy
 
-    home, state = cluster
+    _, state = cluster
+    assert tracking_healthy(state.tracking_uri)
+
+
+@pytest.fixture(scope="module")
+def submitted_job(cluster) -> str:
+    """jobs/digits_cnn.yaml for 2 epochs, its workers spread over the nodes, submitted with
+    `deeprig submit` (which waits for it to end): what it printed."""
+    home, _ = cluster
     result = deeprig(
         "submit",
         "jobs/digits_cnn.yaml",
@@ -94,18 +92,30 @@ def test_submitted_job_trains_on_two_nodes_and_records_to_the_tracking_server(cl
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "SUCCEEDED" in output
+    return output
 
+
+def test_submitted_job_trains_on_two_nodes(cluster, submitted_job):
+    from ray.util.state import list_actors
+
+    _, state = cluster
+    assert "SUCCEEDED" in submitted_job
     # The two training workers ran on different nodes (Ray keeps dead actors' records).
     workers = list_actors(
         address=state.dashboard, filters=[("class_name", "=", "RayTrainWorker")], detail=True
     )
     assert len({w.node_id for w in workers}) == 2, workers
 
+
+def test_submitted_job_records_to_the_tracking_server(cluster, submitted_job):
+    import mlflow
+    from mlflow import MlflowClient
+
+    _, state = cluster
+    output = submitted_job
     # The run is on the tracking server, read over HTTP: finished, both epochs' metrics.
     client = MlflowClient(state.tracking_uri)
-    experiment = client.get_experiment_by_name("digits")
-    (run,) = client.search_runs([experiment.experiment_id])
+    run = only_run(client, "digits")
     assert run.info.status == "FINISHED"
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in history] == [0, 1]
@@ -127,7 +137,10 @@ def test_submitted_job_trains_on_two_nodes_and_records_to_the_tracking_server(cl
     assert model is not None
 
 
-def test_stop_ends_the_job_stopped_and_its_run_killed(cluster):
+@pytest.fixture(scope="module")
+def stopped_job(cluster):
+    """A 2000-epoch job submitted with --no-wait, stopped with `deeprig stop` once an epoch is
+    recorded: (its submission id, its MLflow run, what `deeprig stop` returned)."""
     from mlflow import MlflowClient
 
     home, state = cluster
@@ -145,25 +158,37 @@ def test_stop_ends_the_job_stopped_and_its_run_killed(cluster):
     submission_id = next(w for w in submitted.stdout.split() if w.startswith("deeprig-long-cnn"))
 
     client = MlflowClient(state.tracking_uri)
-    deadline = time.monotonic() + 150
-    run = None
-    while time.monotonic() < deadline:  # stop it mid-training: once an epoch is recorded
+
+    def run_with_an_epoch():
         runs = client.search_runs(
             [e.experiment_id for e in client.search_experiments()],
             filter_string="tags.`deeprig.job_name` = 'long-cnn'",
         )
         if runs and client.get_metric_history(runs[0].info.run_id, "val_accuracy"):
-            run = runs[0]
-            break
-        time.sleep(1)
-    assert run is not None, deeprig("logs", submission_id, home=home).stdout
+            return runs[0]
+        return None
 
-    stopped = deeprig("stop", submission_id, home=home)
+    # stop it mid-training: once an epoch is recorded
+    run = poll_until(run_with_an_epoch, timeout_s=150, every_s=1)
+    assert run is not None, deeprig("logs", submission_id, home=home).stdout
+    return submission_id, run, deeprig("stop", submission_id, home=home)
+
+
+def test_stop_ends_the_job_stopped(cluster, stopped_job):
+    home, _ = cluster
+    submission_id, _, stopped = stopped_job
     assert stopped.returncode == 0 and "STOPPED" in stopped.stdout, stopped.stdout
     assert deeprig("status", submission_id, home=home).returncode == 3  # STOPPED
-    assert client.get_run(run.info.run_id).info.status == "KILLED"
     listed = deeprig("list", home=home)
     assert submission_id in listed.stdout and "STOPPED" in listed.stdout
+
+
+def test_stop_marks_its_run_killed(cluster, stopped_job):
+    from mlflow import MlflowClient
+
+    _, state = cluster
+    _, run, _ = stopped_job
+    assert MlflowClient(state.tracking_uri).get_run(run.info.run_id).info.status == "KILLED"
 
 
 def test_rays_own_job_cli_runs_a_deeprig_job(cluster):
@@ -259,18 +284,14 @@ def test_submit_refuses_resources_the_cluster_cannot_give(cluster, overrides, fi
     assert "submitted" not in result.stdout
 
 
-def test_submit_refuses_node_local_tracking_and_checkpoints_on_a_multi_node_cluster(
-    cluster, tmp_path
-):
+@pytest.fixture(scope="module")
+def submitted_from_elsewhere(cluster, tmp_path_factory):
     """Another user's machine: no `cluster up` record, so nothing says where the cluster
-    keeps runs and checkpoints, and the spec's defaults are node-local."""
+    keeps runs and checkpoints, and the spec's defaults are node-local: (`deeprig submit`
+    with those defaults, `deeprig submit` naming a tracking URI and shared storage)."""
     _, state = cluster
-    elsewhere = tmp_path / "other-home"
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "other-home"
     result = deeprig("submit", "jobs/digits_cnn.yaml", "--address", state.dashboard, home=elsewhere)
-    assert result.returncode == 2
-    assert "tracking.uri: the cluster at" in result.stderr
-    assert "checkpoint.storage: the cluster at" in result.stderr
-    assert "submitted" not in result.stdout
     # Naming a server and shared storage is the fix the message gives.
     fixed = deeprig(
         "submit",
@@ -283,8 +304,24 @@ def test_submit_refuses_node_local_tracking_and_checkpoints_on_a_multi_node_clus
         "/tmp/shared",
         home=elsewhere,
     )
+    return result, fixed
+
+
+def test_submit_refuses_node_local_tracking_on_a_multi_node_cluster(submitted_from_elsewhere):
+    result, fixed = submitted_from_elsewhere
+    assert result.returncode == 2
+    assert "tracking.uri: the cluster at" in result.stderr
+    assert "submitted" not in result.stdout
     assert fixed.returncode == 2
-    assert "tracking.uri" in fixed.stderr and "checkpoint.storage" not in fixed.stderr
+    assert "tracking.uri" in fixed.stderr
+
+
+def test_submit_refuses_node_local_checkpoints_on_a_multi_node_cluster(submitted_from_elsewhere):
+    result, fixed = submitted_from_elsewhere
+    assert result.returncode == 2
+    assert "checkpoint.storage: the cluster at" in result.stderr
+    assert "submitted" not in result.stdout
+    assert "checkpoint.storage" not in fixed.stderr  # --storage is the fix
 
 
 def test_submit_refuses_a_working_dir_over_rays_upload_limit(cluster):

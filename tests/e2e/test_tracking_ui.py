@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from deeprig.tracking.runs import RunRecorder
 from deeprig.tracking.store import embedded_target
-from mlflow import MlflowClient
 
 # The React app renders after the page loads and fetches from the server; a cold server
 # on 2 CPUs answers its first calls slowly.
@@ -18,12 +17,11 @@ VAL_ACCURACY = {"digits-mlp": [0.81, 0.93, 0.97], "digits-cnn": [0.85, 0.95, 0.9
 
 
 @pytest.fixture
-def digits_store(deeprig_home: Path, tmp_path: Path) -> dict[str, str]:
+def digits_store(deeprig_home: Path, mlflow_client, tmp_path: Path) -> dict[str, str]:
     """Experiment `digits` with two finished train runs recorded the way a train job records
     them (deeprig's RunRecorder: spec as params, `deeprig.*` tags), each with `val_accuracy`
     by epoch. Returns run name -> run id. No Ray: only the records are needed."""
     target = embedded_target(deeprig_home)
-    client = MlflowClient(target.uri)
     run_ids = {}
     for name, accuracies in VAL_ACCURACY.items():
         spec = {
@@ -36,7 +34,7 @@ def digits_store(deeprig_home: Path, tmp_path: Path) -> dict[str, str]:
         }
         recorder = RunRecorder.create(target, "digits", spec, f"name: {name}\n", tmp_path)
         for epoch, accuracy in enumerate(accuracies):
-            client.log_metric(recorder.run_id, "val_accuracy", accuracy, step=epoch)
+            mlflow_client.log_metric(recorder.run_id, "val_accuracy", accuracy, step=epoch)
         recorder.finish("FINISHED")
         run_ids[name] = recorder.run_id
     return run_ids

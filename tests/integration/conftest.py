@@ -1,8 +1,19 @@
-"""A real local Ray for the integration tests, shared by the session (start-up is ~3 s)."""
+"""Resources of the integration tests: a real local Ray, shared by the session (start-up is
+~3 s), and `deeprig run` drivers that die mid-job."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
+
+from tests.conftest import poll_until
 
 
 @pytest.fixture(scope="session")
@@ -12,3 +23,35 @@ def ray_2_cpus():
 
     with ray_session(num_cpus=2):
         yield
+
+
+@pytest.fixture
+def driver_killed_once(deeprig_home: Path, mlflow_client):
+    """`deeprig run` as its own process, SIGKILLed once MLflow shows X: what --resume tests need."""
+    # Returns what mlflow_shows() returned (None: not before timeout_s, or the driver ended
+    # first). mlflow_client has made the store's tables: the driver and the test do not race.
+
+    def run(
+        job: str,
+        settings: list[str],
+        mlflow_shows: Callable[[], object],
+        timeout_s: float,
+        every_s: float,
+    ):
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "deeprig.cli", "run", job, *settings],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # so that it can be killed outright, workers and all
+            env=dict(os.environ, DEEPRIG_HOME=str(deeprig_home)),
+        )
+        try:
+            return poll_until(
+                mlflow_shows, timeout_s, every_s, while_=lambda: driver.poll() is None
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # it may have ended by itself
+                os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=30)
+
+    return run

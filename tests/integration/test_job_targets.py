@@ -8,18 +8,15 @@ import time
 import pytest
 import torch
 from deeprig.cli import app
-from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from tests.conftest import JOBS
+from tests.conftest import JOBS, only_run
 
 pytestmark = pytest.mark.usefixtures("ray_2_cpus")
 
 
-def best_accuracy(home, experiment: str) -> float:
-    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(experiment)
-    (run,) = client.search_runs([exp.experiment_id])
+def best_accuracy(client, experiment: str) -> float:
+    run = only_run(client, experiment)
     assert run.info.status == "FINISHED"
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     return max(m.value for m in history)
@@ -31,12 +28,12 @@ def best_accuracy(home, experiment: str) -> float:
     ("job", "target"),
     [("digits_mlp.yaml", 0.95), ("digits_cnn.yaml", 0.97), ("digits_lstm.yaml", 0.95)],
 )
-def test_ready_job_reaches_its_accuracy_with_2_workers(job, target, deeprig_home):
+def test_ready_job_reaches_its_accuracy_with_2_workers(job, target, mlflow_client):
     started = time.perf_counter()
     result = CliRunner().invoke(app, ["run", str(JOBS / job), "--set", "tracking.experiment=t"])
     seconds = time.perf_counter() - started
     assert result.exit_code == 0, result.output
-    accuracy = best_accuracy(deeprig_home, "t")
+    accuracy = best_accuracy(mlflow_client, "t")
     print(f"{job}: val_accuracy {accuracy:.4f} in {seconds:.1f} s")
     assert accuracy >= target
     assert seconds < 180
@@ -44,7 +41,7 @@ def test_ready_job_reaches_its_accuracy_with_2_workers(job, target, deeprig_home
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_gpu_worker_trains_with_mixed_precision(deeprig_home):
+def test_gpu_worker_trains_with_mixed_precision(mlflow_client):
     result = CliRunner().invoke(
         app,
         [
@@ -61,4 +58,4 @@ def test_gpu_worker_trains_with_mixed_precision(deeprig_home):
         ],
     )
     assert result.exit_code == 0, result.output
-    assert best_accuracy(deeprig_home, "gpu") > 0.9
+    assert best_accuracy(mlflow_client, "gpu") > 0.9

@@ -1,34 +1,43 @@
-"""`kind: rl` on a real local Ray with real RLlib and Gymnasium."""
+"""`kind: rl` on a real local Ray with real RLlib and Gymnasium. Each job runs once, in a
+module-scoped fixture; the tests check one thing each about what it did."""
 
 from __future__ import annotations
 
 import pytest
 from deeprig.cli import app
-from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from tests.conftest import JOBS
+from tests.conftest import JOBS, deeprig_home_at, embedded_store_client, only_run
 
 pytestmark = pytest.mark.usefixtures("ray_2_cpus")
 
 
-@pytest.mark.timeout(300)
-def test_ppo_iterations_are_recorded_and_the_checkpoint_evaluates(deeprig_home):
-    result = CliRunner().invoke(
-        app,
-        [
-            "run",
-            str(JOBS / "rl_ppo_cartpole.yaml"),
-            "--set",
-            "stop={iterations: 3}",
-            "--set",
-            "checkpoint.every_n_iterations=2",
-        ],
-        catch_exceptions=False,
-    )
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory, ray_2_cpus):
+    """Three PPO iterations checkpointed every second one: (its deeprig home, a client on
+    its store, its run)."""
+    home = tmp_path_factory.mktemp("ppo") / "deeprig-home"
+    with deeprig_home_at(home):
+        result = CliRunner().invoke(
+            app,
+            [
+                "run",
+                str(JOBS / "rl_ppo_cartpole.yaml"),
+                "--set",
+                "stop={iterations: 3}",
+                "--set",
+                "checkpoint.every_n_iterations=2",
+            ],
+            catch_exceptions=False,
+        )
     assert result.exit_code == 0, result.output
-    client = MlflowClient(f"sqlite:///{deeprig_home / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("rl").experiment_id])
+    client = embedded_store_client(home)
+    return home, client, only_run(client, "rl")
+
+
+@pytest.mark.timeout(300)
+def test_ppo_iterations_are_recorded(ppo_run):
+    _, client, run = ppo_run
     assert run.info.status == "FINISHED" and run.data.tags["deeprig.kind"] == "rl"
     for key in (
         "episode_return_mean",
@@ -42,36 +51,55 @@ def test_ppo_iterations_are_recorded_and_the_checkpoint_evaluates(deeprig_home):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
     assert artifacts == {"checkpoints/iteration_000002", "checkpoints/iteration_000003"}
 
-    evaluated = CliRunner().invoke(
-        app, ["eval", run.info.run_id, "--episodes", "3"], catch_exceptions=False
-    )
+
+@pytest.mark.timeout(300)
+def test_ppo_checkpoint_evaluates(ppo_run):
+    home, _, run = ppo_run
+    with deeprig_home_at(home):
+        evaluated = CliRunner().invoke(
+            app, ["eval", run.info.run_id, "--episodes", "3"], catch_exceptions=False
+        )
     assert evaluated.exit_code == 0, evaluated.output
     assert "3 episodes: mean return" in evaluated.output
 
 
-@pytest.mark.timeout(300)
-def test_eval_downloads_the_checkpoint_from_the_run_and_records_a_video(deeprig_home, tmp_path):
-    """The checkpoint is not on this machine any more (as for a run on a cluster): eval
-    takes the newest one from the run's artifacts, and renders the first episode."""
+@pytest.fixture(scope="module")
+def evaluated_without_local_checkpoint(tmp_path_factory, ray_2_cpus):
+    """The checkpoint is not on this machine any more (as for a run on a cluster) when
+    `deeprig eval --video` runs: (its result, the video it was asked for)."""
     import shutil
 
-    from PIL import Image
+    folder = tmp_path_factory.mktemp("eval-remote")
+    with deeprig_home_at(folder / "deeprig-home") as home:
+        result = CliRunner().invoke(
+            app,
+            ["run", str(JOBS / "rl_ppo_cartpole.yaml"), "--set", "stop={iterations: 2}"],
+            catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.output
+        run = only_run(embedded_store_client(home), "rl")
+        shutil.rmtree(run.data.tags["deeprig.checkpoint_path"])
 
-    result = CliRunner().invoke(
-        app,
-        ["run", str(JOBS / "rl_ppo_cartpole.yaml"), "--set", "stop={iterations: 2}"],
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.output
-    client = MlflowClient(f"sqlite:///{deeprig_home / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("rl").experiment_id])
-    shutil.rmtree(run.data.tags["deeprig.checkpoint_path"])
+        video = folder / "cartpole.gif"
+        evaluated = CliRunner().invoke(
+            app, ["eval", run.info.run_id, "--episodes", "2", "--video", str(video)]
+        )
+    return evaluated, video
 
-    video = tmp_path / "cartpole.gif"
-    evaluated = CliRunner().invoke(
-        app, ["eval", run.info.run_id, "--episodes", "2", "--video", str(video)]
-    )
+
+@pytest.mark.timeout(300)
+def test_eval_downloads_the_checkpoint_from_the_run(evaluated_without_local_checkpoint):
+    """eval takes the newest checkpoint from the run's artifacts."""
+    evaluated, _ = evaluated_without_local_checkpoint
     assert evaluated.exit_code == 0, evaluated.output
     assert "2 episodes: mean return" in evaluated.output
+
+
+@pytest.mark.timeout(300)
+def test_eval_records_a_video(evaluated_without_local_checkpoint):
+    """...and renders the first episode."""
+    from PIL import Image
+
+    _, video = evaluated_without_local_checkpoint
     with Image.open(video) as gif:
         assert gif.n_frames > 5 and gif.size[0] >= 300  # CartPole renders 600x400

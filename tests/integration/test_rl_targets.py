@@ -8,10 +8,9 @@ import re
 
 import pytest
 from deeprig.cli import app
-from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from tests.conftest import JOBS
+from tests.conftest import JOBS, only_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_2_cpus")]
 
@@ -25,11 +24,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("ray_2_cpus")]
         ("rl_sac_pendulum.yaml", -250.0),
     ],
 )
-def test_rl_job_reaches_its_return(job, target, deeprig_home):
+def test_rl_job_reaches_its_return(job, target, mlflow_client):
     result = CliRunner().invoke(app, ["run", str(JOBS / job)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    client = MlflowClient(f"sqlite:///{deeprig_home / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("rl").experiment_id])
+    run = only_run(mlflow_client, "rl")
     steps = run.data.metrics["num_env_steps_sampled_lifetime"]
     evaluated = CliRunner().invoke(
         app, ["eval", run.info.run_id, "--episodes", "10"], catch_exceptions=False

@@ -1,11 +1,11 @@
-"""`deeprig run` on a real local Ray (2 CPUs) with a real MLflow store."""
+"""`deeprig run` on a real local Ray (2 CPUs) with a real MLflow store. A job whose outcome
+several tests check runs once, in a module-scoped fixture."""
 
 from __future__ import annotations
 
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -13,21 +13,20 @@ from deeprig.cli import app
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from tests.conftest import JOBS
+from tests.conftest import (
+    JOBS,
+    deeprig_home_at,
+    embedded_store_client,
+    only_run,
+    poll_until,
+    runs_in,
+)
 
 pytestmark = pytest.mark.usefixtures("ray_2_cpus")
 
 
 def run_cli(*args: str):
     return CliRunner().invoke(app, ["run", *args], catch_exceptions=False)
-
-
-def only_run(home: Path, experiment: str):
-    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(experiment)
-    runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 1, f"expected exactly one MLflow run, found {len(runs)}"
-    return client, runs[0]
 
 
 def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
@@ -39,22 +38,35 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -
     return found
 
 
-def test_quickstart_trains_two_workers_and_records_one_mlflow_run(deeprig_home):
-    result = run_cli(str(JOBS / "quickstart.yaml"), "--set", "optim.num_epochs=4")
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory, ray_2_cpus):
+    """quickstart.yaml for 4 epochs: (the CLI's result, its home, a client on its store, its
+    one MLflow run)."""
+    home = tmp_path_factory.mktemp("quickstart") / "deeprig-home"
+    with deeprig_home_at(home):
+        result = run_cli(str(JOBS / "quickstart.yaml"), "--set", "optim.num_epochs=4")
     assert result.exit_code == 0, result.output
-    client, run = only_run(deeprig_home, "quickstart")
-    assert run.info.status == "FINISHED"
-    assert run.info.run_id in result.output  # the user is told which run it was
+    client = embedded_store_client(home)
+    return result, home, client, only_run(client, "quickstart")
 
+
+def test_quickstart_trains_two_workers(quickstart):
+    _, _, client, run = quickstart
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert sorted(m.step for m in history) == [0, 1, 2, 3]
     assert max(m.value for m in history) > 0.85  # 4 epochs of an MLP on digits
     for key in ("train_loss", "val_loss", "epoch_time_s", "samples_per_s"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 4
-
     params = run.data.params
     assert params["model.name"] == "mlp" and params["scaling.num_workers"] == "2"
-    assert params["optim.num_epochs"] == "4"  # the --set override is what was recorded
+
+
+def test_quickstart_records_one_mlflow_run(quickstart):
+    result, home, client, run = quickstart  # only_run: one run, no more
+    assert run.info.status == "FINISHED"
+    assert run.info.run_id in result.output  # the user is told which run it was
+
+    assert run.data.params["optim.num_epochs"] == "4"  # the --set override is what was recorded
     tags = run.data.tags
     assert tags["deeprig.kind"] == "train" and len(tags["deeprig.spec_hash"]) == 64
     assert tags["deeprig.version.ray"] == "2.60.0" and tags["deeprig.ray_job_id"]
@@ -67,7 +79,7 @@ def test_quickstart_trains_two_workers_and_records_one_mlflow_run(deeprig_home):
     # The model is logged with its signature and loads without deeprig's help.
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{deeprig_home / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
     assert model.metadata.signature is not None
     import numpy as np
@@ -75,45 +87,73 @@ def test_quickstart_trains_two_workers_and_records_one_mlflow_run(deeprig_home):
     assert model.predict(np.zeros((3, 8, 8), dtype=np.float32)).shape == (3, 10)
 
 
-def test_parquet_data_through_ray_data_trains_a_gru_and_registers_it(deeprig_home, digits_parquet):
-    result = run_cli(
-        str(JOBS / "parquet_digits_gru.yaml"),
-        "--set",
-        f"data.path={digits_parquet}",
-        "--set",
-        "optim.num_epochs=3",
-        "--set",
-        "data.cache=stream",  # the streaming path; the in-memory one is above
-        "--set",
-        "tracking.register_as=digits-gru",
-    )
+@pytest.fixture(scope="module")
+def parquet_gru(tmp_path_factory, digits_parquet, ray_2_cpus):
+    """parquet_digits_gru.yaml streamed through Ray Data, registered as digits-gru: (a client
+    on its store, its one MLflow run)."""
+    home = tmp_path_factory.mktemp("parquet") / "deeprig-home"
+    with deeprig_home_at(home):
+        result = run_cli(
+            str(JOBS / "parquet_digits_gru.yaml"),
+            "--set",
+            f"data.path={digits_parquet}",
+            "--set",
+            "optim.num_epochs=3",
+            "--set",
+            "data.cache=stream",  # the streaming path; the in-memory one is the quickstart's
+            "--set",
+            "tracking.register_as=digits-gru",
+        )
     assert result.exit_code == 0, result.output
-    client, run = only_run(deeprig_home, "parquet")
+    client = embedded_store_client(home)
+    return client, only_run(client, "parquet")
+
+
+def test_parquet_data_through_ray_data_trains_a_gru(parquet_gru):
+    _, run = parquet_gru
     assert run.info.status == "FINISHED"
     assert run.data.metrics["val_accuracy"] > 0.5
+
+
+def test_the_gru_trained_on_parquet_data_is_registered(parquet_gru):
+    client, run = parquet_gru
     versions = client.search_model_versions("name='digits-gru'")
     assert [v.run_id for v in versions] == [run.info.run_id]
 
 
-def test_failed_job_exits_1_and_marks_its_run_failed(deeprig_home, tmp_path):
-    """Ragged rows pass the schema check but break batching inside Ray Data mid-job."""
+@pytest.fixture(scope="module")
+def failed_job(tmp_path_factory, ray_2_cpus):
+    """Ragged rows pass the schema check but break batching inside Ray Data mid-job: (the
+    CLI's result, a client on the job's store)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    folder = tmp_path_factory.mktemp("ragged")
     rows = [[0.1] * 4 if i % 50 else [0.1] * 3 for i in range(1, 201)]
-    path = tmp_path / "ragged.parquet"
+    path = folder / "ragged.parquet"
     pq.write_table(
         pa.table({"x": pa.array(rows), "y": pa.array([i % 2 for i in range(200)])}), path
     )
-    job = tmp_path / "job.yaml"
+    job = folder / "job.yaml"
     job.write_text(
         "name: ragged\nkind: train\nmodel: {name: mlp}\n"
         f"data: {{source: parquet, path: {path}, features: [x], label: y}}\n"
         "optim: {num_epochs: 2}\n"
     )
-    result = run_cli(str(job))
+    home = folder / "deeprig-home"
+    with deeprig_home_at(home):
+        result = run_cli(str(job))
+    return result, embedded_store_client(home)
+
+
+def test_failed_job_exits_1(failed_job):
+    result, _ = failed_job
     assert result.exit_code == 1, result.output
-    _, run = only_run(deeprig_home, "ragged")
+
+
+def test_failed_job_marks_its_run_failed(failed_job):
+    _, client = failed_job
+    run = only_run(client, "ragged")
     assert run.info.status == "FAILED"
 
 
@@ -124,7 +164,7 @@ def _train_worker_pids() -> list[int]:
     return [a.pid for a in actors]
 
 
-def test_killed_worker_resumes_from_checkpoint_in_the_same_run(deeprig_home):
+def test_killed_worker_resumes_from_checkpoint_in_the_same_run(mlflow_client):
     """SIGKILL one DDP worker mid-run: Ray Train restarts the group from the latest
     checkpoint (not epoch 0) and the job finishes in its one MLflow run."""
     epochs = 12
@@ -143,30 +183,26 @@ def test_killed_worker_resumes_from_checkpoint_in_the_same_run(deeprig_home):
             ),
         )
     )
-    job.start()
-    db = deeprig_home / "mlflow.db"
-    deadline = time.time() + 180
-    killed_after = None
-    while time.time() < deadline and killed_after is None:
-        time.sleep(0.5)
-        if not db.exists():
-            continue
-        client = MlflowClient(f"sqlite:///{db}")
-        exp = client.get_experiment_by_name("kill")
-        runs = client.search_runs([exp.experiment_id]) if exp else []
+
+    def kill_a_worker_after_epoch_3():
+        runs = runs_in(mlflow_client, "kill")
         done = runs[0].data.metrics.get("epoch", 0) if runs else 0
         if done >= 3:
             pids = _train_worker_pids()
             assert len(pids) == 2
             os.kill(pids[1], signal.SIGKILL)
-            killed_after = done
+            return done
+        return None
+
+    job.start()
+    killed_after = poll_until(kill_a_worker_after_epoch_3, timeout_s=180, while_=job.is_alive)
     assert killed_after is not None, "training never reached epoch 3"
     job.join(timeout=240)
     assert not job.is_alive()
     result = outcome["result"]
     assert result.exit_code == 0, result.output
 
-    client, run = only_run(deeprig_home, "kill")
+    run = only_run(mlflow_client, "kill")
     assert run.info.status == "FINISHED"
     resumed_from = int(run.data.tags["deeprig.resumed_from_epoch"])
     # Continued from a checkpoint, not from scratch. Rank 0 logs an epoch's metrics just
@@ -174,6 +210,6 @@ def test_killed_worker_resumes_from_checkpoint_in_the_same_run(deeprig_home):
     # checkpoint can be one epoch behind what MLflow showed.
     assert killed_after - 1 <= resumed_from < epochs
     assert resumed_from >= 2
-    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "epoch"))
+    steps = sorted(m.step for m in mlflow_client.get_metric_history(run.info.run_id, "epoch"))
     assert steps.count(0) == 1  # epoch 0 was never trained twice
     assert set(steps) == set(range(epochs))

@@ -1,48 +1,55 @@
 """`kind: tune` on a real local Ray: Optuna + ASHA over Train trials, recorded in MLflow as
-one parent run with one linked child run per trial."""
+one parent run with one linked child run per trial. A search whose outcome several tests
+check runs once, in a module-scoped fixture."""
 
 from __future__ import annotations
 
 import pytest
 from deeprig.cli import app
-from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from tests.conftest import JOBS
+from tests.conftest import JOBS, deeprig_home_at, embedded_store_client, runs_in
 
 pytestmark = pytest.mark.usefixtures("ray_2_cpus")
 
 
-@pytest.mark.timeout(400)
-def test_search_records_one_parent_and_a_linked_child_per_trial(deeprig_home):
-    result = CliRunner().invoke(
-        app,
-        [
-            "run",
-            str(JOBS / "tune_digits_cnn_asha.yaml"),
-            "--set",
-            "search.num_samples=4",
-            "--set",
-            "base.optim.num_epochs=3",
-            "--set",
-            "scheduler.grace_period=1",
-            "--set",
-            "tracking.register_as=digits-cnn-best",
-        ],
-        catch_exceptions=False,
-    )
+def run_search(tmp_path_factory, name: str, job: str, *settings: str):
+    """`deeprig run JOB SETTINGS` in a deeprig home of its own; a client on its store."""
+    home = tmp_path_factory.mktemp(name) / "deeprig-home"
+    with deeprig_home_at(home):
+        result = CliRunner().invoke(
+            app, ["run", str(JOBS / job), *settings], catch_exceptions=False
+        )
     assert result.exit_code == 0, result.output
+    return embedded_store_client(home)
 
-    client = MlflowClient(f"sqlite:///{deeprig_home / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("tune-digits")
-    runs = client.search_runs([exp.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("deeprig.kind") == "tune"]
-    children = [r for r in runs if r.data.tags.get("deeprig.kind") == "train"]
+
+@pytest.fixture(scope="module")
+def asha_search(tmp_path_factory, ray_2_cpus):
+    """Four ASHA trials of the CNN, the best registered: (client, parent run, child runs)."""
+    client = run_search(
+        tmp_path_factory,
+        "asha",
+        "tune_digits_cnn_asha.yaml",
+        "--set",
+        "search.num_samples=4",
+        "--set",
+        "base.optim.num_epochs=3",
+        "--set",
+        "scheduler.grace_period=1",
+        "--set",
+        "tracking.register_as=digits-cnn-best",
+    )
+    parents = runs_in(client, "tune-digits", kind="tune")
+    children = runs_in(client, "tune-digits", kind="train")
     assert len(parents) == 1 and len(children) == 4
-    parent = parents[0]
+    return client, parents[0], children
+
+
+@pytest.mark.timeout(400)
+def test_search_records_one_parent_run(asha_search):
+    client, parent, children = asha_search  # asha_search: one parent, no more
     assert parent.info.status == "FINISHED"
-    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    assert len({c.data.tags["deeprig.trial_id"] for c in children}) == 4
 
     # The best trial is marked on both sides, and its value is the parent's best metric.
     best = [c for c in children if c.data.tags.get("deeprig.best_trial") == "true"]
@@ -53,15 +60,6 @@ def test_search_records_one_parent_and_a_linked_child_per_trial(deeprig_home):
         max(m.value for m in best_history)
     )
     assert "best.optim.lr" in parent.data.params
-
-    # Trials end FINISHED, or KILLED with the stopped-early tag: never left RUNNING.
-    for child in children:
-        stopped = child.data.tags["deeprig.stopped_early"] == "true"
-        assert child.info.status == ("KILLED" if stopped else "FINISHED")
-        epochs = len(client.get_metric_history(child.info.run_id, "val_accuracy"))
-        assert epochs == int(child.data.tags["deeprig.epochs_trained"])
-        assert (epochs < 3) == stopped
-        assert "optim.lr" in child.data.params  # the trial's own values
     assert parent.data.metrics["num_trials_stopped_early"] == sum(
         c.data.tags["deeprig.stopped_early"] == "true" for c in children
     )
@@ -74,7 +72,23 @@ def test_search_records_one_parent_and_a_linked_child_per_trial(deeprig_home):
 
 
 @pytest.mark.timeout(400)
-def test_multi_worker_trials_run_as_torch_trainers(deeprig_home):
+def test_search_records_a_linked_child_run_per_trial(asha_search):
+    client, parent, children = asha_search  # asha_search: one child per trial (4)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert len({c.data.tags["deeprig.trial_id"] for c in children}) == 4
+
+    # Trials end FINISHED, or KILLED with the stopped-early tag: never left RUNNING.
+    for child in children:
+        stopped = child.data.tags["deeprig.stopped_early"] == "true"
+        assert child.info.status == ("KILLED" if stopped else "FINISHED")
+        epochs = len(client.get_metric_history(child.info.run_id, "val_accuracy"))
+        assert epochs == int(child.data.tags["deeprig.epochs_trained"])
+        assert (epochs < 3) == stopped
+        assert "optim.lr" in child.data.params  # the trial's own values
+
+
+@pytest.mark.timeout(400)
+def test_multi_worker_trials_run_as_torch_trainers(mlflow_client):
     """A 2-worker base: each trial is a 2-worker TorchTrainer reporting to Tune."""
     result = CliRunner().invoke(
         app,
@@ -89,70 +103,61 @@ def test_multi_worker_trials_run_as_torch_trainers(deeprig_home):
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
-    client = MlflowClient(f"sqlite:///{deeprig_home / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("tune-digits")
-    children = [
-        r
-        for r in client.search_runs([exp.experiment_id])
-        if r.data.tags.get("deeprig.kind") == "train"
-    ]
+    children = runs_in(mlflow_client, "tune-digits", kind="train")
     assert len(children) == 2
     for child in children:
         assert child.info.status == "FINISHED"
         assert child.data.params["scaling.num_workers"] == "2"
-        assert len(client.get_metric_history(child.info.run_id, "val_accuracy")) == 2
+        assert len(mlflow_client.get_metric_history(child.info.run_id, "val_accuracy")) == 2
+
+
+@pytest.fixture(scope="module")
+def pbt_search(tmp_path_factory, ray_2_cpus):
+    """PBT over four MLP trials of 6 epochs: (its trial runs, each one's optim.lr by epoch)."""
+    client = run_search(
+        tmp_path_factory, "pbt", "tune_digits_mlp_pbt.yaml", "--set", "base.optim.num_epochs=6"
+    )
+    children = runs_in(client, "tune-digits", kind="train")
+    # Hyperparameters are logged as metrics by epoch (params are write-once): a trial
+    # that PBT restarted from another's checkpoint shows a second value.
+    return children, [client.get_metric_history(c.info.run_id, "hp.optim.lr") for c in children]
 
 
 @pytest.mark.timeout(400)
-def test_pbt_copies_weights_and_logs_changing_hyperparameters(deeprig_home):
-    result = CliRunner().invoke(
-        app,
-        [
-            "run",
-            str(JOBS / "tune_digits_mlp_pbt.yaml"),
-            "--set",
-            "base.optim.num_epochs=6",
-        ],
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.output
-    client = MlflowClient(f"sqlite:///{deeprig_home / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("tune-digits")
-    runs = client.search_runs([exp.experiment_id])
-    children = [r for r in runs if r.data.tags.get("deeprig.kind") == "train"]
+def test_pbt_logs_the_hyperparameters_of_every_trial(pbt_search):
+    children, histories = pbt_search
     assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
-    # Hyperparameters are logged as metrics by epoch (params are write-once): a trial
-    # that PBT restarted from another's checkpoint shows a second value.
-    histories = [client.get_metric_history(c.info.run_id, "hp.optim.lr") for c in children]
     assert all(h for h in histories)
+
+
+@pytest.mark.timeout(400)
+def test_pbt_copies_weights_into_a_trial_with_changed_hyperparameters(pbt_search):
+    _, histories = pbt_search
     assert any(len(h) > 1 for h in histories), "PBT never exploited a trial"
 
 
-@pytest.mark.timeout(300)
-def test_search_over_an_rl_base_records_trials_and_the_best_checkpoint(deeprig_home):
+@pytest.fixture(scope="module")
+def rl_search(tmp_path_factory, ray_2_cpus):
     """PPO's lr and entropy coefficient, two trials of three iterations each with ASHA on
-    episode_return_mean; the best trial's RLlib checkpoint lands on the parent run."""
-    result = CliRunner().invoke(
-        app,
-        [
-            "run",
-            str(JOBS / "tune_rl_ppo_cartpole.yaml"),
-            "--set",
-            "search.num_samples=2",
-            "--set",
-            "base.stop={iterations: 3}",
-            "--set",
-            "scheduler.grace_period=1",
-        ],
-        catch_exceptions=False,
+    episode_return_mean: (client, parent run, child runs)."""
+    client = run_search(
+        tmp_path_factory,
+        "rl-search",
+        "tune_rl_ppo_cartpole.yaml",
+        "--set",
+        "search.num_samples=2",
+        "--set",
+        "base.stop={iterations: 3}",
+        "--set",
+        "scheduler.grace_period=1",
     )
-    assert result.exit_code == 0, result.output
+    (parent,) = runs_in(client, "rl-search", kind="tune")
+    return client, parent, runs_in(client, "rl-search", kind="rl")
 
-    client = MlflowClient(f"sqlite:///{deeprig_home / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("rl-search")
-    runs = client.search_runs([exp.experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("deeprig.kind") == "tune"]
-    children = [r for r in runs if r.data.tags.get("deeprig.kind") == "rl"]
+
+@pytest.mark.timeout(300)
+def test_search_over_an_rl_base_records_its_trials(rl_search):
+    client, parent, children = rl_search
     assert len(children) == 2
     assert parent.info.status == "FINISHED"
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
@@ -164,5 +169,11 @@ def test_search_over_an_rl_base_records_trials_and_the_best_checkpoint(deeprig_h
         returns += [m.value for m in history]
     assert parent.data.metrics["best_episode_return_mean"] == pytest.approx(max(returns))
     assert {"best.training.lr", "best.training.entropy_coeff"} <= set(parent.data.params)
+
+
+@pytest.mark.timeout(300)
+def test_search_over_an_rl_base_records_the_best_checkpoint(rl_search):
+    """The best trial's RLlib checkpoint lands on the parent run."""
+    client, parent, _ = rl_search
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "checkpoints")}
     assert "checkpoints/best" in artifacts

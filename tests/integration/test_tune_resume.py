@@ -3,18 +3,11 @@ end, each with exactly one MLflow run, under the same parent."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import pytest
 from deeprig.cli import app
-from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from tests.conftest import JOBS
+from tests.conftest import JOBS, runs_in
 
 SETTINGS = [
     "--set",
@@ -30,48 +23,29 @@ SETTINGS = [
 ]
 
 
-def runs_of(client: MlflowClient):
-    exp = client.get_experiment_by_name("resume")
-    return client.search_runs([exp.experiment_id]) if exp else []
-
-
 @pytest.mark.timeout(600)
-def test_killed_search_driver_resumes_without_duplicate_runs(deeprig_home, ray_2_cpus):
+def test_killed_search_driver_resumes_without_duplicate_runs(
+    mlflow_client, driver_killed_once, ray_2_cpus
+):
     job = str(JOBS / "tune_digits_cnn_asha.yaml")
+
+    def finished_trials():
+        return [
+            r for r in runs_in(mlflow_client, "resume", kind="train") if r.info.status == "FINISHED"
+        ]
+
     # The first driver runs in its own process (and session) so it can be killed outright.
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "deeprig.cli", "run", job, *SETTINGS],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env=dict(os.environ, DEEPRIG_HOME=str(deeprig_home)),
-    )
-    client = MlflowClient(f"sqlite:///{deeprig_home / 'mlflow.db'}")
-    finished_before = []
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and not finished_before:
-            time.sleep(1)
-            if (deeprig_home / "mlflow.db").exists():
-                finished_before = [
-                    r
-                    for r in runs_of(client)
-                    if r.info.status == "FINISHED" and r.data.tags.get("deeprig.kind") == "train"
-                ]
-    finally:
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait(timeout=30)
+    finished_before = driver_killed_once(job, SETTINGS, finished_trials, timeout_s=300, every_s=1)
     assert finished_before, "no trial finished before the deadline"
     assert len(finished_before) < 4, "the search ended before the driver could be killed"
-    (parent,) = [r for r in runs_of(client) if r.data.tags.get("deeprig.kind") == "tune"]
+    (parent,) = runs_in(mlflow_client, "resume", kind="tune")
     assert parent.info.status == "RUNNING"  # the dead driver could not close it
 
     result = CliRunner().invoke(app, ["run", job, *SETTINGS, "--resume"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
 
-    runs = runs_of(client)
-    parents = [r for r in runs if r.data.tags.get("deeprig.kind") == "tune"]
-    children = [r for r in runs if r.data.tags.get("deeprig.kind") == "train"]
+    parents = runs_in(mlflow_client, "resume", kind="tune")
+    children = runs_in(mlflow_client, "resume", kind="train")
     assert [p.info.run_id for p in parents] == [parent.info.run_id]
     assert parents[0].info.status == "FINISHED"
     assert len(children) == 4
@@ -79,7 +53,7 @@ def test_killed_search_driver_resumes_without_duplicate_runs(deeprig_home, ray_2
     assert all(c.info.status == "FINISHED" for c in children)
     # A trial that finished before the crash was not trained again.
     done = finished_before[0].info.run_id
-    assert len(client.get_metric_history(done, "val_accuracy")) == 4
+    assert len(mlflow_client.get_metric_history(done, "val_accuracy")) == 4
 
 
 def test_resume_without_an_unfinished_search_is_refused(deeprig_home):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import re
 import shlex
-import tomllib
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -19,7 +18,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from deeprig.cluster.resources import ClusterResources, plan_budget
+from deeprig.cluster.resources import ClusterResources, budget_workers
 from deeprig.spec.loader import load_spec
 
 from tests.conftest import JOBS, REPO
@@ -36,24 +35,6 @@ K8S_VERSIONS = ["1.31.0", kubernetes_validate.latest_version()]
 
 
 # --- what the configs are checked against ----------------------------------------------------
-
-
-def lock_pins() -> dict[str, str]:
-    pins = {}
-    for line in (REPO / "requirements.lock").read_text().splitlines():
-        name, sep, pinned = line.partition("==")
-        if sep and not line.startswith("#"):
-            pins[name.strip().lower()] = pinned.strip()
-    return pins
-
-
-def pyproject() -> dict:
-    return tomllib.loads((REPO / "pyproject.toml").read_text())
-
-
-def deeprig_image(gpu: bool = False) -> str:
-    """The image deploy/Dockerfile builds, tagged with deeprig's version."""
-    return f"ghcr.io/deeprig/deeprig:{pyproject()['project']['version']}" + ("-gpu" if gpu else "")
 
 
 def is_tracking_server(uri: str | None) -> bool:
@@ -194,7 +175,7 @@ def test_ray_up_validation_rejects_a_broken_copy_of_the_aws_config(break_config)
 
 
 @pytest.mark.parametrize("name", DOCKER_CONFIGS)
-def test_every_node_runs_the_image_built_from_the_lock(name):
+def test_every_node_runs_the_image_built_from_the_lock(name, deeprig_image):
     config = ray_up_config(name)
     assert config["docker"]["image"] == deeprig_image()
     assert config["docker"]["pull_before_run"] is True
@@ -253,7 +234,7 @@ def test_ray_up_cluster_at_its_minimum_size_fits_the_example_job(name):
     # deeprig checks a job against the resources present when it is submitted.
     config = ray_up_config(name)
     resources = min_size_resources(config["available_node_types"], config["head_node_type"])
-    budget = plan_budget(load_spec(JOBS / "digits_cnn.yaml").scaling, resources)
+    budget = budget_workers(load_spec(JOBS / "digits_cnn.yaml").scaling, resources)
     assert budget.cpus_per_worker >= 1
 
 
@@ -501,11 +482,11 @@ def test_kubernetes_schema_rejects_a_pod_template_with_a_misspelt_container_fiel
         )
 
 
-def test_kuberay_ray_version_is_the_locks(kuberay_resource):
-    assert cluster_spec(kuberay_resource)["rayVersion"] == lock_pins()["ray"]
+def test_kuberay_ray_version_is_the_locks(kuberay_resource, lock_pins):
+    assert cluster_spec(kuberay_resource)["rayVersion"] == lock_pins["ray"]
 
 
-def test_kuberay_pods_run_the_image_built_from_the_lock(kuberay_resource):
+def test_kuberay_pods_run_the_image_built_from_the_lock(kuberay_resource, deeprig_image):
     for where, template in pod_templates(kuberay_resource).items():
         for container in template["spec"]["containers"]:
             has_gpu = "nvidia.com/gpu" in container.get("resources", {}).get("limits", {})
@@ -563,19 +544,19 @@ def test_kuberay_cluster_at_its_minimum_size_fits_the_job_it_is_for(kuberay_reso
         job = "jobs/digits_cnn.yaml"  # the example of cluster/README.md
     config = derived_autoscaling_config(kuberay_resource)
     resources = min_size_resources(config["available_node_types"], config["head_node_type"])
-    budget = plan_budget(load_spec(REPO / job).scaling, resources)
+    budget = budget_workers(load_spec(REPO / job).scaling, resources)
     assert budget.cpus_per_worker >= 1
 
 
 # --- the versions the files name -------------------------------------------------------------
 
 
-def test_versions_named_in_cluster_files_are_the_locks():
+def test_versions_named_in_cluster_files_are_the_locks(lock_pins, project_metadata):
     # Comments and docs say "Ray 2.60.0", "torch 2.13.0", "Python 3.11": after a lock bump,
     # a stale one fails here.
-    pins = lock_pins()
+    pins = lock_pins
     expected = {"ray": pins["ray"], "torch": pins["torch"]}
-    python = re.search(r">=\s*(3\.\d+)", pyproject()["project"]["requires-python"])[1]
+    python = re.search(r">=\s*(3\.\d+)", project_metadata["requires-python"])[1]
     named = 0
     for path in sorted(CLUSTER.iterdir()):
         text = path.read_text()

@@ -10,10 +10,8 @@ checked in test_cluster_configs.py.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import shlex
-import tomllib
 from urllib.parse import urlparse
 
 import kubernetes_validate
@@ -21,7 +19,7 @@ import pytest
 import yaml
 from deeprig.spec.loader import load_spec
 
-from tests.conftest import REPO
+from tests.conftest import REPO, module_from_file
 
 DEPLOY = REPO / "deploy"
 MANIFEST_FILES = [
@@ -111,19 +109,6 @@ def mlflow_args() -> dict[str, str | None]:
     return args
 
 
-def lock_pins() -> dict[str, str]:
-    pins = {}
-    for line in (REPO / "requirements.lock").read_text().splitlines():
-        name, sep, pinned = line.partition("==")
-        if sep and not line.startswith("#"):
-            pins[name.strip().lower()] = pinned.strip()
-    return pins
-
-
-def project() -> dict:
-    return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-
-
 def dockerfile_instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) of deploy/Dockerfile, continuation lines joined."""
     text = re.sub(r"\\\n", " ", (DEPLOY / "Dockerfile").read_text())
@@ -203,14 +188,20 @@ def test_every_container_has_resource_requests_and_limits():
     assert {"cpu", "memory"} <= autoscaler["requests"].keys() & autoscaler["limits"].keys()
 
 
-def test_every_image_is_pinned_and_deeprigs_is_the_projects_version():
-    deeprig_images = {f"ghcr.io/deeprig/deeprig:{project()['version']}{s}" for s in ("", "-gpu")}
+def test_every_image_is_pinned():
     for where, pod in all_pod_specs():
         for container in containers(pod):
             image = container["image"]
             repository, _, tag = image.rpartition(":")
             assert repository and tag and tag != "latest", f"{where}: {image} is not pinned"
-            if repository == "ghcr.io/deeprig/deeprig":
+
+
+def test_deeprigs_image_is_the_projects_version(deeprig_image):
+    deeprig_images = {deeprig_image(gpu) for gpu in (False, True)}
+    for where, pod in all_pod_specs():
+        for container in containers(pod):
+            image = container["image"]
+            if image.rpartition(":")[0] == "ghcr.io/deeprig/deeprig":
                 assert image in deeprig_images, f"{where}: {image}"
 
 
@@ -361,11 +352,14 @@ def test_tracking_server_accepts_the_host_the_ray_pods_send():
     assert not is_allowed_host_header(allowed, "mlflow.example.com:5000")
 
 
-def test_mlflow_server_stores_runs_in_postgres_and_artifacts_in_the_bucket_it_creates():
-    args = mlflow_args()
-    assert args["--backend-store-uri"].startswith(
+def test_mlflow_server_stores_runs_in_postgres():
+    assert mlflow_args()["--backend-store-uri"].startswith(
         "postgresql+psycopg2://$(DB_USER):$(DB_PASSWORD)@"
     )
+
+
+def test_mlflow_server_stores_artifacts_in_the_bucket_it_creates():
+    args = mlflow_args()
     assert "--serve-artifacts" in args  # clients never need the S3 credentials
     destination = urlparse(args["--artifacts-destination"])
     assert destination.scheme == "s3"
@@ -397,11 +391,11 @@ def test_rayjob_runs_the_example_job_from_the_image_on_its_own_cluster():
 # --- the image -------------------------------------------------------------------------------
 
 
-def test_image_is_built_on_the_python_the_project_requires():
+def test_image_is_built_on_the_python_the_project_requires(project_metadata):
     base = next(args for op, args in dockerfile_instructions() if op == "FROM")
     python = re.fullmatch(r"python:(3\.\d+)-slim", base)[1]
     assert python == "3.11"
-    assert re.search(rf">=\s*{re.escape(python)}\b", project()["requires-python"])
+    assert re.search(rf">=\s*{re.escape(python)}\b", project_metadata["requires-python"])
     check = next(a for op, a in dockerfile_instructions() if op == "RUN" and "check_lock.py" in a)
     assert f"--python {python}" in check
 
@@ -416,13 +410,13 @@ def test_every_pip_install_of_the_image_is_constrained_by_the_lock():
     assert {"ray", "torch", "mlflow"} <= set(check.partition("--require")[2].split())
 
 
-def test_image_installs_torchs_cpu_wheel_unless_told_otherwise():
+def test_image_installs_torchs_cpu_wheel_unless_told_otherwise(lock_pins):
     instructions = dockerfile_instructions()
     assert ("ARG", "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu") in instructions
     installs = [a for op, a in instructions if op == "RUN" and "pip install" in a]
     assert any('--extra-index-url "${TORCH_INDEX_URL}"' in run for run in installs)
     # The lock pins torch without a local label, so +cpu and CUDA builds both satisfy it.
-    assert "+" not in lock_pins()["torch"]
+    assert "+" not in lock_pins["torch"]
 
 
 def test_build_context_filter_lets_in_exactly_what_the_image_copies():
@@ -439,8 +433,8 @@ def test_build_context_filter_lets_in_exactly_what_the_image_copies():
     assert "jobs/data" in patterns  # generated data stays out of the image
 
 
-def test_deploy_requirements_are_exact_pins_that_leave_the_lock_alone():
-    pins = lock_pins()
+def test_deploy_requirements_are_exact_pins_that_leave_the_lock_alone(lock_pins):
+    pins = lock_pins
     lines = (DEPLOY / "requirements-deploy.txt").read_text().splitlines()
     requirements = [line for line in lines if line.strip() and not line.startswith("#")]
     assert requirements
@@ -452,31 +446,36 @@ def test_deploy_requirements_are_exact_pins_that_leave_the_lock_alone():
 
 
 def load_check_lock():
-    spec = importlib.util.spec_from_file_location("check_lock", DEPLOY / "check_lock.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return module_from_file("check_lock", DEPLOY / "check_lock.py")
 
 
-def test_lock_check_passes_on_the_installed_versions_and_reports_drift(tmp_path, capsys):
+def matching_lock(folder):
+    """A lock that pins the installed PyYAML (and a package not installed, not required)."""
     from importlib.metadata import version
 
-    check_lock = load_check_lock()
-    matching = tmp_path / "matching.lock"
+    matching = folder / "matching.lock"
     matching.write_text(f"# header\nPyYAML=={version('PyYAML')}\nnot-installed-pkg==1.0\n")
-    assert check_lock.main([str(matching), "--require", "pyyaml"]) == 0
+    return matching
 
+
+def test_lock_check_passes_on_the_installed_versions(tmp_path):
+    check_lock = load_check_lock()
+    assert check_lock.main([str(matching_lock(tmp_path)), "--require", "pyyaml"]) == 0
+
+
+def test_lock_check_reports_drift(tmp_path, capsys):
+    check_lock = load_check_lock()
     drifted = tmp_path / "drifted.lock"
     drifted.write_text("PyYAML==0.0.1\n")
     assert check_lock.main([str(drifted), "--require", "not-installed-pkg"]) == 1
     err = capsys.readouterr().err
     assert "PyYAML: drifted.lock pins 0.0.1" in err
     assert "not-installed-pkg: required but not installed" in err
-    assert check_lock.main([str(matching), "--python", "2.7"]) == 1
+    assert check_lock.main([str(matching_lock(tmp_path)), "--python", "2.7"]) == 1
 
 
-def test_versions_named_in_deploy_files_are_the_locks():
-    pins = lock_pins()
+def test_versions_named_in_deploy_files_are_the_locks(lock_pins):
+    pins = lock_pins
     expected = {"ray": pins["ray"], "torch": pins["torch"], "mlflow": pins["mlflow"]}
     named = 0
     for path in sorted(p for p in DEPLOY.iterdir() if p.is_file()):

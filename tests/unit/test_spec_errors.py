@@ -12,6 +12,8 @@ from deeprig.cli import app
 from deeprig.spec import SpecError, load_spec_text
 from typer.testing import CliRunner
 
+from tests.conftest import deeprig_home_at
+
 GOOD = """\
 name: t
 kind: train
@@ -143,15 +145,28 @@ def test_more_workers_than_cpus_is_refused(tmp_path, deeprig_home):
     assert "scaling.num_workers: 512 workers need at least 512 CPUs" in result.output
 
 
-def test_bad_run_exits_2_before_ray_starts_and_records_nothing(tmp_path, deeprig_home):
-    # In a fresh interpreter: the integration tests' Ray may be up in this one.
-    job = tmp_path / "job.yaml"
+@pytest.fixture(scope="module")
+def bad_run(tmp_path_factory):
+    """`deeprig run` of a spec asking for 512 workers, in a fresh interpreter (the integration
+    tests' Ray may be up in this one): (what it printed, its deeprig home)."""
+    folder = tmp_path_factory.mktemp("bad-run")
+    job = folder / "job.yaml"
     job.write_text(GOOD + "scaling: {num_workers: 512}\n")
     code = (
         "import sys, ray; from typer.testing import CliRunner; from deeprig.cli import app;"
         f"r = CliRunner().invoke(app, ['run', {str(job)!r}]);"
         "print(r.exit_code, ray.is_initialized())"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    with deeprig_home_at(folder / "deeprig-home") as home:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return out, home
+
+
+def test_bad_run_exits_2_before_ray_starts(bad_run):
+    out, _ = bad_run
     assert out.stdout.split() == ["2", "False"], out.stdout + out.stderr
-    assert not (deeprig_home / "mlflow.db").exists()
+
+
+def test_bad_run_records_nothing(bad_run):
+    _, home = bad_run
+    assert not (home / "mlflow.db").exists()

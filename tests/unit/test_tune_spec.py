@@ -117,24 +117,20 @@ def test_pbt_over_an_rl_base_is_refused():
     assert any("scheduler.name: pbt over an rl base is not supported" in p for p in found)
 
 
-@pytest.mark.parametrize(
-    ("change", "expected"),
-    [
-        (
-            ("training.entropy_coeff", "training.entropy_coef"),
-            "search_space.training.entropy_coef: PPO does not take 'entropy_coef'",
-        ),
-        (
-            ("metric: episode_return_mean", "metric: val_accuracy"),
-            "search.metric: 'val_accuracy' is never reported by an rl job",
-        ),
-    ],
-)
-def test_rl_search_settings_the_algorithm_never_takes_or_reports_are_refused(
-    tmp_path, deeprig_home, change, expected
-):
+def validate_rl_tune(tmp_path, change: tuple[str, str]):
+    """`deeprig validate` of RL_TUNE with `change` made."""
     job = tmp_path / "tune.yaml"
     job.write_text(RL_TUNE.replace(*change))
-    result = CliRunner().invoke(app, ["validate", str(job)])
+    return CliRunner().invoke(app, ["validate", str(job)])
+
+
+def test_rl_search_over_a_setting_the_algorithm_never_takes_is_refused(tmp_path, deeprig_home):
+    result = validate_rl_tune(tmp_path, ("training.entropy_coeff", "training.entropy_coef"))
     assert result.exit_code == 2, result.output
-    assert expected in result.output
+    assert "search_space.training.entropy_coef: PPO does not take 'entropy_coef'" in result.output
+
+
+def test_rl_search_on_a_metric_the_algorithm_never_reports_is_refused(tmp_path, deeprig_home):
+    result = validate_rl_tune(tmp_path, ("metric: episode_return_mean", "metric: val_accuracy"))
+    assert result.exit_code == 2, result.output
+    assert "search.metric: 'val_accuracy' is never reported by an rl job" in result.output

@@ -23,8 +23,15 @@ from deeprig.cluster.resources import ClusterResources
 from deeprig.cluster.session import use_token_auth_if_available
 from deeprig.spec.errors import Problem, SpecError
 
-# Exit codes of `submit` (when it waits), `logs -f` and `status`: the job's final status.
-EXIT_BY_STATUS = {"SUCCEEDED": 0, "FAILED": 1, "STOPPED": 3, "PENDING": 4, "RUNNING": 4}
+
+class JobMetadata:
+    """Keys of the metadata deeprig attaches to a submitted Ray job (`deeprig list`)."""
+
+    JOB = "deeprig.job"
+    KIND = "deeprig.kind"
+    SPEC = "deeprig.spec"
+
+
 # What a submitted deeprig job's driver needs in its environment; the rest of deeprig's
 # Ray settings (cluster/session.py RAY_JOB_ENV) travel with it.
 TRACKING_ENV, STORAGE_ENV = "MLFLOW_TRACKING_URI", "DEEPRIG_STORAGE"
@@ -144,7 +151,7 @@ class Submission:
     metadata: dict[str, str]
 
 
-def plan_submission(
+def build_submission(
     spec,
     job: Path,
     overrides: list[str],
@@ -182,7 +189,11 @@ def plan_submission(
         entrypoint=shlex.join(command),
         runtime_env=runtime_env,
         submission_id=submission_id,
-        metadata={"deeprig.job": spec.name, "deeprig.kind": spec.kind, "deeprig.spec": str(job)},
+        metadata={
+            JobMetadata.JOB: spec.name,
+            JobMetadata.KIND: spec.kind,
+            JobMetadata.SPEC: str(job),
+        },
     )
 
 
@@ -214,7 +225,3 @@ def wait_for_end(client, submission_id: str, timeout_s: float, poll_s: float = 0
         if status.is_terminal() or time.monotonic() >= deadline:
             return str(status.value)
         time.sleep(poll_s)
-
-
-def exit_code(status: str) -> int:
-    return EXIT_BY_STATUS.get(status, 1)

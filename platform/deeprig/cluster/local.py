@@ -170,7 +170,7 @@ def _mlflow_server_command(root: Path, host: str, port: int) -> list[str]:
         host,
         "--port",
         str(port),
-        # One worker: ~0.5 GiB and ready in ~4 s instead of ~3 GiB and ~10 s (FIELD-NOTES).
+        # One worker: ~0.5 GiB and ready in ~4 s instead of ~3 GiB and ~10 s (measured).
         "--workers",
         "1",
     ]

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from deeprig.spec.errors import Problem
-from deeprig.spec.models import ScalingSpec
+from deeprig.spec.train import ScalingSpec
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def data_reserve(cpus: float) -> float:
     return min(1.0, cpus / 2)
 
 
-def plan_budget(scaling: ScalingSpec, resources: ClusterResources) -> WorkerBudget:
+def budget_workers(scaling: ScalingSpec, resources: ClusterResources) -> WorkerBudget:
     """Raise ResourceProblems when the cluster can never satisfy the request."""
     n = scaling.num_workers
     problems: list[Problem] = []

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from deeprig.spec.models import DigitsData, ParquetData, SyntheticData
+from deeprig.spec.train import DigitsData, ParquetData, SyntheticData
 
 Task = Literal["classification", "regression"]
 

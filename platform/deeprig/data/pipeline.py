@@ -8,7 +8,7 @@ import numpy as np
 
 from deeprig.data.builtin import builtin_arrays, split_indices
 from deeprig.data.describe import DataInfo
-from deeprig.spec.models import DigitsData, ParquetData, SyntheticData
+from deeprig.spec.train import DigitsData, ParquetData, SyntheticData
 
 # Blocks of about this size let Ray Data split a data set evenly across workers and
 # stream it without holding it whole in one task.

@@ -3,7 +3,8 @@
 Two ways to feed a worker, picked by the runner (spec `data.cache`):
 - memory: read the shard once through Ray Data into tensors on the device, then reshuffle
   and slice them every epoch. Streaming a small shard through Ray Data every epoch costs
-  ~9x a plain loop's epoch here (FIELD-NOTES); reading it once costs about nothing after.
+  ~9x a plain loop's epoch (digits, 2 CPUs: 613 ms against 69 ms); reading it once into
+  tensors costs about nothing after (82 ms).
 - stream: pull batches through Ray Data every epoch, for shards too big to hold.
 """
 

@@ -1,9 +1,10 @@
 """`kind: rl`: an RLSpec -> RLlib AlgorithmConfig (new API stack) -> train loop -> MLflow.
 
-The driver owns the loop: `algo.train()` once per iteration, one MLflow `log_batch` of the
-iteration's metrics, a checkpoint every N iterations (kept N on disk, each logged as an
-artifact), stop criteria checked after every iteration. `--resume` continues the newest
-unfinished run of the job from its latest checkpoint, in the same MLflow run.
+The driver owns the loop: `algo.train()` once per iteration, the iteration's metrics sent
+to MLflow as one batch (through the same sink a search's rl trial uses), a checkpoint every
+N iterations (kept N on disk, each logged as an artifact), stop criteria checked after
+every iteration. `--resume` continues the newest unfinished run of the job from its latest
+checkpoint, in the same MLflow run.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ from typing import Any
 
 from rich.console import Console
 
-from deeprig.cluster.session import ray_session
-from deeprig.runners.job_runs import find_unfinished_run, open_job_run
+from deeprig.cluster.resources import ClusterResources
+from deeprig.runners.closing import print_metrics_table
+from deeprig.runners.contract import Job, JobRun, run_job
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.rl import RLSpec
-from deeprig.tracking.runs import closed_on_failure
-from deeprig.tracking.store import deeprig_home, resolve_tracking
+from deeprig.tracking.tags import RunStatus, Tag
 
-# Result paths -> MLflow metric names (DESIGN.md: episode_return_mean,
-# num_env_steps_sampled_lifetime). Learner losses are added by prefix below.
+# RLlib result paths -> deeprig's metric names (RLlib's own names where it has one, so a
+# user's RLlib knowledge carries over). Learner losses are added by prefix below.
 RESULT_METRICS = {
     ("env_runners", "episode_return_mean"): "episode_return_mean",
     ("env_runners", "episode_return_max"): "episode_return_max",
@@ -45,13 +46,51 @@ SMOOTHING_EPISODES = 20
 LEARNER_METRICS = ("total_loss", "policy_loss", "vf_loss", "qf_loss", "entropy", "mean_kl_loss")
 
 
+# What `--resume` continues: the newest unfinished rl run of the job.
+RESUMES = "rl run"
+# What the closing table shows, in this order, of the last iteration's metrics.
+CLOSING_METRICS = (
+    "episode_return_mean",
+    "episode_len_mean",
+    "num_env_steps_sampled_lifetime",
+    "env_steps_per_s",
+    "eval_episode_return_mean",
+)
+
+
+@dataclass(frozen=True)
+class RLChecked:
+    spec: RLSpec
+
+    @property
+    def summary(self) -> str:
+        return f"{self.spec.algorithm} on {self.spec.env}"
+
+
 @dataclass(frozen=True)
 class RLOutcome:
+    job_name: str
     run_id: str | None
     metrics: dict[str, float]
     iterations: int
     checkpoint_path: str | None
     seconds: float
+
+    def render(self, console: Console) -> None:
+        print_metrics_table(
+            console,
+            f"{self.job_name}: last iteration",
+            self.metrics,
+            CLOSING_METRICS,
+            self.seconds,
+            self.checkpoint_path,
+            first=[("iterations", str(self.iterations))],
+        )
+        if self.run_id:
+            console.print(
+                f"MLflow run [bold]{self.run_id}[/]; evaluate it: "
+                f"[bold]deeprig eval {self.run_id} --episodes 10[/]"
+            )
 
 
 def _config_class(algorithm: str):
@@ -69,6 +108,13 @@ def accepted_training_keys(algorithm: str) -> set[str]:
     for fn in (_config_class(algorithm).training, AlgorithmConfig.training):
         keys |= {p for p in inspect.signature(fn).parameters if p not in ("self", "kwargs")}
     return keys
+
+
+def check(spec: RLSpec, resources: ClusterResources) -> RLChecked:
+    """The rl runner's pre-flight (the resources do not limit an rl job: it samples in the
+    driver or in env runners RLlib places itself)."""
+    check_rl_spec(spec)
+    return RLChecked(spec)
 
 
 def check_rl_spec(spec: RLSpec) -> None:
@@ -216,40 +262,20 @@ def should_stop(spec: RLSpec, metrics: dict[str, float], iteration: int, seconds
     )
 
 
-def run_rl(
-    spec: RLSpec,
-    *,
-    spec_text: str,
-    spec_path: Path,
-    address: str | None = None,
-    console: Console | None = None,
-    home: Path | None = None,
-    resume: bool = False,
-) -> RLOutcome:
-    console = console or Console()
-    home = home or deeprig_home()
-    check_rl_spec(spec)
-    target = resolve_tracking(spec.tracking.uri, home) if spec.tracking.enabled else None
-    resumed = find_unfinished_run(spec, target, "rl run") if resume else None
-    with ray_session(address):
-        if address:
-            from deeprig.cluster.preflight import check_connected_cluster
-            from deeprig.cluster.resources import connected_resources
-
-            check_connected_cluster(spec, connected_resources(), target)
-        recorder = open_job_run(spec, spec_text, spec_path, target, resumed, console)
-        with closed_on_failure(recorder):
-            outcome = _train(spec, recorder, home, console)
-    return outcome
+def run(spec: RLSpec, job: Job) -> RLOutcome:
+    return run_job(spec, job, check, _train, resumes=RESUMES)
 
 
-def _train(spec: RLSpec, recorder, home: Path, console: Console) -> RLOutcome:
-    from mlflow.entities import Metric
+def _train(job_run: JobRun[RLSpec, RLChecked]) -> RLOutcome:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from deeprig.tracking.sink import MlflowMetricsSink
+
+    spec, recorder, console = job_run.spec, job_run.recorder, job_run.job.console
     started = time.perf_counter()
     run_id = recorder.run_id if recorder else None
-    folder = home / "rl" / (f"{spec.name}-{run_id[:8]}" if run_id else spec.name)
+    sink = MlflowMetricsSink(recorder.target.uri, recorder.run_id) if recorder else None
+    folder = job_run.job.home / "rl" / (f"{spec.name}-{run_id[:8]}" if run_id else spec.name)
     folder.mkdir(parents=True, exist_ok=True)
     algo = build_config(spec).build_algo()
     iteration = 0
@@ -258,7 +284,7 @@ def _train(spec: RLSpec, recorder, home: Path, console: Console) -> RLOutcome:
         algo.restore_from_path(str(latest))
         iteration = int(latest.name.split("_")[-1])
         if recorder:
-            recorder.set_tags({"deeprig.resumed_from_iteration": str(iteration)})
+            recorder.set_tags({Tag.RESUMED_FROM_ITERATION: str(iteration)})
         console.print(f"resumed from {latest} (iteration {iteration})")
     metrics: dict[str, float] = {}
     checkpoint: Path | None = latest
@@ -276,41 +302,40 @@ def _train(spec: RLSpec, recorder, home: Path, console: Console) -> RLOutcome:
                 result = algo.train()
                 iteration += 1
                 metrics = flatten_result(result)
-                if recorder:
-                    now = int(time.time() * 1000)
-                    recorder.client.log_batch(
-                        recorder.run_id,
-                        metrics=[Metric(k, v, now, iteration) for k, v in metrics.items()],
-                    )
+                if sink:
+                    sink.log(metrics, step=iteration)
                 done = should_stop(spec, metrics, iteration, time.perf_counter() - started)
                 if done or iteration % spec.checkpoint.every_n_iterations == 0:
                     checkpoint = _save(algo, folder, iteration, spec.checkpoint.num_to_keep)
-                    if recorder:
+                    if recorder and sink:
+                        # The metrics up to a checkpoint are recorded before it is: a resume
+                        # from it then neither loses nor repeats an iteration's record.
+                        sink.flush()
                         recorder.log_directory(checkpoint, f"checkpoints/{checkpoint.name}")
-                ret = metrics.get("episode_return_mean")
-                steps = int(metrics.get("num_env_steps_sampled_lifetime", 0))
-                status = (
-                    f"return {ret:.1f}  env steps {steps}"
-                    if ret is not None
-                    else (f"env steps {steps}")
-                )
-                progress.update(task, completed=iteration, status=status)
+                progress.update(task, completed=iteration, status=_status_line(metrics))
                 if done:
                     break
     finally:
         algo.stop()
+        if sink:
+            sink.flush()
     if recorder:
-        recorder.set_tags(
-            {"deeprig.checkpoint_path": str(checkpoint), "deeprig.iterations": str(iteration)}
-        )
-        recorder.finish("FINISHED")
+        recorder.set_tags({Tag.CHECKPOINT_PATH: str(checkpoint), Tag.ITERATIONS: str(iteration)})
+        recorder.finish(RunStatus.FINISHED)
     return RLOutcome(
+        spec.name,
         run_id,
         metrics,
         iteration,
         str(checkpoint) if checkpoint else None,
         time.perf_counter() - started,
     )
+
+
+def _status_line(metrics: dict[str, float]) -> str:
+    ret = metrics.get("episode_return_mean")
+    steps = int(metrics.get("num_env_steps_sampled_lifetime", 0))
+    return f"return {ret:.1f}  env steps {steps}" if ret is not None else f"env steps {steps}"
 
 
 def _save(algo, folder: Path, iteration: int, keep: int) -> Path:
@@ -324,78 +349,3 @@ def _save(algo, folder: Path, iteration: int, keep: int) -> Path:
 def _latest_checkpoint(folder: Path) -> Path | None:
     found = sorted(folder.glob("iteration_*"))
     return found[-1] if found else None
-
-
-# ------------------------------------------------------------------ evaluation
-
-
-def evaluate_checkpoint(
-    checkpoint: str, episodes: int, seed: int = 0, video: Path | None = None
-) -> list[float]:
-    """Roll out the trained policy greedily for `episodes` episodes; their returns. With
-    `video`, the first episode is rendered (rgb_array) into an animated GIF there."""
-    import gymnasium as gym
-    import torch
-    from ray.rllib.algorithms.algorithm import Algorithm
-    from ray.rllib.core.columns import Columns
-    from ray.rllib.utils.spaces.space_utils import unsquash_action
-
-    algo = Algorithm.from_checkpoint(checkpoint)
-    try:
-        module = algo.get_module()
-        env_spec = algo.config.env
-        render = {"render_mode": "rgb_array"} if video else {}
-        env = (
-            env_spec(algo.config.env_config)
-            if isinstance(env_spec, type)
-            else gym.make(env_spec, **(algo.config.env_config or {}), **render)
-        )
-        returns = []
-        frames: list = []
-        for episode in range(episodes):
-            obs, _ = env.reset(seed=seed + episode)
-            total, done = 0.0, False
-            while not done:
-                if video and episode == 0 and len(frames) < MAX_VIDEO_FRAMES:
-                    frames.append(env.render())
-                batch = {Columns.OBS: torch.as_tensor(obs, dtype=torch.float32)[None]}
-                with torch.no_grad():
-                    out = module.forward_inference(batch)
-                if Columns.ACTIONS in out:
-                    action = out[Columns.ACTIONS][0]
-                else:
-                    dist_class = module.get_inference_action_dist_cls()
-                    dist = dist_class.from_logits(out[Columns.ACTION_DIST_INPUTS])
-                    action = dist.to_deterministic().sample()[0]
-                action = action.numpy()
-                if isinstance(env.action_space, gym.spaces.Box):
-                    # The policy acts in [-1, 1] when RLlib normalises actions; the env runner
-                    # maps that back onto the env's bounds, and so must we.
-                    if algo.config.normalize_actions:
-                        action = unsquash_action(action, env.action_space)
-                    action = action.clip(env.action_space.low, env.action_space.high)
-                obs, reward, terminated, truncated, _ = env.step(action)
-                total += float(reward)
-                done = terminated or truncated
-            returns.append(total)
-        if video:
-            _write_gif(frames, video, env.metadata.get("render_fps") or 30)
-        env.close()
-        return returns
-    finally:
-        algo.stop()
-
-
-MAX_VIDEO_FRAMES = 1000
-
-
-def _write_gif(frames: list, path: Path, fps: int) -> None:
-    """An animated GIF through Pillow (already installed with matplotlib): no video codec
-    to install for a quick look at what the policy does."""
-    from PIL import Image
-
-    images = [Image.fromarray(frame) for frame in frames if frame is not None]
-    if not images:
-        raise ValueError("the environment rendered no rgb_array frames; it cannot be recorded")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)

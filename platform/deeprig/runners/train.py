@@ -1,64 +1,115 @@
 """`kind: train`: a validated TrainSpec -> Ray Train TorchTrainer over Ray Data -> MLflow.
 
-The flow: check everything that can be checked before Ray starts (data, shapes, resources)
--> start or join Ray -> create the MLflow run -> fit -> log the best model, its checkpoint
-and the learning curve -> finish the run. Any failure on the way marks the run FAILED.
+The flow (the skeleton is runners/contract.py's `run_job`): check everything that can be
+checked before Ray starts (data, shapes, resources) -> start or join Ray -> create the
+MLflow run -> fit -> log the best model, its checkpoint and the learning curve -> finish
+the run. Any failure on the way marks the run FAILED.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from deeprig.cluster.preflight import check_connected_cluster
 from deeprig.cluster.resources import (
     ClusterResources,
     ResourceProblems,
     WorkerBudget,
-    connected_resources,
-    local_resources,
-    plan_budget,
+    budget_workers,
 )
-from deeprig.cluster.session import ray_session
 from deeprig.data import DataInfo, DataProblem, build_datasets, describe_data
 from deeprig.models import InputShapeError, check_input_shape
-from deeprig.runners.job_runs import open_job_run
+from deeprig.runners.closing import print_metrics_table
+from deeprig.runners.contract import Job, JobRun, run_job
 from deeprig.spec.errors import Problem, SpecError
-from deeprig.spec.models import TrainSpec
-from deeprig.tracking.runs import closed_on_failure
-from deeprig.tracking.store import checkpoint_storage, deeprig_home, resolve_tracking
+from deeprig.spec.train import TrainSpec
+from deeprig.tracking.store import checkpoint_storage
+from deeprig.tracking.tags import RunStatus, Tag
+from deeprig.training.state import TrainState
+
+if TYPE_CHECKING:
+    from ray.train import Checkpoint, Result
+    from ray.train.torch import TorchTrainer
+
+    from deeprig.tracking.runs import RunRecorder
+    from deeprig.tracking.sink import MlflowMetricsSink
 
 # A worker keeps its shard in memory when it is at most this big (data.cache: auto).
 IN_MEMORY_SHARD_BYTES = 512 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class TrainChecks:
-    """What the pre-flight learned: enough to plan the job without touching Ray."""
+# A train job's driver dying ends the job: its workers cannot continue without it.
+RESUMES: str | None = None
+# What the closing table shows, in this order, of the best checkpoint's metrics.
+CLOSING_METRICS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_rmse", "samples_per_s")
 
+
+@dataclass(frozen=True)
+class TrainChecked:
+    """What the pre-flight learned: enough to set the job up without touching Ray."""
+
+    spec: TrainSpec
     data: DataInfo
     budget: WorkerBudget
     in_memory: bool
 
+    @property
+    def summary(self) -> str:
+        return (
+            f"{self.spec.model.name} on {self.spec.data.source} ({self.data.task}, "
+            f"{self.data.num_train} train rows, {self.data.num_outputs} outputs), "
+            f"{self.spec.scaling.num_workers} worker(s) x {self.budget.cpus_per_worker:g} CPU"
+        )
+
 
 @dataclass(frozen=True)
 class TrainOutcome:
+    job_name: str
+    experiment: str
     run_id: str | None
     metrics: dict[str, float]
     checkpoint_path: str | None
     tracking_uri: str | None
     seconds: float
 
+    def render(self, console: Console) -> None:
+        print_metrics_table(
+            console,
+            f"{self.job_name}: best checkpoint",
+            self.metrics,
+            CLOSING_METRICS,
+            self.seconds,
+            self.checkpoint_path,
+        )
+        if self.run_id:
+            console.print(
+                f"MLflow run [bold]{self.run_id}[/] ({self.tracking_uri})\n"
+                f"  see it: [bold]deeprig ui[/] then open the experiment "
+                f"'{self.experiment}', or [bold]deeprig runs[/]"
+            )
+
+
+def score_metric(task: str) -> str:
+    """The metric that says how good a train job's model is."""
+    return "val_accuracy" if task == "classification" else "val_rmse"
+
 
 def reported_metrics(task: str) -> set[str]:
-    score = "val_accuracy" if task == "classification" else "val_rmse"
-    return {"train_loss", "val_loss", score, "epoch_time_s", "samples_per_s", "lr", "epoch"}
+    return {
+        "train_loss",
+        "val_loss",
+        score_metric(task),
+        "epoch_time_s",
+        "samples_per_s",
+        "lr",
+        "epoch",
+    }
 
 
-def check_train_spec(spec: TrainSpec, resources: ClusterResources) -> TrainChecks:
+def check(spec: TrainSpec, resources: ClusterResources) -> TrainChecked:
     """Every check that needs the data or the hardware, all problems at once."""
     problems: list[Problem] = []
     data: DataInfo | None = None
@@ -69,7 +120,7 @@ def check_train_spec(spec: TrainSpec, resources: ClusterResources) -> TrainCheck
         problems.append(Problem(exc.path, str(exc)))
     if data is not None:
         try:
-            check_input_shape(spec.model.name, data.input_shape)
+            check_input_shape(spec.model, data.input_shape)
         except InputShapeError as exc:
             problems.append(Problem("model.name", str(exc)))
         allowed = reported_metrics(data.task)
@@ -91,13 +142,13 @@ def check_train_spec(spec: TrainSpec, resources: ClusterResources) -> TrainCheck
                 )
             )
     try:
-        budget = plan_budget(spec.scaling, resources)
+        budget = budget_workers(spec.scaling, resources)
     except ResourceProblems as exc:
         problems.extend(exc.problems)
     if problems:
         raise SpecError(problems)
     assert data is not None and budget is not None
-    return TrainChecks(data, budget, _keeps_shard_in_memory(spec, data))
+    return TrainChecked(spec, data, budget, _keeps_shard_in_memory(spec, data))
 
 
 def _keeps_shard_in_memory(spec: TrainSpec, data: DataInfo) -> bool:
@@ -107,42 +158,21 @@ def _keeps_shard_in_memory(spec: TrainSpec, data: DataInfo) -> bool:
     return shard_bytes <= IN_MEMORY_SHARD_BYTES
 
 
-def run_train(
-    spec: TrainSpec,
-    *,
-    spec_text: str,
-    spec_path: Path,
-    address: str | None = None,
-    console: Console | None = None,
-    home: Path | None = None,
-) -> TrainOutcome:
+def run(spec: TrainSpec, job: Job) -> TrainOutcome:
     """Run a train job to the end. Raises SpecError (bad input, nothing recorded) or the
     training failure (after marking the MLflow run FAILED)."""
-    console = console or Console()
-    home = home or deeprig_home()
-    target = resolve_tracking(spec.tracking.uri, home) if spec.tracking.enabled else None
-    checks = None if address else check_train_spec(spec, local_resources())
-
-    with ray_session(address):
-        if checks is None:
-            resources = connected_resources()
-            checks = check_train_spec(spec, resources)
-            check_connected_cluster(spec, resources, target)
-        recorder = open_job_run(spec, spec_text, spec_path, target, None, console)
-        with closed_on_failure(recorder):
-            outcome = _fit_and_record(spec, checks, recorder, target, home, console)
-    return outcome
+    return run_job(spec, job, check, _fit_and_record)
 
 
 def build_trainer(
     spec: TrainSpec,
-    checks: TrainChecks,
+    checked: TrainChecked,
     run_id: str | None,
-    sink,
+    sink: MlflowMetricsSink | None,
     storage: str,
     run_name: str,
     callbacks: list | None = None,
-):
+) -> TorchTrainer:
     """The TorchTrainer for a spec: built the same way for a train job and a tune trial."""
     from ray.train import (
         CheckpointConfig,
@@ -155,11 +185,11 @@ def build_trainer(
     from ray.train.torch import TorchTrainer
 
     from deeprig.training.loop import train_loop_per_worker
-    from deeprig.training.plan import TrainPlan
+    from deeprig.training.worker_config import WorkerConfig
 
-    budget = checks.budget
+    budget = checked.budget
     train_ds, val_ds = build_datasets(
-        spec.data, checks.data, spec.seed, spec.scaling.num_workers, budget.data_cpus
+        spec.data, checked.data, spec.seed, spec.scaling.num_workers, budget.data_cpus
     )
     callbacks = list(callbacks or [])
     if sink is not None:
@@ -167,26 +197,29 @@ def build_trainer(
 
         callbacks.append(EpochMetricsLogger(sink, spec.optim.num_epochs))
         sink = sink.tags_only()
-    plan = TrainPlan(
+    worker = WorkerConfig(
         spec=spec,
-        data=checks.data,
+        data=checked.data,
         threads_per_worker=budget.threads_per_worker,
-        in_memory=checks.in_memory,
+        in_memory=checked.in_memory,
         run_id=run_id,
         sink=sink,
     )
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"plan": plan},
+        train_loop_config={"worker": worker},
         scaling_config=ScalingConfig(
             num_workers=spec.scaling.num_workers,
             use_gpu=spec.scaling.use_gpu,
             resources_per_worker=budget.resources_per_worker(),
             placement_strategy=spec.scaling.placement_strategy,
         ),
-        run_config=RunConfig(
+        # (Train V2's RunConfig, the one Ray uses, takes logging_config; the type Ray
+        # declares for `ray.train.RunConfig` is V1's, which does not.)
+        run_config=RunConfig(  # type: ignore[call-arg]
             name=run_name,
-            storage_path=storage,  # absolute or a URI (FIELD-NOTES)
+            # Absolute or a URI: a relative path kills Train's controller (ArrowInvalid).
+            storage_path=storage,
             checkpoint_config=CheckpointConfig(
                 num_to_keep=spec.checkpoint.num_to_keep,
                 checkpoint_score_attribute=spec.checkpoint.metric,
@@ -202,21 +235,28 @@ def build_trainer(
     )
 
 
-def _fit_and_record(spec, checks, recorder, target, home, console) -> TrainOutcome:
+def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     from deeprig.progress import EpochProgress
     from deeprig.tracking.sink import MlflowMetricsSink
 
+    spec, checked, recorder, target = (
+        job_run.spec,
+        job_run.checked,
+        job_run.recorder,
+        job_run.target,
+    )
+    console = job_run.job.console
     started = time.perf_counter()
     run_id = recorder.run_id if recorder else None
-    sink = MlflowMetricsSink(target.uri, run_id) if recorder else None
+    sink = MlflowMetricsSink(target.uri, run_id) if recorder and target and run_id else None
     run_name = f"{spec.name}-{run_id[:8]}" if run_id else f"{spec.name}-{int(time.time())}"
-    storage = checkpoint_storage(spec.checkpoint.storage, home)
-    trainer = build_trainer(spec, checks, run_id, sink, storage, run_name)
-    score = "val_accuracy" if checks.data.task == "classification" else "val_rmse"
+    storage = checkpoint_storage(spec.checkpoint.storage, job_run.job.home)
+    trainer = build_trainer(spec, checked, run_id, sink, storage, run_name)
+    score = score_metric(checked.data.task)
     console.print(
         f"Training [bold]{spec.model.name}[/] on {spec.data.source}: "
-        f"{checks.data.num_train} train / {checks.data.num_val} val rows, "
-        f"{spec.scaling.num_workers} worker(s) x {checks.budget.cpus_per_worker:g} CPU"
+        f"{checked.data.num_train} train / {checked.data.num_val} val rows, "
+        f"{spec.scaling.num_workers} worker(s) x {checked.budget.cpus_per_worker:g} CPU"
         + (" + 1 GPU" if spec.scaling.use_gpu else "")
     )
     if recorder:
@@ -233,9 +273,11 @@ def _fit_and_record(spec, checks, recorder, target, home, console) -> TrainOutco
     metrics = dict(best[1]) if best else dict(result.metrics or {})
     checkpoint_path = best[0].path if best else None
     if recorder:
-        _record_results(recorder, spec, checks, best, score)
-        recorder.finish("FINISHED")
+        _record_results(recorder, spec, best, score)
+        recorder.finish(RunStatus.FINISHED)
     return TrainOutcome(
+        job_name=spec.name,
+        experiment=spec.experiment_name,
         run_id=run_id,
         metrics=metrics,
         checkpoint_path=checkpoint_path,
@@ -244,36 +286,38 @@ def _fit_and_record(spec, checks, recorder, target, home, console) -> TrainOutco
     )
 
 
-def _best_checkpoint(result, spec: TrainSpec):
+def _best_checkpoint(result: Result, spec: TrainSpec) -> tuple[Checkpoint, dict] | None:
     ranked = [(c, m) for c, m in (result.best_checkpoints or []) if spec.checkpoint.metric in m]
     if not ranked:
-        return (result.checkpoint, result.metrics) if result.checkpoint else None
+        return (result.checkpoint, result.metrics or {}) if result.checkpoint else None
     sign = 1 if spec.checkpoint.mode == "min" else -1
     return min(ranked, key=lambda cm: sign * cm[1][spec.checkpoint.metric])
 
 
-def _record_results(recorder, spec: TrainSpec, checks: TrainChecks, best, score: str) -> None:
+def _record_results(
+    recorder: RunRecorder, spec: TrainSpec, best: tuple[Checkpoint, dict] | None, score: str
+) -> None:
     """Learning curve, the best checkpoint and the final model (the best by the spec's
     metric), logged from the driver after training."""
-    import numpy as np
-
-    from deeprig.models import build_model
-    from deeprig.training.checkpoint import load_state
-
     recorder.log_learning_curve(("train_loss", "val_loss"), score)
     if best is None:
         return
     checkpoint, metrics = best
     recorder.set_tags(
         {
-            "deeprig.best_epoch": str(int(metrics.get("epoch", 0))),
-            "deeprig.checkpoint_path": checkpoint.path,
+            Tag.BEST_EPOCH: str(int(metrics.get("epoch", 0))),
+            Tag.CHECKPOINT_PATH: checkpoint.path,
         }
     )
     with checkpoint.as_directory() as directory:
-        state = load_state(directory)
+        state = TrainState.load(directory)
         recorder.log_directory(directory, "checkpoints/best")
-    model = build_model(spec.model, checks.data.input_shape, checks.data.num_outputs)
-    model.load_state_dict(state["model"])
-    sample = np.zeros((2, *checks.data.input_shape), dtype=np.float32)
-    recorder.log_torch_model(model, sample, spec.tracking.register_as)
+    log_trained_model(recorder, state, spec.tracking.register_as)
+
+
+def log_trained_model(recorder: RunRecorder, state: TrainState, register_as: str | None) -> None:
+    """The checkpoint's model logged on the run with its signature (and registered)."""
+    import numpy as np
+
+    sample = np.zeros((2, *state.input_shape), dtype=np.float32)
+    recorder.log_torch_model(state.rebuild_model(), sample, register_as)

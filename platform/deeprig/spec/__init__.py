@@ -6,7 +6,7 @@ typed, validated spec objects.
 
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.loader import JobSpec, load_spec, load_spec_text
-from deeprig.spec.models import TrainSpec
+from deeprig.spec.train import TrainSpec
 from deeprig.spec.tune import TuneSpec
 
 __all__ = [

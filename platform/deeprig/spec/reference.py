@@ -8,7 +8,17 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from deeprig.spec.models import (
+from deeprig.spec.common import TrackingSpec
+from deeprig.spec.rl import (
+    EnvRunnersSpec,
+    EvaluationSpec,
+    LearnersSpec,
+    RLCheckpointSpec,
+    RLModelSpec,
+    RLSpec,
+    RLStopSpec,
+)
+from deeprig.spec.train import (
     CheckpointSpec,
     CNNConfig,
     DigitsData,
@@ -20,17 +30,7 @@ from deeprig.spec.models import (
     ScalingSpec,
     ScheduleSpec,
     SyntheticData,
-    TrackingSpec,
     TrainSpec,
-)
-from deeprig.spec.rl import (
-    EnvRunnersSpec,
-    EvaluationSpec,
-    LearnersSpec,
-    RLCheckpointSpec,
-    RLModelSpec,
-    RLSpec,
-    RLStopSpec,
 )
 from deeprig.spec.tune import Domain, SchedulerSpec, SearchSpec, TuneSpec
 
@@ -64,7 +64,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
 
 def _type_name(annotation: typing.Any) -> str:
     text = str(annotation).replace("typing.", "")
-    for noise in ("Annotated[", "deeprig.spec.models."):
+    for noise in ("Annotated[", "deeprig.spec.train.", "deeprig.spec.common."):
         text = text.replace(noise, "")
     if isinstance(annotation, type):
         return annotation.__name__

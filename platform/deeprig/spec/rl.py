@@ -6,9 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from deeprig.spec.models import NAME_PATTERN, StrictModel, TrackingSpec
-
-ALGORITHMS = ("PPO", "DQN", "SAC", "APPO", "IMPALA")
+from deeprig.spec.common import NAME_PATTERN, StrictModel, TrackingSpec
 
 
 class EnvRunnersSpec(StrictModel):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from deeprig.spec.models import NAME_PATTERN, StrictModel, TrackingSpec, TrainSpec
+from deeprig.spec.common import NAME_PATTERN, StrictModel, TrackingSpec
 from deeprig.spec.rl import RLSpec
+from deeprig.spec.train import TrainSpec
 
 BaseSpec = Annotated[TrainSpec | RLSpec, Field(discriminator="kind")]
 # An rl base's `training` and `env_config` are open mappings (checked against the algorithm
@@ -126,6 +128,12 @@ class TuneSpec(StrictModel):
     def experiment_name(self) -> str:
         return self.tracking.experiment or self.name
 
+    @property
+    def num_trials(self) -> int:
+        """Trials in all: `num_samples`, times the size of the grid when there is one."""
+        grid = math.prod(len(d.grid) for d in self.search_space.values() if d.grid is not None)
+        return self.search.num_samples * grid
+
     @field_validator("search_space")
     @classmethod
     def _no_search_over_identity(cls, space: dict[str, Domain]) -> dict[str, Domain]:
@@ -159,8 +167,10 @@ class TuneSpec(StrictModel):
             problems.append(
                 "scheduler.name: pbt over an rl base is not supported; use asha, median or fifo"
             )
-        elif self.scheduler.name == "pbt" and (
-            self.base.checkpoint.every_n_epochs > self.scheduler.perturbation_interval
+        elif (
+            self.scheduler.name == "pbt"
+            and isinstance(self.base, TrainSpec)
+            and self.base.checkpoint.every_n_epochs > self.scheduler.perturbation_interval
         ):
             problems.append(
                 "scheduler.perturbation_interval: pbt needs a checkpoint at every perturbation "

@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from deeprig.tracking.tags import MLFLOW_GIT_COMMIT, Tag
+
 
 def spec_hash(spec_dict: dict[str, Any]) -> str:
     canonical = json.dumps(spec_dict, sort_keys=True, separators=(",", ":"))
@@ -51,23 +53,25 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def lineage_tags(spec_dict: dict[str, Any], spec_dir: Path, ray_job_id: str | None):
+def lineage_tags(
+    spec_dict: dict[str, Any], spec_dir: Path, ray_job_id: str | None
+) -> dict[str, str]:
     tags = {
-        "deeprig.job_name": str(spec_dict["name"]),
-        "deeprig.kind": str(spec_dict["kind"]),
-        "deeprig.spec_hash": spec_hash(spec_dict),
+        Tag.JOB_NAME: str(spec_dict["name"]),
+        Tag.KIND: str(spec_dict["kind"]),
+        Tag.SPEC_HASH: spec_hash(spec_dict),
     }
-    tags.update({f"deeprig.version.{k}": v for k, v in package_versions().items()})
+    tags.update({f"{Tag.VERSION_PREFIX}{k}": v for k, v in package_versions().items()})
     found = git_commit(spec_dir)
     if found:
-        tags["deeprig.git_commit"] = found[0]
-        tags["mlflow.source.git.commit"] = found[0]
-        tags["deeprig.git_dirty"] = str(found[1]).lower()
+        tags[Tag.GIT_COMMIT] = found[0]
+        tags[MLFLOW_GIT_COMMIT] = found[0]
+        tags[Tag.GIT_DIRTY] = str(found[1]).lower()
     if ray_job_id:
-        tags["deeprig.ray_job_id"] = ray_job_id
+        tags[Tag.RAY_JOB_ID] = ray_job_id
     submission = ray_submission_id()
     if submission:
-        tags["deeprig.ray_submission_id"] = submission
+        tags[Tag.RAY_SUBMISSION_ID] = submission
     return tags
 
 

@@ -8,6 +8,7 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from deeprig.tracking.store import TrackingTarget
+from deeprig.tracking.tags import Tag
 
 # The metric that says how good a run is, per kind, in order of preference.
 KEY_METRICS = ("val_accuracy", "val_rmse", "episode_return_mean", "val_loss")
@@ -26,7 +27,7 @@ def list_runs(target: TrackingTarget, experiment: str | None, limit: int) -> lis
     runs = client.search_runs(
         list(names), order_by=["attributes.start_time DESC"], max_results=limit
     )
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for run in runs:
         info, data = run.info, run.data
         key = next((k for k in KEY_METRICS if k in data.metrics), None)
@@ -35,8 +36,8 @@ def list_runs(target: TrackingTarget, experiment: str | None, limit: int) -> lis
             (
                 info.run_id[:12],
                 names.get(info.experiment_id, info.experiment_id),
-                data.tags.get("deeprig.job_name", info.run_name or ""),
-                data.tags.get("deeprig.kind", ""),
+                data.tags.get(Tag.JOB_NAME, info.run_name or ""),
+                data.tags.get(Tag.KIND, ""),
                 info.status,
                 key or "",
                 f"{data.metrics[key]:.4g}" if key else "",

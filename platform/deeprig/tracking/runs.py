@@ -1,18 +1,24 @@
-"""Driver-side MLflow records: create a run, finish it, log the model, plots and files."""
+"""Driver-side MLflow records: create a run, finish it, log metrics, the model, plots and
+files, find a search's child runs."""
 
 from __future__ import annotations
 
+import tempfile
+import time
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Param
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
 
 from deeprig.tracking.lineage import flatten, lineage_tags
 from deeprig.tracking.store import TrackingTarget
+from deeprig.tracking.tags import MLFLOW_PARENT_RUN_ID, RunStatus, Tag
 
 _PARAM_BATCH = 100  # MLflow's per-call limit on params
 _PARAM_VALUE_MAX = 6000
@@ -43,23 +49,66 @@ class RunRecorder:
         tags = lineage_tags(spec_dict, spec_dir, ray_job_id) | (extra_tags or {})
         run = client.create_run(experiment_id, run_name=run_name or spec_dict["name"], tags=tags)
         recorder = cls(target, run.info.run_id)
-        params = flatten("", spec_dict, {})
-        items = [Param(k, v[:_PARAM_VALUE_MAX]) for k, v in sorted(params.items())]
-        for start in range(0, len(items), _PARAM_BATCH):
-            client.log_batch(recorder.run_id, params=items[start : start + _PARAM_BATCH])
+        recorder.log_params(flatten("", spec_dict, {}))
         client.log_text(recorder.run_id, spec_text, "spec/job.yaml")
         return recorder
 
-    def finish(self, status: str) -> None:
-        """status: FINISHED, FAILED or KILLED. A run is never left RUNNING."""
-        self.client.set_terminated(self.run_id, status=status)
+    def finish(self, status: RunStatus) -> None:
+        """FINISHED, FAILED or KILLED. A run is never left RUNNING."""
+        self.client.set_terminated(self.run_id, status=str(status))
 
-    def status(self) -> str:
-        return self.client.get_run(self.run_id).info.status
+    def reopen(self) -> None:
+        """A resumed job's run is RUNNING again until the job ends."""
+        self.client.update_run(self.run_id, status=str(RunStatus.RUNNING))
+
+    def status(self) -> RunStatus:
+        return RunStatus(self.client.get_run(self.run_id).info.status)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
+
+    def tags(self) -> dict[str, str]:
+        return dict(self.client.get_run(self.run_id).data.tags)
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        """One batch, sent now (per-step streams go through MlflowMetricsSink)."""
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=batch)
+
+    def log_params(self, params: dict[str, str]) -> None:
+        items = [Param(k, v[:_PARAM_VALUE_MAX]) for k, v in sorted(params.items())]
+        for start in range(0, len(items), _PARAM_BATCH):
+            self.client.log_batch(self.run_id, params=items[start : start + _PARAM_BATCH])
+
+    def log_figure(self, figure: Any, artifact_file: str) -> None:
+        self.client.log_figure(self.run_id, figure, artifact_file)
+
+    def log_csv(self, frame: Any, artifact_file: str) -> None:
+        """A pandas DataFrame as a CSV artifact."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(artifact_file).name
+            frame.to_csv(path, index=False)
+            folder = str(Path(artifact_file).parent)
+            self.client.log_artifact(self.run_id, str(path), None if folder == "." else folder)
+
+    def child_runs(self) -> dict[str, ChildRun]:
+        """trial id -> the child run of that trial, read back from MLflow."""
+        experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        runs = self.client.search_runs(
+            [experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.run_id}'"
+        )
+        return {
+            r.data.tags.get(Tag.TRIAL_ID, ""): ChildRun(
+                RunRecorder(self.target, r.info.run_id), RunStatus(r.info.status), r.data.tags
+            )
+            for r in runs
+        }
+
+    def delete(self) -> None:
+        """Deleted runs stay restorable in MLflow (`mlflow gc` removes them for good)."""
+        self.client.delete_run(self.run_id)
 
     def latest_metrics(self) -> dict[str, float]:
         return dict(self.client.get_run(self.run_id).data.metrics)
@@ -92,7 +141,7 @@ class RunRecorder:
         for ax in axes[0]:
             ax.grid(alpha=0.3)
         fig.tight_layout()
-        self.client.log_figure(self.run_id, fig, "plots/learning_curve.png")
+        self.log_figure(fig, "plots/learning_curve.png")
         plt.close(fig)
 
     def log_directory(self, directory: str | Path, artifact_path: str) -> None:
@@ -140,12 +189,25 @@ def closed_on_failure(recorder: RunRecorder | None) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         if recorder:
-            recorder.finish("KILLED")
+            recorder.finish(RunStatus.KILLED)
         raise
     except BaseException:
         if recorder:
-            recorder.finish("FAILED")
+            recorder.finish(RunStatus.FAILED)
         raise
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """A search trial's run as its parent sees it."""
+
+    recorder: RunRecorder
+    status: RunStatus
+    tags: dict[str, str]
+
+    @property
+    def run_id(self) -> str:
+        return self.recorder.run_id
 
 
 def find_child_run(
@@ -159,8 +221,8 @@ def find_child_run(
     runs = client.search_runs(
         [found.experiment_id],
         filter_string=(
-            f"tags.`deeprig.trial_id` = '{trial_id}' AND "
-            f"tags.`deeprig.parent_run_id` = '{parent_run_id}'"
+            f"tags.`{Tag.TRIAL_ID}` = '{trial_id}' AND "
+            f"tags.`{Tag.PARENT_RUN_ID}` = '{parent_run_id}'"
         ),
         max_results=1,
     )
@@ -187,3 +249,23 @@ def ensure_experiment(client: MlflowClient, target: TrackingTarget, name: str) -
         if found is None:
             raise
         return found.experiment_id
+
+
+def find_run(target: TrackingTarget, run_id: str) -> RunRecorder | None:
+    """The run with this id, or None when the store has no such run."""
+    recorder = RunRecorder(target, run_id)
+    try:
+        recorder.status()
+    except MlflowException:
+        return None
+    return recorder
+
+
+def download_latest_checkpoint(recorder: RunRecorder) -> str | None:
+    """The newest checkpoint logged on the run (`checkpoints/iteration_N`, or a search
+    parent's `checkpoints/best`), downloaded to a temporary folder; None when it has none."""
+    client, run_id = recorder.client, recorder.run_id
+    logged = sorted(a.path for a in client.list_artifacts(run_id, "checkpoints") if a.is_dir)
+    if not logged:
+        return None
+    return client.download_artifacts(run_id, logged[-1], tempfile.mkdtemp(prefix="deeprig-"))

@@ -43,7 +43,9 @@ class MlflowMetricsSink:
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["tracking_uri"], state["run_id"], state["log_epochs"])
+        MlflowMetricsSink.__init__(
+            self, state["tracking_uri"], state["run_id"], state["log_epochs"]
+        )
 
     def tags_only(self) -> MlflowMetricsSink:
         return MlflowMetricsSink(self.tracking_uri, self.run_id, log_epochs=False)

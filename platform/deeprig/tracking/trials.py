@@ -6,12 +6,14 @@ its own MLflow run: this callback does, from the driver, and feeds the live prog
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ray.tune import Callback
 
-from deeprig.tracking.runs import find_child_run
+from deeprig.tracking.runs import RunRecorder, find_child_run
 from deeprig.tracking.store import TrackingTarget
+from deeprig.tracking.tags import RunStatus, Tag
 
 
 class TrialRunsCallback(Callback):
@@ -20,13 +22,15 @@ class TrialRunsCallback(Callback):
         target: TrackingTarget | None,
         experiment: str,
         parent_run_id: str | None,
-        num_epochs: int | None,
+        judge: Callable[[dict[str, Any]], tuple[int, bool]],
         progress: Any = None,
     ):
+        """`judge`: a completed trial's last result -> (epochs or iterations it trained,
+        whether it was stopped early); the search's base kind knows how to tell."""
         self.target = target
         self.experiment = experiment
         self.parent_run_id = parent_run_id
-        self.num_epochs = num_epochs
+        self.judge = judge
         self.progress = progress
 
     def __getstate__(self) -> dict[str, Any]:
@@ -42,40 +46,28 @@ class TrialRunsCallback(Callback):
             self.progress.started(trial.trial_id)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        result = trial.last_result or {}
-        if self.num_epochs is None:  # rl: the trial says when it met its stop criteria
-            epochs = int(result.get("training_iteration", 0))
-            early = not result.get("completed")
-        else:
-            epochs = int(result.get("epoch", 0))
-            early = epochs < self.num_epochs
+        trained, early = self.judge(trial.last_result or {})
         self._close(
             trial.trial_id,
-            "KILLED" if early else "FINISHED",
-            {
-                "deeprig.stopped_early": str(early).lower(),
-                "deeprig.epochs_trained": str(epochs),
-            },
+            RunStatus.KILLED if early else RunStatus.FINISHED,
+            {Tag.STOPPED_EARLY: str(early).lower(), Tag.EPOCHS_TRAINED: str(trained)},
         )
         if self.progress:
             self.progress.ended(trial.trial_id, "stopped early" if early else "finished")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._close(trial.trial_id, "FAILED", {"deeprig.stopped_early": "false"})
+        self._close(trial.trial_id, RunStatus.FAILED, {Tag.STOPPED_EARLY: "false"})
         if self.progress:
             self.progress.ended(trial.trial_id, "failed")
 
-    def _close(self, trial_id: str, status: str, tags: dict[str, str]) -> None:
+    def _close(self, trial_id: str, status: RunStatus, tags: dict[str, str]) -> None:
         if self.target is None:
             return
-        from mlflow import MlflowClient
-
         run_id = find_child_run(self.target, self.experiment, self.parent_run_id, trial_id)
         if run_id is None:
             return
-        client = MlflowClient(self.target.uri)
-        for key, value in tags.items():
-            client.set_tag(run_id, key, value)
+        recorder = RunRecorder(self.target, run_id)
+        recorder.set_tags(tags)
         # The driver's view is the final word: a trial torn down by the scheduler may have
         # raised on its way out, but it was stopped early, not failed.
-        client.set_terminated(run_id, status=status)
+        recorder.finish(status)

@@ -2,8 +2,8 @@
 
 Every rank trains, evaluates its validation shard and reports each epoch (under Ray
 Train the report is a barrier). Only rank 0 has side effects: it writes the checkpoint
-and sends metrics to the sink. What it needs from its surroundings comes through a
-`WorkerSession` (training/session.py).
+and tags the run. What the loop needs from its surroundings comes through a
+`WorkerSession` (training/session.py); what it saves is a `TrainState` (training/state.py).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,9 +21,12 @@ from torch.nn.parallel import DistributedDataParallel
 
 from deeprig.data.shard import ShardBatches
 from deeprig.models import build_model
+from deeprig.spec.train import TrainSpec
+from deeprig.tracking.tags import Tag
 from deeprig.training.optim import build_optimizer, build_scheduler
-from deeprig.training.plan import TrainPlan
 from deeprig.training.session import RayTrainSession, WorkerSession
+from deeprig.training.state import TrainState
+from deeprig.training.worker_config import WorkerConfig
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -31,22 +35,75 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # source file, so only the root level catches it); progress is the driver's job.
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
-    run_training(config["plan"], RayTrainSession())
+    run_training(config["worker"], RayTrainSession())
 
 
-def run_training(plan: TrainPlan, session: WorkerSession) -> None:
-    spec = plan.spec
-    rank, world = session.rank, session.world_size
-    torch.set_num_threads(plan.threads_per_worker)
+@dataclass
+class _Parts:
+    """The model and what steps it, restored from a checkpoint or fresh."""
+
+    model: nn.Module  # what trains (DDP-wrapped when world > 1)
+    raw_model: nn.Module  # what is saved and evaluated
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    autocast_dtype: torch.dtype | None
+    start_epoch: int
+    restored: TrainState | None
+
+
+def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
+    spec = worker.spec
+    torch.set_num_threads(worker.threads_per_worker)
     # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
     torch.manual_seed(spec.seed)
     device = session.device()
-    classification = plan.data.task == "classification"
+    parts = _build_parts(worker, session, device)
+    # Different dropout/shuffle streams per rank, reproducible per (seed, rank, epoch).
+    torch.manual_seed(spec.seed * 1009 + session.rank + 7919 * parts.start_epoch)
+    if parts.restored is not None and parts.start_epoch >= spec.optim.num_epochs:
+        # Restored from the final checkpoint (a search resumed after its driver died):
+        # nothing left to train, but the caller still needs the final metrics.
+        session.report(parts.restored.metrics, None)
+        return
 
-    model = build_model(spec.model, plan.data.input_shape, plan.data.num_outputs)
-    state = session.restore()
-    if state is not None:
-        model.load_state_dict(state["model"])
+    classification = worker.data.task == "classification"
+    train, val = _open_shards(worker, session, device)
+    sink = worker.sink if session.rank == 0 else None
+    if sink is not None and parts.start_epoch > 0:
+        sink.tag(Tag.RESUMED_FROM_EPOCH, str(parts.start_epoch))
+    loss_fn = (
+        nn.CrossEntropyLoss(reduction="sum") if classification else nn.MSELoss(reduction="sum")
+    )
+    for epoch in range(parts.start_epoch, spec.optim.num_epochs):
+        started = time.perf_counter()
+        train_totals = _train_epoch(parts, train, epoch, loss_fn, classification, spec)
+        train_seconds = time.perf_counter() - started
+        lr = parts.optimizer.param_groups[0]["lr"]
+        parts.scheduler.step()
+        val_totals = _evaluate(
+            parts.raw_model, val, loss_fn, classification, device, parts.autocast_dtype
+        )
+        both = torch.cat([train_totals, val_totals])
+        if session.world_size > 1:
+            dist.all_reduce(both)
+        metrics = _epoch_metrics(both, epoch, lr, started, train_seconds, classification)
+        if sink is not None:  # (under Ray Train the controller logs epochs: a no-op here)
+            sink.log(metrics, step=epoch)
+        due = (epoch + 1) % spec.checkpoint.every_n_epochs == 0
+        last = epoch + 1 == spec.optim.num_epochs
+        state = _state(parts, epoch, metrics, worker) if due or last else None
+        session.report(metrics, state)
+    if sink is not None:
+        sink.flush()
+
+
+def _build_parts(worker: WorkerConfig, session: WorkerSession, device: torch.device) -> _Parts:
+    spec = worker.spec
+    model = build_model(spec.model, worker.data.input_shape, worker.data.num_outputs)
+    restored = session.restore()
+    if restored is not None:
+        model.load_state_dict(restored.model)
     model = session.prepare_model(model)
     raw_model = model.module if isinstance(model, DistributedDataParallel) else model
     optimizer = build_optimizer(spec.optim, model.parameters())
@@ -54,119 +111,121 @@ def run_training(plan: TrainPlan, session: WorkerSession) -> None:
     autocast_dtype = _autocast_dtype(spec.scaling.mixed_precision, device)
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
     start_epoch = 0
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch = state["epoch"] + 1
-        _apply_changed_hyperparameters(state, spec, optimizer, scheduler)
-    # Different dropout/shuffle streams per rank, reproducible per (seed, rank, epoch).
-    torch.manual_seed(spec.seed * 1009 + rank + 7919 * start_epoch)
+    if restored is not None:
+        optimizer.load_state_dict(restored.optimizer)
+        scheduler.load_state_dict(restored.scheduler)
+        scaler.load_state_dict(restored.scaler)
+        start_epoch = restored.next_epoch
+        _apply_changed_hyperparameters(restored, spec, optimizer, scheduler)
+    return _Parts(
+        model, raw_model, optimizer, scheduler, scaler, autocast_dtype, start_epoch, restored
+    )
 
-    if state is not None and start_epoch >= spec.optim.num_epochs:
-        # Restored from the final checkpoint (a search resumed after its driver died):
-        # nothing left to train, but the caller still needs the final metrics.
-        session.report(state["metrics"], None)
-        return
 
-    label_dtype = torch.long if classification else torch.float32
+def _open_shards(
+    worker: WorkerConfig, session: WorkerSession, device: torch.device
+) -> tuple[ShardBatches, ShardBatches]:
+    spec = worker.spec
+    label_dtype = torch.long if worker.data.task == "classification" else torch.float32
     train = ShardBatches(
         session.dataset("train"),
         spec.optim.batch_size,
         device,
         label_dtype,
-        plan.in_memory,
-        seed=spec.seed * 31 + rank,
+        worker.in_memory,
+        seed=spec.seed * 31 + session.rank,
     )
     val = ShardBatches(
         session.dataset("val"),
         max(spec.optim.batch_size, 1024),
         device,
         label_dtype,
-        plan.in_memory,
+        worker.in_memory,
         seed=0,
     )
-    if world > 1 and train.num_rows is not None:
+    if session.world_size > 1 and train.num_rows is not None:
         # DDP hangs if one rank runs more steps than another: keep the smallest shard size.
         rows = torch.tensor([train.num_rows], device=device)
         dist.all_reduce(rows, op=dist.ReduceOp.MIN)
         train.truncate(int(rows.item()))
+    return train, val
 
-    sink = plan.sink if rank == 0 else None
-    if sink is not None and start_epoch > 0:
-        sink.tag("deeprig.resumed_from_epoch", str(start_epoch))
-    loss_fn = (
-        nn.CrossEntropyLoss(reduction="sum") if classification else nn.MSELoss(reduction="sum")
+
+def _train_epoch(
+    parts: _Parts,
+    train: ShardBatches,
+    epoch: int,
+    loss_fn: nn.Module,
+    classification: bool,
+    spec: TrainSpec,
+) -> torch.Tensor:
+    """One pass over the shard; returns (loss sum, rows) on this rank."""
+    model, optimizer, scaler = parts.model, parts.optimizer, parts.scaler
+    model.train()
+    totals = torch.zeros(2, device=next(model.parameters()).device)
+    for x, y in train.epoch(epoch, shuffle=True):
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(x.device, parts.autocast_dtype):
+            out = model(x)
+            loss = _loss(loss_fn, out, y, classification) / len(y)
+        scaler.scale(loss).backward()
+        if spec.optim.grad_clip_norm is not None:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), spec.optim.grad_clip_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        totals[0] += loss.detach() * len(y)
+        totals[1] += len(y)
+    return totals
+
+
+def _epoch_metrics(
+    totals: torch.Tensor,
+    epoch: int,
+    lr: float,
+    started: float,
+    train_seconds: float,
+    classification: bool,
+) -> dict[str, float]:
+    """The epoch's report from the totals summed over every rank."""
+    train_loss_sum, train_rows, val_loss_sum, val_hits, val_rows = totals.tolist()
+    metrics = {
+        "epoch": epoch + 1,
+        "train_loss": train_loss_sum / max(train_rows, 1),
+        "val_loss": val_loss_sum / max(val_rows, 1),
+        "lr": lr,
+        "epoch_time_s": time.perf_counter() - started,
+        "samples_per_s": train_rows / max(train_seconds, 1e-9),
+    }
+    if classification:
+        metrics["val_accuracy"] = val_hits / max(val_rows, 1)
+    else:
+        metrics["val_rmse"] = (val_loss_sum / max(val_rows, 1)) ** 0.5
+    return metrics
+
+
+def _state(parts: _Parts, epoch: int, metrics: dict[str, float], worker: WorkerConfig):
+    return TrainState(
+        model=parts.raw_model.state_dict(),
+        optimizer=parts.optimizer.state_dict(),
+        scheduler=parts.scheduler.state_dict(),
+        scaler=parts.scaler.state_dict(),
+        epoch=epoch,
+        metrics=metrics,
+        spec=worker.spec.model_dump(mode="json"),
+        input_shape=tuple(worker.data.input_shape),
+        num_outputs=worker.data.num_outputs,
+        task=worker.data.task,
+        run_id=worker.run_id,
     )
 
-    for epoch in range(start_epoch, spec.optim.num_epochs):
-        started = time.perf_counter()
-        model.train()
-        totals = torch.zeros(2, device=device)  # loss sum, rows
-        for x, y in train.epoch(epoch, shuffle=True):
-            optimizer.zero_grad(set_to_none=True)
-            with _autocast(device, autocast_dtype):
-                out = model(x)
-                loss = _loss(loss_fn, out, y, classification) / len(y)
-            scaler.scale(loss).backward()
-            if spec.optim.grad_clip_norm is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), spec.optim.grad_clip_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            totals[0] += loss.detach() * len(y)
-            totals[1] += len(y)
-        train_seconds = time.perf_counter() - started
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
 
-        val_totals = _evaluate(raw_model, val, loss_fn, classification, device, autocast_dtype)
-        both = torch.cat([totals, val_totals])
-        if world > 1:
-            dist.all_reduce(both)
-        train_loss_sum, train_rows, val_loss_sum, val_hits, val_rows = both.tolist()
-        metrics = {
-            "epoch": epoch + 1,
-            "train_loss": train_loss_sum / max(train_rows, 1),
-            "val_loss": val_loss_sum / max(val_rows, 1),
-            "lr": lr,
-            "epoch_time_s": time.perf_counter() - started,
-            "samples_per_s": train_rows / max(train_seconds, 1e-9),
-        }
-        if classification:
-            metrics["val_accuracy"] = val_hits / max(val_rows, 1)
-        else:
-            metrics["val_rmse"] = (val_loss_sum / max(val_rows, 1)) ** 0.5
-        if sink is not None:
-            sink.log(metrics, step=epoch)
-
-        last = epoch + 1 == spec.optim.num_epochs
-        state = None
-        if (epoch + 1) % spec.checkpoint.every_n_epochs == 0 or last:
-            state = {
-                "model": raw_model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "metrics": metrics,
-                "spec": spec.model_dump(mode="json"),
-                "data": {
-                    "input_shape": list(plan.data.input_shape),
-                    "num_outputs": plan.data.num_outputs,
-                    "task": plan.data.task,
-                },
-                "run_id": plan.run_id,
-            }
-        session.report(metrics, state)
-    if sink is not None:
-        sink.flush()
-
-
-def _apply_changed_hyperparameters(state, spec, optimizer, scheduler) -> None:
+def _apply_changed_hyperparameters(
+    restored: TrainState, spec: TrainSpec, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> None:
     """PBT restarts a trial from another trial's checkpoint with new hyperparameters: the
     spec's learning rate wins over the one saved in the optimizer state."""
-    saved_lr = state["spec"]["optim"]["lr"]
+    saved_lr = restored.spec["optim"]["lr"]
     if saved_lr == spec.optim.lr:
         return
     factor = spec.optim.lr / saved_lr

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from deeprig.training.checkpoint import load_state, save_state
+from deeprig.training.state import TrainState
 
 
 class WorkerSession(Protocol):
@@ -25,8 +25,8 @@ class WorkerSession(Protocol):
     def device(self) -> torch.device: ...
     def prepare_model(self, model: nn.Module) -> nn.Module: ...
     def dataset(self, name: str): ...
-    def restore(self) -> dict[str, Any] | None: ...
-    def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None: ...
+    def restore(self) -> TrainState | None: ...
+    def report(self, metrics: dict[str, float], state: TrainState | None) -> None: ...
 
 
 class RayTrainSession:
@@ -52,16 +52,16 @@ class RayTrainSession:
 
         return ray.train.get_dataset_shard(name)
 
-    def restore(self) -> dict[str, Any] | None:
+    def restore(self) -> TrainState | None:
         import ray.train
 
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
             return None
         with checkpoint.as_directory() as directory:
-            return load_state(directory)
+            return TrainState.load(directory)
 
-    def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+    def report(self, metrics: dict[str, float], state: TrainState | None) -> None:
         """Every rank reports (it is a barrier); rank 0 alone writes the checkpoint."""
         import ray.train
 
@@ -69,7 +69,7 @@ class RayTrainSession:
             ray.train.report(metrics)
             return
         with tempfile.TemporaryDirectory() as directory:
-            save_state(directory, state)
+            state.save(directory)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
@@ -90,21 +90,21 @@ class TuneTrialSession:
     def dataset(self, name: str):
         return self._datasets[name].iterator()
 
-    def restore(self) -> dict[str, Any] | None:
+    def restore(self) -> TrainState | None:
         import ray.tune
 
         checkpoint = ray.tune.get_checkpoint()
         if checkpoint is None:
             return None
         with checkpoint.as_directory() as directory:
-            return load_state(directory)
+            return TrainState.load(directory)
 
-    def report(self, metrics: dict[str, float], state: dict[str, Any] | None) -> None:
+    def report(self, metrics: dict[str, float], state: TrainState | None) -> None:
         import ray.tune
 
         if state is None:
             ray.tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as directory:
-            save_state(directory, state)
+            state.save(directory)
             ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(directory))

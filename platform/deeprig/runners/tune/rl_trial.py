@@ -23,13 +23,23 @@ from deeprig.runners.rl import (
     flatten_result,
     should_stop,
 )
+from deeprig.runners.tune.trial import (
+    SearchBase,
+    TrialContext,
+    TuneChecked,
+    log_trial_values,
+    trial_run,
+)
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.rl import RLSpec
 from deeprig.spec.tune import TuneSpec, apply_overrides
+from deeprig.tracking.runs import RunRecorder
+from deeprig.tracking.tags import RunStatus
 
 # What an rl trial reports (and a search may optimise).
 RL_METRICS = frozenset(RESULT_METRICS.values()) | {"env_steps_per_s"}
-# The last report of a trial that met its own stop criteria (not stopped by the scheduler).
+# The key of a trial's last report when it met its own stop criteria (1.0), as opposed to
+# being stopped by the scheduler.
 COMPLETED = "completed"
 
 
@@ -37,12 +47,10 @@ def trial_cpus(base: RLSpec) -> float:
     return 1.0 + base.env_runners.num_env_runners
 
 
-def check_rl_search(spec: TuneSpec, resources: ClusterResources) -> tuple[int, int]:
-    """The base's own checks, the searched training keys, the metric; returns (trials at
-    once, trials in all)."""
-    from deeprig.runners.tune import count_trials
-
+def check_rl_search(spec: TuneSpec, resources: ClusterResources) -> TuneChecked:
+    """The base's own checks, the searched training keys, the metric, the concurrency."""
     base = spec.base
+    assert isinstance(base, RLSpec)
     problems: list[Problem] = []
     try:
         check_rl_spec(base)
@@ -75,28 +83,29 @@ def check_rl_search(spec: TuneSpec, resources: ClusterResources) -> tuple[int, i
     if problems:
         raise SpecError(problems)
     fits = max(1, math.floor(resources.cpus / per_trial))
-    trials = count_trials(spec)
-    return min(spec.search.max_concurrent_trials or fits, fits, trials), trials
+    concurrency = min(spec.search.max_concurrent_trials or fits, fits, spec.num_trials)
+    return TuneChecked(
+        spec,
+        None,
+        concurrency,
+        {"CPU": per_trial},
+        base_summary=f"{base.algorithm} on {base.env}",
+    )
 
 
-def run_rl_trial(config: dict[str, Any], plan) -> None:
+def run_rl_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """One trial: the base rl spec with this trial's values, trained iteration by
     iteration; every iteration's metrics go to Tune (for the scheduler) and MLflow."""
     import ray.tune
-
-    from deeprig.runners.tune import _log_trial_values, _trial_run
-    from deeprig.tracking.sink import MlflowMetricsSink
 
     # RLlib warns, in every trial, about its own deprecations and the new API stack.
     for name in ("ray.rllib", "ray.tune.utils.util"):
         logging.getLogger(name).setLevel(logging.ERROR)
     trial_id = ray.tune.get_context().get_trial_id()
-    spec = RLSpec.model_validate(apply_overrides(plan.base.model_dump(mode="json"), config))
-    recorder = sink = None
-    if plan.target is not None:
-        recorder = _trial_run(plan, spec, trial_id, config)
-        sink = MlflowMetricsSink(plan.target.uri, recorder.run_id)
-        _log_trial_values(sink, config)
+    spec = RLSpec.model_validate(apply_overrides(ctx.base.model_dump(mode="json"), config))
+    recorder, sink = trial_run(ctx, spec.model_dump(mode="json"), trial_id, config)
+    if sink is not None:
+        log_trial_values(sink, config)
     algo = build_config(spec).build_algo()
     iteration = 0
     restored = ray.tune.get_checkpoint()
@@ -128,4 +137,31 @@ def run_rl_trial(config: dict[str, Any], plan) -> None:
         if sink:
             sink.flush()
     if recorder:
-        recorder.finish("FINISHED")
+        recorder.finish(RunStatus.FINISHED)
+
+
+def _judge(base: RLSpec, result: dict[str, Any]) -> tuple[int, bool]:
+    # The trial says when it met its stop criteria; otherwise the scheduler stopped it.
+    return int(result.get("training_iteration", 0)), not result.get(COMPLETED)
+
+
+def _log_best_checkpoint(
+    parent: RunRecorder, spec: TuneSpec, checked: TuneChecked, best: Any
+) -> None:
+    from pathlib import Path
+
+    if best.checkpoint is not None:
+        with best.checkpoint.as_directory() as directory:  # `deeprig eval` restores it
+            parent.log_directory(Path(directory), "checkpoints/best")
+
+
+RL_BASE = SearchBase(
+    unit="iterations",
+    check=check_rl_search,
+    trial=run_rl_trial,
+    # ASHA's longest trial: the iteration limit, or a large bound when the trial stops on
+    # steps or time (ASHA's rungs then stop at grace * factor^k).
+    max_iterations=lambda base: base.stop.iterations or 10_000,
+    judge=_judge,
+    log_best=_log_best_checkpoint,
+)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from deeprig.data.describe import DataInfo
-from deeprig.spec.models import TrainSpec
+from deeprig.spec.train import TrainSpec
 
 
 class MetricsSink(Protocol):
-    """Where rank 0 sends per-epoch metrics (the tracking module provides the real one)."""
+    """Where rank 0 sends per-epoch metrics and tags (tracking.sink provides the real one)."""
 
     def log(self, metrics: dict[str, float], step: int) -> None: ...
     def tag(self, key: str, value: str) -> None: ...
@@ -18,10 +18,10 @@ class MetricsSink(Protocol):
 
 
 @dataclass(frozen=True)
-class TrainPlan:
+class WorkerConfig:
     spec: TrainSpec
     data: DataInfo
     threads_per_worker: int
     in_memory: bool
     run_id: str | None  # the MLflow run this job writes to; travels in checkpoints too
-    sink: Any | None  # a MetricsSink, or None when tracking is off
+    sink: MetricsSink | None  # None when tracking is off

@@ -1,23 +1,19 @@
-"""Pydantic models of the job spec. These are the truth; DESIGN.md has a sketch.
-
-Every model forbids unknown keys, and every field has a description: it feeds
-`deeprig validate`, the README's spec reference and error messages.
+"""`kind: train`: the pydantic models of a train job's spec (model, data, optimisation,
+execution). They are the truth about the spec; the README's reference is generated from
+them (spec/reference.py).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from deeprig.spec.common import NAME_PATTERN, StrictModel, TrackingSpec
 
 # ---------------------------------------------------------------- models
-# One config class per architecture; the registry in deeprig.models maps the same
-# names to builders (a unit test keeps the two in step).
+# One config class per architecture. deeprig.models.registry maps each class to its
+# builder and the sample shapes it reads (a unit test keeps the two in step).
 
 
 class MLPConfig(StrictModel):
@@ -49,7 +45,7 @@ class RNNConfig(StrictModel):
 
 
 ModelSpec = Annotated[MLPConfig | CNNConfig | RNNConfig, Field(discriminator="name")]
-MODEL_NAMES = ("mlp", "cnn", "lstm", "gru")
+MODEL_CONFIGS: tuple[type[StrictModel], ...] = get_args(get_args(ModelSpec)[0])
 
 
 # ---------------------------------------------------------------- data
@@ -194,28 +190,6 @@ class FailureSpec(StrictModel):
         ge=-1,
         description="Worker-group restarts from the latest checkpoint (-1: unlimited).",
     )
-
-
-class TrackingSpec(StrictModel):
-    experiment: str | None = Field(
-        default=None, description="MLflow experiment; defaults to the job name."
-    )
-    uri: str | None = Field(
-        default=None,
-        description=(
-            "MLflow tracking URI (http://host:5000, sqlite:///...). Omitted: $MLFLOW_TRACKING_URI, "
-            "else the embedded store under the deeprig home folder."
-        ),
-    )
-    register_as: str | None = Field(
-        default=None, description="Register the final model under this name."
-    )
-    enabled: bool = Field(
-        default=True, description="Set false to record nothing (benchmarks use this)."
-    )
-
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 
 class TrainSpec(StrictModel):

@@ -1,5 +1,5 @@
-"""The cluster verbs of the `deeprig` command: submit, status, logs, stop, list, and
-`cluster up|status|down`. Parsing and printing only; the work is in deeprig.cluster."""
+"""The verbs for jobs on a Ray cluster, through the Ray Jobs API: submit, status, logs,
+stop, list. Parsing and printing only; the work is in deeprig.cluster.jobs."""
 
 from __future__ import annotations
 
@@ -8,14 +8,19 @@ from datetime import datetime
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from deeprig.spec import SpecError, load_spec
-
-console = Console()
-errors = Console(stderr=True)
-EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+from deeprig.cli.common import (
+    SET_HELP,
+    ExitCode,
+    bad_spec,
+    check_spec,
+    console,
+    errors,
+    load_spec_or_exit,
+)
+from deeprig.cluster.jobs import JobMetadata
+from deeprig.spec import SpecError
 
 ADDRESS_HELP = (
     "Ray dashboard of the cluster (http://HEAD:8265). Omitted: $RAY_API_SERVER_ADDRESS, "
@@ -32,7 +37,7 @@ def _dashboard(address: str | None) -> str:
     cluster = find_cluster()
     if cluster is None:
         errors.print("no cluster given: pass --address http://HEAD:8265, or `deeprig cluster up`")
-        raise typer.Exit(EXIT_BAD_INPUT)
+        raise typer.Exit(ExitCode.BAD_INPUT)
     return cluster.dashboard
 
 
@@ -44,7 +49,7 @@ def _client(address: str | None):
         return jobs_client(dashboard)
     except Exception as exc:
         errors.print(f"[bold red]cannot reach the Ray Jobs API at {dashboard}:[/] {exc}")
-        raise typer.Exit(EXIT_FAILED) from None
+        raise typer.Exit(ExitCode.FAILED) from None
 
 
 def _job_destinations(dashboard: str, tracking_uri: str | None, storage: str | None):
@@ -66,7 +71,7 @@ def _job_destinations(dashboard: str, tracking_uri: str | None, storage: str | N
 
 def submit(
     job: Path = typer.Argument(..., help="Job spec (YAML) inside the working directory."),
-    overrides: list[str] = typer.Option([], "--set", help="Override a spec field (repeatable)."),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
     address: str = typer.Option(None, help=ADDRESS_HELP),
     working_dir: Path = typer.Option(
         Path("."), help="Folder uploaded with the job (Ray honours .gitignore and .rayignore)."
@@ -89,15 +94,10 @@ def submit(
 
     Example: deeprig submit jobs/digits_cnn.yaml --address http://127.0.0.1:8265
     """
-    from deeprig.cli import _check, _report_spec_error
     from deeprig.cluster import jobs
     from deeprig.cluster.preflight import check_shared_state, storage_setting
 
-    try:
-        spec = load_spec(job, overrides)
-    except SpecError as exc:
-        _report_spec_error(exc, str(job))
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+    spec = load_spec_or_exit(job, overrides)
     dashboard = _dashboard(address)
     job_tracking, job_storage = _job_destinations(dashboard, tracking_uri, storage)
     try:
@@ -105,7 +105,7 @@ def submit(
         jobs.check_upload_size(upload)
         client = _client(dashboard)
         resources = jobs.dashboard_resources(dashboard)
-        summary = _check(spec, resources)
+        summary = check_spec(spec, resources)
         check_shared_state(
             spec,
             resources,
@@ -117,10 +117,9 @@ def submit(
             env[jobs.TRACKING_ENV] = job_tracking
         if job_storage:
             env[jobs.STORAGE_ENV] = job_storage
-        submission = jobs.plan_submission(spec, job, overrides, upload, env)
+        submission = jobs.build_submission(spec, job, overrides, upload, env)
     except SpecError as exc:
-        _report_spec_error(exc, str(job))
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        bad_spec(exc, job)
     console.print(
         f"{spec.kind} job [bold]{spec.name}[/] - {summary}\n"
         f"uploading {upload.root} ({upload.num_files} files, {upload.num_bytes / 2**20:.1f} MiB) "
@@ -148,7 +147,7 @@ def _follow(client, submission_id: str) -> int:
         return 130
     colour = {"SUCCEEDED": "green", "FAILED": "red"}.get(status, "yellow")
     console.print(f"job {submission_id}: [{colour}]{status}[/]")
-    return jobs.exit_code(status)
+    return exit_code(status)
 
 
 def status(
@@ -159,8 +158,6 @@ def status(
 
     Example: deeprig status deeprig-digits-cnn-1a2b3c4d
     """
-    from deeprig.cluster.jobs import exit_code
-
     info = _client(address).get_job_info(submission_id)
     job_status = str(info.status.value)
     table = Table(show_header=False, title=submission_id)
@@ -205,7 +202,7 @@ def stop(
     final = wait_for_end(client, submission_id, timeout_s=60.0)
     console.print(f"job {submission_id}: {final}")
     if final not in ("STOPPED", "SUCCEEDED", "FAILED"):
-        raise typer.Exit(EXIT_FAILED)
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def list_jobs(
@@ -227,8 +224,8 @@ def list_jobs(
         duration = f"{(end - info.start_time) / 1000:.0f} s" if info.start_time else ""
         table.add_row(
             info.submission_id or info.job_id or "",
-            metadata.get("deeprig.job", info.entrypoint[:40]),
-            metadata.get("deeprig.kind", ""),
+            metadata.get(JobMetadata.JOB, info.entrypoint[:40]),
+            metadata.get(JobMetadata.KIND, ""),
             str(info.status.value),
             _when(info.start_time),
             duration,
@@ -236,102 +233,17 @@ def list_jobs(
     console.print(table if jobs else "no jobs on this cluster yet")
 
 
+def exit_code(status: str) -> int:
+    """A cluster job's final status as deeprig's exit code."""
+    by_status = {
+        "SUCCEEDED": ExitCode.OK,
+        "FAILED": ExitCode.FAILED,
+        "STOPPED": ExitCode.STOPPED,
+        "PENDING": ExitCode.NOT_ENDED,
+        "RUNNING": ExitCode.NOT_ENDED,
+    }
+    return by_status.get(status, ExitCode.FAILED)
+
+
 def _when(millis: int | None) -> str:
     return datetime.fromtimestamp(millis / 1000).strftime("%Y-%m-%d %H:%M:%S") if millis else ""
-
-
-# ------------------------------------------------------------------ deeprig cluster ...
-
-cluster_app = typer.Typer(
-    help="A Ray cluster (head + worker nodes via `ray start`) and an MLflow tracking server "
-    "on this machine.\n\nExample: deeprig cluster up --workers 1",
-    no_args_is_help=True,
-)
-
-
-@cluster_app.command("up")
-def cluster_up(
-    workers: int = typer.Option(1, min=0, help="Worker nodes besides the head."),
-    cpus_per_node: float = typer.Option(
-        None, help="CPUs each node offers (default: this machine's CPUs split over the nodes)."
-    ),
-    host: str = typer.Option("127.0.0.1", help="Address every service binds to."),
-    port: int = typer.Option(6379, help="Ray head (GCS) port."),
-    dashboard_port: int = typer.Option(8265, help="Ray dashboard / Jobs API port."),
-    tracking_port: int = typer.Option(5000, help="MLflow tracking server port."),
-) -> None:
-    """Start a multi-node Ray cluster and an MLflow tracking server on this machine.
-
-    Jobs submitted to it record to the tracking server and keep checkpoints in a folder
-    every node sees. `deeprig cluster down` stops all of it.
-
-    Example: deeprig cluster up --workers 1, then deeprig submit jobs/digits_cnn.yaml
-    """
-    from deeprig.cluster.local import ClusterError, up
-
-    try:
-        cluster = up(
-            workers=workers,
-            cpus_per_node=cpus_per_node,
-            host=host,
-            port=port,
-            dashboard_port=dashboard_port,
-            tracking_port=tracking_port,
-            say=lambda text: console.print(f"  {text}"),
-        )
-    except ClusterError as exc:
-        errors.print(f"[bold red]cluster up failed:[/] {exc}")
-        raise typer.Exit(EXIT_FAILED) from None
-    console.print(
-        f"[green]cluster up[/]: dashboard {cluster.dashboard}, tracking {cluster.tracking_uri}\n"
-        "  submit: deeprig submit jobs/digits_cnn.yaml   stop it all: deeprig cluster down"
-    )
-
-
-@cluster_app.command("status")
-def cluster_status() -> None:
-    """Show the local cluster's nodes, CPUs, tracking server and processes.
-
-    Example: deeprig cluster status
-    """
-    from deeprig.cluster.jobs import dashboard_resources
-    from deeprig.cluster.local import find_cluster, processes, tracking_healthy
-
-    cluster = find_cluster()
-    if cluster is None:
-        console.print("no cluster is up (deeprig cluster up starts one)")
-        raise typer.Exit(EXIT_FAILED)
-    table = Table(show_header=False, title="local cluster")
-    try:
-        resources = dashboard_resources(cluster.dashboard)
-        table.add_row("nodes", f"{resources.nodes} alive, {resources.cpus:g} CPUs")
-    except Exception as exc:
-        table.add_row("nodes", f"[red]dashboard not answering: {exc}[/]")
-    table.add_row("dashboard", cluster.dashboard)
-    healthy = tracking_healthy(cluster.tracking_uri)
-    table.add_row("tracking", f"{cluster.tracking_uri} ({'healthy' if healthy else 'DOWN'})")
-    table.add_row("checkpoints", cluster.storage)
-    table.add_row("processes", str(len(processes(cluster))))
-    table.add_row("logs", cluster.logs)
-    console.print(table)
-
-
-@cluster_app.command("down")
-def cluster_down() -> None:
-    """Stop the local cluster and its tracking server; no process is left behind.
-
-    The recorded runs and checkpoints stay in the deeprig home folder.
-
-    Example: deeprig cluster down
-    """
-    from deeprig.cluster.local import down, find_cluster
-
-    cluster = find_cluster()
-    if cluster is None:
-        console.print("no cluster is up")
-        return
-    left = down(cluster)
-    if left:
-        errors.print(f"[red]processes still running: {left}[/]")
-        raise typer.Exit(EXIT_FAILED)
-    console.print("[green]cluster down[/]: every process stopped")

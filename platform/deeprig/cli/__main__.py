@@ -1,0 +1,5 @@
+"""`python -m deeprig.cli ...`, the same as the `deeprig` command."""
+
+from deeprig.cli import app
+
+app()

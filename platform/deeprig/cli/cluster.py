@@ -1,0 +1,103 @@
+"""`deeprig cluster up|status|down`: a multi-node Ray cluster and an MLflow tracking
+server on this machine. Parsing and printing only; the work is in deeprig.cluster.local."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from deeprig.cli.common import ExitCode, console, errors
+
+cluster_app = typer.Typer(
+    help="A Ray cluster (head + worker nodes via `ray start`) and an MLflow tracking server "
+    "on this machine.\n\nExample: deeprig cluster up --workers 1",
+    no_args_is_help=True,
+)
+
+
+@cluster_app.command("up")
+def cluster_up(
+    workers: int = typer.Option(1, min=0, help="Worker nodes besides the head."),
+    cpus_per_node: float = typer.Option(
+        None, help="CPUs each node offers (default: this machine's CPUs split over the nodes)."
+    ),
+    host: str = typer.Option("127.0.0.1", help="Address every service binds to."),
+    port: int = typer.Option(6379, help="Ray head (GCS) port."),
+    dashboard_port: int = typer.Option(8265, help="Ray dashboard / Jobs API port."),
+    tracking_port: int = typer.Option(5000, help="MLflow tracking server port."),
+) -> None:
+    """Start a multi-node Ray cluster and an MLflow tracking server on this machine.
+
+    Jobs submitted to it record to the tracking server and keep checkpoints in a folder
+    every node sees. `deeprig cluster down` stops all of it.
+
+    Example: deeprig cluster up --workers 1, then deeprig submit jobs/digits_cnn.yaml
+    """
+    from deeprig.cluster.local import ClusterError, up
+
+    try:
+        cluster = up(
+            workers=workers,
+            cpus_per_node=cpus_per_node,
+            host=host,
+            port=port,
+            dashboard_port=dashboard_port,
+            tracking_port=tracking_port,
+            say=lambda text: console.print(f"  {text}"),
+        )
+    except ClusterError as exc:
+        errors.print(f"[bold red]cluster up failed:[/] {exc}")
+        raise typer.Exit(ExitCode.FAILED) from None
+    console.print(
+        f"[green]cluster up[/]: dashboard {cluster.dashboard}, tracking {cluster.tracking_uri}\n"
+        "  submit: deeprig submit jobs/digits_cnn.yaml   stop it all: deeprig cluster down"
+    )
+
+
+@cluster_app.command("status")
+def cluster_status() -> None:
+    """Show the local cluster's nodes, CPUs, tracking server and processes.
+
+    Example: deeprig cluster status
+    """
+    from deeprig.cluster.jobs import dashboard_resources
+    from deeprig.cluster.local import find_cluster, processes, tracking_healthy
+
+    cluster = find_cluster()
+    if cluster is None:
+        console.print("no cluster is up (deeprig cluster up starts one)")
+        raise typer.Exit(ExitCode.FAILED)
+    table = Table(show_header=False, title="local cluster")
+    try:
+        resources = dashboard_resources(cluster.dashboard)
+        table.add_row("nodes", f"{resources.nodes} alive, {resources.cpus:g} CPUs")
+    except Exception as exc:
+        table.add_row("nodes", f"[red]dashboard not answering: {exc}[/]")
+    table.add_row("dashboard", cluster.dashboard)
+    healthy = tracking_healthy(cluster.tracking_uri)
+    table.add_row("tracking", f"{cluster.tracking_uri} ({'healthy' if healthy else 'DOWN'})")
+    table.add_row("checkpoints", cluster.storage)
+    table.add_row("processes", str(len(processes(cluster))))
+    table.add_row("logs", cluster.logs)
+    console.print(table)
+
+
+@cluster_app.command("down")
+def cluster_down() -> None:
+    """Stop the local cluster and its tracking server; no process is left behind.
+
+    The recorded runs and checkpoints stay in the deeprig home folder.
+
+    Example: deeprig cluster down
+    """
+    from deeprig.cluster.local import down, find_cluster
+
+    cluster = find_cluster()
+    if cluster is None:
+        console.print("no cluster is up")
+        return
+    left = down(cluster)
+    if left:
+        errors.print(f"[red]processes still running: {left}[/]")
+        raise typer.Exit(ExitCode.FAILED)
+    console.print("[green]cluster down[/]: every process stopped")

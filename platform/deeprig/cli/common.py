@@ -1,0 +1,69 @@
+"""What every verb shares: the consoles, the exit codes, loading a spec or exiting 2, and
+the pre-flight check of any kind of spec."""
+
+from __future__ import annotations
+
+import contextlib
+from enum import IntEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+from rich.console import Console
+
+from deeprig.spec import SpecError, load_spec
+from deeprig.spec.loader import JobSpec, with_lines
+
+if TYPE_CHECKING:
+    from deeprig.cluster.resources import ClusterResources
+
+console = Console()
+errors = Console(stderr=True)
+
+SET_HELP = "Override a spec field: --set optim.lr=0.01 (value parsed as YAML; repeatable)."
+
+
+class ExitCode(IntEnum):
+    """What `deeprig` exits with. A followed cluster job exits with its final status."""
+
+    OK = 0
+    FAILED = 1  # the job failed (its MLflow run is marked FAILED)
+    BAD_INPUT = 2  # nothing was started or recorded
+    STOPPED = 3  # a cluster job was stopped
+    NOT_ENDED = 4  # a cluster job is still pending or running
+    INTERRUPTED = 130  # Ctrl-C (the run is marked KILLED)
+
+
+def report_spec_error(exc: SpecError, source: str) -> None:
+    """Every problem, by field path and YAML line, with its fix."""
+    with contextlib.suppress(OSError):
+        exc = with_lines(exc, Path(source).read_text())
+    count = len(exc.problems)
+    errors.print(f"[bold red]{source}: {count} problem{'s' if count > 1 else ''}[/]")
+    for problem in exc.problems:
+        errors.print(
+            f"  {problem.render(exc.source or source)}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def bad_spec(exc: SpecError, job: Path) -> NoReturn:
+    """Report the spec's problems and exit 2."""
+    report_spec_error(exc, str(job))
+    raise typer.Exit(ExitCode.BAD_INPUT)
+
+
+def load_spec_or_exit(job: Path, overrides: list[str]) -> JobSpec:
+    try:
+        return load_spec(job, overrides)
+    except SpecError as exc:
+        bad_spec(exc, job)
+
+
+def check_spec(spec: Any, resources: ClusterResources) -> str:
+    """The kind's pre-flight checks (SpecError on any problem); the one-line summary."""
+    from deeprig.runners import RUNNERS
+
+    return RUNNERS[spec.kind].check(spec, resources).summary

@@ -1,0 +1,177 @@
+"""The verbs that run work here or on a cluster the driver joins: validate, run, eval."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import typer
+
+from deeprig.cli.common import (
+    SET_HELP,
+    ExitCode,
+    bad_spec,
+    check_spec,
+    console,
+    errors,
+    load_spec_or_exit,
+)
+from deeprig.cluster.session import job_address
+from deeprig.spec import SpecError
+
+
+def validate(
+    job: Path = typer.Argument(..., help="Job spec (YAML)."),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    address: str = typer.Option(
+        None, help="Check resources against this Ray cluster instead of this machine."
+    ),
+) -> None:
+    """Check a job spec: exit 0, or exit 2 with every problem listed by field path.
+
+    Checks the fields, then the data (path, columns, labels) and the resources the job
+    asks for, without starting anything.
+
+    Example: deeprig validate jobs/digits_cnn.yaml --set scaling.num_workers=2
+    """
+    from deeprig.cluster.resources import local_resources
+
+    cluster = job_address(address)
+    spec = load_spec_or_exit(job, overrides)
+    try:
+        if cluster:
+            from deeprig.cluster.resources import connected_resources
+            from deeprig.cluster.session import ray_session
+
+            with ray_session(cluster):
+                summary = check_spec(spec, connected_resources())
+        else:
+            summary = check_spec(spec, local_resources())
+    except SpecError as exc:
+        bad_spec(exc, job)
+    console.print(f"[green]ok[/] {job}: {spec.kind} job [bold]{spec.name}[/] - {summary}")
+
+
+def run(
+    job: Path = typer.Argument(..., help="Job spec (YAML)."),
+    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
+    address: str = typer.Option(
+        None,
+        help="Ray cluster to run on ('auto' for the local cluster that `ray start` made, "
+        "ray://HEAD:10001). Omitted: a local Ray is started for the job.",
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="tune, rl: continue the newest unfinished search or rl run of this name.",
+    ),
+) -> None:
+    """Run a job to the end with live progress; print the MLflow run and where to see it.
+
+    Exit 0 when the job succeeds, 1 when it fails (its MLflow run is marked FAILED),
+    2 for bad input (nothing is started or recorded).
+
+    Example: deeprig run jobs/quickstart.yaml --set optim.lr=0.01
+    """
+    from deeprig.runners import RUNNERS, Job
+
+    spec = load_spec_or_exit(job, overrides)
+    runner = RUNNERS[spec.kind]
+    if resume and runner.resumes is None:
+        resumable = " and ".join(k for k, r in RUNNERS.items() if r.resumes)
+        errors.print(
+            f"--resume applies to {resumable} jobs (a {spec.kind} job resumes its workers)"
+        )
+        raise typer.Exit(ExitCode.BAD_INPUT)
+    context = Job(
+        spec_text=_resolved_spec_text(job, overrides, spec),
+        spec_path=job,
+        address=job_address(address),
+        resume=resume,
+        console=console,
+    )
+    # `deeprig stop` / `ray job stop` send SIGTERM: end like Ctrl-C, the run marked KILLED.
+    if threading.current_thread() is threading.main_thread():  # (tests run it in threads)
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        outcome = runner.run(spec, context)
+    except SpecError as exc:
+        bad_spec(exc, job)
+    except KeyboardInterrupt:
+        errors.print("[yellow]interrupted: the MLflow run is marked KILLED[/]")
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
+    except Exception as exc:  # the job failed; its run is already marked FAILED
+        errors.print_exception(max_frames=6)
+        errors.print(f"[bold red]job failed:[/] {type(exc).__name__}: {exc}", highlight=False)
+        raise typer.Exit(ExitCode.FAILED) from None
+    outcome.render(console)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _resolved_spec_text(job: Path, overrides: list[str], spec: Any) -> str:
+    """The spec as it ran: the file itself, or the validated spec when --set changed it."""
+    if not overrides:
+        return job.read_text()
+    import yaml
+
+    header = f"# {job} with --set {' --set '.join(overrides)}\n"
+    return header + yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+
+
+def evaluate(
+    target: str = typer.Argument(..., help="An rl run's MLflow run id, or a checkpoint folder."),
+    episodes: int = typer.Option(10, min=1, help="Episodes to roll out."),
+    seed: int = typer.Option(0, help="Seed of the first episode's environment."),
+    tracking_uri: str = typer.Option(None, help="MLflow store (default: as for `run`)."),
+    video: Path = typer.Option(
+        None, help="Record the first episode as an animated GIF here (envs with rgb_array)."
+    ),
+) -> None:
+    """Roll out a trained rl policy (greedy actions) and print its mean return.
+
+    A run id's checkpoint is read from this machine when it is here, else downloaded from
+    the run's artifacts (a tracking server, or a search's best trial).
+
+    Example: deeprig eval 3f2a...e1 --episodes 20 --video cartpole.gif
+    """
+    from statistics import mean
+
+    from deeprig.cluster.session import ray_session
+    from deeprig.runners.rl_eval import evaluate_checkpoint
+
+    checkpoint = target if Path(target).exists() else _run_checkpoint(target, tracking_uri)
+    with ray_session():
+        returns = evaluate_checkpoint(checkpoint, episodes, seed, video)
+    console.print(
+        f"{episodes} episodes: mean return [bold]{mean(returns):.2f}[/] "
+        f"(min {min(returns):.1f}, max {max(returns):.1f})"
+    )
+    if video:
+        console.print(f"first episode recorded: {video}")
+
+
+def _run_checkpoint(run_id: str, tracking_uri: str | None) -> str:
+    """The rl checkpoint of a run: its folder on this machine when it is here, else the
+    newest one in its artifacts, downloaded. Exit 2 when there is none."""
+    from deeprig.tracking.runs import download_latest_checkpoint, find_run
+    from deeprig.tracking.store import resolve_tracking
+    from deeprig.tracking.tags import Tag
+
+    recorder = find_run(resolve_tracking(tracking_uri), run_id)
+    if recorder is None:
+        errors.print(f"{run_id}: neither a checkpoint folder nor an MLflow run id")
+        raise typer.Exit(ExitCode.BAD_INPUT)
+    local = recorder.tags().get(Tag.CHECKPOINT_PATH, "")
+    if local and Path(local).exists():
+        return local
+    downloaded = download_latest_checkpoint(recorder)
+    if downloaded is None:
+        errors.print(f"run {run_id} has no rl checkpoint, here or in its artifacts")
+        raise typer.Exit(ExitCode.BAD_INPUT)
+    return downloaded

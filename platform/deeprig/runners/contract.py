@@ -1,0 +1,133 @@
+"""What every runner is, and the skeleton every runner's `run` shares.
+
+A runner is one kind of work (train, tune, rl). It offers two things:
+- `check(spec, resources) -> Checked`: every pre-flight check that needs the data, the
+  environment or the hardware, all problems at once (SpecError: exit 2, nothing started);
+  `Checked.summary` is the one line `deeprig validate` prints.
+- `run(spec, job) -> Outcome`: the job to the end; `Outcome.render` prints its closing
+  table. A failure marks the job's MLflow run FAILED (Ctrl-C: KILLED) and propagates.
+
+`run_job` is the skeleton each `run` hands its body to: check before Ray starts when the
+job runs here (against the cluster's resources once connected when it runs there), find
+the run to resume, start or join Ray, open the MLflow run, and close it on any failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from rich.console import Console
+
+from deeprig.tracking.store import TrackingTarget, deeprig_home
+
+if TYPE_CHECKING:  # (importing them costs mlflow's import; `--help` should not pay it)
+    from deeprig.cluster.resources import ClusterResources
+    from deeprig.tracking.runs import RunRecorder
+
+
+class Checked(Protocol):
+    """What a runner's pre-flight learned."""
+
+    @property
+    def summary(self) -> str: ...
+
+
+class Outcome(Protocol):
+    """How a job ended, as its runner reports it."""
+
+    def render(self, console: Console) -> None: ...
+
+
+SpecT = TypeVar("SpecT")
+CheckedT = TypeVar("CheckedT", bound=Checked)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the CLI hands a runner besides the spec."""
+
+    spec_text: str  # the spec as it ran (recorded on the run)
+    spec_path: Path
+    address: str | None = None  # a running Ray cluster; None starts a local Ray
+    resume: bool = False
+    console: Console = field(default_factory=Console)
+    home: Path = field(default_factory=deeprig_home)
+
+
+@dataclass(frozen=True)
+class Runner:
+    """One row of the runner table (runners/__init__.py)."""
+
+    check: Callable[[Any, ClusterResources], Checked]
+    run: Callable[[Any, Job], Outcome]
+    # What `--resume` continues for this kind ("search", "rl run"); None: it cannot.
+    resumes: str | None
+
+
+@dataclass(frozen=True)
+class JobRun(Generic[SpecT, CheckedT]):
+    """What a runner's body gets from the skeleton."""
+
+    spec: SpecT
+    checked: CheckedT
+    recorder: RunRecorder | None  # None when tracking is off
+    target: TrackingTarget | None
+    job: Job
+    resumed: bool
+
+
+def run_job(
+    spec: Any,
+    job: Job,
+    check: Callable[[Any, ClusterResources], CheckedT],
+    body: Callable[[JobRun[Any, CheckedT]], Any],
+    resumes: str | None = None,
+) -> Any:
+    """Check, start or join Ray, open (or reopen) the MLflow run, run `body`, and mark the
+    run FAILED / KILLED if anything on the way fails."""
+    from deeprig.cluster.preflight import check_connected_cluster
+    from deeprig.cluster.resources import connected_resources, local_resources
+    from deeprig.cluster.session import ray_session
+    from deeprig.tracking.job_runs import find_unfinished_run
+    from deeprig.tracking.runs import closed_on_failure
+    from deeprig.tracking.store import resolve_tracking
+
+    target = resolve_tracking(spec.tracking.uri, job.home) if spec.tracking.enabled else None
+    checked = None if job.address else check(spec, local_resources())
+    resumed = None
+    if job.resume and resumes:
+        resumed = find_unfinished_run(spec, target, resumes)
+    with ray_session(job.address):
+        if checked is None:
+            resources = connected_resources()
+            checked = check(spec, resources)
+            check_connected_cluster(spec, resources, target)
+        recorder = _open_run(spec, job, target, resumed)
+        with closed_on_failure(recorder):
+            return body(JobRun(spec, checked, recorder, target, job, resumed is not None))
+
+
+def _open_run(
+    spec: Any, job: Job, target: TrackingTarget | None, resumed: RunRecorder | None
+) -> RunRecorder | None:
+    import ray
+
+    from deeprig.tracking.job_runs import create_job_run
+
+    if resumed is not None:
+        resumed.reopen()
+        job.console.print(f"Resuming MLflow run [bold]{resumed.run_id}[/]")
+        return resumed
+    if target is None:
+        return None
+    recorder = create_job_run(
+        spec, job.spec_text, job.spec_path, target, ray.get_runtime_context().get_job_id()
+    )
+    job.console.print(
+        f"MLflow run [bold]{recorder.run_id}[/] in experiment "
+        f"[bold]{spec.experiment_name}[/] ({target.uri})"
+    )
+    return recorder

@@ -1,0 +1,147 @@
+"""A finished search, recorded on its parent run: the best trial's value, config, run and
+model; counts of trials; a table of every trial's results; a plot of all trials."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from deeprig.runners.tune.trial import SearchBase, TuneChecked, TuneOutcome
+from deeprig.spec.tune import TuneSpec
+from deeprig.tracking.runs import RunRecorder
+from deeprig.tracking.tags import RunStatus, Tag
+
+# What the trials table keeps of each trial's last result, besides its config.
+TRIAL_COLUMNS = (
+    "trial_id",
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_accuracy",
+    "val_rmse",
+    "training_iteration",
+    "time_total_s",
+    "episode_return_mean",
+    "num_env_steps_sampled_lifetime",
+)
+
+
+def record_search(
+    spec: TuneSpec,
+    checked: TuneChecked,
+    base: SearchBase,
+    results: Any,
+    parent: RunRecorder | None,
+    started: float,
+) -> TuneOutcome:
+    metric, mode = spec.search.metric, spec.search.mode
+    frames = {
+        r.metrics.get("trial_id", str(i)): r.metrics_dataframe
+        for i, r in enumerate(results)
+        if r.metrics_dataframe is not None
+    }
+    total_epochs = sum(len(f) for f in frames.values())
+    errors = [r for r in results if r.error]
+    ok = [r for r in results if not r.error and r.metrics and metric in r.metrics]
+    if not ok:
+        raise RuntimeError(f"all {len(errors)} trials failed; first error: {errors[0].error}")
+    best = results.get_best_result(metric=metric, mode=mode, scope="all")
+    best_frame = best.metrics_dataframe
+    best_value = float(best_frame[metric].min() if mode == "min" else best_frame[metric].max())
+    best_config = dict(best.config)
+    best_trial = best.metrics.get("trial_id")
+    children = parent.child_runs() if parent else {}
+    stopped_early = sum(c.tags.get(Tag.STOPPED_EARLY) == "true" for c in children.values())
+    outcome = TuneOutcome(
+        job_name=spec.name,
+        experiment=spec.experiment_name,
+        metric=metric,
+        unit=base.unit,
+        parent_run_id=parent.run_id if parent else None,
+        best_metric=best_value,
+        best_config=best_config,
+        num_trials=len(results),
+        num_stopped_early=stopped_early,
+        total_epochs=total_epochs,
+        seconds=time.perf_counter() - started,
+    )
+    if parent is None:
+        return outcome
+    parent.log_metrics(
+        {
+            f"best_{metric}": best_value,
+            "num_trials": len(results),
+            "num_trials_stopped_early": stopped_early,
+            "num_trials_failed": len(errors),
+            "total_epochs": total_epochs,
+        }
+    )
+    parent.log_params({f"best.{k}": json.dumps(v) for k, v in best_config.items()})
+    best_child = children.get(best_trial)
+    parent.set_tags(
+        {
+            Tag.BEST_TRIAL_ID: str(best_trial),
+            Tag.BEST_RUN_ID: best_child.run_id if best_child else "",
+        }
+    )
+    if best_child:
+        best_child.recorder.set_tags({Tag.BEST_TRIAL: "true"})
+    frame = results.get_dataframe(filter_metric=metric, filter_mode=None)
+    keep = [c for c in frame.columns if c.startswith("config/") or c in TRIAL_COLUMNS]
+    parent.log_csv(frame[keep], "trials.csv")
+    _log_search_plot(parent, frames, metric, best_trial, base.unit)
+    base.log_best(parent, spec, checked, best)
+    parent.finish(RunStatus.FINISHED)
+    return outcome
+
+
+def drop_orphan_runs(parent: RunRecorder, results: Any) -> None:
+    """Trials the dead driver started but never saved in Tune's state do not exist for the
+    restored search (it ran replacements): their child runs are deleted (MLflow keeps
+    them restorable) and listed on the parent, so each trial has exactly one run."""
+    known = {r.metrics.get("trial_id") for r in results if r.metrics}
+    # Every trial the search knows was closed by TrialRunsCallback; a run still RUNNING
+    # now belongs to a trial only the dead driver knew.
+    orphans = {
+        trial: child
+        for trial, child in parent.child_runs().items()
+        if trial not in known and child.status == RunStatus.RUNNING
+    }
+    for child in orphans.values():
+        child.recorder.set_tags({Tag.ORPHANED_BY_RESUME: "true"})
+        child.recorder.finish(RunStatus.KILLED)
+        child.recorder.delete()
+    if orphans:
+        deleted = ",".join(sorted(c.run_id for c in orphans.values()))
+        parent.set_tags({Tag.ORPHAN_RUNS_DELETED: deleted})
+
+
+def _log_search_plot(
+    parent: RunRecorder, frames: dict[str, Any], metric: str, best_trial: Any, unit: str
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for trial_id, frame in frames.items():
+        if metric not in frame:
+            continue
+        is_best = trial_id == best_trial
+        ax.plot(
+            frame["training_iteration"],
+            frame[metric],
+            marker=".",
+            linewidth=2.5 if is_best else 1,
+            alpha=1 if is_best else 0.5,
+            label=f"{trial_id} (best)" if is_best else None,
+        )
+    x_label = unit.rstrip("s")
+    ax.set(xlabel=x_label, ylabel=metric, title=f"{metric} by {x_label}, all trials")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    parent.log_figure(fig, "plots/search.png")
+    plt.close(fig)

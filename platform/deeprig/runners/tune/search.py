@@ -1,0 +1,104 @@
+"""The tune runner: `check` and `run` of the runner contract (runners/contract.py)."""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Any
+
+from deeprig.cluster.resources import ClusterResources
+from deeprig.runners.contract import Job, JobRun, run_job
+from deeprig.runners.tune.record import drop_orphan_runs, record_search
+from deeprig.runners.tune.rl_trial import RL_BASE
+from deeprig.runners.tune.train_trial import TRAIN_BASE
+from deeprig.runners.tune.trial import SearchBase, TrialContext, TuneChecked, TuneOutcome
+from deeprig.spec.train import TrainSpec
+from deeprig.spec.tune import TuneSpec
+
+# What `--resume` continues: the newest unfinished search of this name.
+RESUMES = "search"
+# The kind of a search's base spec -> what the search does with it.
+BASES: dict[str, SearchBase] = {"train": TRAIN_BASE, "rl": RL_BASE}
+
+
+def check(spec: TuneSpec, resources: ClusterResources) -> TuneChecked:
+    """The base's checks (data, shapes, resources) plus the search's own."""
+    return BASES[spec.base.kind].check(spec, resources)
+
+
+def run(spec: TuneSpec, job: Job) -> TuneOutcome:
+    """Run a search to the end; with `job.resume`, continue the latest unfinished search of
+    this name (its Tune state and its MLflow parent run) instead of starting one."""
+    return run_job(spec, job, check, _search, resumes=RESUMES)
+
+
+def _search(job_run: JobRun[TuneSpec, TuneChecked]) -> TuneOutcome:
+    from ray import tune
+
+    from deeprig.cluster.preflight import storage_setting
+    from deeprig.progress import SearchProgress
+    from deeprig.runners.tune.tuner import build_tuner, restore_tuner
+    from deeprig.tracking.store import checkpoint_storage
+    from deeprig.tracking.trials import TrialRunsCallback
+
+    spec, checked, parent, job = job_run.spec, job_run.checked, job_run.recorder, job_run.job
+    base = BASES[spec.base.kind]
+    started = time.perf_counter()
+    parent_id = parent.run_id if parent else None
+    name = f"{spec.name}-{parent_id[:8]}" if parent_id else f"{spec.name}-{int(time.time())}"
+    storage = f"{checkpoint_storage(storage_setting(spec), job.home)}/tune"
+    if "://" not in storage:
+        Path(storage).mkdir(parents=True, exist_ok=True)
+    ctx = TrialContext(
+        base=spec.base,
+        checked=checked.trial,
+        target=job_run.target,
+        experiment=spec.experiment_name,
+        parent_run_id=parent_id,
+        storage=f"{storage}/{name}/train",
+    )
+    job.console.print(
+        f"Searching {len(spec.search_space)} hyperparameter(s) of {spec.base.name}: "
+        f"{checked.num_trials} trials, {checked.concurrency} at a time, "
+        f"{spec.search.algorithm} search, {spec.scheduler.name} scheduler, "
+        f"{_per_trial(checked)} per trial"
+    )
+    progress = SearchProgress(job.console, checked.num_trials, spec.search.metric, spec.search.mode)
+    callback = TrialRunsCallback(
+        job_run.target,
+        spec.experiment_name,
+        parent_id,
+        functools.partial(base.judge, spec.base),
+        progress,
+    )
+    trainable: Any = tune.with_resources(
+        functools.partial(base.trial, ctx=ctx), checked.trial_resources
+    )
+    if job_run.resumed:
+        tuner = restore_tuner(f"{storage}/{name}", trainable, callback)
+    else:
+        tuner = build_tuner(
+            spec,
+            trainable,
+            checked.concurrency,
+            base.max_iterations(spec.base),
+            reuse_actors=ctx.in_trial,
+            name=name,
+            storage=storage,
+            callbacks=[callback],
+        )
+    with progress:
+        results = tuner.fit()
+    if job_run.resumed and parent is not None:
+        drop_orphan_runs(parent, results)
+    return record_search(spec, checked, base, results, parent, started)
+
+
+def _per_trial(checked: TuneChecked) -> str:
+    base = checked.spec.base
+    if not isinstance(base, TrainSpec) or checked.trial is None:
+        # An rl trial: its own process and its env runners.
+        return f"{checked.base_summary}, {checked.trial_resources['CPU']:g} CPU"
+    workers = base.scaling.num_workers
+    return f"{workers} worker(s) x {checked.trial.budget.cpus_per_worker:g} CPU"

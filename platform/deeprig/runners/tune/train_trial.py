@@ -1,0 +1,191 @@
+"""Searches over a train base: the search's own checks, one trial, the best model."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from deeprig.cluster.resources import ClusterResources, WorkerBudget, data_reserve
+from deeprig.runners import train
+from deeprig.runners.tune.trial import (
+    SearchBase,
+    TrialContext,
+    TuneChecked,
+    log_trial_values,
+    trial_run,
+)
+from deeprig.spec.errors import Problem, SpecError
+from deeprig.spec.train import TrainSpec
+from deeprig.spec.tune import TuneSpec, apply_overrides
+from deeprig.tracking.runs import RunRecorder
+from deeprig.tracking.tags import RunStatus
+
+MIN_CPUS_PER_TRIAL_WORKER = 0.1
+
+
+def check_train_search(spec: TuneSpec, resources: ClusterResources) -> TuneChecked:
+    """Base checks (data, shapes, resources) plus the search's own: metric, concurrency."""
+    assert isinstance(spec.base, TrainSpec)
+    base_checked = train.check(spec.base, resources)
+    problems: list[Problem] = []
+    allowed = train.reported_metrics(base_checked.data.task)
+    if spec.search.metric not in allowed:
+        problems.append(
+            Problem(
+                "search.metric",
+                f"{spec.search.metric!r} is never reported by the base "
+                f"({base_checked.data.task}) job; one of: {', '.join(sorted(allowed))}",
+            )
+        )
+    if spec.scheduler.name == "pbt" and spec.base.scaling.num_workers > 1:
+        problems.append(
+            Problem(
+                "scheduler.name",
+                "pbt needs base.scaling.num_workers: 1 (a multi-worker trial runs a "
+                "TorchTrainer, whose checkpoints Train V2 does not hand to Tune, and PBT copies "
+                "weights through them); use asha, median or fifo, or one worker per trial",
+            )
+        )
+    n = spec.base.scaling.num_workers
+    available = resources.cpus - data_reserve(resources.cpus)
+    fits = max(1, math.floor(available / (n * 0.5)))  # half a CPU per worker by default
+    if spec.base.scaling.use_gpu:
+        fits = min(fits, int(resources.gpus // n))
+    concurrency = min(spec.search.max_concurrent_trials or fits, spec.num_trials)
+    per_worker = math.floor(available / (concurrency * n) * 100) / 100
+    if per_worker < MIN_CPUS_PER_TRIAL_WORKER:
+        problems.append(
+            Problem(
+                "search.max_concurrent_trials",
+                f"{concurrency} trials x {n} workers leave {per_worker:g} CPU per worker on "
+                f"{resources.where} ({resources.cpus:g} CPUs); use at most {fits}",
+            )
+        )
+    if problems:
+        raise SpecError(problems)
+    if spec.base.scaling.cpus_per_worker is not None:
+        per_worker = min(per_worker, spec.base.scaling.cpus_per_worker)
+    budget = WorkerBudget(
+        cpus_per_worker=per_worker,
+        gpus_per_worker=base_checked.budget.gpus_per_worker,
+        threads_per_worker=max(1, math.floor(per_worker + 1e-9)),
+        data_cpus=base_checked.budget.data_cpus,
+    )
+    trial = dataclasses.replace(base_checked, budget=budget)
+    # A single-worker trial trains itself, so it holds the worker's resources; otherwise
+    # the trial only drives its TorchTrainer, whose workers hold the CPUs (a zero request
+    # is refused, so a token one).
+    resources_per_trial = budget.resources_per_worker() if n == 1 else {"CPU": 0.01}
+    return TuneChecked(
+        spec,
+        trial,
+        concurrency,
+        resources_per_trial,
+        base_summary=f"{spec.base.model.name} on {spec.base.data.source}",
+    )
+
+
+def run_train_trial(config: dict[str, Any], ctx: TrialContext) -> None:
+    """One trial: the base spec with this trial's values, trained by the train runner's
+    trainer; each epoch's report goes to Tune (for the scheduler) and MLflow."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from deeprig.cluster.session import quiet_ray_data
+
+    quiet_ray_data()
+    assert ctx.checked is not None
+    trial_id = ray.tune.get_context().get_trial_id()
+    spec = TrainSpec.model_validate(apply_overrides(ctx.base.model_dump(mode="json"), config))
+    recorder, sink = trial_run(ctx, spec.model_dump(mode="json"), trial_id, config)
+    if recorder is not None and recorder.status() == RunStatus.FINISHED:
+        # It finished before the search's driver died, but Tune's saved state missed
+        # it: hand Tune its final metrics instead of training it again.
+        ray.tune.report(recorder.latest_metrics(), checkpoint=ray.tune.get_checkpoint())
+        return
+    if sink is not None:
+        log_trial_values(sink, config, _resumed_epoch())
+    run_id = recorder.run_id if recorder else None
+    if ctx.in_trial:
+        _train_in_trial(spec, ctx, run_id, sink)
+    else:
+        trainer = train.build_trainer(
+            spec,
+            ctx.checked,
+            run_id,
+            sink,
+            ctx.storage,
+            # Deterministic: a restored search resumes each trial's own Train checkpoints.
+            run_name=f"trial-{trial_id}",
+            callbacks=[TuneReportCallback()],
+        )
+        # A failure, or Tune stopping this trial early, ends here with an exception or a
+        # killed actor: the driver's TrialRunsCallback closes the run with the right status.
+        trainer.fit()
+    if recorder:
+        recorder.finish(RunStatus.FINISHED)
+
+
+def _train_in_trial(spec: TrainSpec, ctx: TrialContext, run_id: str | None, sink) -> None:
+    from deeprig.data import build_datasets
+    from deeprig.training.loop import run_training
+    from deeprig.training.session import TuneTrialSession
+    from deeprig.training.worker_config import WorkerConfig
+
+    checked = ctx.checked
+    assert checked is not None
+    train_ds, val_ds = build_datasets(
+        spec.data, checked.data, spec.seed, 1, checked.budget.data_cpus
+    )
+    worker = WorkerConfig(
+        spec=spec,
+        data=checked.data,
+        threads_per_worker=checked.budget.threads_per_worker,
+        in_memory=checked.in_memory,
+        run_id=run_id,
+        sink=sink,
+    )
+    session = TuneTrialSession({"train": train_ds, "val": val_ds}, spec.scaling.use_gpu)
+    run_training(worker, session)
+
+
+def _resumed_epoch() -> int:
+    """The epoch a train trial continues from (0 for a fresh one)."""
+    import ray.tune
+
+    from deeprig.training.state import TrainState
+
+    checkpoint = ray.tune.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as directory:
+        return TrainState.load(directory).next_epoch
+
+
+def _judge(base: TrainSpec, result: dict[str, Any]) -> tuple[int, bool]:
+    epochs = int(result.get("epoch", 0))
+    return epochs, epochs < base.optim.num_epochs
+
+
+def _log_best_model(parent: RunRecorder, spec: TuneSpec, checked: TuneChecked, best: Any) -> None:
+    from deeprig.training.state import TrainState
+
+    if best.checkpoint is not None:  # a trial that trained in the Tune trial itself
+        with best.checkpoint.as_directory() as directory:
+            state = TrainState.load(directory)
+    elif best.metrics.get("checkpoint_path"):  # a TorchTrainer trial's last checkpoint
+        state = TrainState.load(best.metrics["checkpoint_path"])
+    else:
+        return
+    train.log_trained_model(parent, state, spec.tracking.register_as)
+
+
+TRAIN_BASE = SearchBase(
+    unit="epochs",
+    check=check_train_search,
+    trial=run_train_trial,
+    max_iterations=lambda base: base.optim.num_epochs,
+    judge=_judge,
+    log_best=_log_best_model,
+)

@@ -1,0 +1,141 @@
+"""What every trial of a search shares, whatever the kind of its base: the pre-flight's
+result, the context shipped to trial actors, the per-base operations, trial bookkeeping."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from rich.console import Console
+from rich.table import Table
+
+from deeprig.spec.rl import RLSpec
+from deeprig.spec.train import TrainSpec
+from deeprig.spec.tune import TuneSpec
+from deeprig.tracking.store import TrackingTarget
+
+if TYPE_CHECKING:
+    from ray.tune import Result
+
+    from deeprig.cluster.resources import ClusterResources
+    from deeprig.runners.train import TrainChecked
+    from deeprig.tracking.runs import RunRecorder
+    from deeprig.tracking.sink import MlflowMetricsSink
+
+
+@dataclass(frozen=True)
+class TuneChecked:
+    spec: TuneSpec
+    trial: TrainChecked | None  # data + the budget of one trial's workers (None: rl base)
+    concurrency: int
+    trial_resources: dict[str, float]  # what Tune reserves for one trial
+    base_summary: str  # "cnn on builtin:digits", "PPO on CartPole-v1"
+
+    @property
+    def num_trials(self) -> int:
+        return self.spec.num_trials
+
+    @property
+    def summary(self) -> str:
+        return (
+            f"{self.num_trials} trials of {self.base_summary}, {self.concurrency} at a time, "
+            f"{self.spec.search.algorithm} + {self.spec.scheduler.name}"
+        )
+
+
+@dataclass(frozen=True)
+class TuneOutcome:
+    job_name: str
+    experiment: str
+    metric: str
+    unit: str  # what a trial counts: epochs or iterations
+    parent_run_id: str | None
+    best_metric: float | None
+    best_config: dict[str, Any]
+    num_trials: int
+    num_stopped_early: int
+    total_epochs: int
+    seconds: float
+
+    def render(self, console: Console) -> None:
+        table = Table(title=f"{self.job_name}: best trial", show_header=True)
+        table.add_column("")
+        table.add_column("value", justify="right")
+        table.add_row(f"best {self.metric}", f"{self.best_metric:.4g}")
+        for key, value in self.best_config.items():
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+        table.add_row("trials", str(self.num_trials))
+        table.add_row("stopped early", str(self.num_stopped_early))
+        table.add_row(f"{self.unit} trained", str(self.total_epochs))
+        console.print(table)
+        console.print(f"finished in {self.seconds:.1f} s")
+        if self.parent_run_id:
+            console.print(
+                f"MLflow parent run [bold]{self.parent_run_id}[/], one child run per trial\n"
+                f"  see it: [bold]deeprig ui[/] then open the experiment '{self.experiment}'"
+            )
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """What every trial needs; shipped to the trial actors once."""
+
+    base: TrainSpec | RLSpec
+    checked: TrainChecked | None
+    target: TrackingTarget | None
+    experiment: str
+    parent_run_id: str | None
+    storage: str  # where a TorchTrainer trial keeps its Train checkpoints
+
+    @property
+    def in_trial(self) -> bool:
+        """A single-worker trial trains inside the Tune trial itself (no worker group);
+        so does an rl trial (its algorithm runs in the trial's process)."""
+        return self.base.kind == "rl" or self.base.scaling.num_workers == 1
+
+
+class Trainable(Protocol):
+    """A trial's function: Tune calls it with the trial's values; `ctx` is bound first."""
+
+    def __call__(self, config: dict[str, Any], ctx: TrialContext) -> None: ...
+
+
+@dataclass(frozen=True)
+class SearchBase:
+    """What a search needs from the kind of its base spec (one per kind, in search.py)."""
+
+    unit: str  # what a trial reports once per: "epochs" / "iterations"
+    check: Callable[[TuneSpec, ClusterResources], TuneChecked]
+    trial: Trainable
+    # ASHA's longest trial, in reports.
+    max_iterations: Callable[[Any], int]
+    # (units trained, stopped early) of a completed trial, from its last result.
+    judge: Callable[[Any, dict[str, Any]], tuple[int, bool]]
+    # Log the best trial's model or checkpoint on the search's parent run.
+    log_best: Callable[[RunRecorder, TuneSpec, TuneChecked, Result], None]
+
+
+def trial_run(
+    ctx: TrialContext, spec_dict: dict[str, Any], trial_id: str, values: dict[str, Any]
+) -> tuple[RunRecorder, MlflowMetricsSink] | tuple[None, None]:
+    """The trial's child run (found again when the trial restarts) and a sink onto it."""
+    if ctx.target is None:
+        return None, None
+    from deeprig.tracking.job_runs import open_trial_run
+    from deeprig.tracking.sink import MlflowMetricsSink
+
+    recorder = open_trial_run(
+        ctx.target, ctx.experiment, ctx.parent_run_id, trial_id, spec_dict, values
+    )
+    return recorder, MlflowMetricsSink(ctx.target.uri, recorder.run_id)
+
+
+def log_trial_values(sink: MlflowMetricsSink, values: dict[str, Any], step: int = 0) -> None:
+    """The trial's hyperparameters as metrics too, stepped by epoch: PBT changes them
+    mid-trial, and MLflow params are write-once."""
+    from deeprig.tracking.sink import numeric_values
+
+    numeric = {f"hp.{k}": v for k, v in numeric_values(values).items()}
+    if numeric:
+        sink.log(numeric, step=step)

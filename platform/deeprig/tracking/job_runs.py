@@ -1,0 +1,85 @@
+"""The MLflow run of a job, as every runner opens it: a new one, or (with --resume) the
+newest unfinished run of the same job, reopened; and the child run of a search's trial."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+
+from deeprig.spec.errors import Problem, SpecError
+from deeprig.tracking.runs import RunRecorder, find_child_run
+from deeprig.tracking.store import TrackingTarget
+from deeprig.tracking.tags import MLFLOW_PARENT_RUN_ID, RunStatus, Tag
+
+
+def create_job_run(
+    spec: Any, spec_text: str, spec_path: Path, target: TrackingTarget, ray_job_id: str | None
+) -> RunRecorder:
+    return RunRecorder.create(
+        target,
+        spec.experiment_name,
+        spec.model_dump(mode="json"),
+        spec_text,
+        spec_path.resolve().parent,
+        ray_job_id=ray_job_id,
+    )
+
+
+def find_unfinished_run(spec: Any, target: TrackingTarget | None, what: str) -> RunRecorder:
+    """The newest run of this job (same kind and name) that did not finish; SpecError when
+    there is none. Called before Ray starts, so a wrong --resume costs nothing."""
+
+    def refuse(why: str) -> SpecError:
+        return SpecError([Problem("--resume", why)])
+
+    if target is None:
+        raise refuse(f"resuming needs tracking (tracking.enabled: true) to find the {what}")
+    client = MlflowClient(target.uri)
+    experiment = client.get_experiment_by_name(spec.experiment_name)
+    runs = (
+        client.search_runs(
+            [experiment.experiment_id],
+            filter_string=(
+                f"tags.`{Tag.KIND}` = '{spec.kind}' AND tags.`{Tag.JOB_NAME}` = '{spec.name}'"
+            ),
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if experiment
+        else []
+    )
+    if not runs or runs[0].info.status == RunStatus.FINISHED:
+        raise refuse(
+            f"no unfinished {what} named {spec.name!r} to resume; run it without --resume to "
+            "start one"
+        )
+    return RunRecorder(target, runs[0].info.run_id)
+
+
+def open_trial_run(
+    target: TrackingTarget,
+    experiment: str,
+    parent_run_id: str | None,
+    trial_id: str,
+    spec_dict: dict[str, Any],
+    values: dict[str, Any],
+) -> RunRecorder:
+    """A search trial's child run: found again when the trial restarts, never duplicated."""
+    existing = find_child_run(target, experiment, parent_run_id, trial_id)
+    if existing:
+        return RunRecorder(target, existing)
+    tags = {Tag.TRIAL_ID: trial_id, Tag.TRIAL_VALUES: json.dumps(values)}
+    if parent_run_id:
+        tags |= {MLFLOW_PARENT_RUN_ID: parent_run_id, Tag.PARENT_RUN_ID: parent_run_id}
+    return RunRecorder.create(
+        target,
+        experiment,
+        spec_dict,
+        json.dumps(values, indent=1),
+        Path.cwd(),
+        run_name=f"trial-{trial_id}",
+        extra_tags=tags,
+    )

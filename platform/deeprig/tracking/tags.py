@@ -1,0 +1,57 @@
+"""The names deeprig writes on MLflow runs, defined once: tag keys and run statuses.
+
+deeprig's own tags are namespaced `deeprig.*`; where MLflow has a standard tag for the same
+fact (the parent run, the git commit) deeprig writes MLflow's too, so MLflow's UI shows it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+# MLflow's standard tags (mlflow.utils.mlflow_tags), spelled out so that this module stays
+# importable on a training worker without importing mlflow; a unit test keeps them equal.
+MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"
+MLFLOW_GIT_COMMIT = "mlflow.source.git.commit"
+
+
+class RunStatus(StrEnum):
+    """MLflow's run statuses, as deeprig uses them. A run never stays RUNNING: it ends
+    FINISHED (ran to the end), FAILED (an error), or KILLED (did not run to the end:
+    Ctrl-C, `deeprig stop`, or a trial its search's scheduler stopped early, which
+    `Tag.STOPPED_EARLY` tells apart)."""
+
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
+
+class Tag:
+    """Tag keys on a run (and, for `VERSION_PREFIX`, the prefix of a family of them)."""
+
+    # lineage: what ran, from where (every run)
+    JOB_NAME = "deeprig.job_name"
+    KIND = "deeprig.kind"
+    SPEC_HASH = "deeprig.spec_hash"
+    VERSION_PREFIX = "deeprig.version."
+    GIT_COMMIT = "deeprig.git_commit"
+    GIT_DIRTY = "deeprig.git_dirty"
+    RAY_JOB_ID = "deeprig.ray_job_id"
+    RAY_SUBMISSION_ID = "deeprig.ray_submission_id"
+    # results
+    CHECKPOINT_PATH = "deeprig.checkpoint_path"
+    BEST_EPOCH = "deeprig.best_epoch"
+    ITERATIONS = "deeprig.iterations"
+    RESUMED_FROM_EPOCH = "deeprig.resumed_from_epoch"
+    RESUMED_FROM_ITERATION = "deeprig.resumed_from_iteration"
+    # a search's trials (child runs) and their parent
+    PARENT_RUN_ID = "deeprig.parent_run_id"
+    TRIAL_ID = "deeprig.trial_id"
+    TRIAL_VALUES = "deeprig.trial_values"
+    STOPPED_EARLY = "deeprig.stopped_early"
+    EPOCHS_TRAINED = "deeprig.epochs_trained"
+    BEST_TRIAL = "deeprig.best_trial"
+    BEST_TRIAL_ID = "deeprig.best_trial_id"
+    BEST_RUN_ID = "deeprig.best_run_id"
+    ORPHANED_BY_RESUME = "deeprig.orphaned_by_resume"
+    ORPHAN_RUNS_DELETED = "deeprig.orphan_runs_deleted"

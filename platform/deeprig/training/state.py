@@ -1,0 +1,64 @@
+"""The one checkpoint schema of a train job (`TrainState`) and its file.
+
+Every reader — a restarted worker, a resumed search trial, the driver logging the best
+model — goes through `TrainState`: no reader picks keys out of a dict by string.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """What one checkpoint holds: enough to resume training where it stopped, and to
+    rebuild the model without the job's data (nanoGPT's habit: the checkpoint carries the
+    model's arguments)."""
+
+    model: dict[str, Any]  # state_dict of the model (unwrapped from DDP)
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    scaler: dict[str, Any]
+    epoch: int  # the epoch this state ends, counted from 0
+    metrics: dict[str, float]  # what that epoch reported
+    spec: dict[str, Any]  # the TrainSpec that trained it, as JSON
+    input_shape: tuple[int, ...]  # one sample's shape, as the model reads it
+    num_outputs: int
+    task: str  # "classification" | "regression"
+    run_id: str | None  # the MLflow run that trained it
+
+    @property
+    def next_epoch(self) -> int:
+        return self.epoch + 1
+
+    def save(self, directory: str | Path) -> None:
+        torch.save(dataclasses.asdict(self), Path(directory) / CHECKPOINT_FILE)
+
+    @classmethod
+    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> TrainState:
+        # weights_only=False: the file holds the spec and plain Python values, written by us.
+        saved = torch.load(
+            Path(directory) / CHECKPOINT_FILE, map_location=map_location, weights_only=False
+        )
+        if "data" in saved:  # written before the schema was a dataclass
+            saved |= saved.pop("data")
+        saved["input_shape"] = tuple(saved["input_shape"])
+        return cls(**saved)
+
+    def rebuild_model(self) -> nn.Module:
+        """The trained network, weights loaded, built from the spec it was trained with."""
+        from deeprig.models import build_model
+        from deeprig.spec.train import TrainSpec
+
+        spec = TrainSpec.model_validate(self.spec)
+        model = build_model(spec.model, self.input_shape, self.num_outputs)
+        model.load_state_dict(self.model)
+        return model

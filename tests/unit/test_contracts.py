@@ -1,0 +1,81 @@
+"""The tables and schemas the code relies on stay in step: kinds and runners, deeprig's
+copies of MLflow's tag names, the one checkpoint schema."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from deeprig.runners import RUNNERS
+from deeprig.spec.loader import SPEC_BY_KIND
+from deeprig.spec.train import MLPConfig, TrainSpec
+from deeprig.tracking import tags
+from deeprig.training.state import CHECKPOINT_FILE, TrainState
+
+
+def test_every_kind_of_spec_has_a_runner():
+    assert set(RUNNERS) == set(SPEC_BY_KIND)
+
+
+def test_resumable_kinds_are_tune_and_rl():
+    assert {kind for kind, runner in RUNNERS.items() if runner.resumes} == {"tune", "rl"}
+
+
+def test_mlflow_tag_names_are_mlflows_own():
+    from mlflow.utils import mlflow_tags
+
+    assert tags.MLFLOW_PARENT_RUN_ID == mlflow_tags.MLFLOW_PARENT_RUN_ID
+    assert tags.MLFLOW_GIT_COMMIT == mlflow_tags.MLFLOW_GIT_COMMIT
+
+
+def test_deeprig_tag_names_are_unique_and_namespaced():
+    names = [v for k, v in vars(tags.Tag).items() if k.isupper()]
+    assert len(names) == len(set(names))
+    assert all(name.startswith("deeprig.") for name in names)
+
+
+def _state(model: torch.nn.Module) -> TrainState:
+    spec = TrainSpec.model_validate(
+        {
+            "name": "t",
+            "kind": "train",
+            "model": {"name": "mlp"},
+            "data": {"source": "builtin:digits"},
+        }
+    )
+    return TrainState(
+        model=model.state_dict(),
+        optimizer={},
+        scheduler={},
+        scaler={},
+        epoch=3,
+        metrics={"val_loss": 0.5},
+        spec=spec.model_dump(mode="json"),
+        input_shape=(8, 8),
+        num_outputs=10,
+        task="classification",
+        run_id="abc",
+    )
+
+
+def test_train_state_round_trips_and_rebuilds_its_model(tmp_path):
+    from deeprig.models import build_model
+
+    model = build_model(MLPConfig(name="mlp"), (8, 8), 10)
+    state = _state(model)
+    state.save(tmp_path)
+    loaded = TrainState.load(tmp_path)
+    assert (loaded.epoch, loaded.next_epoch, loaded.input_shape) == (3, 4, (8, 8))
+    assert loaded.metrics == {"val_loss": 0.5}
+    x = torch.randn(4, 8, 8)
+    assert torch.equal(loaded.rebuild_model().eval()(x), model.eval()(x))
+
+
+def test_train_state_reads_checkpoints_written_before_it_was_a_dataclass(tmp_path):
+    from deeprig.models import build_model
+
+    fields = dataclasses.asdict(_state(build_model(MLPConfig(name="mlp"), (8, 8), 10)))
+    data = {k: fields.pop(k) for k in ("input_shape", "num_outputs", "task")}
+    torch.save(fields | {"data": {**data, "input_shape": [8, 8]}}, tmp_path / CHECKPOINT_FILE)
+    loaded = TrainState.load(tmp_path)
+    assert (loaded.input_shape, loaded.num_outputs, loaded.task) == ((8, 8), 10, "classification")
