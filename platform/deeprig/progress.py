@@ -27,7 +27,7 @@ class EpochProgress:
     def __init__(
         self,
         console: Console,
-        total_epochs: int,
+        total_epochs: int | None,
         poll: Callable[[], dict[str, float]],
         shown: tuple[str, ...],
         interval: float = 1.0,

@@ -137,6 +137,44 @@ def test_submitted_job_records_to_the_tracking_server(cluster, submitted_job):
     assert model is not None
 
 
+def test_submitted_user_code_runs_on_both_nodes(cluster):
+    """jobs/custom_model.yaml (the user's network and data function under code.paths),
+    its 2 workers forced onto different nodes: both import the user's modules."""
+    from mlflow import MlflowClient
+    from ray.util.state import list_actors
+
+    home, state = cluster
+    before = {
+        a.actor_id
+        for a in list_actors(
+            address=state.dashboard, filters=[("class_name", "=", "RayTrainWorker")]
+        )
+    }
+    result = deeprig(
+        "submit",
+        "jobs/custom_model.yaml",
+        "--set",
+        "optim.num_epochs=2",
+        "--set",
+        "scaling.placement_strategy=STRICT_SPREAD",
+        home=home,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    workers = [
+        w
+        for w in list_actors(
+            address=state.dashboard, filters=[("class_name", "=", "RayTrainWorker")], detail=True
+        )
+        if w.actor_id not in before
+    ]
+    assert len({w.node_id for w in workers}) == 2, workers
+    client = MlflowClient(state.tracking_uri)
+    run = only_run(client, "custom")
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [0, 1]
+    assert run.data.tags["deeprig.code_sha256"]
+
+
 @pytest.fixture(scope="module")
 def stopped_job(cluster):
     """A 2000-epoch job submitted with --no-wait, stopped with `deeprig stop` once an epoch is

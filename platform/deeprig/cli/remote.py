@@ -96,6 +96,7 @@ def submit(
     """
     from deeprig.cluster import jobs
     from deeprig.cluster.preflight import check_shared_state, storage_setting
+    from deeprig.runners.contract import check_code_reaches_workers, user_code_of
 
     spec = load_spec_or_exit(job, overrides)
     dashboard = _dashboard(address)
@@ -112,6 +113,7 @@ def submit(
             spec.tracking.uri or job_tracking,
             storage_setting(spec) or job_storage,
         )
+        check_code_reaches_workers(user_code_of(spec))
         env = {}
         if job_tracking:
             env[jobs.TRACKING_ENV] = job_tracking

@@ -48,10 +48,15 @@ def job_address(address: str | None) -> str | None:
 
 
 @contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
+def ray_session(
+    address: str | None = None,
+    num_cpus: int | None = None,
+    py_modules: list[str] | None = None,
+) -> Iterator[None]:
     """Connect to `address` (a running cluster: "auto", "ray://host:10001", "host:6379") or
     start a local Ray for the duration of the block. Reuses a Ray that is already up (the
-    test suite's, or the one Ray Jobs started this driver in)."""
+    test suite's, or the one Ray Jobs started this driver in). `py_modules`: the user's
+    modules, shipped by Ray to every process of the job on every node."""
     import ray
 
     if ray.is_initialized():
@@ -66,12 +71,17 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
     # ray.init replaces the SIGTERM handler with sys.exit; a job stopped through the Jobs
     # API (SIGTERM) must end as interrupted (MLflow run KILLED), so keep deeprig's.
     sigterm_handler = signal.getsignal(signal.SIGTERM)
+    runtime_env: dict[str, object] = {}
+    # A driver started by Ray Jobs already runs in its job's runtime env; Ray refuses a
+    # second value for a variable the job sets, so send only what is missing.
+    if missing := _missing_job_env():
+        runtime_env["env_vars"] = missing
+    if py_modules:
+        runtime_env["py_modules"] = py_modules
     ray.init(
         address=address,
         num_cpus=None if address else num_cpus,
-        # A driver started by Ray Jobs already runs in its job's runtime env; Ray refuses a
-        # second value for a variable the job sets, so send only what is missing.
-        runtime_env={"env_vars": missing} if (missing := _missing_job_env()) else None,
+        runtime_env=runtime_env or None,
         logging_level=logging.WARNING,
         # Applies to every worker of this job: Ray Train and Ray Data log each report and
         # each dataset execution at INFO, which would bury deeprig's own progress.

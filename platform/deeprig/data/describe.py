@@ -6,46 +6,20 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass
-from typing import Literal
 
-from deeprig.spec.train import DigitsData, ParquetData, SyntheticData
+from deeprig.data.info import DataInfo, DataProblem, Task, num_val_rows
+from deeprig.spec.train import DigitsData, ParquetData, PythonData, SyntheticData
 
-Task = Literal["classification", "regression"]
-
-
-class DataProblem(ValueError):
-    """A data spec that cannot be read; `path` is the spec field to fix."""
-
-    def __init__(self, path: str, message: str):
-        super().__init__(message)
-        self.path = path
+__all__ = ["DataInfo", "DataProblem", "Task", "describe_data"]
 
 
-@dataclass(frozen=True)
-class DataInfo:
-    input_shape: tuple[int, ...]
-    task: Task
-    num_outputs: int  # classes, or 1 for regression
-    num_rows: int
-    num_val: int
+def describe_data(spec: DigitsData | SyntheticData | ParquetData | PythonData) -> DataInfo:
+    if isinstance(spec, PythonData):
+        from deeprig.data.python import describe_python
 
-    @property
-    def num_train(self) -> int:
-        return self.num_rows - self.num_val
-
-    @property
-    def bytes_per_row(self) -> int:
-        return 4 * math.prod(self.input_shape) + 8
-
-
-def _num_val(num_rows: int, val_fraction: float) -> int:
-    return max(1, round(num_rows * val_fraction))
-
-
-def describe_data(spec: DigitsData | SyntheticData | ParquetData) -> DataInfo:
+        return describe_python(spec)
     if isinstance(spec, DigitsData):
-        return DataInfo((8, 8), "classification", 10, 1797, _num_val(1797, spec.val_fraction))
+        return DataInfo((8, 8), "classification", 10, 1797, num_val_rows(1797, spec.val_fraction))
     if isinstance(spec, SyntheticData):
         task: Task = "classification" if spec.num_classes > 0 else "regression"
         return DataInfo(
@@ -53,7 +27,7 @@ def describe_data(spec: DigitsData | SyntheticData | ParquetData) -> DataInfo:
             task,
             spec.num_classes if spec.num_classes > 0 else 1,
             spec.num_samples,
-            _num_val(spec.num_samples, spec.val_fraction),
+            num_val_rows(spec.num_samples, spec.val_fraction),
         )
     return _describe_parquet(spec)
 
@@ -106,7 +80,9 @@ def _describe_parquet(spec: ParquetData) -> DataInfo:
     num_rows = dataset.count_rows()
     if num_rows < 2:
         raise DataProblem("data.path", f"need at least 2 rows, found {num_rows}")
-    return DataInfo(input_shape, task, num_outputs, num_rows, _num_val(num_rows, spec.val_fraction))
+    return DataInfo(
+        input_shape, task, num_outputs, num_rows, num_val_rows(num_rows, spec.val_fraction)
+    )
 
 
 def _feature_shape(spec: ParquetData, dataset, schema) -> tuple[int, ...]:

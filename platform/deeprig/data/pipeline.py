@@ -6,9 +6,11 @@ import math
 
 import numpy as np
 
+from deeprig.data.arrow import column_array
 from deeprig.data.builtin import builtin_arrays, split_indices
 from deeprig.data.describe import DataInfo
-from deeprig.spec.train import DigitsData, ParquetData, SyntheticData
+from deeprig.data.python import load_python_data
+from deeprig.spec.train import DigitsData, ParquetData, PythonData, SyntheticData
 
 # Blocks of about this size let Ray Data split a data set evenly across workers and
 # stream it without holding it whole in one task.
@@ -16,7 +18,7 @@ _TARGET_BLOCK_BYTES = 32 * 1024 * 1024
 
 
 def build_datasets(
-    spec: DigitsData | SyntheticData | ParquetData,
+    spec: DigitsData | SyntheticData | ParquetData | PythonData,
     info: DataInfo,
     seed: int,
     num_workers: int,
@@ -29,15 +31,17 @@ def build_datasets(
     """
     if isinstance(spec, ParquetData):
         return _parquet_datasets(spec, info, seed, data_cpus)
+    if isinstance(spec, PythonData):
+        return _python_datasets(spec, info, seed, num_workers)
     x, y = builtin_arrays(spec, seed)
     train_idx, val_idx = split_indices(len(y), spec.val_fraction, seed)
     return (
-        _from_numpy(x[train_idx], y[train_idx], num_workers),
-        _from_numpy(x[val_idx], y[val_idx], num_workers),
+        datasets_from_numpy(x[train_idx], y[train_idx], num_workers),
+        datasets_from_numpy(x[val_idx], y[val_idx], num_workers),
     )
 
 
-def _from_numpy(x: np.ndarray, y: np.ndarray, num_workers: int):
+def datasets_from_numpy(x: np.ndarray, y: np.ndarray, num_workers: int):
     import pyarrow as pa
     import ray.data
     from ray.data.extensions import ArrowTensorArray
@@ -58,7 +62,7 @@ def _parquet_datasets(spec: ParquetData, info: DataInfo, seed: int, data_cpus: f
     def to_xy(batch) -> dict[str, np.ndarray]:
         # Arrow in, numpy out, whole columns at a time: a list column is flattened by Arrow
         # instead of converting each row's list in Python.
-        x = np.stack([_column_array(batch.column(c)) for c in features], axis=1)
+        x = np.stack([column_array(batch.column(c)) for c in features], axis=1)
         y = batch.column(label).to_numpy().astype(label_dtype)
         return {"x": x.reshape(batch.num_rows, *shape), "y": y}
 
@@ -69,19 +73,16 @@ def _parquet_datasets(spec: ParquetData, info: DataInfo, seed: int, data_cpus: f
     return train, val
 
 
-def _column_array(column) -> np.ndarray:
-    """One Parquet column as float32: (rows,) for a scalar column, (rows, n) for a column of
-    fixed-size lists."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    kind = column.type
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
-        flat = pc.list_flatten(column).to_numpy(zero_copy_only=False)
-        return flat.astype(np.float32).reshape(len(column), -1)
-    if isinstance(kind, pa.ExtensionType):  # Ray's tensor columns
-        return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(
-            len(column), -1
-        )
-    return column.to_numpy(zero_copy_only=False).astype(np.float32)
+def _python_datasets(spec: PythonData, info: DataInfo, seed: int, num_workers: int):
+    """The data function's arrays split as built-in data is, or its Ray Dataset split as
+    Parquet is (streamed, never pulled to the driver)."""
+    loaded = load_python_data(spec)
+    if loaded.dataset is not None:
+        return loaded.dataset.train_test_split(test_size=info.num_val, shuffle=True, seed=seed)
+    assert loaded.x is not None and loaded.y is not None
+    y = loaded.y.astype(np.int64 if info.task == "classification" else np.float32)
+    train_idx, val_idx = split_indices(len(y), spec.val_fraction, seed)
+    return (
+        datasets_from_numpy(loaded.x[train_idx], y[train_idx], num_workers),
+        datasets_from_numpy(loaded.x[val_idx], y[val_idx], num_workers),
+    )

@@ -15,7 +15,8 @@ from deeprig.models.cnn import CNN
 from deeprig.models.mlp import MLP
 from deeprig.models.rnn import RecurrentNet
 from deeprig.models.shapes import as_image, as_sequence
-from deeprig.spec.train import CNNConfig, MLPConfig, RNNConfig
+from deeprig.spec.train import CNNConfig, CustomModelConfig, MLPConfig, RNNConfig
+from deeprig.usercode.checks import build_custom_model
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,9 @@ ARCHITECTURES: dict[type, Architecture] = {
         ),
         reads=as_sequence,
     ),
+    # The user's own network (code.paths): it reads whatever it reads; the pre-flight's dry
+    # run on real samples is its shape check.
+    CustomModelConfig: Architecture(build_custom_model, reads=None),
 }
 
 

@@ -26,6 +26,7 @@ from deeprig.tracking.store import TrackingTarget, deeprig_home
 if TYPE_CHECKING:  # (importing them costs mlflow's import; `--help` should not pay it)
     from deeprig.cluster.resources import ClusterResources
     from deeprig.tracking.runs import RunRecorder
+    from deeprig.usercode import CodeBundle
 
 
 class Checked(Protocol):
@@ -100,14 +101,56 @@ def run_job(
     resumed = None
     if job.resume and resumes:
         resumed = find_unfinished_run(spec, target, resumes)
-    with ray_session(job.address):
+    code = user_code_of(spec)
+    with ray_session(job.address, py_modules=code.py_modules() if code else None):
         if checked is None:
             resources = connected_resources()
             checked = check(spec, resources)
             check_connected_cluster(spec, resources, target)
+            check_code_reaches_workers(code)
         recorder = _open_run(spec, job, target, resumed)
+        if recorder is not None and resumed is None and code is not None:
+            recorder.log_code(code.artifact_files(), code.manifest(), code.sha256)
         with closed_on_failure(recorder):
             return body(JobRun(spec, checked, recorder, target, job, resumed is not None))
+
+
+def check_code_reaches_workers(code: CodeBundle | None) -> None:
+    """On a cluster, every module the user's code imported must travel with the job (be
+    under code.paths) or be installed there: SpecError naming the first file that is
+    neither."""
+    if code is None:
+        return
+    from deeprig.spec.errors import Problem, SpecError
+    from deeprig.usercode.bundle import modules_outside
+
+    outside = modules_outside(code)
+    if outside:
+        raise SpecError(
+            [
+                Problem(
+                    "code.paths",
+                    f"your code imports {outside[0]}, which is neither under code.paths nor "
+                    "an installed package: the cluster's workers could not import it; add "
+                    "its folder to code.paths",
+                )
+            ]
+        )
+
+
+def user_code_of(spec: Any) -> CodeBundle | None:
+    """The bundle of the job's `code.paths` (a search's: its base's), None without any."""
+    from deeprig.usercode import CodeBundle, UserCodeProblem
+
+    paths = getattr(getattr(spec, "base", spec), "code", None)
+    if paths is None or not paths.paths:
+        return None
+    try:
+        return CodeBundle.collect(paths.paths)
+    except UserCodeProblem as exc:
+        from deeprig.spec.errors import Problem, SpecError
+
+        raise SpecError([Problem(exc.path, str(exc))]) from None
 
 
 def _open_run(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -24,6 +24,7 @@ from deeprig.data import DataInfo, DataProblem, build_datasets, describe_data
 from deeprig.models import InputShapeError, check_input_shape
 from deeprig.runners.closing import print_metrics_table
 from deeprig.runners.contract import Job, JobRun, run_job
+from deeprig.runners.user_code import check_model_and_loop, collect_code
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.train import TrainSpec
 from deeprig.tracking.store import checkpoint_storage
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
     from deeprig.tracking.runs import RunRecorder
     from deeprig.tracking.sink import MlflowMetricsSink
+    from deeprig.usercode import CodeBundle
 
 # A worker keeps its shard in memory when it is at most this big (data.cache: auto).
 IN_MEMORY_SHARD_BYTES = 512 * 1024 * 1024
@@ -55,11 +57,12 @@ class TrainChecked:
     data: DataInfo
     budget: WorkerBudget
     in_memory: bool
+    code: CodeBundle | None = None  # the user's modules, when code.paths names any
 
     @property
     def summary(self) -> str:
         return (
-            f"{self.spec.model.name} on {self.spec.data.source} ({self.data.task}, "
+            f"{what_trains(self.spec)} on {self.spec.data.source} ({self.data.task}, "
             f"{self.data.num_train} train rows, {self.data.num_outputs} outputs), "
             f"{self.spec.scaling.num_workers} worker(s) x {self.budget.cpus_per_worker:g} CPU"
         )
@@ -92,12 +95,23 @@ class TrainOutcome:
             )
 
 
+def what_trains(spec: TrainSpec) -> str:
+    """The model (or the user's loop) a train spec trains, in a few words."""
+    if spec.loop is not None:
+        return f"loop {spec.loop.function}"
+    assert spec.model is not None
+    return getattr(spec.model, "target", None) or spec.model.name
+
+
 def score_metric(task: str) -> str:
     """The metric that says how good a train job's model is."""
     return "val_accuracy" if task == "classification" else "val_rmse"
 
 
-def reported_metrics(task: str) -> set[str]:
+def reported_metrics(spec: TrainSpec, task: str) -> set[str]:
+    """What a job reports every epoch (the user's loop: what its spec says it reports)."""
+    if spec.loop is not None:
+        return set(spec.loop.metrics)
     return {
         "train_loss",
         "val_loss",
@@ -111,24 +125,29 @@ def reported_metrics(task: str) -> set[str]:
 
 def check(spec: TrainSpec, resources: ClusterResources) -> TrainChecked:
     """Every check that needs the data or the hardware, all problems at once."""
-    problems: list[Problem] = []
+    code, problems = collect_code(spec)
     data: DataInfo | None = None
     budget: WorkerBudget | None = None
-    try:
-        data = describe_data(spec.data)
-    except DataProblem as exc:
-        problems.append(Problem(exc.path, str(exc)))
-    if data is not None:
+    if not problems:
         try:
-            check_input_shape(spec.model, data.input_shape)
-        except InputShapeError as exc:
-            problems.append(Problem("model.name", str(exc)))
-        allowed = reported_metrics(data.task)
+            data = describe_data(spec.data)
+        except DataProblem as exc:
+            problems.append(Problem(exc.path, str(exc)))
+            problems += check_model_and_loop(spec, None)
+    if data is not None:
+        if spec.model is not None:
+            try:
+                check_input_shape(spec.model, data.input_shape)
+            except InputShapeError as exc:
+                problems.append(Problem("model.name", str(exc)))
+        problems += check_model_and_loop(spec, data)
+        allowed = reported_metrics(spec, data.task)
         if spec.checkpoint.metric not in allowed:
+            reporter = "the loop (loop.metrics)" if spec.loop else f"a {data.task} job"
             problems.append(
                 Problem(
                     "checkpoint.metric",
-                    f"{spec.checkpoint.metric!r} is not reported by a {data.task} job "
+                    f"{spec.checkpoint.metric!r} is not reported by {reporter} "
                     f"(one of: {', '.join(sorted(allowed))})",
                 )
             )
@@ -148,7 +167,7 @@ def check(spec: TrainSpec, resources: ClusterResources) -> TrainChecked:
     if problems:
         raise SpecError(problems)
     assert data is not None and budget is not None
-    return TrainChecked(spec, data, budget, _keeps_shard_in_memory(spec, data))
+    return TrainChecked(spec, data, budget, _keeps_shard_in_memory(spec, data), code)
 
 
 def _keeps_shard_in_memory(spec: TrainSpec, data: DataInfo) -> bool:
@@ -184,9 +203,6 @@ def build_trainer(
     )
     from ray.train.torch import TorchTrainer
 
-    from deeprig.training.loop import train_loop_per_worker
-    from deeprig.training.worker_config import WorkerConfig
-
     budget = checked.budget
     train_ds, val_ds = build_datasets(
         spec.data, checked.data, spec.seed, spec.scaling.num_workers, budget.data_cpus
@@ -195,19 +211,14 @@ def build_trainer(
     if sink is not None:
         from deeprig.tracking.report_logger import EpochMetricsLogger
 
-        callbacks.append(EpochMetricsLogger(sink, spec.optim.num_epochs))
+        # The user's loop reports when it likes: each report is sent as it comes.
+        epochs = None if spec.loop is not None else spec.optim.num_epochs
+        callbacks.append(EpochMetricsLogger(sink, epochs))
         sink = sink.tags_only()
-    worker = WorkerConfig(
-        spec=spec,
-        data=checked.data,
-        threads_per_worker=budget.threads_per_worker,
-        in_memory=checked.in_memory,
-        run_id=run_id,
-        sink=sink,
-    )
+    loop, loop_config = _worker_entry(spec, checked, run_id, sink)
     return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"worker": worker},
+        loop,
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(
             num_workers=spec.scaling.num_workers,
             use_gpu=spec.scaling.use_gpu,
@@ -235,6 +246,33 @@ def build_trainer(
     )
 
 
+def _worker_entry(
+    spec: TrainSpec,
+    checked: TrainChecked,
+    run_id: str | None,
+    sink: MlflowMetricsSink | None,
+) -> tuple[Any, dict[str, Any]]:
+    """What every worker runs, and its config: deeprig's loop with its WorkerConfig, or the
+    user's loop with exactly `loop.config` (deeprig's part under its own key)."""
+    from deeprig.training.loop import train_loop_per_worker
+    from deeprig.training.user_loop import DEEPRIG_KEY, user_loop_per_worker
+    from deeprig.training.worker_config import WorkerConfig
+
+    if spec.loop is not None:
+        own = {"code": checked.code, "function": spec.loop.function}
+        return user_loop_per_worker, {**spec.loop.config, DEEPRIG_KEY: own}
+    worker = WorkerConfig(
+        spec=spec,
+        data=checked.data,
+        threads_per_worker=checked.budget.threads_per_worker,
+        in_memory=checked.in_memory,
+        run_id=run_id,
+        sink=sink,
+        code=checked.code,
+    )
+    return train_loop_per_worker, {"worker": worker}
+
+
 def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     from deeprig.progress import EpochProgress
     from deeprig.tracking.sink import MlflowMetricsSink
@@ -254,7 +292,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     trainer = build_trainer(spec, checked, run_id, sink, storage, run_name)
     score = score_metric(checked.data.task)
     console.print(
-        f"Training [bold]{spec.model.name}[/] on {spec.data.source}: "
+        f"Training [bold]{what_trains(spec)}[/] on {spec.data.source}: "
         f"{checked.data.num_train} train / {checked.data.num_val} val rows, "
         f"{spec.scaling.num_workers} worker(s) x {checked.budget.cpus_per_worker:g} CPU"
         + (" + 1 GPU" if spec.scaling.use_gpu else "")
@@ -262,7 +300,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     if recorder:
         with EpochProgress(
             console,
-            spec.optim.num_epochs,
+            _epochs_expected(spec),
             recorder.latest_metrics,
             ("train_loss", "val_loss", score),
         ):
@@ -273,7 +311,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     metrics = dict(best[1]) if best else dict(result.metrics or {})
     checkpoint_path = best[0].path if best else None
     if recorder:
-        _record_results(recorder, spec, best, score)
+        _record_results(recorder, spec, checked, best, score, console)
         recorder.finish(RunStatus.FINISHED)
     return TrainOutcome(
         job_name=spec.name,
@@ -294,12 +332,30 @@ def _best_checkpoint(result: Result, spec: TrainSpec) -> tuple[Checkpoint, dict]
     return min(ranked, key=lambda cm: sign * cm[1][spec.checkpoint.metric])
 
 
+def _epochs_expected(spec: TrainSpec) -> int | None:
+    if spec.loop is None:
+        return spec.optim.num_epochs
+    epochs = spec.loop.config.get("epochs")
+    return epochs if isinstance(epochs, int) else None
+
+
 def _record_results(
-    recorder: RunRecorder, spec: TrainSpec, best: tuple[Checkpoint, dict] | None, score: str
+    recorder: RunRecorder,
+    spec: TrainSpec,
+    checked: TrainChecked,
+    best: tuple[Checkpoint, dict] | None,
+    score: str,
+    console: Console,
 ) -> None:
     """Learning curve, the best checkpoint and the final model (the best by the spec's
-    metric), logged from the driver after training."""
-    recorder.log_learning_curve(("train_loss", "val_loss"), score)
+    metric), logged from the driver after training. The user's loop writes checkpoints
+    deeprig cannot read: they are logged as they are, without a model."""
+    if spec.loop is not None:
+        losses = [m for m in spec.loop.metrics if "loss" in m]
+        metric = spec.checkpoint.metric
+        recorder.log_learning_curve(losses, None if "loss" in metric else metric)
+    else:
+        recorder.log_learning_curve(("train_loss", "val_loss"), score)
     if best is None:
         return
     checkpoint, metrics = best
@@ -310,14 +366,28 @@ def _record_results(
         }
     )
     with checkpoint.as_directory() as directory:
-        state = TrainState.load(directory)
         recorder.log_directory(directory, "checkpoints/best")
-    log_trained_model(recorder, state, spec.tracking.register_as)
+        if spec.loop is not None:
+            return
+        state = TrainState.load(directory)
+    log_trained_model(recorder, state, spec.tracking.register_as, checked.code, console)
 
 
-def log_trained_model(recorder: RunRecorder, state: TrainState, register_as: str | None) -> None:
+def log_trained_model(
+    recorder: RunRecorder,
+    state: TrainState,
+    register_as: str | None,
+    code: CodeBundle | None = None,
+    console: Console | None = None,
+) -> None:
     """The checkpoint's model logged on the run with its signature (and registered)."""
     import numpy as np
 
     sample = np.zeros((2, *state.input_shape), dtype=np.float32)
-    recorder.log_torch_model(state.rebuild_model(), sample, register_as)
+    code_paths = code.py_modules() if code else None
+    used = recorder.log_torch_model(state.rebuild_model(), sample, register_as, code_paths)
+    if used != "pt2" and console is not None:
+        console.print(
+            "[yellow]the model could not be exported with torch.export; it is logged "
+            "pickled, with its code (code.paths): loading it needs the same torch[/]"
+        )

@@ -42,6 +42,7 @@ def load_spec_text(
     text: str, overrides: list[str] | None = None, source: str | None = None
 ) -> JobSpec:
     raw = _parse_yaml(text, source)
+    folder = Path(source).parent if source else Path.cwd()
     if raw.get("kind") == "tune" and isinstance(raw.get("base"), str):
         raw["base"] = _load_base(raw["base"], source)
     problems: list[Problem] = []
@@ -51,7 +52,23 @@ def load_spec_text(
             problems.append(problem)
     if problems:
         raise SpecError(problems, source)
+    _resolve_code_paths(raw, folder)
+    if raw.get("kind") == "tune" and isinstance(raw.get("base"), dict):
+        _resolve_code_paths(raw["base"], folder)
     return validate_mapping(raw, text, source)
+
+
+def _resolve_code_paths(raw: dict[str, Any], folder: Path) -> None:
+    """`code.paths` are relative to the spec file's folder (not the current directory), so
+    a spec runs the same from anywhere: made absolute here, once."""
+    code = raw.get("code")
+    if not isinstance(code, dict):
+        return
+    paths = code.get("paths")
+    if isinstance(paths, list):
+        code["paths"] = [
+            str((folder / p).resolve()) if isinstance(p, str) and p else p for p in paths
+        ]
 
 
 def _load_base(reference: str, source: str | None) -> dict[str, Any]:
@@ -63,7 +80,9 @@ def _load_base(reference: str, source: str | None) -> dict[str, Any]:
     except OSError:
         raise SpecError([Problem("base", f"no such base spec: {path}")], source) from None
     try:
-        return _parse_yaml(text, str(path))
+        base = _parse_yaml(text, str(path))
+        _resolve_code_paths(base, path.parent)  # relative to the base file's own folder
+        return base
     except SpecError as exc:
         raise SpecError(
             [Problem("base", p.render(str(path))) for p in exc.problems], source
@@ -303,8 +322,8 @@ def _union_members(annotation: Any) -> list[type[BaseModel]]:
     args = typing.get_args(annotation)
     if typing.get_origin(annotation) is typing.Annotated:
         return _union_members(args[0])
-    if args:
-        return [a for a in args if _is_model(a)]
+    if args:  # a union (an optional one too: `ModelSpec | None`), or a generic
+        return [m for a in args for m in _union_members(a)]
     return [annotation] if _is_model(annotation) else []
 
 

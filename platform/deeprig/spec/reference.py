@@ -21,11 +21,15 @@ from deeprig.spec.rl import (
 from deeprig.spec.train import (
     CheckpointSpec,
     CNNConfig,
+    CodeSpec,
+    CustomModelConfig,
     DigitsData,
     FailureSpec,
+    LoopSpec,
     MLPConfig,
     OptimSpec,
     ParquetData,
+    PythonData,
     RNNConfig,
     ScalingSpec,
     ScheduleSpec,
@@ -39,9 +43,13 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`model` with `name: mlp`", MLPConfig),
     ("`model` with `name: cnn`", CNNConfig),
     ("`model` with `name: lstm` or `gru`", RNNConfig),
+    ("`model` with `name: custom`", CustomModelConfig),
     ("`data` with `source: builtin:digits`", DigitsData),
     ("`data` with `source: builtin:synthetic`", SyntheticData),
     ("`data` with `source: parquet`", ParquetData),
+    ("`data` with `source: python`", PythonData),
+    ("`code`", CodeSpec),
+    ("`loop`", LoopSpec),
     ("`optim`", OptimSpec),
     ("`optim.schedule`", ScheduleSpec),
     ("`scaling`", ScalingSpec),
@@ -75,7 +83,9 @@ def _default(field) -> str:
     if field.default is PydanticUndefined and field.default_factory is None:
         return "required"
     if field.default_factory is not None:
-        return "see below"
+        made = field.default_factory()
+        # An empty list or mapping reads best as itself; a section's defaults are its own.
+        return f"`{made}`" if made in ([], {}) else "see below"
     return f"`{field.default}`" if field.default is not None else "—"
 
 

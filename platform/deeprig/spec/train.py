@@ -5,9 +5,10 @@ them (spec/reference.py).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, get_args
+import re
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from deeprig.spec.common import NAME_PATTERN, StrictModel, TrackingSpec
 
@@ -44,7 +45,36 @@ class RNNConfig(StrictModel):
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout between layers.")
 
 
-ModelSpec = Annotated[MLPConfig | CNNConfig | RNNConfig, Field(discriminator="name")]
+# `module:attr`, the way a spec names user code (a class, a function).
+TARGET_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
+
+
+def _is_target(value: str) -> str:
+    if not re.match(TARGET_PATTERN, value):
+        raise ValueError(f"{value!r} is not module:attr (e.g. 'mynets:SmallResNet')")
+    return value
+
+
+Target = Annotated[str, AfterValidator(_is_target)]
+
+
+class CustomModelConfig(StrictModel):
+    name: Literal["custom"] = Field(description="Your own network, found on `code.paths`.")
+    target: Target = Field(
+        description="module:attr of a torch.nn.Module subclass, or of a function returning one.",
+    )
+    args: dict[str, Any] = Field(
+        default_factory=dict,
+        description=(
+            "Keyword arguments (tunable as model.args.NAME); `num_outputs` and `input_shape` "
+            "are filled from the data when it takes parameters of those names."
+        ),
+    )
+
+
+ModelSpec = Annotated[
+    MLPConfig | CNNConfig | RNNConfig | CustomModelConfig, Field(discriminator="name")
+]
 MODEL_CONFIGS: tuple[type[StrictModel], ...] = get_args(get_args(ModelSpec)[0])
 
 
@@ -104,7 +134,61 @@ class ParquetData(_DataBase):
     )
 
 
-DataSpec = Annotated[DigitsData | SyntheticData | ParquetData, Field(discriminator="source")]
+class PythonData(_DataBase):
+    source: Literal["python"] = Field(
+        description="Your own data function, found on `code.paths`, called once on the driver."
+    )
+    target: Target = Field(
+        description=(
+            "module:attr of a function returning (features, labels) numpy arrays, a pandas "
+            "DataFrame or pyarrow Table (with `features` and `label`), a ray.data.Dataset, "
+            "or a torch Dataset of (x, y) pairs."
+        ),
+    )
+    args: dict[str, Any] = Field(default_factory=dict, description="Its keyword arguments.")
+    features: list[str] | None = Field(
+        default=None,
+        description="Feature columns of a DataFrame, Table or Ray Dataset (a Dataset: `x`).",
+    )
+    label: str | None = Field(
+        default=None, description="Label column of a DataFrame, Table or Ray Dataset (`y`)."
+    )
+    task: Literal["auto", "classification", "regression"] = Field(
+        default="auto",
+        description="`auto`: integer labels mean classification (ids 0..K-1), floats regression.",
+    )
+
+
+DataSpec = Annotated[
+    DigitsData | SyntheticData | ParquetData | PythonData, Field(discriminator="source")
+]
+
+
+class CodeSpec(StrictModel):
+    paths: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Folders or .py files holding your modules, relative to the spec file's folder: "
+            "put on the path here and shipped to every Ray worker."
+        ),
+    )
+
+
+class LoopSpec(StrictModel):
+    function: Target = Field(
+        description=(
+            "module:attr of your own Ray Train loop, `fn(config)`, run on every worker instead "
+            "of deeprig's (datasets `train` and `val` with columns x and y)."
+        ),
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The loop's config dict (tunable as loop.config.NAME).",
+    )
+    metrics: list[str] = Field(
+        min_length=1,
+        description="What it reports with ray.train.report (checkpoint.metric is one of them).",
+    )
 
 
 # ---------------------------------------------------------------- optimisation
@@ -198,14 +282,28 @@ class TrainSpec(StrictModel):
     name: str = Field(pattern=NAME_PATTERN, description="Job name (letters, digits, _ . -).")
     kind: Literal["train"] = Field(description="Kind of work.")
     seed: int = Field(default=0, ge=0, description="Seed for the split, init and shuffling.")
-    model: ModelSpec = Field(description="Architecture, looked up by `name`.")
+    code: CodeSpec = Field(default_factory=CodeSpec, description="Your own modules.")
+    model: ModelSpec | None = Field(
+        default=None, description="Architecture, looked up by `name` (not with `loop`)."
+    )
     data: DataSpec = Field(description="Where the rows come from, looked up by `source`.")
     optim: OptimSpec = Field(default_factory=OptimSpec, description="Optimisation.")
     scaling: ScalingSpec = Field(default_factory=ScalingSpec, description="Workers and devices.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoints.")
     failure: FailureSpec = Field(default_factory=FailureSpec, description="Fault tolerance.")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow recording.")
+    loop: LoopSpec | None = Field(
+        default=None, description="Your own Ray Train loop instead of deeprig's."
+    )
 
     @property
     def experiment_name(self) -> str:
         return self.tracking.experiment or self.name
+
+    @model_validator(mode="after")
+    def _a_model_or_a_loop(self) -> TrainSpec:
+        if self.model is None and self.loop is None:
+            raise ValueError(
+                "model: required (e.g. model: {name: mlp}), unless loop names your own loop"
+            )
+        return self

@@ -16,16 +16,27 @@ from deeprig.tracking.sink import MlflowMetricsSink, numeric_values
 
 
 class EpochMetricsLogger(UserCallback):
-    def __init__(self, sink: MlflowMetricsSink, num_epochs: int):
+    """`num_epochs`: deeprig's loop reports each epoch once and the last is known; None for
+    the user's own loop, whose every report is recorded at its step: its `epoch` (or
+    `step`) when it reports one, else the count of its reports."""
+
+    def __init__(self, sink: MlflowMetricsSink, num_epochs: int | None):
         self.sink = sink
         self.num_epochs = num_epochs
+        self.reports = 0
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
-        reported = metrics[0] if metrics else {}
-        if "epoch" not in reported:
+        reported = numeric_values(metrics[0] if metrics else {})
+        self.reports += 1
+        if self.num_epochs is not None and "epoch" not in reported:
             return
+        if "epoch" in reported:
+            step = int(reported["epoch"]) - 1
+        else:
+            step = int(reported.get("step", self.reports - 1))
         # The sink sends one batch at a time, in order; the last epoch's is waited for, so
-        # it is recorded before the controller (and the driver's fit()) finishes.
-        self.sink.log(numeric_values(reported), step=int(reported["epoch"]) - 1)
-        if int(reported["epoch"]) >= self.num_epochs:
+        # it is recorded before the controller (and the driver's fit()) finishes. The
+        # user's loop's last report is unknown: each is waited for.
+        self.sink.log(reported, step=step)
+        if self.num_epochs is None or step + 1 >= self.num_epochs:
             self.sink.flush()

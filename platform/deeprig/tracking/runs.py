@@ -147,9 +147,29 @@ class RunRecorder:
     def log_directory(self, directory: str | Path, artifact_path: str) -> None:
         self.client.log_artifacts(self.run_id, str(directory), artifact_path)
 
-    def log_torch_model(self, model, sample_input, register_as: str | None) -> str | None:
-        """Log `model` with its input/output signature; register it when asked.
-        Returns the model URI."""
+    def log_code(self, files: dict[str, bytes], manifest: str, sha256: str) -> None:
+        """The user's code as it was shipped: each file under `code/`, the sha256 manifest
+        as `code/MANIFEST.sha256`, and the manifest's hash as a tag."""
+        with tempfile.TemporaryDirectory() as tmp:
+            for relative, content in files.items():
+                path = Path(tmp) / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content)
+            (Path(tmp) / "MANIFEST.sha256").write_text(manifest)
+            self.client.log_artifacts(self.run_id, tmp, "code")
+        self.set_tags({Tag.CODE_SHA256: sha256})
+
+    def log_torch_model(
+        self,
+        model,
+        sample_input,
+        register_as: str | None,
+        code_paths: list[str] | None = None,
+    ) -> str:
+        """Log `model` with its input/output signature; register it when asked. The format
+        is torch.export's ("pt2": it loads without the model's code); a model torch.export
+        cannot trace is logged pickled instead, with `code_paths` (the modules it needs).
+        Tags the format; returns it."""
         import mlflow
         import mlflow.pytorch
         import torch
@@ -165,11 +185,10 @@ class RunRecorder:
             # The fluent API is the only way to log a model; leaving this block marks the
             # run FINISHED, so the runner calls this last, and re-marks it on any failure.
             with mlflow.start_run(run_id=self.run_id), warnings.catch_warnings():
-                # torch.export (MLflow's default "pt2" format, loadable without deeprig)
-                # warns about RNN weight attributes; the exported model is correct.
+                # torch.export warns about RNN weight attributes; the exported model is
+                # correct.
                 warnings.simplefilter("ignore", UserWarning)
-                info = mlflow.pytorch.log_model(
-                    model,
+                options = dict(
                     name="model",
                     signature=signature,
                     input_example=sample_input[:2],
@@ -177,9 +196,18 @@ class RunRecorder:
                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                     registered_model_name=register_as,
                 )
+                try:
+                    mlflow.pytorch.log_model(model, serialization_format="pt2", **options)
+                    used = "pt2"
+                except Exception:  # torch.export cannot trace it (data-dependent control flow)
+                    mlflow.pytorch.log_model(
+                        model, serialization_format="pickle", code_paths=code_paths, **options
+                    )
+                    used = "pickle"
         finally:
             mlflow.set_tracking_uri(previous)
-        return info.model_uri
+        self.set_tags({Tag.MODEL_FORMAT: used})
+        return used
 
 
 @contextmanager

@@ -38,10 +38,12 @@ class Tag:
     GIT_DIRTY = "deeprig.git_dirty"
     RAY_JOB_ID = "deeprig.ray_job_id"
     RAY_SUBMISSION_ID = "deeprig.ray_submission_id"
+    CODE_SHA256 = "deeprig.code_sha256"  # of the manifest of the user's files (code/)
     # results
     CHECKPOINT_PATH = "deeprig.checkpoint_path"
     BEST_EPOCH = "deeprig.best_epoch"
     ITERATIONS = "deeprig.iterations"
+    MODEL_FORMAT = "deeprig.model_format"  # how the model was logged: pt2 or pickle
     RESUMED_FROM_EPOCH = "deeprig.resumed_from_epoch"
     RESUMED_FROM_ITERATION = "deeprig.resumed_from_iteration"
     # a search's trials (child runs) and their parent

@@ -54,6 +54,8 @@ class _Parts:
 
 def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
     spec = worker.spec
+    if worker.code is not None:
+        worker.code.install()
     torch.set_num_threads(worker.threads_per_worker)
     # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
     torch.manual_seed(spec.seed)
@@ -100,6 +102,7 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
 
 def _build_parts(worker: WorkerConfig, session: WorkerSession, device: torch.device) -> _Parts:
     spec = worker.spec
+    assert spec.model is not None  # (a spec without one runs its own loop, not this one)
     model = build_model(spec.model, worker.data.input_shape, worker.data.num_outputs)
     restored = session.restore()
     if restored is not None:

@@ -59,6 +59,7 @@ class TrainState:
         from deeprig.spec.train import TrainSpec
 
         spec = TrainSpec.model_validate(self.spec)
+        assert spec.model is not None  # (deeprig's loop wrote this state: it had a model)
         model = build_model(spec.model, self.input_shape, self.num_outputs)
         model.load_state_dict(self.model)
         return model

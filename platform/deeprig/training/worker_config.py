@@ -7,6 +7,7 @@ from typing import Protocol
 
 from deeprig.data.describe import DataInfo
 from deeprig.spec.train import TrainSpec
+from deeprig.usercode import CodeBundle
 
 
 class MetricsSink(Protocol):
@@ -25,3 +26,4 @@ class WorkerConfig:
     in_memory: bool
     run_id: str | None  # the MLflow run this job writes to; travels in checkpoints too
     sink: MetricsSink | None  # None when tracking is off
+    code: CodeBundle | None = None  # the user's modules (code.paths), installed first

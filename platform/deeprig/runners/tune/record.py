@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deeprig.runners.tune.trial import SearchBase, TuneChecked, TuneOutcome
 from deeprig.spec.tune import TuneSpec
-from deeprig.tracking.runs import RunRecorder
 from deeprig.tracking.tags import RunStatus, Tag
+
+if TYPE_CHECKING:  # (mlflow's import is ~2 s; `validate` needs none of it)
+    from deeprig.tracking.runs import RunRecorder
 
 # What the trials table keeps of each trial's last result, besides its config.
 TRIAL_COLUMNS = (

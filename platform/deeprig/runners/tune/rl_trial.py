@@ -12,7 +12,7 @@ import logging
 import math
 import tempfile
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deeprig.cluster.resources import ClusterResources
 from deeprig.runners.rl import (
@@ -33,8 +33,10 @@ from deeprig.runners.tune.trial import (
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.rl import RLSpec
 from deeprig.spec.tune import TuneSpec, apply_overrides
-from deeprig.tracking.runs import RunRecorder
 from deeprig.tracking.tags import RunStatus
+
+if TYPE_CHECKING:  # (mlflow's import is ~2 s; `validate` needs none of it)
+    from deeprig.tracking.runs import RunRecorder
 
 # What an rl trial reports (and a search may optimise).
 RL_METRICS = frozenset(RESULT_METRICS.values()) | {"env_steps_per_s"}

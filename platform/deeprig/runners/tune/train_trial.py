@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deeprig.cluster.resources import ClusterResources, WorkerBudget, data_reserve
 from deeprig.runners import train
@@ -18,8 +18,10 @@ from deeprig.runners.tune.trial import (
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.train import TrainSpec
 from deeprig.spec.tune import TuneSpec, apply_overrides
-from deeprig.tracking.runs import RunRecorder
 from deeprig.tracking.tags import RunStatus
+
+if TYPE_CHECKING:  # (mlflow's import is ~2 s; `validate` needs none of it)
+    from deeprig.tracking.runs import RunRecorder
 
 MIN_CPUS_PER_TRIAL_WORKER = 0.1
 
@@ -29,7 +31,8 @@ def check_train_search(spec: TuneSpec, resources: ClusterResources) -> TuneCheck
     assert isinstance(spec.base, TrainSpec)
     base_checked = train.check(spec.base, resources)
     problems: list[Problem] = []
-    allowed = train.reported_metrics(base_checked.data.task)
+    allowed = train.reported_metrics(spec.base, base_checked.data.task)
+    problems += _check_user_code_extremes(spec, base_checked)
     if spec.search.metric not in allowed:
         problems.append(
             Problem(
@@ -82,8 +85,33 @@ def check_train_search(spec: TuneSpec, resources: ClusterResources) -> TuneCheck
         trial,
         concurrency,
         resources_per_trial,
-        base_summary=f"{spec.base.model.name} on {spec.base.data.source}",
+        base_summary=f"{train.what_trains(spec.base)} on {spec.base.data.source}",
     )
+
+
+def _check_user_code_extremes(spec: TuneSpec, base_checked: Any) -> list[Problem]:
+    """The user-code checks (args bound, dry run) for the values a trial could get at the
+    edges of each domain over `model.args.*` or `loop.config.*`."""
+    from deeprig.runners.user_code import check_model_and_loop
+
+    problems: list[Problem] = []
+    base = spec.base.model_dump(mode="json")
+    for path, domain in spec.search_space.items():
+        if not path.startswith(("model.args.", "loop.config.")):
+            continue
+        for value in domain.extremes():
+            trial_spec = TrainSpec.model_validate(apply_overrides(base, {path: value}))
+            found = check_model_and_loop(trial_spec, base_checked.data)
+            if found:
+                first = found[0]
+                problems.append(
+                    Problem(
+                        f"search_space.{path}",
+                        f"value {value!r}: {first.path}: {first.message}",
+                    )
+                )
+                break
+    return problems
 
 
 def run_train_trial(config: dict[str, Any], ctx: TrialContext) -> None:
@@ -96,6 +124,8 @@ def run_train_trial(config: dict[str, Any], ctx: TrialContext) -> None:
 
     quiet_ray_data()
     assert ctx.checked is not None
+    if ctx.checked.code is not None:  # the data function and model come from the user
+        ctx.checked.code.install()
     trial_id = ray.tune.get_context().get_trial_id()
     spec = TrainSpec.model_validate(apply_overrides(ctx.base.model_dump(mode="json"), config))
     recorder, sink = trial_run(ctx, spec.model_dump(mode="json"), trial_id, config)
@@ -169,8 +199,19 @@ def _judge(base: TrainSpec, result: dict[str, Any]) -> tuple[int, bool]:
 
 
 def _log_best_model(parent: RunRecorder, spec: TuneSpec, checked: TuneChecked, best: Any) -> None:
+    from pathlib import Path
+
     from deeprig.training.state import TrainState
 
+    if isinstance(spec.base, TrainSpec) and spec.base.loop is not None:
+        # The user's loop writes checkpoints deeprig cannot read: logged as they are.
+        path = best.metrics.get("checkpoint_path")
+        if best.checkpoint is not None:
+            with best.checkpoint.as_directory() as directory:
+                parent.log_directory(Path(directory), "checkpoints/best")
+        elif path:
+            parent.log_directory(Path(path), "checkpoints/best")
+        return
     if best.checkpoint is not None:  # a trial that trained in the Tune trial itself
         with best.checkpoint.as_directory() as directory:
             state = TrainState.load(directory)
@@ -178,7 +219,8 @@ def _log_best_model(parent: RunRecorder, spec: TuneSpec, checked: TuneChecked, b
         state = TrainState.load(best.metrics["checkpoint_path"])
     else:
         return
-    train.log_trained_model(parent, state, spec.tracking.register_as)
+    code = checked.trial.code if checked.trial else None
+    train.log_trained_model(parent, state, spec.tracking.register_as, code)
 
 
 TRAIN_BASE = SearchBase(

@@ -91,8 +91,11 @@ class TrialContext:
     @property
     def in_trial(self) -> bool:
         """A single-worker trial trains inside the Tune trial itself (no worker group);
-        so does an rl trial (its algorithm runs in the trial's process)."""
-        return self.base.kind == "rl" or self.base.scaling.num_workers == 1
+        so does an rl trial (its algorithm runs in the trial's process). The user's own
+        loop runs under Ray Train, as it was written for."""
+        if self.base.kind == "rl":
+            return True
+        return self.base.scaling.num_workers == 1 and self.base.loop is None
 
 
 class Trainable(Protocol):

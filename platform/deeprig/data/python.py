@@ -1,0 +1,212 @@
+"""`data.source: python`: the user's data function, called once on the driver, its return
+value checked and turned into the same `x`/`y` Ray Datasets every source ends as.
+
+Accepted returns: `(features, labels)` arrays (numpy, or anything `np.asarray` takes, such
+as torch tensors), features in each sample's natural shape; a pandas DataFrame or pyarrow
+Table with `data.features` / `data.label` columns; a `ray.data.Dataset` (streamed, never
+pulled to the driver; columns `x`/`y` unless named); a `torch.utils.data.Dataset` of
+`(x, y)` pairs (read once into arrays).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from deeprig.data.info import DataInfo, DataProblem, Task, num_val_rows
+from deeprig.spec.train import PythonData
+
+ACCEPTED = (
+    "(features, labels) arrays, a pandas DataFrame or pyarrow Table (with data.features and "
+    "data.label), a ray.data.Dataset, or a torch Dataset of (x, y) pairs"
+)
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """What the data function gave, in one of two forms."""
+
+    x: np.ndarray | None  # in memory: every sample, natural shape
+    y: np.ndarray | None
+    dataset: Any = None  # streamed: a ray.data.Dataset with columns x and y
+
+
+# The data function runs once per driver process and spec (validate, then run, reuse it).
+_LOADED: dict[str, LoadedData] = {}
+
+
+def load_python_data(spec: PythonData) -> LoadedData:
+    from deeprig.usercode import UserCodeProblem, resolve_target
+    from deeprig.usercode.signature import bind_arguments
+
+    key = json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+    if key in _LOADED:
+        return _LOADED[key]
+    try:
+        function = resolve_target(spec.target, "data.target")
+    except UserCodeProblem as exc:
+        raise DataProblem(exc.path, str(exc)) from None
+    if not callable(function):
+        raise DataProblem("data.target", f"{spec.target} is not a function")
+    kwargs, problems = bind_arguments(function, spec.args, "data.args", {})
+    if problems:
+        raise DataProblem(problems[0].path, problems[0].message)
+    try:
+        returned = function(**kwargs)
+    except Exception as exc:
+        raise DataProblem(
+            "data.target", f"{spec.target} raised {type(exc).__name__}: {exc}"
+        ) from None
+    loaded = _normalise(returned, spec)
+    _LOADED[key] = loaded
+    return loaded
+
+
+def _normalise(returned: Any, spec: PythonData) -> LoadedData:
+    import pandas as pd
+    import pyarrow as pa
+
+    if isinstance(returned, tuple) and len(returned) == 2:
+        try:
+            x = np.asarray(returned[0], dtype=np.float32)
+            y = np.asarray(returned[1])
+        except (TypeError, ValueError) as exc:
+            raise DataProblem(
+                "data.target", f"its (features, labels) are not arrays: {exc}"
+            ) from None
+        if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
+            raise DataProblem(
+                "data.target",
+                f"features must be (N, ...) and labels (N,); got {x.shape} and {y.shape}",
+            )
+        return LoadedData(x, y)
+    if isinstance(returned, pd.DataFrame):
+        returned = pa.Table.from_pandas(returned, preserve_index=False)
+    if isinstance(returned, pa.Table):
+        return _from_table(returned, spec)
+    if _is_ray_dataset(returned):
+        return _from_ray_dataset(returned, spec)
+    if _is_torch_dataset(returned):
+        pairs = [returned[i] for i in range(len(returned))]
+        x = np.stack([np.asarray(p[0], dtype=np.float32) for p in pairs])
+        y = np.asarray([np.asarray(p[1]).item() for p in pairs])
+        return LoadedData(x, y)
+    raise DataProblem("data.target", f"returned a {type(returned).__name__}; expected {ACCEPTED}")
+
+
+def _from_table(table: Any, spec: PythonData) -> LoadedData:
+    from deeprig.data.arrow import column_array
+
+    if not spec.features or not spec.label:
+        raise DataProblem(
+            "data.features", "a DataFrame or Table needs data.features and data.label"
+        )
+    missing = [c for c in [*spec.features, spec.label] if c not in table.column_names]
+    if missing:
+        field = "data.label" if missing == [spec.label] else "data.features"
+        raise DataProblem(
+            field, f"column(s) {missing} not in the data (columns: {', '.join(table.column_names)})"
+        )
+    x = np.stack([column_array(table.column(c)) for c in spec.features], axis=1)
+    if len(spec.features) == 1:
+        x = x[:, 0]
+        x = x[:, None] if x.ndim == 1 else x
+    y = table.column(spec.label).to_numpy(zero_copy_only=False)
+    return LoadedData(x.astype(np.float32), y)
+
+
+def _from_ray_dataset(dataset: Any, spec: PythonData) -> LoadedData:
+    features = spec.features or ["x"]
+    label = spec.label or "y"
+    names = dataset.schema().names
+    missing = [c for c in [*features, label] if c not in names]
+    if missing:
+        raise DataProblem(
+            "data.features" if label not in missing else "data.label",
+            f"column(s) {missing} not in the Ray Dataset (columns: {', '.join(names)}); name "
+            "them with data.features / data.label",
+        )
+    if len(features) != 1:
+        raise DataProblem(
+            "data.features", "a Ray Dataset needs one feature column (a tensor per row)"
+        )
+    (feature,) = features
+    if (feature, label) != ("x", "y"):
+        dataset = dataset.rename_columns({feature: "x", label: "y"})
+    return LoadedData(None, None, dataset.select_columns(["x", "y"]))
+
+
+def _is_ray_dataset(value: Any) -> bool:
+    try:
+        from ray.data import Dataset
+    except ImportError:
+        return False
+    return isinstance(value, Dataset)
+
+
+def _is_torch_dataset(value: Any) -> bool:
+    from torch.utils.data import Dataset
+
+    return isinstance(value, Dataset) and hasattr(value, "__len__")
+
+
+def describe_python(spec: PythonData) -> DataInfo:
+    loaded = load_python_data(spec)
+    if loaded.dataset is None:
+        assert loaded.x is not None and loaded.y is not None
+        x, y = loaded.x, loaded.y
+        task, num_outputs = infer_task(y, spec.task, "data.target")
+        num_rows = len(y)
+        if num_rows < 2:
+            raise DataProblem("data.target", f"need at least 2 rows, got {num_rows}")
+        return DataInfo(
+            tuple(x.shape[1:]),
+            task,
+            num_outputs,
+            num_rows,
+            num_val_rows(num_rows, spec.val_fraction),
+        )
+    dataset = loaded.dataset
+    first = dataset.take(1)
+    if not first:
+        raise DataProblem("data.target", "the Ray Dataset it returned is empty")
+    shape = tuple(np.asarray(first[0]["x"]).shape)
+    if not shape:
+        shape = (1,)
+    num_rows = dataset.count()
+    labels = np.asarray([dataset.min("y"), dataset.max("y"), first[0]["y"]])
+    task, num_outputs = infer_task(labels, spec.task, "data.target")
+    return DataInfo(shape, task, num_outputs, num_rows, num_val_rows(num_rows, spec.val_fraction))
+
+
+def infer_task(labels: np.ndarray, requested: str, field: str) -> tuple[Task, int]:
+    """(task, outputs) from the labels: integer ids 0..K-1 are classes, floats a target."""
+    is_int = np.issubdtype(labels.dtype, np.integer) or labels.dtype == np.bool_
+    if not is_int and not np.issubdtype(labels.dtype, np.floating):
+        raise DataProblem(
+            field,
+            f"labels of dtype {labels.dtype} are neither class ids nor numbers; encode the "
+            "classes as integers 0..K-1",
+        )
+    inferred: Task = "classification" if is_int else "regression"
+    task: Task = inferred if requested == "auto" else requested  # type: ignore[assignment]
+    if task == "regression":
+        return task, 1
+    if not is_int:
+        raise DataProblem(field, "classification needs integer class ids; these labels are floats")
+    if labels.min() < 0:
+        raise DataProblem(field, "class ids must be 0..K-1 (found a negative id)")
+    return task, int(labels.max()) + 1
+
+
+def first_samples(spec: PythonData, count: int) -> np.ndarray:
+    """A few real samples, for the model's dry run."""
+    loaded = load_python_data(spec)
+    if loaded.dataset is None:
+        assert loaded.x is not None
+        return loaded.x[:count]
+    rows = loaded.dataset.take(count)
+    return np.stack([np.asarray(r["x"], dtype=np.float32) for r in rows])

@@ -1,0 +1,48 @@
+"""The train runner's pre-flight of user code (code.paths, a custom model, a custom data
+function, the user's own loop): everything that can fail before Ray starts, all at once."""
+
+from __future__ import annotations
+
+from deeprig.data.info import DataInfo
+from deeprig.spec.errors import Problem
+from deeprig.spec.train import CustomModelConfig, PythonData, TrainSpec
+from deeprig.usercode import CodeBundle, UserCodeProblem
+from deeprig.usercode.checks import check_custom_model, check_loop_function
+
+
+def uses_user_code(spec: TrainSpec) -> bool:
+    return bool(
+        spec.code.paths
+        or isinstance(spec.model, CustomModelConfig)
+        or isinstance(spec.data, PythonData)
+        or spec.loop is not None
+    )
+
+
+def collect_code(spec: TrainSpec) -> tuple[CodeBundle | None, list[Problem]]:
+    """The bundle of code.paths, on this process's path (before the data function runs)."""
+    if not spec.code.paths:
+        return None, []
+    try:
+        bundle = CodeBundle.collect(spec.code.paths)
+    except UserCodeProblem as exc:
+        return None, [Problem(exc.path, str(exc))]
+    bundle.activate()
+    return bundle, []
+
+
+def check_model_and_loop(spec: TrainSpec, data: DataInfo | None) -> list[Problem]:
+    """A custom model's target, args and dry run on real samples (without the data, when it
+    could not be read: the target and args only); the loop's function."""
+    problems: list[Problem] = []
+    if isinstance(spec.model, CustomModelConfig):
+        if data is None:
+            problems += check_custom_model(spec.model, None, 1, None)
+        else:
+            from deeprig.data.samples import first_samples
+
+            samples = first_samples(spec.data, data, 2)
+            problems += check_custom_model(spec.model, data.input_shape, data.num_outputs, samples)
+    if spec.loop is not None:
+        problems += check_loop_function(spec.loop.function)
+    return problems

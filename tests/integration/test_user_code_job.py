@@ -1,0 +1,162 @@
+"""User code on a real local Ray with a real MLflow store: the user's model and data
+function on 2 workers, a plain Ray Train loop (a file that imports nothing from deeprig)
+surviving a worker failure, and a search over the user's model's arguments."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from deeprig.cli import app
+from typer.testing import CliRunner
+
+from tests.conftest import JOBS, deeprig_home_at, embedded_store_client, only_run, runs_in
+
+pytestmark = pytest.mark.usefixtures("ray_2_cpus")
+
+
+def run_cli(*args: str):
+    return CliRunner().invoke(app, ["run", *args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def custom_model(tmp_path_factory, ray_2_cpus):
+    """custom_model.yaml (mynets:SmallResNet on mydata:load, 2 workers) for 4 epochs:
+    (the CLI's result, a client on its store, its one run)."""
+    home = tmp_path_factory.mktemp("custom") / "deeprig-home"
+    with deeprig_home_at(home):
+        result = run_cli(str(JOBS / "custom_model.yaml"), "--set", "optim.num_epochs=4")
+    assert result.exit_code == 0, result.output
+    client = embedded_store_client(home)
+    return result, client, only_run(client, "custom")
+
+
+def test_a_custom_model_on_custom_data_trains_on_two_workers(custom_model):
+    _, client, run = custom_model
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert sorted(m.step for m in history) == [0, 1, 2, 3]
+    assert max(m.value for m in history) > 0.85
+    assert run.data.params["model.target"] == "mynets:SmallResNet"
+    assert run.data.params["scaling.num_workers"] == "2"
+    assert run.info.status == "FINISHED"
+
+
+def test_the_shipped_code_is_recorded_with_its_hashes(custom_model, tmp_path):
+    _, client, run = custom_model
+    folder = client.download_artifacts(run.info.run_id, "code", str(tmp_path))
+    manifest = (tmp_path / "code" / "MANIFEST.sha256").read_text()
+    lines = dict(reversed(line.split("  ")) for line in manifest.splitlines())
+    assert {"mynets.py", "mydata.py", "myloop.py"} <= set(lines)
+    shipped = (tmp_path / "code" / "mynets.py").read_bytes()
+    assert shipped == (JOBS / "examples" / "mynets.py").read_bytes()
+    assert lines["mynets.py"] == hashlib.sha256(shipped).hexdigest()
+    expected = hashlib.sha256(manifest.encode()).hexdigest()
+    assert run.data.tags["deeprig.code_sha256"] == expected
+    assert folder.endswith("code")
+
+
+def test_the_custom_model_loads_without_its_code_and_predicts(custom_model, tmp_path):
+    _, client, run = custom_model
+    assert run.data.tags["deeprig.model_format"] == "pt2"
+    tracking_uri = client.tracking_uri
+    # A fresh interpreter, away from jobs/examples: the model needs neither it nor deeprig.
+    script = textwrap.dedent(
+        f"""
+        import mlflow, mlflow.pytorch, numpy as np, sys
+        from sklearn.datasets import load_digits
+        assert not any("examples" in p for p in sys.path)
+        mlflow.set_tracking_uri({tracking_uri!r})
+        model = mlflow.pytorch.load_model("runs:/{run.info.run_id}/model")
+        digits = load_digits()
+        x = (digits.images[:300] / 16.0).astype("float32")[:, None]
+        import torch
+        hits = (model(torch.as_tensor(x)).argmax(1).numpy() == digits.target[:300]).mean()
+        print(hits)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.strip().splitlines()[-1]) > 0.85
+
+
+@pytest.fixture(scope="module")
+def custom_loop(tmp_path_factory, ray_2_cpus):
+    """custom_loop.yaml (myloop: plain Ray Train) for 4 epochs, its worker failing once at
+    epoch 2 (`max_failures: 1`): (the CLI's result, a client on its store, its runs)."""
+    home = tmp_path_factory.mktemp("loop") / "deeprig-home"
+    with deeprig_home_at(home):
+        result = run_cli(
+            str(JOBS / "custom_loop.yaml"),
+            "--set",
+            "loop.config.epochs=4",
+            "--set",
+            "loop.config.fail_at_epoch=2",
+        )
+    assert result.exit_code == 0, result.output
+    client = embedded_store_client(home)
+    return result, client, runs_in(client, "custom")
+
+
+def test_the_loop_imports_nothing_from_deeprig():
+    import ast
+
+    tree = ast.parse((JOBS / "examples" / "myloop.py").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported and not any(name.split(".")[0] == "deeprig" for name in imported)
+
+
+def test_a_plain_ray_train_loops_reports_are_mlflow_metrics_by_step(custom_loop):
+    _, client, runs = custom_loop
+    (run,) = runs  # one run, the restart included
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    # Epochs 0 and 1, then the failure at epoch 2, then 2 and 3 from the checkpoint: every
+    # epoch once, none twice.
+    assert sorted(m.step for m in history) == [0, 1, 2, 3]
+    assert max(m.value for m in history) > 0.8
+    assert run.info.status == "FINISHED"
+
+
+def test_a_failed_loop_worker_resumes_from_its_own_checkpoint(custom_loop, tmp_path):
+    result, client, runs = custom_loop
+    (run,) = runs
+    folder = client.download_artifacts(run.info.run_id, "checkpoints/best", str(tmp_path))
+    import torch
+
+    saved = torch.load(f"{folder}/state.pt", weights_only=False)  # the loop's own format
+    assert saved["epoch"] >= 2  # a checkpoint written after the restart
+    assert run.data.tags["deeprig.best_epoch"] in {"3", "4"}
+
+
+@pytest.fixture(scope="module")
+def search_over_model_args(tmp_path_factory, ray_2_cpus):
+    home = tmp_path_factory.mktemp("tune-custom") / "deeprig-home"
+    with deeprig_home_at(home):
+        result = run_cli(
+            str(JOBS / "tune_custom_model.yaml"),
+            "--set",
+            "search.num_samples=2",
+            "--set",
+            "base.optim.num_epochs=2",
+            "--set",
+            "scheduler.name=fifo",
+        )
+    assert result.exit_code == 0, result.output
+    client = embedded_store_client(home)
+    return client, runs_in(client, "custom")
+
+
+def test_a_search_over_the_models_args_records_a_child_run_per_trial(search_over_model_args):
+    client, runs = search_over_model_args
+    parents = [r for r in runs if r.data.tags.get("deeprig.kind") == "tune"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    assert len(parents) == 1 and len(children) == 2
+    # Each trial's own values of the searched arguments are its params.
+    assert all(r.data.params["model.args.width"] in {"8", "16", "24"} for r in children)
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert parents[0].data.metrics["best_val_accuracy"] > 0.5
