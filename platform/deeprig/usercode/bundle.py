@@ -151,7 +151,9 @@ def modules_outside(bundle: CodeBundle | None) -> list[str]:
     for name, module in list(sys.modules.items()):
         top = name.split(".")[0]
         file = getattr(module, "__file__", None)
-        if not file or top in installed or top in sys.stdlib_module_names or top == "__main__":
+        # (`__main__`, and aliases of it such as multiprocessing's `__mp_main__`, are the
+        # program that runs, not code the job needs.)
+        if not file or top in installed or top in sys.stdlib_module_names or top.startswith("__"):
             continue
         path = Path(file).resolve()
         if not any(path.is_relative_to(p) for p in [*roots, *system]):
