@@ -12,7 +12,7 @@ from deeprig.cli import app
 from deeprig.spec import SpecError, load_spec_text
 from typer.testing import CliRunner
 
-from tests.conftest import deeprig_home_at
+from tests.conftest import JOBS, deeprig_home_at
 
 GOOD = """\
 name: t
@@ -170,3 +170,21 @@ def test_bad_run_exits_2_before_ray_starts(bad_run):
 def test_bad_run_records_nothing(bad_run):
     _, home = bad_run
     assert not (home / "mlflow.db").exists()
+
+
+def test_a_bad_value_from_set_points_at_the_set_not_the_file_line(deeprig_home):
+    result = CliRunner().invoke(
+        app, ["validate", str(JOBS / "quickstart.yaml"), "--set", "optim.lr=abc"]
+    )
+    assert result.exit_code == 2
+    flat = " ".join(result.output.split())
+    assert "--set optim.lr=abc: optim.lr:" in flat
+    assert "quickstart.yaml:12" not in flat
+
+
+@pytest.mark.parametrize("verb", ["run", "validate", "runs", "submit", "list", "eval"])
+def test_help_names_values_as_a_cli_does_not_as_python_types(verb):
+    result = CliRunner().invoke(app, [verb, "--help"], env={"COLUMNS": "100"})
+    assert result.exit_code == 0
+    assert "Example:" in result.output
+    assert not any(t in result.output for t in ("<bool>", "<str>", "<int>", "list[str]"))

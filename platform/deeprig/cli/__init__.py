@@ -8,9 +8,41 @@ Exit codes: cli.common.ExitCode.
 
 from __future__ import annotations
 
+import os
+
 import typer
 
-from deeprig.cli import cluster, jobs, remote, tracking
+# Before anything imports MLflow: its INFO lines (database migrations) and "View run"
+# links are not deeprig's output (deeprig prints the run and where to see it).
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+from deeprig.cli import cluster, jobs, remote, tracking  # noqa: E402
+
+
+def _plain_value_names() -> None:
+    """typer 0.29 shows Python types in help (`<bool>`, `<list[str]>`); a CLI's help shows
+    nothing for a flag and the kind of value in capitals (TEXT, INTEGER, PATH)."""
+    from typer.core import TyperArgument, TyperOption
+
+    def shown(original):
+        def display(self, ctx):
+            if getattr(self, "is_flag", False):
+                return None
+            text = original(self, ctx)
+            if not text or self.metavar is not None:
+                return text
+            bare = text.strip("<>").removeprefix("list[").rstrip("]")
+            names = {"str": "TEXT", "int": "INTEGER", "float": "NUMBER", "path": "PATH"}
+            return names.get(bare.split("...")[0], bare.upper()) + ("..." if "..." in text else "")
+
+        return display
+
+    for cls in (TyperOption, TyperArgument):
+        cls.display_type_rich = shown(cls.display_type_rich)  # type: ignore[method-assign]
+
+
+_plain_value_names()
 
 app = typer.Typer(
     help=(
@@ -18,7 +50,6 @@ app = typer.Typer(
         "Example: deeprig run jobs/quickstart.yaml"
     ),
     no_args_is_help=True,
-    add_completion=False,
     rich_markup_mode="rich",
 )
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 console = Console()
 errors = Console(stderr=True)
 
+OUTPUT_HELP = "table (for people), json or csv (for scripts: whole values, every column)."
 SET_HELP = "Override a spec field: --set optim.lr=0.01 (value parsed as YAML; repeatable)."
 
 
@@ -60,6 +61,23 @@ def load_spec_or_exit(job: Path, overrides: list[str]) -> JobSpec:
         return load_spec(job, overrides)
     except SpecError as exc:
         bad_spec(exc, job)
+
+
+def print_records(records: list[dict[str, Any]], columns: tuple[str, ...], output: str) -> None:
+    """Records for scripts (`--output json|csv`): whole values, every column, no styling."""
+    import csv
+    import json
+    import sys
+
+    if output == "json":
+        print(json.dumps(records, indent=1, default=str))
+    elif output == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(records)
+    else:
+        errors.print(f"--output {output!r}: one of table, json, csv")
+        raise typer.Exit(ExitCode.BAD_INPUT)
 
 
 def check_spec(spec: Any, resources: ClusterResources) -> str:

@@ -8,9 +8,11 @@ from datetime import datetime
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.table import Table
 
 from deeprig.cli.common import (
+    OUTPUT_HELP,
     SET_HELP,
     ExitCode,
     bad_spec,
@@ -18,6 +20,7 @@ from deeprig.cli.common import (
     console,
     errors,
     load_spec_or_exit,
+    print_records,
 )
 from deeprig.cluster.jobs import JobMetadata
 from deeprig.spec import SpecError
@@ -155,21 +158,32 @@ def _follow(client, submission_id: str) -> int:
 def status(
     submission_id: str = typer.Argument(..., help="Submission id (from submit or list)."),
     address: str = typer.Option(None, help=ADDRESS_HELP),
+    output: str = typer.Option("table", "--output", "-o", help=OUTPUT_HELP),
 ) -> None:
     """Show a submitted job's status. Exit 0 SUCCEEDED, 1 FAILED, 3 STOPPED, 4 not ended.
 
-    Example: deeprig status deeprig-digits-cnn-1a2b3c4d
+    Example: deeprig status deeprig-digits-cnn-1a2b3c4d   (or -o json for scripts)
     """
     info = _client(address).get_job_info(submission_id)
     job_status = str(info.status.value)
-    table = Table(show_header=False, title=submission_id)
-    table.add_row("status", job_status)
-    table.add_row("message", info.message or "")
-    table.add_row("entrypoint", info.entrypoint)
-    table.add_row("started", _when(info.start_time))
-    table.add_row("ended", _when(info.end_time))
-    for key, value in (info.metadata or {}).items():
-        table.add_row(key, value)
+    record = {
+        "submission_id": submission_id,
+        "status": job_status,
+        "message": info.message or "",
+        "entrypoint": info.entrypoint,
+        "started": _when(info.start_time),
+        "ended": _when(info.end_time),
+        **(info.metadata or {}),
+    }
+    if output != "table":
+        print_records([record], tuple(record), output)
+        raise typer.Exit(exit_code(job_status))
+    table = Table(show_header=False, title=submission_id, box=box.SIMPLE)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    for key, value in record.items():
+        if key != "submission_id":
+            table.add_row(key, str(value))
     console.print(table)
     raise typer.Exit(exit_code(job_status))
 
@@ -207,32 +221,56 @@ def stop(
         raise typer.Exit(ExitCode.FAILED)
 
 
+JOB_COLUMNS = ("submission_id", "job", "kind", "status", "started", "duration_s")
+
+
 def list_jobs(
     address: str = typer.Option(None, help=ADDRESS_HELP),
     limit: int = typer.Option(20, help="Most recent N jobs."),
+    output: str = typer.Option("table", "--output", "-o", help=OUTPUT_HELP),
 ) -> None:
     """List the cluster's jobs, newest first.
 
-    Example: deeprig list --address http://127.0.0.1:8265
+    Example: deeprig list --address http://127.0.0.1:8265   (or -o csv for scripts)
     """
     dashboard = _dashboard(address)
     jobs = sorted(_client(dashboard).list_jobs(), key=lambda j: j.start_time or 0, reverse=True)
-    table = Table(title=f"jobs on {dashboard}")
-    for column in ("submission id", "job", "kind", "status", "started", "duration"):
-        table.add_column(column, justify="right" if column == "duration" else "left")
+    records = []
     for info in jobs[:limit]:
         metadata = info.metadata or {}
         end = info.end_time or (datetime.now().timestamp() * 1000)
-        duration = f"{(end - info.start_time) / 1000:.0f} s" if info.start_time else ""
-        table.add_row(
-            info.submission_id or info.job_id or "",
-            metadata.get(JobMetadata.JOB, info.entrypoint[:40]),
-            metadata.get(JobMetadata.KIND, ""),
-            str(info.status.value),
-            _when(info.start_time),
-            duration,
+        records.append(
+            {
+                "submission_id": info.submission_id or info.job_id or "",
+                "job": metadata.get(JobMetadata.JOB, info.entrypoint[:40]),
+                "kind": metadata.get(JobMetadata.KIND, ""),
+                "status": str(info.status.value),
+                "started": _when(info.start_time),
+                "duration_s": round((end - info.start_time) / 1000) if info.start_time else None,
+            }
         )
-    console.print(table if jobs else "no jobs on this cluster yet")
+    if output != "table":
+        print_records(records, JOB_COLUMNS, output)
+        return
+    if not records:
+        console.print("no jobs on this cluster yet")
+        return
+    wide = console.width >= 100
+    table = Table(title=f"jobs on {dashboard}", box=box.SIMPLE_HEAD, pad_edge=False)
+    # The submission id is what `status`, `logs` and `stop` take: always whole.
+    table.add_column("submission id", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    if wide:
+        table.add_column("kind")
+    table.add_column("started", no_wrap=True)
+    table.add_column("duration", justify="right", no_wrap=True)
+    for r in records:
+        duration = f"{r['duration_s']} s" if r["duration_s"] is not None else ""
+        cells = [r["submission_id"], r["status"]]
+        cells += [r["kind"]] if wide else []
+        cells += [r["started"], duration]
+        table.add_row(*cells)
+    console.print(table)
 
 
 def exit_code(status: str) -> int:

@@ -6,41 +6,62 @@ import os
 import sys
 
 import typer
+from rich import box
 from rich.table import Table
 
-from deeprig.cli.common import console
+from deeprig.cli.common import OUTPUT_HELP, ExitCode, console, errors, print_records
 
 
 def runs(
     experiment: str = typer.Option(None, "--experiment", "-e", help="Only this experiment."),
     limit: int = typer.Option(20, help="Most recent N runs."),
     tracking_uri: str = typer.Option(None, help="MLflow store (default: as for `run`)."),
+    output: str = typer.Option("table", "--output", "-o", help=OUTPUT_HELP),
 ) -> None:
-    """List recorded runs as a table: job, kind, status, key metric, duration.
+    """List recorded runs: run id, job, status, key metric (and more when the terminal is wide).
 
-    Example: deeprig runs --experiment digits --limit 5
+    Example: deeprig runs --experiment digits --limit 5   (or -o json for scripts)
     """
-    from deeprig.tracking.listing import list_runs
+    from deeprig.tracking.listing import COLUMNS, NoSuchExperiment, list_runs
     from deeprig.tracking.store import resolve_tracking
 
     target = resolve_tracking(tracking_uri)
-    rows = list_runs(target, experiment, limit)
-    table = Table(title=f"runs in {target.uri}")
-    for column in (
-        "run id",
-        "experiment",
-        "job",
-        "kind",
-        "status",
-        "metric",
-        "value",
-        "duration",
-        "started",
-    ):
-        table.add_column(column, justify="right" if column in ("value", "duration") else "left")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table if rows else f"no runs yet in {target.uri}")
+    try:
+        records = list_runs(target, experiment, limit)
+    except NoSuchExperiment as exc:
+        known = ", ".join(exc.known) or "none yet"
+        errors.print(f"no experiment {exc.name!r} in {target.uri} (experiments: {known})")
+        raise typer.Exit(ExitCode.BAD_INPUT) from None
+    if output != "table":
+        print_records(records, COLUMNS, output)
+        return
+    if not records:
+        console.print(f"no runs yet in {target.uri}")
+        return
+    wide = console.width >= 120
+    table = Table(title=f"runs in {target.uri}", box=box.SIMPLE_HEAD, pad_edge=False)
+    # The run id is what a user copies next: always whole, never folded.
+    table.add_column("run id", no_wrap=True, min_width=32)
+    if wide:
+        table.add_column("experiment", overflow="fold")
+    table.add_column("job", overflow="fold", max_width=None if wide else 14)
+    if wide:
+        table.add_column("kind")
+    table.add_column("status", no_wrap=True)
+    table.add_column("key metric", overflow="fold", justify="right")
+    if wide:
+        table.add_column("duration", justify="right", no_wrap=True)
+        table.add_column("started", no_wrap=True)
+    for r in records:
+        metric = f"{r['metric']} {r['value']:.4g}" if r["metric"] else ""
+        cells = [r["run_id"]]
+        cells += [r["experiment"]] if wide else []
+        cells += [r["job"]]
+        cells += [r["kind"]] if wide else []
+        cells += [r["status"], metric]
+        cells += [f"{r['duration_s']:.1f} s", r["started"]] if wide else []
+        table.add_row(*cells)
+    console.print(table)
 
 
 def ui(

@@ -17,10 +17,14 @@ from pathlib import Path
 # Ray Data logs each dataset execution from its own actors, and warns that progress bars
 # are off (deeprig turns them off: it draws its own progress); errors still show.
 # Ray's own actors warn about Ray's own deprecated internals (RayDeprecationWarning).
+# MLflow logs its database migrations at INFO and prints a "View run" link per run it ends;
+# deeprig prints the run and its link itself.
 RAY_JOB_ENV = {
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
     "RAY_DATA_LOG_LEVEL": "ERROR",
     "PYTHONWARNINGS": "ignore::DeprecationWarning",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 
 
@@ -71,6 +75,11 @@ def ray_session(
     # ray.init replaces the SIGTERM handler with sys.exit; a job stopped through the Jobs
     # API (SIGTERM) must end as interrupted (MLflow run KILLED), so keep deeprig's.
     sigterm_handler = signal.getsignal(signal.SIGTERM)
+    # Ray warns on every start that token authentication is on (it stays on; the README
+    # says so once).
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
+    )
     runtime_env: dict[str, object] = {}
     # A driver started by Ray Jobs already runs in its job's runtime env; Ray refuses a
     # second value for a variable the job sets, so send only what is missing.

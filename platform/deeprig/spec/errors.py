@@ -12,10 +12,13 @@ class Problem:
     path: str
     message: str
     line: int | None = None
+    override: str | None = None  # the `--set` the bad value came from, if it did
 
     def render(self, source: str | None = None) -> str:
         where = source or "spec"
-        if self.line is not None:
+        if self.override is not None:
+            where = f"--set {self.override}"
+        elif self.line is not None:
             where = f"{where}:{self.line}"
         field = f"{self.path}: " if self.path else ""
         return f"{where}: {field}{self.message}"

@@ -55,7 +55,31 @@ def load_spec_text(
     _resolve_code_paths(raw, folder)
     if raw.get("kind") == "tune" and isinstance(raw.get("base"), dict):
         _resolve_code_paths(raw["base"], folder)
-    return validate_mapping(raw, text, source)
+    try:
+        return validate_mapping(raw, text, source)
+    except SpecError as exc:
+        raise _blame_overrides(exc, overrides or []) from None
+
+
+def _blame_overrides(error: SpecError, overrides: list[str]) -> SpecError:
+    """A problem with a value that came from `--set` points at the `--set`, not at the
+    file's line the value replaced."""
+    given = {o.partition("=")[0].strip(): o for o in overrides}
+
+    def origin(path: str) -> str | None:
+        for dotted, override in given.items():
+            if path == dotted or path.startswith(dotted + "."):
+                return override
+        return None
+
+    problems = []
+    for problem in error.problems:
+        override = origin(problem.path)
+        if override is None:
+            problems.append(problem)
+        else:
+            problems.append(Problem(problem.path, problem.message, None, override))
+    return SpecError(problems, error.source)
 
 
 def _resolve_code_paths(raw: dict[str, Any], folder: Path) -> None:
@@ -111,7 +135,7 @@ def with_lines(error: SpecError, text: str) -> SpecError:
     """Point problems found after parsing (data, resources) at their YAML lines."""
     located = [
         p
-        if p.line is not None or not p.path
+        if p.line is not None or not p.path or p.override is not None
         else Problem(p.path, p.message, _line_of(text, tuple(p.path.split("."))))
         for p in error.problems
     ]
