@@ -8,6 +8,7 @@ one on a cluster. A search's progress is fed by Tune's callbacks (tracking/trial
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 from rich.console import Console
@@ -16,13 +17,16 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     TextColumn,
-    TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 
 class EpochProgress:
-    """A bar of epochs with the latest metrics, redrawn from `poll()` every `interval` s."""
+    """A bar of epochs with the latest metrics, redrawn from `poll()` every `interval` s.
+
+    At any width the epoch counter and the time left come first; metrics follow as far as
+    they fit. Not on a terminal (CI, a submitted job's log), one plain line per epoch."""
 
     def __init__(
         self,
@@ -32,26 +36,31 @@ class EpochProgress:
         shown: tuple[str, ...],
         interval: float = 1.0,
     ):
+        self._console = console
+        self._total = total_epochs
         self._poll = poll
         self._shown = shown
         self._interval = interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._started = time.monotonic()
+        self._last_epoch = 0
+        self._live = console.is_terminal
         self._progress = Progress(
             TextColumn("[bold]epoch"),
             MofNCompleteColumn(),
-            BarColumn(),
-            TextColumn("{task.fields[metrics]}"),
-            TimeElapsedColumn(),
-            TextColumn("left"),
+            BarColumn(bar_width=12),
             TimeRemainingColumn(),
+            TextColumn("left"),
+            TextColumn("{task.fields[metrics]}", table_column=Column(no_wrap=True)),
             console=console,
             transient=False,
         )
         self._task = self._progress.add_task("train", total=total_epochs, metrics="starting...")
 
     def __enter__(self) -> EpochProgress:
-        self._progress.start()
+        if self._live:
+            self._progress.start()
         self._thread.start()
         return self
 
@@ -59,11 +68,23 @@ class EpochProgress:
         self._stop.set()
         self._thread.join(timeout=5)
         self._refresh()
-        self._progress.stop()
+        if self._live:
+            self._progress.stop()
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
             self._refresh()
+
+    def _metrics_text(self, metrics: dict[str, float], room: int) -> str:
+        parts: list[str] = []
+        for key in self._shown:
+            if key not in metrics:
+                continue
+            part = f"{key} {metrics[key]:.4g}"
+            if len("  ".join([*parts, part])) > room:
+                break
+            parts.append(part)
+        return "  ".join(parts)
 
     def _refresh(self) -> None:
         try:
@@ -72,8 +93,19 @@ class EpochProgress:
             return
         if "epoch" not in metrics:
             return
-        text = "  ".join(f"{k} {metrics[k]:.4g}" for k in self._shown if k in metrics)
-        self._progress.update(self._task, completed=int(metrics["epoch"]), metrics=text)
+        epoch = int(metrics["epoch"])
+        if self._live:
+            # "epoch 12/15 ━━━━━━━━━━━━ 0:00:03 left " takes about 40 columns.
+            text = self._metrics_text(metrics, max(0, self._console.width - 42))
+            self._progress.update(self._task, completed=epoch, metrics=text)
+        elif epoch > self._last_epoch:
+            total = f"/{self._total}" if self._total else ""
+            elapsed = time.monotonic() - self._started
+            text = self._metrics_text(metrics, 200)
+            self._console.print(
+                f"epoch {epoch}{total}  {text}  ({elapsed:.0f} s)", highlight=False, soft_wrap=True
+            )
+        self._last_epoch = max(self._last_epoch, epoch)
 
 
 class SearchProgress:

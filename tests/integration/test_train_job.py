@@ -87,6 +87,22 @@ def test_quickstart_records_one_mlflow_run(quickstart):
     assert model.predict(np.zeros((3, 8, 8), dtype=np.float32)).shape == (3, 10)
 
 
+def test_quickstart_fills_mlflows_own_fields(quickstart):
+    """The run page's Source, User, Description, Datasets and system metrics are filled."""
+    _, _, client, run = quickstart
+    tags = run.data.tags
+    assert tags["mlflow.source.name"].endswith("jobs/quickstart.yaml")
+    assert tags["mlflow.source.type"] == "LOCAL" and tags["mlflow.user"]
+    assert tags["mlflow.note.content"].startswith("Quickstart: a dense network")
+    inputs = {d.dataset.name: d for d in client.get_run(run.info.run_id).inputs.dataset_inputs}
+    assert set(inputs) == {"quickstart-train", "quickstart-validation"}
+    contexts = {d.dataset.name: {t.key: t.value for t in d.tags} for d in inputs.values()}
+    assert contexts["quickstart-train"]["mlflow.data.context"] == "training"
+    assert contexts["quickstart-validation"]["deeprig.num_rows"] == "359"
+    assert "load_digits" in inputs["quickstart-train"].dataset.source
+    assert any(key.startswith("system/") for key in run.data.metrics)
+
+
 @pytest.fixture(scope="module")
 def parquet_gru(tmp_path_factory, digits_parquet, ray_2_cpus):
     """parquet_digits_gru.yaml streamed through Ray Data, registered as digits-gru: (a client

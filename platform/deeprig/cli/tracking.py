@@ -68,16 +68,26 @@ def ui(
     port: int = typer.Option(5000, help="Port to serve on."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (127.0.0.1: this machine only)."),
     tracking_uri: str = typer.Option(None, help="MLflow store (default: as for `run`)."),
+    run: str = typer.Option(None, "--run", help="Print this run's page (a run id)."),
 ) -> None:
     """Open the MLflow UI (the experiment tracking UI) over the configured store.
 
-    Example: deeprig ui --port 5000, then browse http://127.0.0.1:5000
+    Example: deeprig ui --run 3f2a...e1, then browse the page it prints
     """
+    from deeprig.tracking.runs import find_run
     from deeprig.tracking.store import resolve_tracking
 
     target = resolve_tracking(tracking_uri)
+    base = target.uri if target.uri.startswith("http") else f"http://{host}:{port}"
+    page = f"{base}/#/experiments"
+    if run:
+        recorder = find_run(target, run)
+        if recorder is None:
+            errors.print(f"no run {run!r} in {target.uri}")
+            raise typer.Exit(ExitCode.BAD_INPUT)
+        page = recorder.page_url(base) or page
     if target.uri.startswith("http"):
-        console.print(f"runs live on a tracking server: open {target.uri}")
+        console.print(f"runs live on a tracking server: open {page}", soft_wrap=True)
         return
     command = [
         sys.executable,
@@ -93,8 +103,15 @@ def ui(
     ]
     if target.artifact_root:
         command += ["--default-artifact-root", target.artifact_root]
-    console.print(f"MLflow UI over {target.uri} at [bold]http://{host}:{port}[/] (Ctrl-C stops)")
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    console.print(
+        f"MLflow UI over {target.uri} (Ctrl-C stops)\n  open [bold]{page}[/]", soft_wrap=True
+    )
+    # The UI's own server warns about its dependencies' deprecations on every start.
+    env = dict(
+        os.environ,
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        PYTHONWARNINGS="ignore::DeprecationWarning,ignore::UserWarning",
+    )
     # Become the MLflow server rather than wait on it: Ctrl-C and a service manager's
     # SIGTERM then reach it directly, and no orphan is left behind.
     os.execve(sys.executable, command, env)

@@ -26,4 +26,7 @@ def print_metrics_table(
         if key in metrics:
             table.add_row(key, f"{metrics[key]:.4g}")
     console.print(table)
-    console.print(f"finished in {seconds:.1f} s; checkpoint: {checkpoint_path}")
+    console.print(f"finished in {seconds:.1f} s")
+    if checkpoint_path:
+        # A path is copied, not read: never broken across lines by deeprig.
+        console.print(f"checkpoint: {checkpoint_path}", soft_wrap=True, highlight=False)

@@ -111,8 +111,18 @@ def run_job(
         recorder = _open_run(spec, job, target, resumed)
         if recorder is not None and resumed is None and code is not None:
             recorder.log_code(code.artifact_files(), code.manifest(), code.sha256)
-        with closed_on_failure(recorder):
+        with closed_on_failure(recorder), _system_metrics(recorder):
             return body(JobRun(spec, checked, recorder, target, job, resumed is not None))
+
+
+def _system_metrics(recorder: RunRecorder | None) -> Any:
+    import contextlib
+
+    if recorder is None:
+        return contextlib.nullcontext()
+    from deeprig.tracking.datasets import SystemMetrics
+
+    return SystemMetrics(recorder)
 
 
 def check_code_reaches_workers(code: CodeBundle | None) -> None:
@@ -170,7 +180,7 @@ def _open_run(
         spec, job.spec_text, job.spec_path, target, ray.get_runtime_context().get_job_id()
     )
     job.console.print(
-        f"MLflow run [bold]{recorder.run_id}[/] in experiment "
-        f"[bold]{spec.experiment_name}[/] ({target.uri})"
+        f"MLflow run [bold]{recorder.run_id}[/] in experiment [bold]{spec.experiment_name}[/]"
     )
+    job.console.print(f"  store: {target.uri}", soft_wrap=True, highlight=False)
     return recorder

@@ -24,18 +24,17 @@ from deeprig.data import DataInfo, DataProblem, build_datasets, describe_data
 from deeprig.models import InputShapeError, check_input_shape
 from deeprig.runners.closing import print_metrics_table
 from deeprig.runners.contract import Job, JobRun, run_job
+from deeprig.runners.train_record import dataset_records, record_results
 from deeprig.runners.user_code import check_model_and_loop, collect_code
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.train import TrainSpec
 from deeprig.tracking.store import checkpoint_storage
-from deeprig.tracking.tags import RunStatus, Tag
-from deeprig.training.state import TrainState
+from deeprig.tracking.tags import RunStatus
 
 if TYPE_CHECKING:
     from ray.train import Checkpoint, Result
     from ray.train.torch import TorchTrainer
 
-    from deeprig.tracking.runs import RunRecorder
     from deeprig.tracking.sink import MlflowMetricsSink
     from deeprig.usercode import CodeBundle
 
@@ -77,6 +76,7 @@ class TrainOutcome:
     checkpoint_path: str | None
     tracking_uri: str | None
     seconds: float
+    run_url: str | None = None  # its page in MLflow's UI, where a server is known
 
     def render(self, console: Console) -> None:
         print_metrics_table(
@@ -87,11 +87,13 @@ class TrainOutcome:
             self.seconds,
             self.checkpoint_path,
         )
-        if self.run_id:
+        if self.run_url:
+            console.print(f"MLflow run [bold]{self.run_id}[/]: {self.run_url}", soft_wrap=True)
+        elif self.run_id:
             console.print(
                 f"MLflow run [bold]{self.run_id}[/] ({self.tracking_uri})\n"
-                f"  see it: [bold]deeprig ui[/] then open the experiment "
-                f"'{self.experiment}', or [bold]deeprig runs[/]"
+                f"  see it: [bold]deeprig ui --run {self.run_id}[/], or [bold]deeprig runs[/]",
+                soft_wrap=True,
             )
 
 
@@ -291,6 +293,10 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     storage = checkpoint_storage(spec.checkpoint.storage, job_run.job.home)
     trainer = build_trainer(spec, checked, run_id, sink, storage, run_name)
     score = score_metric(checked.data.task)
+    if recorder:
+        from deeprig.tracking.datasets import log_datasets
+
+        log_datasets(recorder, dataset_records(spec, checked.data))
     console.print(
         f"Training [bold]{what_trains(spec)}[/] on {spec.data.source}: "
         f"{checked.data.num_train} train / {checked.data.num_val} val rows, "
@@ -311,7 +317,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     metrics = dict(best[1]) if best else dict(result.metrics or {})
     checkpoint_path = best[0].path if best else None
     if recorder:
-        _record_results(recorder, spec, checked, best, score, console)
+        record_results(recorder, spec, checked.code, best, score, console)
         recorder.finish(RunStatus.FINISHED)
     return TrainOutcome(
         job_name=spec.name,
@@ -321,6 +327,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
         checkpoint_path=checkpoint_path,
         tracking_uri=target.uri if target else None,
         seconds=time.perf_counter() - started,
+        run_url=recorder.page_url() if recorder else None,
     )
 
 
@@ -337,57 +344,3 @@ def _epochs_expected(spec: TrainSpec) -> int | None:
         return spec.optim.num_epochs
     epochs = spec.loop.config.get("epochs")
     return epochs if isinstance(epochs, int) else None
-
-
-def _record_results(
-    recorder: RunRecorder,
-    spec: TrainSpec,
-    checked: TrainChecked,
-    best: tuple[Checkpoint, dict] | None,
-    score: str,
-    console: Console,
-) -> None:
-    """Learning curve, the best checkpoint and the final model (the best by the spec's
-    metric), logged from the driver after training. The user's loop writes checkpoints
-    deeprig cannot read: they are logged as they are, without a model."""
-    if spec.loop is not None:
-        losses = [m for m in spec.loop.metrics if "loss" in m]
-        metric = spec.checkpoint.metric
-        recorder.log_learning_curve(losses, None if "loss" in metric else metric)
-    else:
-        recorder.log_learning_curve(("train_loss", "val_loss"), score)
-    if best is None:
-        return
-    checkpoint, metrics = best
-    recorder.set_tags(
-        {
-            Tag.BEST_EPOCH: str(int(metrics.get("epoch", 0))),
-            Tag.CHECKPOINT_PATH: checkpoint.path,
-        }
-    )
-    with checkpoint.as_directory() as directory:
-        recorder.log_directory(directory, "checkpoints/best")
-        if spec.loop is not None:
-            return
-        state = TrainState.load(directory)
-    log_trained_model(recorder, state, spec.tracking.register_as, checked.code, console)
-
-
-def log_trained_model(
-    recorder: RunRecorder,
-    state: TrainState,
-    register_as: str | None,
-    code: CodeBundle | None = None,
-    console: Console | None = None,
-) -> None:
-    """The checkpoint's model logged on the run with its signature (and registered)."""
-    import numpy as np
-
-    sample = np.zeros((2, *state.input_shape), dtype=np.float32)
-    code_paths = code.py_modules() if code else None
-    used = recorder.log_torch_model(state.rebuild_model(), sample, register_as, code_paths)
-    if used != "pt2" and console is not None:
-        console.print(
-            "[yellow]the model could not be exported with torch.export; it is logged "
-            "pickled, with its code (code.paths): loading it needs the same torch[/]"
-        )

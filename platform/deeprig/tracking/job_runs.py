@@ -25,6 +25,7 @@ def create_job_run(
         spec_text,
         spec_path.resolve().parent,
         ray_job_id=ray_job_id,
+        spec_path=spec_path.resolve(),
     )
 
 

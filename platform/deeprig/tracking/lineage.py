@@ -75,6 +75,39 @@ def lineage_tags(
     return tags
 
 
+def standard_tags(spec_text: str, spec_path: Path | None) -> dict[str, str]:
+    """MLflow's own tags, so its UI's Source, User and Description show them: the spec as
+    the source, where it ran, who ran it, and the spec's header comment as the note."""
+    import getpass
+
+    tags = {
+        "mlflow.source.type": "JOB" if ray_submission_id() else "LOCAL",
+        "mlflow.user": _user(getpass),
+    }
+    if spec_path is not None:
+        tags["mlflow.source.name"] = str(spec_path)
+    header = []
+    # The file's own header: with --set, the recorded text is the resolved spec.
+    text = spec_text
+    if spec_path is not None and spec_path.is_file():
+        text = spec_path.read_text()
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line[1:].strip())
+    note = "\n".join(header).strip()
+    if note:
+        tags["mlflow.note.content"] = note
+    return tags
+
+
+def _user(getpass) -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        return "unknown"
+
+
 def ray_submission_id() -> str | None:
     """The Jobs API submission id when this driver runs as a submitted Ray job: Ray's job
     supervisor hands the driver its job config (with the id in its metadata) as JSON."""

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
-from deeprig.tracking.lineage import flatten, lineage_tags
+from deeprig.tracking.lineage import flatten, lineage_tags, standard_tags
 from deeprig.tracking.store import TrackingTarget
 from deeprig.tracking.tags import MLFLOW_PARENT_RUN_ID, RunStatus, Tag
 
@@ -43,10 +43,12 @@ class RunRecorder:
         ray_job_id: str | None = None,
         run_name: str | None = None,
         extra_tags: dict[str, str] | None = None,
+        spec_path: Path | None = None,
     ) -> RunRecorder:
         client = MlflowClient(target.uri)
         experiment_id = ensure_experiment(client, target, experiment)
-        tags = lineage_tags(spec_dict, spec_dir, ray_job_id) | (extra_tags or {})
+        tags = lineage_tags(spec_dict, spec_dir, ray_job_id) | standard_tags(spec_text, spec_path)
+        tags |= extra_tags or {}
         run = client.create_run(experiment_id, run_name=run_name or spec_dict["name"], tags=tags)
         recorder = cls(target, run.info.run_id)
         recorder.log_params(flatten("", spec_dict, {}))
@@ -93,6 +95,15 @@ class RunRecorder:
             folder = str(Path(artifact_file).parent)
             self.client.log_artifact(self.run_id, str(path), None if folder == "." else folder)
 
+    def page_url(self, ui_base: str | None = None) -> str | None:
+        """The run's page in MLflow's UI: on the tracking server it records to, or on
+        `ui_base` (a local `deeprig ui`); None for a local store without a UI given."""
+        base = ui_base or (self.target.uri if self.target.uri.startswith("http") else None)
+        if base is None:
+            return None
+        experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{self.run_id}"
+
     def child_runs(self) -> dict[str, ChildRun]:
         """trial id -> the child run of that trial, read back from MLflow."""
         experiment_id = self.client.get_run(self.run_id).info.experiment_id
@@ -116,30 +127,48 @@ class RunRecorder:
     def metric_history(self, key: str) -> list[tuple[int, float]]:
         return [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)]
 
-    def log_learning_curve(self, loss_keys: Iterable[str], score_key: str | None) -> None:
+    def log_learning_curve(
+        self,
+        loss_keys: Iterable[str],
+        score_key: str | None,
+        title: str = "",
+        best_epoch: int | None = None,
+    ) -> None:
+        """plots/learning_curve.png: losses (log scale), the score, and the learning rate
+        when it changes; epochs as integer ticks; the best epoch marked on every panel."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
-        panels = 2 if score_key else 1
-        fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
-        for key in loss_keys:
-            points = self.metric_history(key)
-            if points:
-                axes[0][0].plot(
-                    [s + 1 for s, _ in points], [v for _, v in points], label=key, marker="."
-                )
-        axes[0][0].set(xlabel="epoch", ylabel="loss", title="loss")
-        axes[0][0].legend()
-        if score_key:
-            points = self.metric_history(score_key)
-            axes[0][1].plot(
-                [s + 1 for s, _ in points], [v for _, v in points], marker=".", color="tab:green"
-            )
-            axes[0][1].set(xlabel="epoch", ylabel=score_key, title=score_key)
-        for ax in axes[0]:
+        curves = {key: self.metric_history(key) for key in [*loss_keys, score_key, "lr"] if key}
+        lr_values = {v for _, v in curves.get("lr", [])}
+        panels = [("loss", [k for k in loss_keys if curves.get(k)], True)]
+        if score_key and curves.get(score_key):
+            panels.append((score_key, [score_key], False))
+        if len(lr_values) > 1:
+            panels.append(("learning rate", ["lr"], False))
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+        for ax, (label, keys, log_scale) in zip(axes[0], panels, strict=True):
+            for key in keys:
+                points = curves[key]
+                ax.plot([s + 1 for s, _ in points], [v for _, v in points], marker=".", label=key)
+            if log_scale and all(v > 0 for k in keys for _, v in curves[k]):
+                ax.set_yscale("log")
+            if best_epoch is not None:
+                ax.axvline(best_epoch, color="tab:red", linestyle="--", linewidth=1, alpha=0.7)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set(xlabel="epoch", ylabel=label, title=label)
             ax.grid(alpha=0.3)
+            if len(keys) > 1:
+                ax.legend()
+        if best_epoch is not None:
+            axes[0][0].plot(
+                [], [], color="tab:red", linestyle="--", label=f"best (epoch {best_epoch})"
+            )
+            axes[0][0].legend()
+        fig.suptitle(title or self.run_id)
         fig.tight_layout()
         self.log_figure(fig, "plots/learning_curve.png")
         plt.close(fig)

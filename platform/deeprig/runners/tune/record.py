@@ -92,7 +92,8 @@ def record_search(
     frame = results.get_dataframe(filter_metric=metric, filter_mode=None)
     keep = [c for c in frame.columns if c.startswith("config/") or c in TRIAL_COLUMNS]
     parent.log_csv(frame[keep], "trials.csv")
-    _log_search_plot(parent, frames, metric, best_trial, base.unit)
+    stopped = {t for t, c in children.items() if c.tags.get(Tag.STOPPED_EARLY) == "true"}
+    _log_search_plot(parent, frames, metric, best_trial, base.unit, stopped, spec.name)
     base.log_best(parent, spec, checked, best)
     parent.finish(RunStatus.FINISHED)
     return outcome
@@ -120,12 +121,21 @@ def drop_orphan_runs(parent: RunRecorder, results: Any) -> None:
 
 
 def _log_search_plot(
-    parent: RunRecorder, frames: dict[str, Any], metric: str, best_trial: Any, unit: str
+    parent: RunRecorder,
+    frames: dict[str, Any],
+    metric: str,
+    best_trial: Any,
+    unit: str,
+    stopped: set[str],
+    name: str,
 ) -> None:
+    """Every trial's metric by epoch (or iteration), the best one bold, and a cross where
+    the scheduler stopped a trial early."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for trial_id, frame in frames.items():
@@ -140,8 +150,13 @@ def _log_search_plot(
             alpha=1 if is_best else 0.5,
             label=f"{trial_id} (best)" if is_best else None,
         )
+        if trial_id in stopped and len(frame):
+            ax.plot(frame["training_iteration"].iloc[-1], frame[metric].iloc[-1], "x", color="grey")
+    if stopped:
+        ax.plot([], [], "x", color="grey", label="stopped early")
     x_label = unit.rstrip("s")
-    ax.set(xlabel=x_label, ylabel=metric, title=f"{metric} by {x_label}, all trials")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(xlabel=x_label, ylabel=metric, title=f"{name}: {metric} by {x_label}, all trials")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from deeprig.cluster.resources import ClusterResources, WorkerBudget, data_reserve
 from deeprig.runners import train
+from deeprig.runners.train_record import log_trained_model
 from deeprig.runners.tune.trial import (
     SearchBase,
     TrialContext,
@@ -220,7 +221,7 @@ def _log_best_model(parent: RunRecorder, spec: TuneSpec, checked: TuneChecked, b
     else:
         return
     code = checked.trial.code if checked.trial else None
-    train.log_trained_model(parent, state, spec.tracking.register_as, code)
+    log_trained_model(parent, state, spec.tracking.register_as, code)
 
 
 TRAIN_BASE = SearchBase(
