@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from deeprig.tracking.datasets import DatasetRecord, log_datasets
 from deeprig.tracking.runs import RunRecorder
 from deeprig.tracking.store import embedded_target
 
@@ -32,7 +33,25 @@ def digits_store(deeprig_home: Path, mlflow_client, tmp_path: Path) -> dict[str,
             "optim": {"lr": 0.003, "num_epochs": len(accuracies)},
             "tracking": {"experiment": "digits"},
         }
-        recorder = RunRecorder.create(target, "digits", spec, f"name: {name}\n", tmp_path)
+        spec_file = tmp_path / f"{name}.yaml"
+        spec_file.write_text(f"# {name}: a test run\nname: {name}\n")
+        recorder = RunRecorder.create(
+            target, "digits", spec, spec_file.read_text(), tmp_path, spec_path=spec_file
+        )
+        log_datasets(
+            recorder,
+            [
+                DatasetRecord(
+                    f"{name}-train",
+                    "training",
+                    "sklearn.datasets:load_digits",
+                    name,
+                    (8, 8),
+                    "int64",
+                    1438,
+                )
+            ],
+        )
         for epoch, accuracy in enumerate(accuracies):
             mlflow_client.log_metric(recorder.run_id, "val_accuracy", accuracy, step=epoch)
         recorder.finish("FINISHED")
@@ -87,10 +106,18 @@ def test_tracking_ui_shows_the_experiment_its_runs_and_a_metric(
             has=page.get_by_role("cell", name="val_accuracy", exact=True)
         )
         expect(metric_row).to_contain_text("0.98", timeout=UI_TIMEOUT_MS)
+        # MLflow's own fields that deeprig fills: the spec as the Source, the data as
+        # Datasets (deeprig's tags alone left both empty).
+        expect(page.get_by_text("digits-cnn.yaml").first).to_be_visible(timeout=UI_TIMEOUT_MS)
+        expect(page.get_by_text("digits-cnn-train").first).to_be_visible(timeout=UI_TIMEOUT_MS)
 
         # ... and its model metrics tab charts the metric by step.
         page.get_by_role("tab", name="Model metrics").click()
         expect(page.get_by_text("digits-cnn (val_accuracy)", exact=True)).to_be_visible(
+            timeout=UI_TIMEOUT_MS
+        )
+        # The chart has drawn its line (not its loading spinner) before the screenshot.
+        expect(page.locator(".js-plotly-plot .scatterlayer path.js-line").first).to_be_visible(
             timeout=UI_TIMEOUT_MS
         )
         page.screenshot(path=screenshot, full_page=True)

@@ -79,3 +79,12 @@ def test_train_state_reads_checkpoints_written_before_it_was_a_dataclass(tmp_pat
     torch.save(fields | {"data": {**data, "input_shape": [8, 8]}}, tmp_path / CHECKPOINT_FILE)
     loaded = TrainState.load(tmp_path)
     assert (loaded.input_shape, loaded.num_outputs, loaded.task) == ((8, 8), 10, "classification")
+
+
+def test_the_default_experiment_keeps_its_artifacts_under_the_home_folder(deeprig_home):
+    from deeprig.tracking.store import embedded_target
+    from mlflow import MlflowClient
+
+    target = embedded_target(deeprig_home)
+    location = MlflowClient(target.uri).get_experiment("0").artifact_location
+    assert location.startswith((deeprig_home / "mlartifacts").as_uri())

@@ -31,7 +31,14 @@ class TrackingTarget:
 
 def embedded_target(home: Path) -> TrackingTarget:
     home.mkdir(parents=True, exist_ok=True)
-    return TrackingTarget(f"sqlite:///{home / 'mlflow.db'}", (home / "mlartifacts").as_uri())
+    target = TrackingTarget(f"sqlite:///{home / 'mlflow.db'}", (home / "mlartifacts").as_uri())
+    if not (home / "mlflow.db").exists():
+        # MLflow creates its "Default" experiment with the store, its artifacts in ./mlruns
+        # of whatever folder that happens in; made here, they live under the home folder.
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        SqlAlchemyStore(target.uri, target.artifact_root)
+    return target
 
 
 STORAGE_ENV = "DEEPRIG_STORAGE"
