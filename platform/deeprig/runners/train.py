@@ -291,7 +291,16 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     sink = MlflowMetricsSink(target.uri, run_id) if recorder and target and run_id else None
     run_name = f"{spec.name}-{run_id[:8]}" if run_id else f"{spec.name}-{int(time.time())}"
     storage = checkpoint_storage(spec.checkpoint.storage, job_run.job.home)
-    trainer = build_trainer(spec, checked, run_id, sink, storage, run_name)
+    callbacks: list = []
+    if recorder:
+        poll: Any = recorder.latest_metrics
+    else:  # nothing in MLflow to read: the Train controller hands reports over a queue
+        from deeprig.runners.progress_feed import LatestReport, ReportsToQueue, report_queue
+
+        queue = report_queue()
+        callbacks.append(ReportsToQueue(queue))
+        poll = LatestReport(queue)
+    trainer = build_trainer(spec, checked, run_id, sink, storage, run_name, callbacks)
     score = score_metric(checked.data.task)
     if recorder:
         from deeprig.tracking.datasets import log_datasets
@@ -303,15 +312,8 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
         f"{spec.scaling.num_workers} worker(s) x {checked.budget.cpus_per_worker:g} CPU"
         + (" + 1 GPU" if spec.scaling.use_gpu else "")
     )
-    if recorder:
-        with EpochProgress(
-            console,
-            _epochs_expected(spec),
-            recorder.latest_metrics,
-            ("train_loss", "val_loss", score),
-        ):
-            result = trainer.fit()
-    else:
+    shown = ("train_loss", "val_loss", score) if spec.loop is None else tuple(spec.loop.metrics)
+    with EpochProgress(console, _epochs_expected(spec), poll, shown):
         result = trainer.fit()
     best = _best_checkpoint(result, spec)
     metrics = dict(best[1]) if best else dict(result.metrics or {})

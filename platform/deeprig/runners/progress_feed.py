@@ -1,0 +1,37 @@
+"""Live progress without MLflow (`tracking.enabled: false`): the Ray Train controller puts
+each report on a Ray queue, and the driver's progress display reads the newest."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.train import UserCallback
+
+
+class ReportsToQueue(UserCallback):
+    def __init__(self, queue: Any):
+        self.queue = queue
+
+    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+        if metrics:
+            self.queue.put_nowait(dict(metrics[0]))
+
+
+class LatestReport:
+    """A poll function for EpochProgress: the newest report on the queue so far."""
+
+    def __init__(self, queue: Any):
+        self.queue = queue
+        self.latest: dict[str, float] = {}
+
+    def __call__(self) -> dict[str, float]:
+        while not self.queue.empty():
+            self.latest = self.queue.get_nowait()
+        return self.latest
+
+
+def report_queue() -> Any:
+    from ray.util.queue import Queue
+
+    # A tiny actor of its own: it must not wait for a CPU the workers hold.
+    return Queue(actor_options={"num_cpus": 0})
