@@ -4,6 +4,7 @@ the pre-flight check of any kind of spec."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -78,6 +79,38 @@ def print_records(records: list[dict[str, Any]], columns: tuple[str, ...], outpu
     else:
         errors.print(f"--output {output!r}: one of table, json, csv")
         raise typer.Exit(ExitCode.BAD_INPUT)
+
+
+@contextlib.contextmanager
+def library_output_to(log: Path) -> Iterator[None]:
+    """Ray's and MLflow's own messages to `log` instead of the terminal: the process's
+    file descriptor 2 (where Ray's C++ core and every logging handler made before now
+    write) goes to the file, while deeprig's console keeps the terminal."""
+    import io
+    import os
+    import sys
+
+    try:
+        is_real_stderr = sys.stderr.fileno() == 2
+    except (AttributeError, OSError, io.UnsupportedOperation):  # (captured, as in tests)
+        is_real_stderr = False
+    if not is_real_stderr:
+        yield
+        return
+    log.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(log, "ab") as sink:
+        os.dup2(sink.fileno(), 2)
+    previous = sys.stderr
+    sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(saved), "wb"), line_buffering=True)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        sys.stderr = previous
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def check_spec(spec: Any, resources: ClusterResources) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -17,6 +19,7 @@ from deeprig.cli.common import (
     check_spec,
     console,
     errors,
+    library_output_to,
     load_spec_or_exit,
 )
 from deeprig.cluster.session import job_address
@@ -68,6 +71,13 @@ def run(
         "--resume",
         help="tune, rl: continue the newest unfinished search or rl run of this name.",
     ),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        help="Show Ray's and MLflow's own messages here too; else they go to "
+        "$DEEPRIG_HOME/logs/run-<time>.log and Ray's worker logs "
+        "(/tmp/ray/session_latest/logs); deeprig reports failures itself.",
+    ),
 ) -> None:
     """Run a job to the end with live progress; print the MLflow run and where to see it.
 
@@ -91,13 +101,17 @@ def run(
         spec_path=job,
         address=job_address(address),
         resume=resume,
+        verbose=verbose,
         console=console,
     )
     # `deeprig stop` / `ray job stop` send SIGTERM: end like Ctrl-C, the run marked KILLED.
     if threading.current_thread() is threading.main_thread():  # (tests run it in threads)
         signal.signal(signal.SIGTERM, _interrupt)
+    log = context.home / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    quiet = contextlib.nullcontext() if verbose else library_output_to(log)
     try:
-        outcome = runner.run(spec, context)
+        with quiet:
+            outcome = runner.run(spec, context)
     except SpecError as exc:
         bad_spec(exc, job)
     except KeyboardInterrupt:
@@ -106,6 +120,13 @@ def run(
     except Exception as exc:  # the job failed; its run is already marked FAILED
         errors.print_exception(max_frames=6)
         errors.print(f"[bold red]job failed:[/] {type(exc).__name__}: {exc}", highlight=False)
+        if not verbose:
+            errors.print(
+                f"Ray's and MLflow's messages: {log}, and Ray's worker logs in "
+                "/tmp/ray/session_latest/logs (or run again with --verbose)",
+                soft_wrap=True,
+                highlight=False,
+            )
         raise typer.Exit(ExitCode.FAILED) from None
     outcome.render(console)
 

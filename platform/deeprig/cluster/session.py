@@ -56,11 +56,14 @@ def ray_session(
     address: str | None = None,
     num_cpus: int | None = None,
     py_modules: list[str] | None = None,
+    show_worker_output: bool = True,
 ) -> Iterator[None]:
     """Connect to `address` (a running cluster: "auto", "ray://host:10001", "host:6379") or
     start a local Ray for the duration of the block. Reuses a Ray that is already up (the
     test suite's, or the one Ray Jobs started this driver in). `py_modules`: the user's
-    modules, shipped by Ray to every process of the job on every node."""
+    modules, shipped by Ray to every process of the job on every node.
+    `show_worker_output`: Ray forwards what its workers and actors print to this process's
+    terminal; False leaves it in Ray's log files (the session's `logs/` folder)."""
     import ray
 
     if ray.is_initialized():
@@ -91,6 +94,7 @@ def ray_session(
         address=address,
         num_cpus=None if address else num_cpus,
         runtime_env=runtime_env or None,
+        log_to_driver=show_worker_output,
         logging_level=logging.WARNING,
         # Applies to every worker of this job: Ray Train and Ray Data log each report and
         # each dataset execution at INFO, which would bury deeprig's own progress.

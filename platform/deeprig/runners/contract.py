@@ -54,6 +54,8 @@ class Job:
     spec_path: Path
     address: str | None = None  # a running Ray cluster; None starts a local Ray
     resume: bool = False
+    # Ray's and MLflow's own messages on this terminal too (else in their log files).
+    verbose: bool = True
     console: Console = field(default_factory=Console)
     home: Path = field(default_factory=deeprig_home)
 
@@ -102,7 +104,8 @@ def run_job(
     if job.resume and resumes:
         resumed = find_unfinished_run(spec, target, resumes)
     code = user_code_of(spec)
-    with ray_session(job.address, py_modules=code.py_modules() if code else None):
+    py_modules = code.py_modules() if code else None
+    with ray_session(job.address, py_modules=py_modules, show_worker_output=job.verbose):
         if checked is None:
             resources = connected_resources()
             checked = check(spec, resources)

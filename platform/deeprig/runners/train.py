@@ -312,7 +312,8 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
         f"{spec.scaling.num_workers} worker(s) x {checked.budget.cpus_per_worker:g} CPU"
         + (" + 1 GPU" if spec.scaling.use_gpu else "")
     )
-    shown = ("train_loss", "val_loss", score) if spec.loop is None else tuple(spec.loop.metrics)
+    # The score first: at 80 columns the metrics that do not fit are the ones dropped.
+    shown = (score, "val_loss", "train_loss") if spec.loop is None else tuple(spec.loop.metrics)
     with EpochProgress(console, _epochs_expected(spec), poll, shown):
         result = trainer.fit()
     best = _best_checkpoint(result, spec)
