@@ -35,6 +35,7 @@ class EpochProgress:
         poll: Callable[[], dict[str, float]],
         shown: tuple[str, ...],
         interval: float = 1.0,
+        waiting_for: str = "the first epoch",
     ):
         self._console = console
         self._total = total_epochs
@@ -56,7 +57,10 @@ class EpochProgress:
             console=console,
             transient=False,
         )
-        self._task = self._progress.add_task("train", total=total_epochs, metrics="starting...")
+        # Until the first epoch ends, say what it waits for, not just "starting".
+        self._task = self._progress.add_task(
+            "train", total=total_epochs, metrics=f"waiting for {waiting_for}..."
+        )
 
     def __enter__(self) -> EpochProgress:
         if self._live:

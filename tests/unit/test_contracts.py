@@ -82,9 +82,11 @@ def test_train_state_reads_checkpoints_written_before_it_was_a_dataclass(tmp_pat
 
 
 def test_the_default_experiment_keeps_its_artifacts_under_the_home_folder(deeprig_home):
-    from deeprig.tracking.store import embedded_target
+    from deeprig.tracking.store import embedded_target, prepare_store
     from mlflow import MlflowClient
 
     target = embedded_target(deeprig_home)
+    assert not (deeprig_home / "mlflow.db").exists()  # resolving a store makes none
+    prepare_store(target)
     location = MlflowClient(target.uri).get_experiment("0").artifact_location
     assert location.startswith((deeprig_home / "mlartifacts").as_uri())

@@ -105,6 +105,11 @@ def run_job(
         resumed = find_unfinished_run(spec, target, resumes)
     code = user_code_of(spec)
     py_modules = code.py_modules() if code else None
+    import ray
+
+    if not ray.is_initialized():
+        where = f"joining the Ray cluster at {job.address}" if job.address else "starting Ray"
+        job.console.print(f"[dim]{where}...[/]")
     with ray_session(job.address, py_modules=py_modules, show_worker_output=job.verbose):
         if checked is None:
             resources = connected_resources()

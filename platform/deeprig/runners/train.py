@@ -314,7 +314,9 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     )
     # The score first: at 80 columns the metrics that do not fit are the ones dropped.
     shown = (score, "val_loss", "train_loss") if spec.loop is None else tuple(spec.loop.metrics)
-    with EpochProgress(console, _epochs_expected(spec), poll, shown):
+    # (short: at 80 columns about 38 characters are left for it)
+    waiting = f"{spec.scaling.num_workers} worker(s) + epoch 1"
+    with EpochProgress(console, _epochs_expected(spec), poll, shown, waiting_for=waiting):
         result = trainer.fit()
     best = _best_checkpoint(result, spec)
     metrics = dict(best[1]) if best else dict(result.metrics or {})

@@ -17,7 +17,7 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
 from deeprig.tracking.lineage import flatten, lineage_tags, standard_tags
-from deeprig.tracking.store import TrackingTarget
+from deeprig.tracking.store import TrackingTarget, prepare_store
 from deeprig.tracking.tags import MLFLOW_PARENT_RUN_ID, RunStatus, Tag
 
 _PARAM_BATCH = 100  # MLflow's per-call limit on params
@@ -45,6 +45,7 @@ class RunRecorder:
         extra_tags: dict[str, str] | None = None,
         spec_path: Path | None = None,
     ) -> RunRecorder:
+        prepare_store(target)
         client = MlflowClient(target.uri)
         experiment_id = ensure_experiment(client, target, experiment)
         tags = lineage_tags(spec_dict, spec_dir, ray_job_id) | standard_tags(spec_text, spec_path)

@@ -31,14 +31,21 @@ class TrackingTarget:
 
 def embedded_target(home: Path) -> TrackingTarget:
     home.mkdir(parents=True, exist_ok=True)
-    target = TrackingTarget(f"sqlite:///{home / 'mlflow.db'}", (home / "mlartifacts").as_uri())
-    if not (home / "mlflow.db").exists():
-        # MLflow creates its "Default" experiment with the store, its artifacts in ./mlruns
-        # of whatever folder that happens in; made here, they live under the home folder.
-        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    return TrackingTarget(f"sqlite:///{home / 'mlflow.db'}", (home / "mlartifacts").as_uri())
 
-        SqlAlchemyStore(target.uri, target.artifact_root)
-    return target
+
+def prepare_store(target: TrackingTarget) -> None:
+    """Before the first write to an embedded store: MLflow creates its "Default" experiment
+    with the store, its artifacts in ./mlruns of whatever folder that happens in; made
+    here, they live under the home folder. (Not at resolve time: a bad spec must leave no
+    store behind.)"""
+    if not target.is_embedded or not target.uri.startswith("sqlite:///"):
+        return
+    if Path(target.uri.removeprefix("sqlite:///")).exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    SqlAlchemyStore(target.uri, target.artifact_root)
 
 
 STORAGE_ENV = "DEEPRIG_STORAGE"
