@@ -91,6 +91,8 @@ def run_job(
 ) -> Any:
     """Check, start or join Ray, open (or reopen) the MLflow run, run `body`, and mark the
     run FAILED / KILLED if anything on the way fails."""
+    import ray
+
     from deeprig.cluster.preflight import check_connected_cluster
     from deeprig.cluster.resources import connected_resources, local_resources
     from deeprig.cluster.session import ray_session
@@ -105,8 +107,6 @@ def run_job(
         resumed = find_unfinished_run(spec, target, resumes)
     code = user_code_of(spec)
     py_modules = code.py_modules() if code else None
-    import ray
-
     if not ray.is_initialized():
         where = f"joining the Ray cluster at {job.address}" if job.address else "starting Ray"
         job.console.print(f"[dim]{where}...[/]")
@@ -117,9 +117,9 @@ def run_job(
             check_connected_cluster(spec, resources, target)
             check_code_reaches_workers(code)
         recorder = _open_run(spec, job, target, resumed)
-        if recorder is not None and resumed is None and code is not None:
-            recorder.log_code(code.artifact_files(), code.manifest(), code.sha256)
         with closed_on_failure(recorder), _system_metrics(recorder):
+            if recorder is not None and resumed is None and code is not None:
+                recorder.log_code(code.artifact_files(), code.manifest(), code.sha256)
             return body(JobRun(spec, checked, recorder, target, job, resumed is not None))
 
 

@@ -25,6 +25,8 @@ from deeprig.usercode.targets import ACTIVE_CODE_PATHS, UserCodeProblem
 # More than this much source is not a code folder but a data or checkout folder.
 MAX_BUNDLE_BYTES = 16 * 1024 * 1024
 _SKIPPED_FOLDERS = {"__pycache__", "node_modules", "site-packages"}
+# Bundles this process installed from their shipped files (by manifest hash).
+_INSTALLED: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,10 @@ class CodeBundle:
         if all(Path(root).is_dir() for root in self.roots):
             self.activate()
             return
+        if self.sha256 in _INSTALLED:  # a reused actor (a Tune trial) installs once
+            return
         base = Path(tempfile.mkdtemp(prefix="deeprig-code-"))
+        _INSTALLED.add(self.sha256)
         for f in self.files:
             target = base / str(f.root) / f.relative
             target.parent.mkdir(parents=True, exist_ok=True)
