@@ -229,3 +229,83 @@ def test_killed_worker_resumes_from_checkpoint_in_the_same_run(mlflow_client):
     steps = sorted(m.step for m in mlflow_client.get_metric_history(run.info.run_id, "epoch"))
     assert steps.count(0) == 1  # epoch 0 was never trained twice
     assert set(steps) == set(range(epochs))
+
+
+@pytest.fixture(scope="module")
+def diverging(tmp_path_factory, ray_2_cpus):
+    """quickstart's 2 workers on a regression task with SGD at lr 10 (the loss overflows
+    within a few steps): (the CLI's result, a client on its store, its runs, seconds)."""
+    import time
+
+    home = tmp_path_factory.mktemp("diverging") / "deeprig-home"
+    started = time.perf_counter()
+    with deeprig_home_at(home):
+        result = CliRunner().invoke(
+            app,
+            [
+                "run",
+                str(JOBS / "quickstart.yaml"),
+                "--set",
+                "data={source: 'builtin:synthetic', num_classes: 0, num_samples: 1024}",
+                "--set",
+                "model={name: mlp, hidden: [64]}",
+                "--set",
+                "optim={name: sgd, lr: 10.0, momentum: 0.9, num_epochs: 15, batch_size: 32}",
+                "--set",
+                "checkpoint={metric: val_loss, mode: min}",
+            ],
+        )
+    client = embedded_store_client(home)
+    return result, client, runs_in(client, "quickstart"), time.perf_counter() - started
+
+
+def test_a_diverging_job_exits_1_naming_the_step_and_the_fixes(diverging):
+    result, _, _, seconds = diverging
+    assert result.exit_code == 1, result.output
+    flat = " ".join(result.output.split())
+    assert "non-finite loss at epoch 1, step" in flat
+    assert "optim.lr" in flat and "optim.grad_clip_norm" in flat
+    assert seconds < 120  # both workers stopped at the step: no hang in an all-reduce
+
+
+def test_a_diverging_jobs_run_is_failed_with_the_reason(diverging):
+    _, _, runs, _ = diverging
+    (run,) = runs
+    assert run.info.status == "FAILED"
+    assert run.data.tags["deeprig.failure"] == "non_finite_loss"
+
+
+@pytest.fixture(scope="module")
+def stopped_early(tmp_path_factory, ray_2_cpus):
+    """quickstart for up to 50 epochs, stopped when val_loss has not improved by 0.05 for
+    2 epochs: (a client on its store, its one run)."""
+    home = tmp_path_factory.mktemp("early") / "deeprig-home"
+    with deeprig_home_at(home):
+        result = run_cli(
+            str(JOBS / "quickstart.yaml"),
+            "--set",
+            "optim.num_epochs=50",
+            "--set",
+            "early_stopping={metric: val_loss, patience: 2, min_delta: 0.05}",
+            "--set",
+            "checkpoint={metric: val_loss, mode: min, num_to_keep: 2}",
+        )
+    assert result.exit_code == 0, result.output
+    client = embedded_store_client(home)
+    return client, only_run(client, "quickstart")
+
+
+def test_early_stopping_ends_a_50_epoch_job_early(stopped_early):
+    client, run = stopped_early
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["deeprig.stopped_early"] == "true"
+    epochs = sorted(m.step + 1 for m in client.get_metric_history(run.info.run_id, "val_loss"))
+    assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) < 50
+    assert run.data.tags["deeprig.stopped_at_epoch"] == str(len(epochs))  # every epoch logged
+
+
+def test_early_stopping_keeps_the_best_checkpoint_as_the_model(stopped_early):
+    client, run = stopped_early
+    history = client.get_metric_history(run.info.run_id, "val_loss")
+    best = min(history, key=lambda m: m.value)
+    assert run.data.tags["deeprig.best_epoch"] == str(best.step + 1)

@@ -29,7 +29,7 @@ from deeprig.runners.user_code import check_model_and_loop, collect_code
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.train import TrainSpec
 from deeprig.tracking.store import checkpoint_storage
-from deeprig.tracking.tags import RunStatus
+from deeprig.tracking.tags import RunStatus, Tag
 
 if TYPE_CHECKING:
     from ray.train import Checkpoint, Result
@@ -144,6 +144,18 @@ def check(spec: TrainSpec, resources: ClusterResources) -> TrainChecked:
                 problems.append(Problem("model.name", str(exc)))
         problems += check_model_and_loop(spec, data)
         allowed = reported_metrics(spec, data.task)
+        if spec.early_stopping is not None and spec.loop is not None:
+            problems.append(
+                Problem("early_stopping", "your own loop decides when it stops; remove this")
+            )
+        elif spec.early_stopping is not None and spec.early_stopping.metric not in allowed:
+            problems.append(
+                Problem(
+                    "early_stopping.metric",
+                    f"{spec.early_stopping.metric!r} is not reported by a {data.task} job "
+                    f"(one of: {', '.join(sorted(allowed))})",
+                )
+            )
         if spec.checkpoint.metric not in allowed:
             reporter = "the loop (loop.metrics)" if spec.loop else f"a {data.task} job"
             problems.append(
@@ -317,7 +329,12 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     # (short: at 80 columns about 38 characters are left for it)
     waiting = f"{spec.scaling.num_workers} worker(s) + epoch 1"
     with EpochProgress(console, _epochs_expected(spec), poll, shown, waiting_for=waiting):
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except Exception as exc:
+            if recorder and "NonFiniteLoss" in f"{type(exc).__name__}: {exc}":
+                recorder.set_tags({Tag.FAILURE: "non_finite_loss"})
+            raise
     best = _best_checkpoint(result, spec)
     metrics = dict(best[1]) if best else dict(result.metrics or {})
     checkpoint_path = best[0].path if best else None

@@ -268,6 +268,17 @@ class CheckpointSpec(StrictModel):
     )
 
 
+class EarlyStoppingSpec(StrictModel):
+    metric: str = Field(default="val_loss", description="Metric watched after every epoch.")
+    mode: Literal["min", "max"] = Field(default="min", description="Lower or higher is better.")
+    patience: int = Field(
+        default=3, ge=1, description="Epochs without improvement before the job stops."
+    )
+    min_delta: float = Field(
+        default=0.0, ge=0.0, description="How much better than the best counts as better."
+    )
+
+
 class FailureSpec(StrictModel):
     max_failures: int = Field(
         default=0,
@@ -291,6 +302,9 @@ class TrainSpec(StrictModel):
     scaling: ScalingSpec = Field(default_factory=ScalingSpec, description="Workers and devices.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoints.")
     failure: FailureSpec = Field(default_factory=FailureSpec, description="Fault tolerance.")
+    early_stopping: EarlyStoppingSpec | None = Field(
+        default=None, description="End the job when a metric stops improving."
+    )
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow recording.")
     loop: LoopSpec | None = Field(
         default=None, description="Your own Ray Train loop instead of deeprig's."

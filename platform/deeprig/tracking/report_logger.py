@@ -27,6 +27,7 @@ class EpochMetricsLogger(UserCallback):
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
         reported = numeric_values(metrics[0] if metrics else {})
+        last = bool(reported.pop("last_report", 0))  # (training/loop.py LAST_REPORT)
         self.reports += 1
         if self.num_epochs is not None and "epoch" not in reported:
             return
@@ -38,5 +39,5 @@ class EpochMetricsLogger(UserCallback):
         # it is recorded before the controller (and the driver's fit()) finishes. The
         # user's loop's last report is unknown: each is waited for.
         self.sink.log(reported, step=step)
-        if self.num_epochs is None or step + 1 >= self.num_epochs:
+        if last or self.num_epochs is None or step + 1 >= self.num_epochs:
             self.sink.flush()

@@ -51,6 +51,8 @@ class Tag:
     TRIAL_ID = "deeprig.trial_id"
     TRIAL_VALUES = "deeprig.trial_values"
     STOPPED_EARLY = "deeprig.stopped_early"
+    STOPPED_AT_EPOCH = "deeprig.stopped_at_epoch"  # a train job's early stop
+    FAILURE = "deeprig.failure"  # why a run FAILED, when deeprig knows (non_finite_loss)
     EPOCHS_TRAINED = "deeprig.epochs_trained"
     BEST_TRIAL = "deeprig.best_trial"
     BEST_TRIAL_ID = "deeprig.best_trial_id"

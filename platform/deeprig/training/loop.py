@@ -28,6 +28,42 @@ from deeprig.training.session import RayTrainSession, WorkerSession
 from deeprig.training.state import TrainState
 from deeprig.training.worker_config import WorkerConfig
 
+# In an epoch's report when it is the job's last (the end, or an early stop): the metrics
+# logger waits for it to be recorded before training ends. Not a metric.
+LAST_REPORT = "last_report"
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or infinite: training stops at that step on every rank."""
+
+    def __init__(self, epoch: int, step: int):
+        super().__init__(
+            f"non-finite loss at epoch {epoch + 1}, step {step + 1}: training diverged. The "
+            "likeliest fixes: a smaller optim.lr, or optim.grad_clip_norm (e.g. 1.0). The "
+            "last good checkpoint is kept."
+        )
+        self.epoch, self.step = epoch, step
+
+
+class _EarlyStop:
+    """Patience on the all-reduced epoch metrics: every rank decides the same."""
+
+    def __init__(self, spec: Any):
+        self.spec = spec
+        self.best: float | None = None
+        self.stale = 0
+
+    def should_stop(self, metrics: dict[str, float]) -> bool:
+        if self.spec is None or self.spec.metric not in metrics:
+            return False
+        value = metrics[self.spec.metric]
+        sign = 1.0 if self.spec.mode == "min" else -1.0
+        if self.best is None or sign * (self.best - value) > self.spec.min_delta:
+            self.best, self.stale = value, 0
+            return False
+        self.stale += 1
+        return self.stale >= self.spec.patience
+
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Entry point of a Ray Train worker."""
@@ -77,9 +113,12 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
     loss_fn = (
         nn.CrossEntropyLoss(reduction="sum") if classification else nn.MSELoss(reduction="sum")
     )
+    early_stop = _EarlyStop(spec.early_stopping)
     for epoch in range(parts.start_epoch, spec.optim.num_epochs):
         started = time.perf_counter()
-        train_totals = _train_epoch(parts, train, epoch, loss_fn, classification, spec)
+        train_totals = _train_epoch(
+            parts, train, epoch, loss_fn, classification, spec, session.world_size
+        )
         train_seconds = time.perf_counter() - started
         lr = parts.optimizer.param_groups[0]["lr"]
         parts.scheduler.step()
@@ -92,10 +131,16 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
         metrics = _epoch_metrics(both, epoch, lr, started, train_seconds, classification)
         if sink is not None:  # (under Ray Train the controller logs epochs: a no-op here)
             sink.log(metrics, step=epoch)
+        stop = early_stop.should_stop(metrics)
+        if stop and sink is not None:
+            sink.tag(Tag.STOPPED_EARLY, "true")
+            sink.tag(Tag.STOPPED_AT_EPOCH, str(epoch + 1))
         due = (epoch + 1) % spec.checkpoint.every_n_epochs == 0
-        last = epoch + 1 == spec.optim.num_epochs
+        last = epoch + 1 == spec.optim.num_epochs or stop
         state = _state(parts, epoch, metrics, worker) if due or last else None
-        session.report(metrics, state)
+        session.report({**metrics, LAST_REPORT: 1.0} if last else metrics, state)
+        if stop:
+            break
     if sink is not None:
         sink.flush()
 
@@ -161,16 +206,24 @@ def _train_epoch(
     loss_fn: nn.Module,
     classification: bool,
     spec: TrainSpec,
+    world_size: int,
 ) -> torch.Tensor:
-    """One pass over the shard; returns (loss sum, rows) on this rank."""
+    """One pass over the shard; returns (loss sum, rows) on this rank. A non-finite loss on
+    any rank stops every rank at the same step (NonFiniteLoss): one tiny all-reduce a step
+    is the price of never leaving a rank waiting in the next gradient all-reduce."""
     model, optimizer, scaler = parts.model, parts.optimizer, parts.scaler
     model.train()
     totals = torch.zeros(2, device=next(model.parameters()).device)
-    for x, y in train.epoch(epoch, shuffle=True):
+    for step, (x, y) in enumerate(train.epoch(epoch, shuffle=True)):
         optimizer.zero_grad(set_to_none=True)
         with _autocast(x.device, parts.autocast_dtype):
             out = model(x)
             loss = _loss(loss_fn, out, y, classification) / len(y)
+        finite = torch.isfinite(loss.detach()).float()
+        if world_size > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if finite.item() < 1:
+            raise NonFiniteLoss(epoch, step)
         scaler.scale(loss).backward()
         if spec.optim.grad_clip_norm is not None:
             scaler.unscale_(optimizer)
