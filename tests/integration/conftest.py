@@ -13,7 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import poll_until
+from tests.conftest import deeprig_home_at, embedded_store_client, poll_until
+
+
+def run_in_fresh_home(tmp_path_factory, name: str, *args: str):
+    """`deeprig run ARGS` in this process, in a deeprig home of its own: (the CLI's result,
+    a client on that home's store). Module fixtures run their job once with it."""
+    from deeprig.cli import app
+    from typer.testing import CliRunner
+
+    home = tmp_path_factory.mktemp(name) / "deeprig-home"
+    with deeprig_home_at(home):
+        result = CliRunner().invoke(app, ["run", *args], catch_exceptions=False)
+    return result, embedded_store_client(home)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from tests.conftest import (
     poll_until,
     runs_in,
 )
+from tests.integration.conftest import run_in_fresh_home
 
 pytestmark = pytest.mark.usefixtures("ray_2_cpus")
 
@@ -237,25 +238,20 @@ def diverging(tmp_path_factory, ray_2_cpus):
     within a few steps): (the CLI's result, a client on its store, its runs, seconds)."""
     import time
 
-    home = tmp_path_factory.mktemp("diverging") / "deeprig-home"
     started = time.perf_counter()
-    with deeprig_home_at(home):
-        result = CliRunner().invoke(
-            app,
-            [
-                "run",
-                str(JOBS / "quickstart.yaml"),
-                "--set",
-                "data={source: 'builtin:synthetic', num_classes: 0, num_samples: 1024}",
-                "--set",
-                "model={name: mlp, hidden: [64]}",
-                "--set",
-                "optim={name: sgd, lr: 10.0, momentum: 0.9, num_epochs: 15, batch_size: 32}",
-                "--set",
-                "checkpoint={metric: val_loss, mode: min}",
-            ],
-        )
-    client = embedded_store_client(home)
+    result, client = run_in_fresh_home(
+        tmp_path_factory,
+        "diverging",
+        str(JOBS / "quickstart.yaml"),
+        "--set",
+        "data={source: 'builtin:synthetic', num_classes: 0, num_samples: 1024}",
+        "--set",
+        "model={name: mlp, hidden: [64]}",
+        "--set",
+        "optim={name: sgd, lr: 10.0, momentum: 0.9, num_epochs: 15, batch_size: 32}",
+        "--set",
+        "checkpoint={metric: val_loss, mode: min}",
+    )
     return result, client, runs_in(client, "quickstart"), time.perf_counter() - started
 
 
@@ -279,19 +275,18 @@ def test_a_diverging_jobs_run_is_failed_with_the_reason(diverging):
 def stopped_early(tmp_path_factory, ray_2_cpus):
     """quickstart for up to 50 epochs, stopped when val_loss has not improved by 0.05 for
     2 epochs: (a client on its store, its one run)."""
-    home = tmp_path_factory.mktemp("early") / "deeprig-home"
-    with deeprig_home_at(home):
-        result = run_cli(
-            str(JOBS / "quickstart.yaml"),
-            "--set",
-            "optim.num_epochs=50",
-            "--set",
-            "early_stopping={metric: val_loss, patience: 2, min_delta: 0.05}",
-            "--set",
-            "checkpoint={metric: val_loss, mode: min, num_to_keep: 2}",
-        )
+    result, client = run_in_fresh_home(
+        tmp_path_factory,
+        "early",
+        str(JOBS / "quickstart.yaml"),
+        "--set",
+        "optim.num_epochs=50",
+        "--set",
+        "early_stopping={metric: val_loss, patience: 2, min_delta: 0.05}",
+        "--set",
+        "checkpoint={metric: val_loss, mode: min, num_to_keep: 2}",
+    )
     assert result.exit_code == 0, result.output
-    client = embedded_store_client(home)
     return client, only_run(client, "quickstart")
 
 

@@ -10,27 +10,21 @@ import sys
 import textwrap
 
 import pytest
-from deeprig.cli import app
-from typer.testing import CliRunner
 
-from tests.conftest import JOBS, deeprig_home_at, embedded_store_client, only_run, runs_in
+from tests.conftest import JOBS, only_run, runs_in
+from tests.integration.conftest import run_in_fresh_home
 
 pytestmark = pytest.mark.usefixtures("ray_2_cpus")
-
-
-def run_cli(*args: str):
-    return CliRunner().invoke(app, ["run", *args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
 def custom_model(tmp_path_factory, ray_2_cpus):
     """custom_model.yaml (mynets:SmallResNet on mydata:load, 2 workers) for 4 epochs:
     (the CLI's result, a client on its store, its one run)."""
-    home = tmp_path_factory.mktemp("custom") / "deeprig-home"
-    with deeprig_home_at(home):
-        result = run_cli(str(JOBS / "custom_model.yaml"), "--set", "optim.num_epochs=4")
+    result, client = run_in_fresh_home(
+        tmp_path_factory, "custom", str(JOBS / "custom_model.yaml"), "--set", "optim.num_epochs=4"
+    )
     assert result.exit_code == 0, result.output
-    client = embedded_store_client(home)
     return result, client, only_run(client, "custom")
 
 
@@ -88,17 +82,16 @@ def test_the_custom_model_loads_without_its_code_and_predicts(custom_model, tmp_
 def custom_loop(tmp_path_factory, ray_2_cpus):
     """custom_loop.yaml (myloop: plain Ray Train) for 4 epochs, its worker failing once at
     epoch 2 (`max_failures: 1`): (the CLI's result, a client on its store, its runs)."""
-    home = tmp_path_factory.mktemp("loop") / "deeprig-home"
-    with deeprig_home_at(home):
-        result = run_cli(
-            str(JOBS / "custom_loop.yaml"),
-            "--set",
-            "loop.config.epochs=4",
-            "--set",
-            "loop.config.fail_at_epoch=2",
-        )
+    result, client = run_in_fresh_home(
+        tmp_path_factory,
+        "loop",
+        str(JOBS / "custom_loop.yaml"),
+        "--set",
+        "loop.config.epochs=4",
+        "--set",
+        "loop.config.fail_at_epoch=2",
+    )
     assert result.exit_code == 0, result.output
-    client = embedded_store_client(home)
     return result, client, runs_in(client, "custom")
 
 
@@ -135,19 +128,18 @@ def test_a_failed_loop_worker_resumes_from_its_own_checkpoint(custom_loop, tmp_p
 
 @pytest.fixture(scope="module")
 def search_over_model_args(tmp_path_factory, ray_2_cpus):
-    home = tmp_path_factory.mktemp("tune-custom") / "deeprig-home"
-    with deeprig_home_at(home):
-        result = run_cli(
-            str(JOBS / "tune_custom_model.yaml"),
-            "--set",
-            "search.num_samples=2",
-            "--set",
-            "base.optim.num_epochs=2",
-            "--set",
-            "scheduler.name=fifo",
-        )
+    result, client = run_in_fresh_home(
+        tmp_path_factory,
+        "tune-custom",
+        str(JOBS / "tune_custom_model.yaml"),
+        "--set",
+        "search.num_samples=2",
+        "--set",
+        "base.optim.num_epochs=2",
+        "--set",
+        "scheduler.name=fifo",
+    )
     assert result.exit_code == 0, result.output
-    client = embedded_store_client(home)
     return client, runs_in(client, "custom")
 
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ray.train.torch import TorchTrainer
 
     from deeprig.tracking.sink import MlflowMetricsSink
+    from deeprig.training.worker_config import MetricsSink, WorkerConfig
     from deeprig.usercode import CodeBundle
 
 # A worker keeps its shard in memory when it is at most this big (data.cache: auto).
@@ -270,12 +271,20 @@ def _worker_entry(
     user's loop with exactly `loop.config` (deeprig's part under its own key)."""
     from deeprig.training.loop import train_loop_per_worker
     from deeprig.training.user_loop import DEEPRIG_KEY, user_loop_per_worker
-    from deeprig.training.worker_config import WorkerConfig
 
     if spec.loop is not None:
         own = {"code": checked.code, "function": spec.loop.function}
         return user_loop_per_worker, {**spec.loop.config, DEEPRIG_KEY: own}
-    worker = WorkerConfig(
+    return train_loop_per_worker, {"worker": worker_config(spec, checked, run_id, sink)}
+
+
+def worker_config(
+    spec: TrainSpec, checked: TrainChecked, run_id: str | None, sink: MetricsSink | None
+) -> WorkerConfig:
+    """What deeprig's loop needs on a worker, for a Ray Train worker and a Tune trial alike."""
+    from deeprig.training.worker_config import WorkerConfig
+
+    return WorkerConfig(
         spec=spec,
         data=checked.data,
         threads_per_worker=checked.budget.threads_per_worker,
@@ -284,7 +293,6 @@ def _worker_entry(
         sink=sink,
         code=checked.code,
     )
-    return train_loop_per_worker, {"worker": worker}
 
 
 def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:

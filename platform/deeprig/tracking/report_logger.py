@@ -14,6 +14,10 @@ from ray.train import UserCallback
 
 from deeprig.tracking.sink import MlflowMetricsSink, numeric_values
 
+# In an epoch's report when it is the job's last (the end, or an early stop): the logger
+# waits for it to be recorded before training ends. Not a metric.
+LAST_REPORT = "last_report"
+
 
 class EpochMetricsLogger(UserCallback):
     """`num_epochs`: deeprig's loop reports each epoch once and the last is known; None for
@@ -27,7 +31,7 @@ class EpochMetricsLogger(UserCallback):
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
         reported = numeric_values(metrics[0] if metrics else {})
-        last = bool(reported.pop("last_report", 0))  # (training/loop.py LAST_REPORT)
+        last = bool(reported.pop(LAST_REPORT, 0))
         self.reports += 1
         if self.num_epochs is not None and "epoch" not in reported:
             return

@@ -22,15 +22,12 @@ from torch.nn.parallel import DistributedDataParallel
 from deeprig.data.shard import ShardBatches
 from deeprig.models import build_model
 from deeprig.spec.train import TrainSpec
+from deeprig.tracking.report_logger import LAST_REPORT
 from deeprig.tracking.tags import Tag
 from deeprig.training.optim import build_optimizer, build_scheduler
 from deeprig.training.session import RayTrainSession, WorkerSession
 from deeprig.training.state import TrainState
 from deeprig.training.worker_config import WorkerConfig
-
-# In an epoch's report when it is the job's last (the end, or an early stop): the metrics
-# logger waits for it to be recorded before training ends. Not a metric.
-LAST_REPORT = "last_report"
 
 
 class NonFiniteLoss(RuntimeError):

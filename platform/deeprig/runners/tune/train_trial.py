@@ -162,23 +162,14 @@ def _train_in_trial(spec: TrainSpec, ctx: TrialContext, run_id: str | None, sink
     from deeprig.data import build_datasets
     from deeprig.training.loop import run_training
     from deeprig.training.session import TuneTrialSession
-    from deeprig.training.worker_config import WorkerConfig
 
     checked = ctx.checked
     assert checked is not None
     train_ds, val_ds = build_datasets(
         spec.data, checked.data, spec.seed, 1, checked.budget.data_cpus
     )
-    worker = WorkerConfig(
-        spec=spec,
-        data=checked.data,
-        threads_per_worker=checked.budget.threads_per_worker,
-        in_memory=checked.in_memory,
-        run_id=run_id,
-        sink=sink,
-    )
     session = TuneTrialSession({"train": train_ds, "val": val_ds}, spec.scaling.use_gpu)
-    run_training(worker, session)
+    run_training(train.worker_config(spec, checked, run_id, sink), session)
 
 
 def _resumed_epoch() -> int:
