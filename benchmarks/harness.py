@@ -270,7 +270,10 @@ def run_deeprig_train(spec, home: Path, tag: str) -> DeeprigRun:
     finished_at = time.time()
     records = []
     for path in storage.rglob("checkpoint.pt"):
-        metrics = TrainState.load(path.parent).metrics
+        state = TrainState.load(path.parent)
+        if state.mid_epoch:  # (checkpoint.every_n_steps: only epochs' ends are timed)
+            continue
+        metrics = state.metrics
         records.append(
             EpochRecord(
                 epoch=int(metrics["epoch"]),

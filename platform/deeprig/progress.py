@@ -90,19 +90,31 @@ class EpochProgress:
             parts.append(part)
         return "  ".join(parts)
 
+    @staticmethod
+    def step_text(metrics: dict[str, float]) -> str:
+        """Where the epoch in progress is, from the step-level points
+        (tracking.log_every_n_steps): "step 120/400" (or "step 120" while streaming)."""
+        at, done = metrics.get("step/epoch"), metrics.get("epoch", 0)
+        if at is None or "step/in_epoch" not in metrics or int(at) <= int(done):
+            return ""
+        of = metrics.get("step/per_epoch")
+        return f"step {int(metrics['step/in_epoch'])}" + (f"/{int(of)}" if of else "")
+
     def _refresh(self) -> None:
         try:
             metrics = self._poll()
         except Exception:  # a busy store is no reason to stop training; try next tick
             return
-        if "epoch" not in metrics:
+        step = self.step_text(metrics)
+        if "epoch" not in metrics and not step:
             return
-        epoch = int(metrics["epoch"])
+        epoch = int(metrics.get("epoch", 0))
         if self._live:
             # "epoch 12/15 ━━━━━━━━━━━━ 0:00:03 left " takes about 40 columns.
-            text = self._metrics_text(metrics, max(0, self._console.width - 42))
+            room = max(0, self._console.width - 42 - len(step) - 2)
+            text = "  ".join(t for t in (step, self._metrics_text(metrics, room)) if t)
             self._progress.update(self._task, completed=epoch, metrics=text)
-        elif epoch > self._last_epoch:
+        elif epoch > self._last_epoch:  # (a plain line an epoch, not a step)
             total = f"/{self._total}" if self._total else ""
             elapsed = time.monotonic() - self._started
             text = self._metrics_text(metrics, 200)

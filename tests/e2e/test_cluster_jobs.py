@@ -69,6 +69,17 @@ def test_cluster_up_starts_two_ray_nodes(cluster):
     assert status.returncode == 0 and "2 alive" in status.stdout
 
 
+def test_the_clusters_jobs_api_refuses_a_caller_without_its_token(cluster):
+    # On a fresh machine too: `cluster up` makes Ray's token before the head starts.
+    import urllib.error
+    import urllib.request
+
+    _, state = cluster
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{state.dashboard}/api/jobs/", timeout=10)
+    assert refused.value.code in (401, 403)
+
+
 def test_cluster_up_starts_a_tracking_server(cluster):
     from deeprig.cluster.local import tracking_healthy
 

@@ -17,8 +17,9 @@ def test_every_kind_of_spec_has_a_runner():
     assert set(RUNNERS) == set(SPEC_BY_KIND)
 
 
-def test_resumable_kinds_are_tune_and_rl():
-    assert {kind for kind, runner in RUNNERS.items() if runner.resumes} == {"tune", "rl"}
+def test_every_kind_resumes_after_its_driver_died():
+    resumes = {kind: runner.resumes for kind, runner in RUNNERS.items()}
+    assert resumes == {"train": "train run", "tune": "search", "rl": "rl run"}
 
 
 def test_mlflow_tag_names_are_mlflows_own():

@@ -33,3 +33,17 @@ def test_metrics_that_do_not_fit_are_dropped_not_cut():
         {"train_loss": 0.06805, "val_loss": 0.07416, "val_accuracy": 0.9804}, 80 - 42
     )
     assert text == "train_loss 0.06805  val_loss 0.07416"
+
+
+def test_a_long_epoch_shows_its_step_until_it_ends():
+    in_epoch_3 = {"epoch": 2, "step/epoch": 3, "step/in_epoch": 120, "step/per_epoch": 400}
+    assert EpochProgress.step_text(in_epoch_3) == "step 120/400"
+    assert EpochProgress.step_text({**in_epoch_3, "epoch": 3}) == ""  # epoch 3 is done
+    streaming = {"step/epoch": 1, "step/in_epoch": 7}
+    assert EpochProgress.step_text(streaming) == "step 7"
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=80)
+    progress = EpochProgress(console, 5, lambda: in_epoch_3, ("val_loss",))
+    with progress:
+        progress._refresh()
+    assert "step 120/400" in out.getvalue()

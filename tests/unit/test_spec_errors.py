@@ -54,6 +54,17 @@ def test_empty_file_is_refused(tmp_path, deeprig_home):
     assert "empty" in result.output
 
 
+@pytest.mark.parametrize("verb", ["validate", "run"])
+def test_a_binary_file_is_refused_with_exit_2_not_a_traceback(tmp_path, deeprig_home, verb):
+    job = tmp_path / "model.pt"
+    job.write_bytes(b"PK\x03\x04\x80\xff\x00binary" * 8)
+    result = CliRunner().invoke(app, [verb, str(job)])
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "not UTF-8 text (byte 0x80 at offset 4)" in result.output
+    assert "Traceback" not in result.output
+
+
 def test_unknown_keys_get_a_did_you_mean():
     found = problems_of(GOOD.replace("optim: {num_epochs: 2}", "optim: {num_epoch: 2, lrr: 1}"))
     assert any("optim.num_epoch: unknown field; did you mean 'num_epochs'?" in p for p in found)

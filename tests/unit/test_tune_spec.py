@@ -70,6 +70,18 @@ def test_a_metric_the_base_never_reports_is_refused(tmp_path, deeprig_home):
     )
 
 
+def test_step_checkpoints_in_a_searchs_base_are_refused(tmp_path, deeprig_home):
+    job = tmp_path / "tune.yaml"
+    job.write_text(TUNE)
+    result = CliRunner().invoke(
+        app, ["validate", str(job), "--set", "base.checkpoint.every_n_steps=10"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "base.checkpoint.every_n_steps: a search's trials checkpoint once an epoch" in (
+        " ".join(result.output.split())
+    )
+
+
 def test_pbt_without_checkpoints_at_each_perturbation_is_refused():
     text = TUNE.replace("{name: asha}", "{name: pbt, perturbation_interval: 2}")
     text = text.replace(

@@ -38,7 +38,8 @@ class ExitCode(IntEnum):
 
 def report_spec_error(exc: SpecError, source: str) -> None:
     """Every problem, by field path and YAML line, with its fix."""
-    with contextlib.suppress(OSError):
+    # (a spec that is not UTF-8 text already says so: it has no lines to point at)
+    with contextlib.suppress(OSError, UnicodeDecodeError):
         exc = with_lines(exc, Path(source).read_text())
     count = len(exc.problems)
     errors.print(f"[bold red]{source}: {count} problem{'s' if count > 1 else ''}[/]")

@@ -69,7 +69,8 @@ def run(
     resume: bool = typer.Option(
         False,
         "--resume",
-        help="tune, rl: continue the newest unfinished search or rl run of this name.",
+        help="Continue the newest unfinished run of this job (its driver died: SIGKILL, a "
+        "closed laptop, a lost SSH session) from its latest checkpoint, in the same MLflow run.",
     ),
     verbose: bool = typer.Option(
         False,

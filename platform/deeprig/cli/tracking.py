@@ -17,6 +17,12 @@ def runs(
     limit: int = typer.Option(20, help="Most recent N runs."),
     tracking_uri: str = typer.Option(None, help="MLflow store (default: as for `run`)."),
     output: str = typer.Option("table", "--output", "-o", help=OUTPUT_HELP),
+    close_stale: bool = typer.Option(
+        False,
+        "--close-stale",
+        help="Mark FAILED each RUNNING run whose driver on this host is gone (SIGKILL, "
+        "a closed laptop); --resume can still continue it.",
+    ),
 ) -> None:
     """List recorded runs: run id, job, status, key metric (and more when the terminal is wide).
 
@@ -26,6 +32,9 @@ def runs(
     from deeprig.tracking.store import resolve_tracking
 
     target = resolve_tracking(tracking_uri)
+    if close_stale:
+        _close_stale(target)
+        return
     try:
         records = list_runs(target, experiment, limit)
     except NoSuchExperiment as exc:
@@ -62,6 +71,29 @@ def runs(
         cells += [f"{r['duration_s']:.1f} s", r["started"]] if wide else []
         table.add_row(*cells)
     console.print(table)
+
+
+def _close_stale(target) -> None:
+    from deeprig.tracking.drivers import close_stale_runs
+
+    checks = close_stale_runs(target)
+    if not checks:
+        console.print(f"no RUNNING runs in {target.uri}")
+        return
+    table = Table(title="RUNNING runs and their drivers", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("run id", no_wrap=True, min_width=32)
+    table.add_column("job", overflow="fold", max_width=14)
+    table.add_column("now", no_wrap=True)
+    table.add_column("why", overflow="fold")
+    for check in checks:
+        now = "FAILED" if check.verdict == "closed" else f"RUNNING ({check.verdict})"
+        table.add_row(check.run_id, check.job, now, check.detail)
+    console.print(table)
+    closed = sum(c.verdict == "closed" for c in checks)
+    console.print(
+        f"{closed} run(s) marked FAILED (deeprig.failure=driver_lost)"
+        + ("; `deeprig run JOB.yaml --resume` continues one" if closed else "")
+    )
 
 
 def ui(

@@ -146,9 +146,26 @@ def up(
     return cluster
 
 
+def _ensure_ray_token() -> None:
+    """`ray start --head` turns token authentication on only when a token already exists
+    (`ray.init` makes one): on a fresh machine the cluster would let anyone in. Make
+    Ray's own token first, unless the user set RAY_AUTH_MODE themselves."""
+    if "RAY_AUTH_MODE" in os.environ or os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    ray_cli = Path(sys.executable).parent / "ray"
+    subprocess.run(
+        [str(ray_cli), "get-auth-token", "--generate"],
+        check=True,
+        stdout=subprocess.DEVNULL,  # (it prints the token)
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+    )
+
+
 def _node_env(cluster: LocalCluster) -> dict[str, str]:
     from deeprig.cluster.session import RAY_JOB_ENV, use_token_auth_if_available
 
+    _ensure_ray_token()
     use_token_auth_if_available()
     # Job entrypoints (`deeprig run`) run with the PATH of the node that starts them.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"

@@ -10,6 +10,7 @@ Two ways to feed a worker, picked by the runner (spec `data.cache`):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import torch
@@ -46,9 +47,23 @@ class ShardBatches:
             x, y = self._tensors
             self._tensors = (x[:num_rows], y[:num_rows])
 
-    def epoch(self, epoch: int, shuffle: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def num_batches(self) -> int | None:
+        """Batches an epoch yields (unknown while streaming)."""
         if self._tensors is None:
-            yield from self._stream(epoch, shuffle)
+            return None
+        rows = len(self._tensors[1])
+        full, rest = divmod(rows, self._batch_size)
+        return full + (1 if rest and not self._drop_last else 0)
+
+    def epoch(
+        self, epoch: int, shuffle: bool, skip_batches: int = 0
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's batches, in an order fixed by (seed, epoch); `skip_batches` starts
+        after the first ones (a resume inside the epoch) with the same order."""
+        if self._tensors is None:
+            # Skipping re-reads those batches. The same ones only where Ray Data yields
+            # the same order again (DataContext.execution_options.preserve_order).
+            yield from itertools.islice(self._stream(epoch, shuffle), skip_batches, None)
             return
         x, y = self._tensors
         n = len(y)
@@ -58,7 +73,7 @@ class ShardBatches:
         else:
             order = None
         stop = n - n % self._batch_size if self._drop_last else n
-        for start in range(0, stop, self._batch_size):
+        for start in range(skip_batches * self._batch_size, stop, self._batch_size):
             if order is None:
                 yield x[start : start + self._batch_size], y[start : start + self._batch_size]
             else:

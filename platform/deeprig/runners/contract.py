@@ -176,10 +176,12 @@ def _open_run(
 ) -> RunRecorder | None:
     import ray
 
-    from deeprig.tracking.job_runs import create_job_run
+    from deeprig.tracking.drivers import driver_tags
+    from deeprig.tracking.job_runs import create_job_run  # (it records the driver too)
 
     if resumed is not None:
         resumed.reopen()
+        resumed.set_tags(driver_tags())
         job.console.print(f"Resuming MLflow run [bold]{resumed.run_id}[/]")
         return resumed
     if target is None:

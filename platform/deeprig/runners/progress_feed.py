@@ -7,13 +7,16 @@ from typing import Any
 
 from ray.train import UserCallback
 
+from deeprig.tracking.report_logger import STEP_CHECKPOINT
+
 
 class ReportsToQueue(UserCallback):
     def __init__(self, queue: Any):
         self.queue = queue
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
-        if metrics:
+        # (a mid-epoch checkpoint's report holds no metric worth showing)
+        if metrics and STEP_CHECKPOINT not in metrics[0]:
             self.queue.put_nowait(dict(metrics[0]))
 
 

@@ -43,8 +43,9 @@ if TYPE_CHECKING:
 IN_MEMORY_SHARD_BYTES = 512 * 1024 * 1024
 
 
-# A train job's driver dying ends the job: its workers cannot continue without it.
-RESUMES: str | None = None
+# What `--resume` continues after the driver died: the newest unfinished run of the job,
+# from its latest checkpoint (Ray Train finds it again under the run's own name).
+RESUMES = "train run"
 # What the closing table shows, in this order, of the best checkpoint's metrics.
 CLOSING_METRICS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_rmse", "samples_per_s")
 
@@ -195,7 +196,7 @@ def _keeps_shard_in_memory(spec: TrainSpec, data: DataInfo) -> bool:
 def run(spec: TrainSpec, job: Job) -> TrainOutcome:
     """Run a train job to the end. Raises SpecError (bad input, nothing recorded) or the
     training failure (after marking the MLflow run FAILED)."""
-    return run_job(spec, job, check, _fit_and_record)
+    return run_job(spec, job, check, _fit_and_record, resumes=RESUMES)
 
 
 def build_trainer(
@@ -322,10 +323,12 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
         poll = LatestReport(queue)
     trainer = build_trainer(spec, checked, run_id, sink, storage, run_name, callbacks)
     score = score_metric(checked.data.task)
-    if recorder:
+    if recorder and not job_run.resumed:
         from deeprig.tracking.datasets import log_datasets
 
         log_datasets(recorder, dataset_records(spec, checked.data))
+        if spec.model is not None:
+            recorder.log_params({"effective_batch_size": str(spec.effective_batch_size)})
     console.print(
         f"Training [bold]{what_trains(spec)}[/] on {spec.data.source}: "
         f"{checked.data.num_train} train / {checked.data.num_val} val rows, "
@@ -362,7 +365,13 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
 
 
 def _best_checkpoint(result: Result, spec: TrainSpec) -> tuple[Checkpoint, dict] | None:
-    ranked = [(c, m) for c, m in (result.best_checkpoints or []) if spec.checkpoint.metric in m]
+    from deeprig.tracking.report_logger import STEP_CHECKPOINT
+
+    ranked = [
+        (c, m)
+        for c, m in (result.best_checkpoints or [])
+        if spec.checkpoint.metric in m and STEP_CHECKPOINT not in m
+    ]
     if not ranked:
         return (result.checkpoint, result.metrics or {}) if result.checkpoint else None
     sign = 1 if spec.checkpoint.mode == "min" else -1

@@ -33,7 +33,13 @@ def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
         text = path.read_text()
     except FileNotFoundError:
         raise SpecError([Problem("", f"no such file: {path}")], str(path)) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
+        why = (
+            f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}): "
+            "a job spec is a YAML file; is this the right file?"
+        )
+        raise SpecError([Problem("", why)], str(path)) from None
+    except (IsADirectoryError, PermissionError) as exc:
         raise SpecError([Problem("", f"cannot read the spec: {exc}")], str(path)) from None
     return load_spec_text(text, overrides, source=str(path))
 

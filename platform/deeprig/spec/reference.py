@@ -36,6 +36,7 @@ from deeprig.spec.train import (
     ScheduleSpec,
     SyntheticData,
     TrainSpec,
+    TrainTrackingSpec,
 )
 from deeprig.spec.tune import Domain, SchedulerSpec, SearchSpec, TuneSpec
 
@@ -57,7 +58,8 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`checkpoint`", CheckpointSpec),
     ("`failure`", FailureSpec),
     ("`early_stopping`", EarlyStoppingSpec),
-    ("`tracking`", TrackingSpec),
+    ("`tracking`", TrainTrackingSpec),
+    ("`tracking` (tune, rl)", TrackingSpec),
     ("top level (`kind: tune`)", TuneSpec),
     ("a `search_space` domain (one key)", Domain),
     ("`search`", SearchSpec),

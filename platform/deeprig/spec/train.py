@@ -217,6 +217,15 @@ class OptimSpec(StrictModel):
         default=None, gt=0.0, description="Clip the gradient's global norm to this value."
     )
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec, description="LR schedule.")
+    accumulate_steps: int = Field(
+        default=1,
+        ge=1,
+        le=1024,
+        description=(
+            "Batches whose gradients add up before one optimiser step: the effective batch "
+            "is accumulate_steps x batch_size x num_workers."
+        ),
+    )
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> OptimSpec:
@@ -259,6 +268,14 @@ class CheckpointSpec(StrictModel):
     metric: str = Field(default="val_loss", description="Metric that ranks checkpoints.")
     mode: Literal["min", "max"] = Field(default="min", description="Lower or higher is better.")
     every_n_epochs: int = Field(default=1, ge=1, description="Checkpoint frequency.")
+    every_n_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Also checkpoint every N optimiser steps inside an epoch (long epochs): a restart "
+            "continues from that step with the batches it would have seen."
+        ),
+    )
     storage: str | None = Field(
         default=None,
         description=(
@@ -287,6 +304,17 @@ class FailureSpec(StrictModel):
     )
 
 
+class TrainTrackingSpec(TrackingSpec):
+    log_every_n_steps: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Also log `step/train_loss` and `step/lr` every N optimiser steps (at the global "
+            "step), sent in batches. Omitted: per-epoch metrics only."
+        ),
+    )
+
+
 class TrainSpec(StrictModel):
     """`kind: train`: data-parallel SGD of one model on one data set."""
 
@@ -305,7 +333,9 @@ class TrainSpec(StrictModel):
     early_stopping: EarlyStoppingSpec | None = Field(
         default=None, description="End the job when a metric stops improving."
     )
-    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="MLflow recording.")
+    tracking: TrainTrackingSpec = Field(
+        default_factory=TrainTrackingSpec, description="MLflow recording."
+    )
     loop: LoopSpec | None = Field(
         default=None, description="Your own Ray Train loop instead of deeprig's."
     )
@@ -321,3 +351,8 @@ class TrainSpec(StrictModel):
                 "model: required (e.g. model: {name: mlp}), unless loop names your own loop"
             )
         return self
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Rows behind one optimiser step, summed over the workers."""
+        return self.optim.accumulate_steps * self.optim.batch_size * self.scaling.num_workers

@@ -10,6 +10,7 @@ from typing import Any
 from mlflow import MlflowClient
 
 from deeprig.spec.errors import Problem, SpecError
+from deeprig.tracking.drivers import driver_tags
 from deeprig.tracking.runs import RunRecorder, find_child_run
 from deeprig.tracking.store import TrackingTarget
 from deeprig.tracking.tags import MLFLOW_PARENT_RUN_ID, RunStatus, Tag
@@ -26,6 +27,7 @@ def create_job_run(
         spec_path.resolve().parent,
         ray_job_id=ray_job_id,
         spec_path=spec_path.resolve(),
+        extra_tags=driver_tags(),
     )
 
 

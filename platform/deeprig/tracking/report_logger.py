@@ -17,6 +17,9 @@ from deeprig.tracking.sink import MlflowMetricsSink, numeric_values
 # In an epoch's report when it is the job's last (the end, or an early stop): the logger
 # waits for it to be recorded before training ends. Not a metric.
 LAST_REPORT = "last_report"
+# In a mid-epoch checkpoint's report (training/step_hooks.py): its metrics are placeholders
+# that rank it below every epoch's checkpoint; neither logged nor shown. Not a metric.
+STEP_CHECKPOINT = "step_checkpoint"
 
 
 class EpochMetricsLogger(UserCallback):
@@ -28,9 +31,15 @@ class EpochMetricsLogger(UserCallback):
         self.sink = sink
         self.num_epochs = num_epochs
         self.reports = 0
+        # The newest step the run already holds: a job resumed from a checkpoint (after a
+        # worker or the driver died) trains again the epochs after it, and must not log
+        # them twice. Asked of MLflow once, at the first report.
+        self.recorded_through: int | None = None
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
         reported = numeric_values(metrics[0] if metrics else {})
+        if STEP_CHECKPOINT in reported:
+            return
         last = bool(reported.pop(LAST_REPORT, 0))
         self.reports += 1
         if self.num_epochs is not None and "epoch" not in reported:
@@ -39,9 +48,14 @@ class EpochMetricsLogger(UserCallback):
             step = int(reported["epoch"]) - 1
         else:
             step = int(reported.get("step", self.reports - 1))
+        if self.recorded_through is None:
+            key = "epoch" if "epoch" in reported else next(iter(reported), None)
+            self.recorded_through = self.sink.newest_step(key) if key else -1
         # The sink sends one batch at a time, in order; the last epoch's is waited for, so
         # it is recorded before the controller (and the driver's fit()) finishes. The
         # user's loop's last report is unknown: each is waited for.
-        self.sink.log(reported, step=step)
+        if step > self.recorded_through:
+            self.sink.log(reported, step=step)
+            self.recorded_through = step
         if last or self.num_epochs is None or step + 1 >= self.num_epochs:
             self.sink.flush()

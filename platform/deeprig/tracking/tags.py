@@ -46,6 +46,11 @@ class Tag:
     MODEL_FORMAT = "deeprig.model_format"  # how the model was logged: pt2 or pickle
     RESUMED_FROM_EPOCH = "deeprig.resumed_from_epoch"
     RESUMED_FROM_ITERATION = "deeprig.resumed_from_iteration"
+    RESUMED_FROM_STEP = "deeprig.resumed_from_step"  # a resume inside an epoch: global step
+    # the process driving the run, so `deeprig runs --close-stale` can tell it is gone
+    DRIVER_HOST = "deeprig.driver.host"
+    DRIVER_PID = "deeprig.driver.pid"
+    DRIVER_STARTED = "deeprig.driver.started"  # its start time: a reused pid is not it
     # a search's trials (child runs) and their parent
     PARENT_RUN_ID = "deeprig.parent_run_id"
     TRIAL_ID = "deeprig.trial_id"

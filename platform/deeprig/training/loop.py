@@ -3,63 +3,31 @@
 Every rank trains, evaluates its validation shard and reports each epoch (under Ray
 Train the report is a barrier). Only rank 0 has side effects: it writes the checkpoint
 and tags the run. What the loop needs from its surroundings comes through a
-`WorkerSession` (training/session.py); what it saves is a `TrainState` (training/state.py).
+`WorkerSession` (training/session.py); what it saves is a `TrainState` (training/state.py);
+one epoch's steps are training/epoch.py's, what happens every N steps training/step_hooks.py's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from deeprig.data.shard import ShardBatches
-from deeprig.models import build_model
 from deeprig.spec.train import TrainSpec
 from deeprig.tracking.report_logger import LAST_REPORT
 from deeprig.tracking.tags import Tag
-from deeprig.training.optim import build_optimizer, build_scheduler
+from deeprig.training.epoch import Position, StepParts, autocast, loss_of, reseed, train_epoch
+from deeprig.training.guards import EarlyStop
+from deeprig.training.parts import TrainParts, build_parts
 from deeprig.training.session import RayTrainSession, WorkerSession
 from deeprig.training.state import TrainState
+from deeprig.training.step_hooks import StepHooks
 from deeprig.training.worker_config import WorkerConfig
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite: training stops at that step on every rank."""
-
-    def __init__(self, epoch: int, step: int):
-        super().__init__(
-            f"non-finite loss at epoch {epoch + 1}, step {step + 1}: training diverged. The "
-            "likeliest fixes: a smaller optim.lr, or optim.grad_clip_norm (e.g. 1.0). The "
-            "last good checkpoint is kept."
-        )
-        self.epoch, self.step = epoch, step
-
-
-class _EarlyStop:
-    """Patience on the all-reduced epoch metrics: every rank decides the same."""
-
-    def __init__(self, spec: Any):
-        self.spec = spec
-        self.best: float | None = None
-        self.stale = 0
-
-    def should_stop(self, metrics: dict[str, float]) -> bool:
-        if self.spec is None or self.spec.metric not in metrics:
-            return False
-        value = metrics[self.spec.metric]
-        sign = 1.0 if self.spec.mode == "min" else -1.0
-        if self.best is None or sign * (self.best - value) > self.spec.min_delta:
-            self.best, self.stale = value, 0
-            return False
-        self.stale += 1
-        return self.stale >= self.spec.patience
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -71,20 +39,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     run_training(config["worker"], RayTrainSession())
 
 
-@dataclass
-class _Parts:
-    """The model and what steps it, restored from a checkpoint or fresh."""
-
-    model: nn.Module  # what trains (DDP-wrapped when world > 1)
-    raw_model: nn.Module  # what is saved and evaluated
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler
-    autocast_dtype: torch.dtype | None
-    start_epoch: int
-    restored: TrainState | None
-
-
 def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
     spec = worker.spec
     if worker.code is not None:
@@ -93,29 +47,39 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
     # Same seed on every rank: identical initial weights (DDP also broadcasts rank 0's).
     torch.manual_seed(spec.seed)
     device = session.device()
-    parts = _build_parts(worker, session, device)
-    # Different dropout/shuffle streams per rank, reproducible per (seed, rank, epoch).
-    torch.manual_seed(spec.seed * 1009 + session.rank + 7919 * parts.start_epoch)
-    if parts.restored is not None and parts.start_epoch >= spec.optim.num_epochs:
-        # Restored from the final checkpoint (a search resumed after its driver died):
+    parts = build_parts(worker, session, device)
+    restored = parts.restored
+    sink = worker.sink if session.rank == 0 else None
+    if sink is not None and restored is not None:
+        sink.tag(Tag.RESUMED_FROM_EPOCH, str(parts.start_epoch))
+        if restored.mid_epoch:
+            sink.tag(Tag.RESUMED_FROM_STEP, str(restored.global_step))
+    if restored is not None and parts.start_epoch >= spec.optim.num_epochs:
+        # Restored from the final checkpoint (its driver died while recording the end):
         # nothing left to train, but the caller still needs the final metrics.
-        session.report(parts.restored.metrics, None)
+        session.report(restored.metrics, None)
         return
 
     classification = worker.data.task == "classification"
     train, val = _open_shards(worker, session, device)
-    sink = worker.sink if session.rank == 0 else None
-    if sink is not None and parts.start_epoch > 0:
-        sink.tag(Tag.RESUMED_FROM_EPOCH, str(parts.start_epoch))
     loss_fn = (
         nn.CrossEntropyLoss(reduction="sum") if classification else nn.MSELoss(reduction="sum")
     )
-    early_stop = _EarlyStop(spec.early_stopping)
+    step = _step_parts(parts, loss_fn, classification, spec, session.world_size)
+    early_stop = EarlyStop(
+        spec.early_stopping,
+        restored.early_stop_best if restored else None,
+        restored.early_stop_stale if restored else 0,
+    )
+    position = _start_position(restored, parts.start_epoch, spec.optim.accumulate_steps)
+    hooks = StepHooks(worker, session, parts, early_stop, train.num_batches(), sink)
     for epoch in range(parts.start_epoch, spec.optim.num_epochs):
+        if position.epoch != epoch:
+            position = Position(epoch, global_step=position.global_step)
+        position.totals = _restored_totals(restored, position, session.rank, device)
+        reseed(spec.seed, session.rank, position)
         started = time.perf_counter()
-        train_totals = _train_epoch(
-            parts, train, epoch, loss_fn, classification, spec, session.world_size
-        )
+        train_totals = train_epoch(step, train, position, hooks.after_step)
         train_seconds = time.perf_counter() - started
         lr = parts.optimizer.param_groups[0]["lr"]
         parts.scheduler.step()
@@ -134,7 +98,10 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
             sink.tag(Tag.STOPPED_AT_EPOCH, str(epoch + 1))
         due = (epoch + 1) % spec.checkpoint.every_n_epochs == 0
         last = epoch + 1 == spec.optim.num_epochs or stop
-        state = _state(parts, epoch, metrics, worker) if due or last else None
+        hooks.last_metrics = metrics
+        state = hooks.state(position, metrics) if due or last else None
+        if sink is not None and state is not None:
+            sink.flush()  # every step point up to a checkpoint is recorded before it exists
         session.report({**metrics, LAST_REPORT: 1.0} if last else metrics, state)
         if stop:
             break
@@ -142,29 +109,26 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
         sink.flush()
 
 
-def _build_parts(worker: WorkerConfig, session: WorkerSession, device: torch.device) -> _Parts:
-    spec = worker.spec
-    assert spec.model is not None  # (a spec without one runs its own loop, not this one)
-    model = build_model(spec.model, worker.data.input_shape, worker.data.num_outputs)
-    restored = session.restore()
-    if restored is not None:
-        model.load_state_dict(restored.model)
-    model = session.prepare_model(model)
-    raw_model = model.module if isinstance(model, DistributedDataParallel) else model
-    optimizer = build_optimizer(spec.optim, model.parameters())
-    scheduler = build_scheduler(spec.optim, optimizer)
-    autocast_dtype = _autocast_dtype(spec.scaling.mixed_precision, device)
-    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
-    start_epoch = 0
-    if restored is not None:
-        optimizer.load_state_dict(restored.optimizer)
-        scheduler.load_state_dict(restored.scheduler)
-        scaler.load_state_dict(restored.scaler)
-        start_epoch = restored.next_epoch
-        _apply_changed_hyperparameters(restored, spec, optimizer, scheduler)
-    return _Parts(
-        model, raw_model, optimizer, scheduler, scaler, autocast_dtype, start_epoch, restored
-    )
+def _start_position(restored: TrainState | None, start_epoch: int, accumulate: int) -> Position:
+    if restored is None:
+        return Position(start_epoch)
+    if restored.mid_epoch:
+        steps = restored.batches_done // accumulate  # (checkpoints fall on step boundaries)
+        return Position(restored.epoch, restored.batches_done, restored.global_step, steps)
+    return Position(start_epoch, global_step=restored.global_step)
+
+
+def _restored_totals(
+    restored: TrainState | None, position: Position, rank: int, device: torch.device
+) -> torch.Tensor:
+    """The epoch's running (loss sum, rows): zero, or, resuming inside the epoch, the sum
+    over every rank saved at the checkpoint, held by rank 0 (the epoch's all-reduce then
+    adds it up once)."""
+    totals = torch.zeros(2, device=device)
+    inside = restored is not None and restored.mid_epoch and position.batches_done > 0
+    if inside and rank == 0 and restored is not None and restored.epoch == position.epoch:
+        totals += torch.tensor(restored.epoch_totals, device=device)
+    return totals
 
 
 def _open_shards(
@@ -196,40 +160,20 @@ def _open_shards(
     return train, val
 
 
-def _train_epoch(
-    parts: _Parts,
-    train: ShardBatches,
-    epoch: int,
-    loss_fn: nn.Module,
-    classification: bool,
-    spec: TrainSpec,
-    world_size: int,
-) -> torch.Tensor:
-    """One pass over the shard; returns (loss sum, rows) on this rank. A non-finite loss on
-    any rank stops every rank at the same step (NonFiniteLoss): one tiny all-reduce a step
-    is the price of never leaving a rank waiting in the next gradient all-reduce."""
-    model, optimizer, scaler = parts.model, parts.optimizer, parts.scaler
-    model.train()
-    totals = torch.zeros(2, device=next(model.parameters()).device)
-    for step, (x, y) in enumerate(train.epoch(epoch, shuffle=True)):
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(x.device, parts.autocast_dtype):
-            out = model(x)
-            loss = _loss(loss_fn, out, y, classification) / len(y)
-        finite = torch.isfinite(loss.detach()).float()
-        if world_size > 1:
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        if finite.item() < 1:
-            raise NonFiniteLoss(epoch, step)
-        scaler.scale(loss).backward()
-        if spec.optim.grad_clip_norm is not None:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), spec.optim.grad_clip_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        totals[0] += loss.detach() * len(y)
-        totals[1] += len(y)
-    return totals
+def _step_parts(
+    parts: TrainParts, loss_fn: nn.Module, classification: bool, spec: TrainSpec, world_size: int
+) -> StepParts:
+    return StepParts(
+        model=parts.model,
+        optimizer=parts.optimizer,
+        scaler=parts.scaler,
+        loss_fn=loss_fn,
+        classification=classification,
+        autocast_dtype=parts.autocast_dtype,
+        accumulate_steps=spec.optim.accumulate_steps,
+        grad_clip_norm=spec.optim.grad_clip_norm,
+        world_size=world_size,
+    )
 
 
 def _epoch_metrics(
@@ -257,71 +201,15 @@ def _epoch_metrics(
     return metrics
 
 
-def _state(parts: _Parts, epoch: int, metrics: dict[str, float], worker: WorkerConfig):
-    return TrainState(
-        model=parts.raw_model.state_dict(),
-        optimizer=parts.optimizer.state_dict(),
-        scheduler=parts.scheduler.state_dict(),
-        scaler=parts.scaler.state_dict(),
-        epoch=epoch,
-        metrics=metrics,
-        spec=worker.spec.model_dump(mode="json"),
-        input_shape=tuple(worker.data.input_shape),
-        num_outputs=worker.data.num_outputs,
-        task=worker.data.task,
-        run_id=worker.run_id,
-    )
-
-
-def _apply_changed_hyperparameters(
-    restored: TrainState, spec: TrainSpec, optimizer: torch.optim.Optimizer, scheduler: Any
-) -> None:
-    """PBT restarts a trial from another trial's checkpoint with new hyperparameters: the
-    spec's learning rate wins over the one saved in the optimizer state."""
-    saved_lr = restored.spec["optim"]["lr"]
-    if saved_lr == spec.optim.lr:
-        return
-    factor = spec.optim.lr / saved_lr
-    for group in optimizer.param_groups:
-        group["lr"] *= factor
-        if "initial_lr" in group:
-            group["initial_lr"] *= factor
-    if hasattr(scheduler, "base_lrs"):
-        scheduler.base_lrs = [lr * factor for lr in scheduler.base_lrs]
-
-
-def _loss(loss_fn: nn.Module, out: torch.Tensor, y: torch.Tensor, classification: bool):
-    if classification:
-        return loss_fn(out.float(), y)
-    return loss_fn(out.float().squeeze(-1), y)
-
-
 @torch.no_grad()
 def _evaluate(model, batches: ShardBatches, loss_fn, classification, device, autocast_dtype):
     model.eval()
     totals = torch.zeros(3, device=device)  # loss sum, hits, rows
     for x, y in batches.epoch(0, shuffle=False):
-        with _autocast(device, autocast_dtype):
+        with autocast(device, autocast_dtype):
             out = model(x)
-        totals[0] += _loss(loss_fn, out, y, classification)
+        totals[0] += loss_of(loss_fn, out, y, classification)
         if classification:
             totals[1] += (out.argmax(dim=1) == y).sum()
         totals[2] += len(y)
     return totals
-
-
-def _autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """Mixed precision applies on GPU only; on CPU it would slow these models down."""
-    if device.type != "cuda" or setting == "off":
-        return None
-    if setting == "fp16":
-        return torch.float16
-    if setting == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return None  # auto on a GPU without bf16: fp16 needs loss scaling, so ask for it by name
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -27,6 +27,9 @@ class WorkerSession(Protocol):
     def dataset(self, name: str): ...
     def restore(self) -> TrainState | None: ...
     def report(self, metrics: dict[str, float], state: TrainState | None) -> None: ...
+    def report_step_checkpoint(
+        self, metrics: dict[str, float], state: TrainState | None
+    ) -> None: ...
 
 
 class RayTrainSession:
@@ -72,6 +75,12 @@ class RayTrainSession:
             state.save(directory)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
+    def report_step_checkpoint(self, metrics: dict[str, float], state: TrainState | None) -> None:
+        """A checkpoint inside an epoch (rank 0's state; None on the other ranks): a
+        report like any other to Ray Train (the controller's epoch logger passes over it:
+        it carries no `epoch`)."""
+        self.report(metrics, state)
+
 
 class TuneTrialSession:
     rank = 0
@@ -98,6 +107,11 @@ class TuneTrialSession:
             return None
         with checkpoint.as_directory() as directory:
             return TrainState.load(directory)
+
+    def report_step_checkpoint(self, metrics: dict[str, float], state: TrainState | None) -> None:
+        # Never called: a Tune scheduler counts every report as an iteration, so a search
+        # refuses checkpoint.every_n_steps in its base before it starts.
+        raise NotImplementedError("a search trial checkpoints once an epoch")
 
     def report(self, metrics: dict[str, float], state: TrainState | None) -> None:
         import ray.tune

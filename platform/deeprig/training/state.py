@@ -27,17 +27,30 @@ class TrainState:
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     scaler: dict[str, Any]
-    epoch: int  # the epoch this state ends, counted from 0
-    metrics: dict[str, float]  # what that epoch reported
+    epoch: int  # the epoch this state ends (or is inside, see batches_done), from 0
+    metrics: dict[str, float]  # what the last finished epoch reported
     spec: dict[str, Any]  # the TrainSpec that trained it, as JSON
     input_shape: tuple[int, ...]  # one sample's shape, as the model reads it
     num_outputs: int
     task: str  # "classification" | "regression"
     run_id: str | None  # the MLflow run that trained it
+    # A checkpoint inside an epoch (checkpoint.every_n_steps): batches of `epoch` already
+    # trained on this rank, and that epoch's running (loss sum, rows). 0: the epoch ended.
+    batches_done: int = 0
+    epoch_totals: tuple[float, float] = (0.0, 0.0)
+    global_step: int = 0  # optimiser steps since the job began
+    # Early stopping's patience, so a restart neither forgets the best nor waits again.
+    early_stop_best: float | None = None
+    early_stop_stale: int = 0
+
+    @property
+    def mid_epoch(self) -> bool:
+        return self.batches_done > 0
 
     @property
     def next_epoch(self) -> int:
-        return self.epoch + 1
+        """The epoch training continues in (the same one when it stopped inside it)."""
+        return self.epoch if self.mid_epoch else self.epoch + 1
 
     def save(self, directory: str | Path) -> None:
         torch.save(dataclasses.asdict(self), Path(directory) / CHECKPOINT_FILE)
@@ -51,6 +64,7 @@ class TrainState:
         if "data" in saved:  # written before the schema was a dataclass
             saved |= saved.pop("data")
         saved["input_shape"] = tuple(saved["input_shape"])
+        saved["epoch_totals"] = tuple(saved.get("epoch_totals", (0.0, 0.0)))
         return cls(**saved)
 
     def rebuild_model(self) -> nn.Module:

@@ -51,6 +51,14 @@ def check_train_search(spec: TuneSpec, resources: ClusterResources) -> TuneCheck
                 "weights through them); use asha, median or fifo, or one worker per trial",
             )
         )
+    if spec.base.checkpoint.every_n_steps is not None:
+        problems.append(
+            Problem(
+                "base.checkpoint.every_n_steps",
+                "a search's trials checkpoint once an epoch (a Tune scheduler counts every "
+                "report as an iteration); remove it from the base",
+            )
+        )
     n = spec.base.scaling.num_workers
     available = resources.cpus - data_reserve(resources.cpus)
     fits = max(1, math.floor(available / (n * 0.5)))  # half a CPU per worker by default

@@ -1,0 +1,153 @@
+"""One pass over a worker's shard: micro-batches, gradient accumulation, the divergence
+guard, and a call after every optimiser step (where step metrics and mid-epoch
+checkpoints happen, training/loop.py)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from deeprig.data.shard import ShardBatches
+from deeprig.training.guards import NonFiniteLoss
+
+
+@dataclass
+class Position:
+    """Where training is: the epoch, the micro-batches of it done, the optimiser steps."""
+
+    epoch: int
+    batches_done: int = 0
+    global_step: int = 0
+    steps_in_epoch: int = 0  # optimiser steps of this epoch (counted from its start)
+    # The epoch's running (loss sum, rows) on this rank.
+    totals: torch.Tensor = field(default_factory=lambda: torch.zeros(2))
+
+
+def reseed(seed: int, rank: int, position: Position) -> None:
+    """Dropout (and any other torch randomness) drawn from a stream fixed by (seed, rank,
+    epoch, micro-batch), reseeded where an epoch starts and after each mid-epoch
+    checkpoint. A resume from either point draws what the uninterrupted run drew, on every
+    rank, without gathering each rank's generator state into rank 0's checkpoint."""
+    mixed = seed * 1_000_003 + rank * 7919 + position.epoch * 104_729 + position.batches_done
+    torch.manual_seed(mixed % 2**63)
+
+
+@dataclass(frozen=True)
+class StepParts:
+    """What one optimiser step uses."""
+
+    model: nn.Module  # DDP-wrapped when world > 1
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module  # reduction="sum"
+    classification: bool
+    autocast_dtype: torch.dtype | None
+    accumulate_steps: int
+    grad_clip_norm: float | None
+    world_size: int
+
+
+# Called after every optimiser step with the position and the step's mean loss (a tensor:
+# reading it syncs a GPU, so only a caller that logs it pays that).
+AfterStep = Callable[[Position, torch.Tensor], None]
+
+
+def train_epoch(
+    parts: StepParts, train: ShardBatches, position: Position, after_step: AfterStep
+) -> torch.Tensor:
+    """Train on this rank's shard from `position` to the epoch's end; adds (loss sum, rows)
+    to `position.totals` and returns it. `accumulate_steps` micro-batches make one optimiser step
+    (DDP syncs gradients on the last of them only). A non-finite loss on any rank stops
+    every rank at the same micro-batch (NonFiniteLoss): one tiny all-reduce each is the
+    price of never leaving a rank waiting in the next gradient all-reduce."""
+    model, optimizer = parts.model, parts.optimizer
+    model.train()
+    pending = 0  # micro-batches whose gradients wait for the next optimiser step
+    totals = position.totals
+    step_loss = torch.zeros((), device=totals.device)
+    skip = position.batches_done
+    for x, y in train.epoch(position.epoch, shuffle=True, skip_batches=skip):
+        if pending == 0:
+            optimizer.zero_grad(set_to_none=True)
+            step_loss.zero_()
+        pending += 1
+        syncs = pending == parts.accumulate_steps
+        with _no_sync(model, syncs), autocast(x.device, parts.autocast_dtype):
+            out = model(x)
+            loss = loss_of(parts.loss_fn, out, y, parts.classification) / len(y)
+            _stop_if_not_finite(loss, parts.world_size, position)
+            parts.scaler.scale(loss / parts.accumulate_steps).backward()
+        step_loss += loss.detach() / parts.accumulate_steps
+        totals[0] += loss.detach() * len(y)
+        totals[1] += len(y)
+        position.batches_done += 1
+        if syncs:
+            _optimizer_step(parts)
+            _advance(position, step_loss, after_step)
+            pending = 0
+    if pending:  # the epoch's last, partial group: its gradients were never all-reduced
+        _finish_partial_group(parts, pending)
+        _optimizer_step(parts)
+        _advance(position, step_loss * parts.accumulate_steps / pending, after_step)
+    return totals
+
+
+def _advance(position: Position, loss: torch.Tensor, after_step: AfterStep) -> None:
+    position.global_step += 1
+    position.steps_in_epoch += 1
+    after_step(position, loss)
+
+
+def _optimizer_step(parts: StepParts) -> None:
+    if parts.grad_clip_norm is not None:
+        parts.scaler.unscale_(parts.optimizer)
+        nn.utils.clip_grad_norm_(parts.model.parameters(), parts.grad_clip_norm)
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+
+
+def _finish_partial_group(parts: StepParts, pending: int) -> None:
+    """Scale the partial group's gradients to a mean over its own micro-batches and, on
+    more than one rank, average them as DDP would have (its last backward ran in no_sync)."""
+    scale = parts.accumulate_steps / pending
+    for param in parts.model.parameters():
+        if param.grad is None:
+            continue
+        if parts.world_size > 1:
+            dist.all_reduce(param.grad)
+            param.grad /= parts.world_size
+        param.grad *= scale
+
+
+def _stop_if_not_finite(loss: torch.Tensor, world_size: int, position: Position) -> None:
+    finite = torch.isfinite(loss.detach()).float()
+    if world_size > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if finite.item() < 1:
+        raise NonFiniteLoss(position.epoch, position.batches_done)
+
+
+def _no_sync(model: nn.Module, syncs: bool) -> Any:
+    if syncs or not isinstance(model, DistributedDataParallel):
+        return contextlib.nullcontext()
+    return model.no_sync()
+
+
+def loss_of(loss_fn: nn.Module, out: torch.Tensor, y: torch.Tensor, classification: bool):
+    """The summed loss of a batch, in float32 whatever the autocast dtype."""
+    if classification:
+        return loss_fn(out.float(), y)
+    return loss_fn(out.float().squeeze(-1), y)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> Any:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
