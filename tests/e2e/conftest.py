@@ -40,3 +40,15 @@ def test_artifacts() -> Path:
     folder = Path(os.environ.get(ARTIFACTS_ENV) or REPO / "tests" / "e2e" / "artifacts")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def assert_is_a_real_screenshot(path: Path, width: int) -> None:
+    from PIL import Image
+
+    assert path.stat().st_size > 20_000, f"{path}: {path.stat().st_size} bytes"
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.width == width and image.height >= 900, image.size
+        # A blank or half-rendered page has a handful of colours; this one has text, a chart.
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+        assert colours is not None and len(colours) > 100, f"{path}: almost blank"

@@ -54,6 +54,10 @@ def cluster(tmp_path_factory):
     from deeprig.cluster.session import use_token_auth_if_available
 
     use_token_auth_if_available()
+    # ...and its tracking server's credentials, as deeprig on this machine signs in.
+    from deeprig.tracking.auth import sign_in_if_local_server
+
+    sign_in_if_local_server(state.tracking_uri, home)
     yield home, state
     if find_cluster(home):  # a test failed before the last one brought it down
         down(state, home)
@@ -104,6 +108,32 @@ def submitted_job(cluster) -> str:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     return output
+
+
+def test_the_jobs_password_is_in_no_spec_metadata_log_or_param(cluster, submitted_job):
+    """The job logged as the cluster's jobs user (its credentials in the nodes' environment,
+    as MLflow reads them); the password shows up nowhere a user or a log can read."""
+    import json
+
+    from deeprig.cluster.jobs import jobs_client
+    from mlflow import MlflowClient
+
+    home, state = cluster
+    password = json.loads((home / "cluster" / "auth" / "credentials.json").read_text())[
+        "jobs_password"
+    ]
+    submission_id = next(w for w in submitted_job.split() if w.startswith("deeprig-digits-cnn-"))
+    client = MlflowClient(state.tracking_uri)
+    run = only_run(client, "digits")
+    assert password not in submitted_job  # what `deeprig submit` printed
+    assert password not in json.dumps(run.data.params) + json.dumps(run.data.tags)
+    spec = client.download_artifacts(run.info.run_id, "spec/job.yaml")
+    assert password not in Path(spec).read_text()
+    jobs = jobs_client(state.dashboard)
+    info = jobs.get_job_info(submission_id)
+    assert password not in json.dumps(info.metadata) + json.dumps(info.runtime_env or {})
+    assert password not in jobs.get_job_logs(submission_id)
+    assert password not in (home / "cluster" / "logs" / "mlflow.log").read_text()
 
 
 def test_submitted_job_trains_on_two_nodes(cluster, submitted_job):
@@ -382,6 +412,52 @@ def test_submit_refuses_a_working_dir_over_rays_upload_limit(cluster):
     assert "submitted" not in result.stdout
 
 
+@pytest.fixture(scope="module")
+def failed_before_training(cluster, digits_parquet):
+    """A job whose Parquet file is here but not on the cluster (jobs/data/ is git-ignored,
+    so Ray does not upload it): valid where it is submitted, exit 2 on the cluster before
+    any run exists. (its submission id, what `deeprig submit` printed)"""
+    home, _ = cluster
+    data = REPO / "jobs" / "data" / "history-e2e.parquet"
+    data.parent.mkdir(exist_ok=True)
+    data.write_bytes(digits_parquet.read_bytes())
+    try:
+        result = deeprig(
+            "submit",
+            "jobs/parquet_digits_gru.yaml",
+            "--set",
+            "data.path=jobs/data/history-e2e.parquet",
+            "--set",
+            "name=never-trained",
+            home=home,
+        )
+    finally:
+        data.unlink()
+    assert result.returncode == 1, result.stdout + result.stderr
+    submission_id = next(w for w in result.stdout.split() if w.startswith("deeprig-never-"))
+    return submission_id, result.stdout
+
+
+def test_a_job_that_failed_before_training_gets_a_failed_run_with_its_log(
+    cluster, failed_before_training
+):
+    from mlflow import MlflowClient
+
+    _, state = cluster
+    submission_id, printed = failed_before_training
+    assert "recorded in MLflow: run" in printed
+    client = MlflowClient(state.tracking_uri)
+    (run,) = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        filter_string=f"tags.`deeprig.ray_submission_id` = '{submission_id}'",
+    )
+    assert run.info.status == "FAILED"
+    assert run.data.tags["deeprig.failure"] == "failed_before_training"
+    assert run.data.tags["deeprig.job.status"] == "FAILED"
+    log = Path(client.download_artifacts(run.info.run_id, "logs/driver.log")).read_text()
+    assert "history-e2e.parquet" in log  # the driver's own account of why
+
+
 def test_cluster_down_leaves_no_process_behind(cluster):
     from deeprig.cluster.local import find_cluster, processes
 
@@ -392,3 +468,23 @@ def test_cluster_down_leaves_no_process_behind(cluster):
     assert find_cluster(home) is None
     with socket.socket() as sock:  # the dashboard port is free again
         assert sock.connect_ex(("127.0.0.1", int(state.dashboard.rsplit(":", 1)[1]))) != 0
+
+
+def test_after_down_the_job_history_and_logs_come_from_mlflow(
+    cluster, submitted_job, stopped_job, failed_before_training
+):
+    import json
+
+    home, _ = cluster
+    assert deeprig("cluster", "status", home=home).returncode != 0  # the cluster is gone
+    listed = deeprig("list", "--history", "-o", "json", home=home)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    status = {r["submission_id"]: r["status"] for r in json.loads(listed.stdout)}
+    done = next(w for w in submitted_job.split() if w.startswith("deeprig-digits-cnn-"))
+    stopped, never = stopped_job[0], failed_before_training[0]
+    assert (status[done], status[stopped], status[never]) == ("SUCCEEDED", "STOPPED", "FAILED")
+    table = deeprig("list", "--history", home=home, COLUMNS="80")
+    assert done in table.stdout and "SUCCEEDED" in table.stdout
+    log = deeprig("logs", done, "--history", home=home)
+    assert log.returncode == 0, log.stderr
+    assert "SUCCEEDED" in log.stdout or "epoch 2/2" in log.stdout

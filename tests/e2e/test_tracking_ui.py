@@ -11,6 +11,8 @@ from deeprig.tracking.datasets import DatasetRecord, log_datasets
 from deeprig.tracking.runs import RunRecorder
 from deeprig.tracking.store import embedded_target
 
+from tests.e2e.conftest import assert_is_a_real_screenshot
+
 # The React app renders after the page loads and fetches from the server; a cold server
 # on 2 CPUs answers its first calls slowly.
 UI_TIMEOUT_MS = 30_000
@@ -57,18 +59,6 @@ def digits_store(deeprig_home: Path, mlflow_client, tmp_path: Path) -> dict[str,
         recorder.finish("FINISHED")
         run_ids[name] = recorder.run_id
     return run_ids
-
-
-def assert_is_a_real_screenshot(path: Path, width: int) -> None:
-    from PIL import Image
-
-    assert path.stat().st_size > 20_000, f"{path}: {path.stat().st_size} bytes"
-    with Image.open(path) as image:
-        assert image.format == "PNG"
-        assert image.width == width and image.height >= 900, image.size
-        # A blank or half-rendered page has a handful of colours; this one has text, a chart.
-        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
-        assert colours is not None and len(colours) > 100, f"{path}: almost blank"
 
 
 @pytest.mark.timeout(180)

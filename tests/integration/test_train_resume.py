@@ -137,17 +137,13 @@ def _dies_once_job(tmp_path: Path, die_at: int, marker: Path) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def interrupted_and_straight(tmp_path_factory, ray_2_cpus):
-    """The same seeded job twice on one worker: once straight through, once with its worker
-    killed at the 30th step (epoch 2, a step checkpoint 5 steps before), restarted by Ray
-    Train. (each one's client, run and final TrainState)"""
+def _interrupted_and_straight(tmp_path_factory, *settings: str) -> dict:
     outcomes = {}
     for name, die_at in (("straight", 0), ("interrupted", 30)):
         folder = tmp_path_factory.mktemp(f"{name}-code")
         marker = folder / "died"
         result, client = run_in_fresh_home(
-            tmp_path_factory, name, *_dies_once_job(folder, die_at, marker)
+            tmp_path_factory, name, *_dies_once_job(folder, die_at, marker), *settings
         )
         assert result.exit_code == 0, result.output
         assert marker.exists() == (die_at > 0)  # the worker did die
@@ -155,6 +151,26 @@ def interrupted_and_straight(tmp_path_factory, ray_2_cpus):
         state = TrainState.load(run.data.tags["deeprig.checkpoint_path"])
         outcomes[name] = (client, run, state)
     return outcomes
+
+
+@pytest.mark.slow
+def test_two_workers_resumed_mid_epoch_end_where_they_would_have(tmp_path_factory, ray_2_cpus):
+    """The same on 2 DDP workers (rank 0 or 1 dies: whichever reaches the 30th step
+    first; both restart from the step checkpoint)."""
+    runs = _interrupted_and_straight(tmp_path_factory, "--set", "scaling.num_workers=2")
+    _, interrupted, resumed = runs["interrupted"]
+    _, _, straight = runs["straight"]
+    assert "deeprig.resumed_from_step" in interrupted.data.tags
+    for key, weights in straight.model.items():
+        torch.testing.assert_close(resumed.model[key], weights, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def interrupted_and_straight(tmp_path_factory, ray_2_cpus):
+    """The same seeded job twice on one worker: once straight through, once with its worker
+    killed at the 30th step (epoch 2, a step checkpoint 5 steps before), restarted by Ray
+    Train. (each one's client, run and final TrainState)"""
+    return _interrupted_and_straight(tmp_path_factory)
 
 
 def test_a_worker_killed_mid_epoch_resumes_from_its_step_checkpoint(interrupted_and_straight):

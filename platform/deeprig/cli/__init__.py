@@ -17,7 +17,7 @@ import typer
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
-from deeprig.cli import cluster, jobs, remote, tracking  # noqa: E402
+from deeprig.cli import cluster, jobs, remote, tracking, users  # noqa: E402
 
 
 def _plain_value_names() -> None:
@@ -64,5 +64,6 @@ app.command()(remote.logs)
 app.command()(remote.stop)
 app.command(name="list")(remote.list_jobs)
 app.add_typer(cluster.cluster_app, name="cluster")
+app.add_typer(users.users_app, name="users")
 
 __all__ = ["app"]

@@ -25,15 +25,22 @@ def cluster_up(
     port: int = typer.Option(6379, help="Ray head (GCS) port."),
     dashboard_port: int = typer.Option(8265, help="Ray dashboard / Jobs API port."),
     tracking_port: int = typer.Option(5000, help="MLflow tracking server port."),
+    no_auth: bool = typer.Option(
+        False,
+        "--no-auth",
+        help="Serve the tracking server without MLflow's basic auth (127.0.0.1 only).",
+    ),
 ) -> None:
     """Start a multi-node Ray cluster and an MLflow tracking server on this machine.
 
     Jobs submitted to it record to the tracking server and keep checkpoints in a folder
-    every node sees. `deeprig cluster down` stops all of it.
+    every node sees. The tracking server asks for credentials (MLflow's basic auth: an
+    admin, and the user jobs log as; add people with `deeprig users add`). `deeprig
+    cluster down` stops all of it.
 
     Example: deeprig cluster up --workers 1, then deeprig submit jobs/digits_cnn.yaml
     """
-    from deeprig.cluster.local import ClusterError, up
+    from deeprig.cluster.local import ClusterError, OpenToTheNetwork, up
 
     try:
         cluster = up(
@@ -43,8 +50,12 @@ def cluster_up(
             port=port,
             dashboard_port=dashboard_port,
             tracking_port=tracking_port,
-            say=lambda text: console.print(f"  {text}"),
+            say=lambda text: console.print(f"  {text}", soft_wrap=True),
+            auth=not no_auth,
         )
+    except OpenToTheNetwork as exc:
+        errors.print(f"[bold red]refused:[/] {exc}")
+        raise typer.Exit(ExitCode.BAD_INPUT) from None
     except ClusterError as exc:
         errors.print(f"[bold red]cluster up failed:[/] {exc}")
         raise typer.Exit(ExitCode.FAILED) from None

@@ -152,7 +152,40 @@ def _follow(client, submission_id: str) -> int:
         return 130
     colour = {"SUCCEEDED": "green", "FAILED": "red"}.get(status, "yellow")
     console.print(f"job {submission_id}: [{colour}]{status}[/]")
+    _record_end(client, submission_id)
     return exit_code(status)
+
+
+def _record_end(client, submission_id: str) -> None:
+    """Keep an ended job's history in MLflow (its run, status, message and driver log):
+    the cluster's job table is gone with the cluster."""
+    from deeprig.cluster.jobs import JobMetadata
+
+    info = client.get_job_info(submission_id)
+    metadata = info.metadata or {}
+    uri = metadata.get(JobMetadata.TRACKING)
+    if str(info.status.value) not in ("SUCCEEDED", "FAILED", "STOPPED") or not uri:
+        return
+    from deeprig.tracking.job_history import JobEnd, record_job_end
+    from deeprig.tracking.store import resolve_tracking
+
+    end = JobEnd(
+        submission_id=submission_id,
+        job=metadata.get(JobMetadata.JOB, ""),
+        kind=metadata.get(JobMetadata.KIND, ""),
+        experiment=metadata.get(JobMetadata.EXPERIMENT) or metadata.get(JobMetadata.JOB, ""),
+        entrypoint=info.entrypoint,
+        address=client.get_address(),
+        status=str(info.status.value),
+        message=info.message or "",
+        log=client.get_job_logs(submission_id),
+    )
+    try:
+        run_id = record_job_end(resolve_tracking(uri), end)
+    except Exception as exc:  # the job ran; only its record is missing: say so, go on
+        errors.print(f"[yellow]could not record the job's history in {uri}:[/] {exc}")
+        return
+    console.print(f"  recorded in MLflow: run {run_id} (its driver log: logs/driver.log)")
 
 
 def status(
@@ -164,7 +197,8 @@ def status(
 
     Example: deeprig status deeprig-digits-cnn-1a2b3c4d   (or -o json for scripts)
     """
-    info = _client(address).get_job_info(submission_id)
+    client = _client(address)
+    info = client.get_job_info(submission_id)
     job_status = str(info.status.value)
     record = {
         "submission_id": submission_id,
@@ -185,6 +219,7 @@ def status(
         if key != "submission_id":
             table.add_row(key, str(value))
     console.print(table)
+    _record_end(client, submission_id)
     raise typer.Exit(exit_code(job_status))
 
 
@@ -192,11 +227,25 @@ def logs(
     submission_id: str = typer.Argument(..., help="Submission id."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Stream until the job ends."),
     address: str = typer.Option(None, help=ADDRESS_HELP),
+    history: bool = typer.Option(
+        False, "--history", help="The log recorded in MLflow when the job ended (no cluster)."
+    ),
+    tracking_uri: str = typer.Option(None, help="MLflow store of --history."),
 ) -> None:
     """Print a submitted job's logs; with -f, follow them and exit with the job's status.
 
-    Example: deeprig logs deeprig-digits-cnn-1a2b3c4d -f
+    Example: deeprig logs deeprig-digits-cnn-1a2b3c4d -f   (or --history, from MLflow)
     """
+    if history:
+        from deeprig.tracking.job_history import recorded_log
+
+        target, artifacts = _history_store(tracking_uri)
+        try:
+            print(recorded_log(target, submission_id, artifacts), end="")
+        except (LookupError, OSError) as exc:
+            errors.print(str(exc))
+            raise typer.Exit(ExitCode.BAD_INPUT) from None
+        return
     client = _client(address)
     if follow:
         raise typer.Exit(_follow(client, submission_id))
@@ -217,6 +266,7 @@ def stop(
     client.stop_job(submission_id)
     final = wait_for_end(client, submission_id, timeout_s=60.0)
     console.print(f"job {submission_id}: {final}")
+    _record_end(client, submission_id)
     if final not in ("STOPPED", "SUCCEEDED", "FAILED"):
         raise typer.Exit(ExitCode.FAILED)
 
@@ -224,15 +274,58 @@ def stop(
 JOB_COLUMNS = ("submission_id", "job", "kind", "status", "started", "duration_s")
 
 
+HISTORY_HELP = (
+    "Read the jobs' history from MLflow instead (works after the cluster is gone): each "
+    "ended job's status, message and run; `deeprig logs ID --history` prints its log."
+)
+
+
+def _history_store(tracking_uri: str | None):
+    """Where the job history is: --tracking-uri, $MLFLOW_TRACKING_URI, else the store of
+    the cluster `deeprig cluster up` made here (read from disk: its server may be down)."""
+    from deeprig.tracking.store import TrackingTarget, deeprig_home, resolve_tracking
+
+    local = deeprig_home() / "cluster"
+    if tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or not (local / "mlflow.db").exists():
+        return resolve_tracking(tracking_uri), None
+    return TrackingTarget(f"sqlite:///{local / 'mlflow.db'}", None), local / "mlartifacts"
+
+
+def _print_history(tracking_uri: str | None, limit: int, output: str) -> None:
+    from deeprig.tracking.job_history import HISTORY_COLUMNS, job_history
+
+    target, _ = _history_store(tracking_uri)
+    records = job_history(target, limit)
+    if output != "table":
+        print_records(records, HISTORY_COLUMNS, output)
+        return
+    if not records:
+        console.print(f"no job history in {target.uri} yet")
+        return
+    table = Table(title=f"job history in {target.uri}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("submission id", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("ended", no_wrap=True)
+    table.add_column("run id", overflow="fold")
+    for r in records:
+        table.add_row(r["submission_id"], r["status"], r["ended"], r["run_id"])
+    console.print(table, soft_wrap=True)
+
+
 def list_jobs(
     address: str = typer.Option(None, help=ADDRESS_HELP),
     limit: int = typer.Option(20, help="Most recent N jobs."),
     output: str = typer.Option("table", "--output", "-o", help=OUTPUT_HELP),
+    history: bool = typer.Option(False, "--history", help=HISTORY_HELP),
+    tracking_uri: str = typer.Option(None, help="MLflow store of --history."),
 ) -> None:
-    """List the cluster's jobs, newest first.
+    """List the cluster's jobs, newest first (--history: from MLflow, cluster or not).
 
-    Example: deeprig list --address http://127.0.0.1:8265   (or -o csv for scripts)
+    Example: deeprig list --address http://127.0.0.1:8265   (or -o csv, or --history)
     """
+    if history:
+        _print_history(tracking_uri, limit, output)
+        return
     dashboard = _dashboard(address)
     jobs = sorted(_client(dashboard).list_jobs(), key=lambda j: j.start_time or 0, reverse=True)
     records = []

@@ -30,6 +30,9 @@ class JobMetadata:
     JOB = "deeprig.job"
     KIND = "deeprig.kind"
     SPEC = "deeprig.spec"
+    EXPERIMENT = "deeprig.experiment"
+    # Where the job records (never with credentials in it): the job history goes there.
+    TRACKING = "deeprig.tracking_uri"
 
 
 # What a submitted deeprig job's driver needs in its environment; the rest of deeprig's
@@ -193,8 +196,26 @@ def build_submission(
             JobMetadata.JOB: spec.name,
             JobMetadata.KIND: spec.kind,
             JobMetadata.SPEC: str(job),
+            JobMetadata.EXPERIMENT: spec.experiment_name,
+            **(
+                {JobMetadata.TRACKING: without_credentials(tracking)}
+                if (tracking := spec.tracking.uri or env_vars.get(TRACKING_ENV))
+                else {}
+            ),
         },
     )
+
+
+def without_credentials(uri: str) -> str:
+    """`uri` without a user:password@ part (MLflow accepts one; metadata must not hold it)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def submit(client, submission: Submission) -> str:

@@ -41,6 +41,7 @@ class LocalCluster:
     cpus_per_node: float
     process_groups: dict[str, int] = field(default_factory=dict)  # role -> pgid
     logs: str = ""
+    auth: bool = False  # the tracking server asks for credentials (MLflow basic auth)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,9 +75,13 @@ def up(
     home: Path | None = None,
     timeout_s: float = 120.0,
     say=print,
+    auth: bool = True,
 ) -> LocalCluster:
-    """Start a head node, `workers` worker nodes and an MLflow server; wait until all of
-    them answer. On any failure, stops what was started."""
+    """Start a head node, `workers` worker nodes and an MLflow server (behind MLflow's
+    basic auth unless `auth` is off, which only loopback allows); wait until all of them
+    answer. On any failure, stops what was started."""
+    if not auth and not is_loopback(host):
+        raise OpenToTheNetwork(host)
     home = home or deeprig_home()
     existing = find_cluster(home)
     if existing and _alive(existing):
@@ -84,32 +89,12 @@ def up(
             f"a cluster is already up (dashboard {existing.dashboard}); "
             "`deeprig cluster down` first"
         )
-    root = home / "cluster"
-    logs = root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    storage = root / "storage"
-    storage.mkdir(exist_ok=True)
     cpus = cpus_per_node or max(1, (os.cpu_count() or 1) // (workers + 1))
-    # Ray's session folders hold unix sockets, whose paths must stay short.
-    temp_dir = f"/tmp/deeprig-{uuid.uuid4().hex[:8]}"
-    cluster = LocalCluster(
-        dashboard=f"http://{host}:{dashboard_port}",
-        gcs_address=f"{host}:{port}",
-        tracking_uri=f"http://{host}:{tracking_port}",
-        storage=str(storage),
-        temp_dir=temp_dir,
-        workers=workers,
-        cpus_per_node=cpus,
-        logs=str(logs),
-    )
-    env = _node_env(cluster)
+    cluster = _new_cluster(home, host, port, dashboard_port, tracking_port, workers, cpus, auth)
+    temp_dir, logs = cluster.temp_dir, Path(cluster.logs)
+    env = _node_env(cluster, home)
     try:
-        say(f"MLflow tracking server on {cluster.tracking_uri}")
-        cluster.process_groups["mlflow"] = _spawn(
-            _mlflow_server_command(root, host, tracking_port),
-            logs / "mlflow.log",
-            dict(env, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"),
-        )
+        _start_tracking(cluster, home, host, tracking_port, env, say)
         say(f"Ray head node on {cluster.gcs_address} (dashboard {cluster.dashboard})")
         head = [
             "--head",
@@ -123,8 +108,10 @@ def up(
         cluster.process_groups["head"] = _ray_start(head, cpus, logs / "head.log", env)
         cluster.save(state_file(home))
         _wait_until_ready(cluster, 1, timeout_s)
+        if auth:
+            _create_jobs_user(cluster, home)
         # The head writes the cluster's token on first start; nodes joining must show it.
-        env = _node_env(cluster)
+        env = _node_env(cluster, home)
         for index in range(workers):
             say(f"Ray worker node {index + 1} of {workers}")
             joined = [
@@ -162,14 +149,112 @@ def _ensure_ray_token() -> None:
     )
 
 
-def _node_env(cluster: LocalCluster) -> dict[str, str]:
+def _new_cluster(
+    home: Path,
+    host: str,
+    port: int,
+    dashboard_port: int,
+    tracking_port: int,
+    workers: int,
+    cpus: float,
+    auth: bool,
+) -> LocalCluster:
+    root = home / "cluster"
+    (root / "logs").mkdir(parents=True, exist_ok=True)
+    (root / "storage").mkdir(exist_ok=True)
+    return LocalCluster(
+        dashboard=f"http://{host}:{dashboard_port}",
+        gcs_address=f"{host}:{port}",
+        tracking_uri=f"http://{host}:{tracking_port}",
+        storage=str(root / "storage"),
+        # Ray's session folders hold unix sockets, whose paths must stay short.
+        temp_dir=f"/tmp/deeprig-{uuid.uuid4().hex[:8]}",
+        workers=workers,
+        cpus_per_node=cpus,
+        logs=str(root / "logs"),
+        auth=auth,
+    )
+
+
+class OpenToTheNetwork(ClusterError):
+    """A tracking server without authentication on an address others can reach."""
+
+    def __init__(self, host: str):
+        super().__init__(
+            f"--host {host} without authentication would let anyone who can reach this "
+            "machine read and change every run, model and artifact: drop --no-auth (the "
+            "tracking server then asks for MLflow users' passwords), or bind to 127.0.0.1"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _start_tracking(
+    cluster: LocalCluster, home: Path, host: str, port: int, env: dict[str, str], say
+) -> None:
+    from deeprig.tracking.auth import (
+        ServerCredentials,
+        auth_folder,
+        credentials_file,
+        record_server_uri,
+        server_env,
+    )
+
+    command = _mlflow_server_command(home / "cluster", host, port)
+    server = dict(env, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    if cluster.auth:
+        folder = auth_folder(home)
+        server |= server_env(folder, ServerCredentials.load_or_create(folder))
+        record_server_uri(folder, cluster.tracking_uri)
+        command += ["--app-name", "basic-auth"]
+        say(
+            f"MLflow tracking server on {cluster.tracking_uri}, behind MLflow's basic auth "
+            f"(users' passwords: {credentials_file(folder)}, mode 0600)"
+        )
+    else:
+        say(f"MLflow tracking server on {cluster.tracking_uri} (no authentication: loopback)")
+    cluster.process_groups["mlflow"] = _spawn(command, Path(cluster.logs) / "mlflow.log", server)
+
+
+def _create_jobs_user(cluster: LocalCluster, home: Path) -> None:
+    from deeprig.tracking.auth import (
+        JOBS_USER,
+        AuthProblem,
+        ServerCredentials,
+        auth_folder,
+        ensure_user,
+    )
+
+    credentials = ServerCredentials.load_or_create(auth_folder(home))
+    try:
+        ensure_user(
+            cluster.tracking_uri, credentials.admin_password, JOBS_USER, credentials.jobs_password
+        )
+    except AuthProblem as exc:
+        raise ClusterError(f"the tracking server refused to create {JOBS_USER}: {exc}") from None
+
+
+def _node_env(cluster: LocalCluster, home: Path) -> dict[str, str]:
     from deeprig.cluster.session import RAY_JOB_ENV, use_token_auth_if_available
+    from deeprig.tracking.auth import ServerCredentials, auth_folder, jobs_env
 
     _ensure_ray_token()
     use_token_auth_if_available()
     # Job entrypoints (`deeprig run`) run with the PATH of the node that starts them.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {**os.environ, **RAY_JOB_ENV, **cluster.job_env(), "PATH": path}
+    env = {**os.environ, **RAY_JOB_ENV, **cluster.job_env(), "PATH": path}
+    if cluster.auth:  # jobs log as the jobs user, through the variables MLflow reads
+        env |= jobs_env(ServerCredentials.load_or_create(auth_folder(home)))
+    return env
 
 
 def _mlflow_server_command(root: Path, host: str, port: int) -> list[str]:

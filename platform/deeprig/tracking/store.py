@@ -77,5 +77,8 @@ def resolve_tracking(spec_uri: str | None, home: Path | None = None) -> Tracking
     """spec `tracking.uri` > $MLFLOW_TRACKING_URI > the embedded store."""
     uri = spec_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
+        from deeprig.tracking.auth import sign_in_if_local_server
+
+        sign_in_if_local_server(uri, home or deeprig_home())
         return TrackingTarget(uri, None)
     return embedded_target(home or deeprig_home())

@@ -38,6 +38,11 @@ class Tag:
     GIT_DIRTY = "deeprig.git_dirty"
     RAY_JOB_ID = "deeprig.ray_job_id"
     RAY_SUBMISSION_ID = "deeprig.ray_submission_id"
+    # a submitted job, as deeprig saw it end (tracking/job_history.py)
+    JOB_STATUS = "deeprig.job.status"
+    JOB_MESSAGE = "deeprig.job.message"
+    JOB_ENTRYPOINT = "deeprig.job.entrypoint"
+    JOB_ADDRESS = "deeprig.job.address"
     CODE_SHA256 = "deeprig.code_sha256"  # of the manifest of the user's files (code/)
     # results
     CHECKPOINT_PATH = "deeprig.checkpoint_path"
