@@ -374,6 +374,44 @@ def test_mlflow_server_stores_artifacts_in_the_bucket_it_creates():
     assert env_of(init)["MLFLOW_S3_ENDPOINT_URL"] == env["MLFLOW_S3_ENDPOINT_URL"]
 
 
+def test_mlflow_server_lets_no_one_in_without_a_password():
+    assert mlflow_args()["--app-name"] == "basic-auth"
+    env = env_of(mlflow_container())
+    for name, key in (
+        ("MLFLOW_AUTH_ADMIN_PASSWORD", "password"),
+        ("MLFLOW_FLASK_SERVER_SECRET_KEY", "flask-secret-key"),
+    ):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-admin", "key": key}
+    # The auth config is written by the init container into a memory volume both mount.
+    pod = find("Deployment", "mlflow")["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    config = env["MLFLOW_AUTH_CONFIG_PATH"]["value"]
+    assert env_of(init)["MLFLOW_AUTH_CONFIG_PATH"]["value"] == config
+    volume = next(v for v in pod["volumes"] if v["name"] == "auth-config")
+    assert volume["emptyDir"]["medium"] == "Memory"
+    for container in (init, mlflow_container()):
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert config.startswith(mounts["auth-config"] + "/")
+    script = init["args"][0]
+    assert "default_permission = NO_PERMISSIONS" in script  # a new user sees nothing
+    assert "mlflow-postgres.deeprig.svc.cluster.local:5432/{AUTH_DB}" in script
+    assert "os.umask(0o077)" in script
+
+
+def test_ray_pods_log_as_the_jobs_user_from_a_secret():
+    pods = 0
+    for where, pod in all_pod_specs():
+        for container in pod["containers"]:
+            env = env_of(container)
+            if "MLFLOW_TRACKING_URI" not in env:
+                continue
+            pods += 1
+            for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                ref = env[name]["valueFrom"]["secretKeyRef"]  # never a literal value
+                assert ref["name"] == "mlflow-jobs-user", where
+    assert pods >= 4
+
+
 def test_rayjob_runs_the_example_job_from_the_image_on_its_own_cluster():
     rayjob = find("RayJob", "digits-cnn")
     entrypoint = rayjob["spec"]["entrypoint"]

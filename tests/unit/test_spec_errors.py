@@ -199,3 +199,20 @@ def test_help_names_values_as_a_cli_does_not_as_python_types(verb):
     assert result.exit_code == 0
     assert "Example:" in result.output
     assert not any(t in result.output for t in ("<bool>", "<str>", "<int>", "list[str]"))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("name", "../../outside"), ("name", "a/b"), ("tracking.experiment", "../../x")],
+)
+def test_no_name_in_a_spec_can_lead_outside_the_deeprig_home(tmp_path, deeprig_home, field, value):
+    # Job names become folders (checkpoints/, rl/, tune/) under $DEEPRIG_HOME.
+    result = validate(tmp_path, GOOD, "--set", f"{field}={value}")
+    assert result.exit_code == 2, result.output
+    assert f"--set {field}={value}: {field}" in " ".join(result.output.split())
+
+
+def test_ui_refuses_to_serve_the_store_beyond_this_machine(deeprig_home):
+    result = CliRunner().invoke(app, ["ui", "--host", "0.0.0.0"])
+    assert result.exit_code == 2
+    assert "without authentication" in " ".join(result.output.split())

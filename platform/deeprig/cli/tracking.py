@@ -96,6 +96,21 @@ def _close_stale(target) -> None:
     )
 
 
+def _where_the_credentials_are(uri: str) -> None:
+    """Where to find a login for the local cluster's server: the place, never a password."""
+    from deeprig.tracking.auth import auth_folder, credentials_file
+    from deeprig.tracking.store import deeprig_home
+
+    folder = auth_folder(deeprig_home())
+    recorded = folder / "server_uri"
+    if recorded.exists() and recorded.read_text().strip() == uri.rstrip("/"):
+        console.print(
+            f"  it asks for a user and password: the admin's is in {credentials_file(folder)} "
+            "(mode 0600); add people with `deeprig users add`",
+            soft_wrap=True,
+        )
+
+
 def ui(
     port: int = typer.Option(5000, help="Port to serve on."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (127.0.0.1: this machine only)."),
@@ -106,9 +121,17 @@ def ui(
 
     Example: deeprig ui --run 3f2a...e1, then browse the page it prints
     """
+    from deeprig.cluster.local import is_loopback
     from deeprig.tracking.runs import find_run
     from deeprig.tracking.store import resolve_tracking
 
+    if not is_loopback(host):
+        errors.print(
+            f"--host {host}: `deeprig ui` serves the store without authentication, so only "
+            "to this machine (127.0.0.1). For a team: `deeprig cluster up`, whose tracking "
+            "server asks for MLflow users' passwords."
+        )
+        raise typer.Exit(ExitCode.BAD_INPUT)
     target = resolve_tracking(tracking_uri)
     base = target.uri if target.uri.startswith("http") else f"http://{host}:{port}"
     page = f"{base}/#/experiments"
@@ -120,6 +143,7 @@ def ui(
         page = recorder.page_url(base) or page
     if target.uri.startswith("http"):
         console.print(f"runs live on a tracking server: open {page}", soft_wrap=True)
+        _where_the_credentials_are(target.uri)
         return
     command = [
         sys.executable,

@@ -6,7 +6,9 @@ Every model forbids unknown keys, and every field has a description: it feeds
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 class StrictModel(BaseModel):
@@ -16,9 +18,20 @@ class StrictModel(BaseModel):
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 
+def _safe_experiment(name: str) -> str:
+    """No path separators or control characters, not "." or "..": no name a spec gives can
+    ever lead anywhere on disk."""
+    if name in (".", "..") or any(c in "/\\" or ord(c) < 32 for c in name):
+        raise ValueError("no / or \\, not . or ..: use letters, digits, spaces and _ . -")
+    return name
+
+
 class TrackingSpec(StrictModel):
-    experiment: str | None = Field(
-        default=None, description="MLflow experiment; defaults to the job name."
+    experiment: Annotated[str, AfterValidator(_safe_experiment)] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="MLflow experiment (no / or \\); defaults to the job name.",
     )
     uri: str | None = Field(
         default=None,
