@@ -306,6 +306,14 @@ def test_rays_own_job_cli_runs_a_deeprig_job(cluster):
         [experiment.experiment_id], filter_string="tags.`deeprig.job_name` = 'ray-cli-cnn'"
     )
     assert [r.info.status for r in runs] == ["FINISHED"]
+    # deeprig seeing it ended records its history on that run, as for its own submissions.
+    import re
+
+    submission_id = re.search(r"raysubmit_\w+", result.stdout + result.stderr).group(0)
+    assert deeprig("status", submission_id, home=home).returncode == 0
+    run = client.get_run(runs[0].info.run_id)
+    assert run.data.tags["deeprig.job.status"] == "SUCCEEDED"
+    assert "logs/driver.log" in {a.path for a in client.list_artifacts(run.info.run_id, "logs")}
 
 
 def _log_epochs(uri: str, run_id: str, epochs: int) -> None:

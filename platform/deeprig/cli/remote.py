@@ -160,10 +160,14 @@ def _record_end(client, submission_id: str) -> None:
     """Keep an ended job's history in MLflow (its run, status, message and driver log):
     the cluster's job table is gone with the cluster."""
     from deeprig.cluster.jobs import JobMetadata
+    from deeprig.cluster.local import find_cluster
 
     info = client.get_job_info(submission_id)
     metadata = info.metadata or {}
     uri = metadata.get(JobMetadata.TRACKING)
+    cluster = find_cluster()
+    if uri is None and cluster and cluster.dashboard.rstrip("/") == client.get_address():
+        uri = cluster.tracking_uri  # (a job Ray's own CLI sent to the local cluster)
     if str(info.status.value) not in ("SUCCEEDED", "FAILED", "STOPPED") or not uri:
         return
     from deeprig.tracking.job_history import JobEnd, record_job_end
