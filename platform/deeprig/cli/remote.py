@@ -306,13 +306,17 @@ def _print_history(tracking_uri: str | None, limit: int, output: str) -> None:
     if not records:
         console.print(f"no job history in {target.uri} yet")
         return
+    wide = console.width >= 100
     table = Table(title=f"job history in {target.uri}", box=box.SIMPLE_HEAD, pad_edge=False)
+    # The ids are what a user copies next (`logs ID --history`, `ui --run`): always whole.
     table.add_column("submission id", no_wrap=True)
     table.add_column("status", no_wrap=True)
-    table.add_column("ended", no_wrap=True)
-    table.add_column("run id", overflow="fold")
+    if wide:
+        table.add_column("ended", no_wrap=True)
+    table.add_column("run id", no_wrap=True)
     for r in records:
-        table.add_row(r["submission_id"], r["status"], r["ended"], r["run_id"])
+        cells = [r["submission_id"], r["status"], *([r["ended"]] if wide else []), r["run_id"]]
+        table.add_row(*cells)
     console.print(table, soft_wrap=True)
 
 

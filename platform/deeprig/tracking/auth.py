@@ -121,13 +121,22 @@ def signed_in_as(username: str, password: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _auth_client(uri: str) -> Any:
+    import warnings
+
+    # (importing it imports MLflow's server, whose Starlette warns of a deprecation)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from mlflow.server.auth.client import AuthServiceClient
+    return AuthServiceClient(uri)
+
+
 def add_user(uri: str, admin_password: str, username: str, password: str) -> None:
     from mlflow.exceptions import MlflowException
-    from mlflow.server.auth.client import AuthServiceClient
 
     with signed_in_as(ADMIN_USER, admin_password):
         try:
-            AuthServiceClient(uri).create_user(username, password)
+            _auth_client(uri).create_user(username, password)
         except MlflowException as exc:
             raise AuthProblem(_reason(exc)) from None
 
@@ -148,14 +157,13 @@ def grant(uri: str, admin_password: str, username: str, experiment: str, level: 
     """Give `username` read, edit or manage on `experiment` (by name); its id."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
-    from mlflow.server.auth.client import AuthServiceClient
 
     with signed_in_as(ADMIN_USER, admin_password):
         found = MlflowClient(uri).get_experiment_by_name(experiment)
         if found is None:
             raise AuthProblem(f"no experiment {experiment!r} on {uri}")
         try:
-            AuthServiceClient(uri).grant_user_permission(
+            _auth_client(uri).grant_user_permission(
                 username, "experiment", found.experiment_id, PERMISSIONS[level]
             )
         except MlflowException as exc:
