@@ -89,7 +89,12 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
         both = torch.cat([train_totals, val_totals])
         if session.world_size > 1:
             dist.all_reduce(both)
-        metrics = _epoch_metrics(both, epoch, lr, started, train_seconds, classification)
+        # (resumed inside this epoch: its rows before the checkpoint took no time here)
+        resumed = restored is not None and restored.mid_epoch and restored.epoch == epoch
+        rows_before = restored.epoch_totals[1] if resumed and restored else 0.0
+        metrics = _epoch_metrics(
+            both, epoch, lr, started, train_seconds, classification, rows_before
+        )
         if sink is not None:  # (under Ray Train the controller logs epochs: a no-op here)
             sink.log(metrics, step=epoch)
         stop = early_stop.should_stop(metrics)
@@ -183,8 +188,10 @@ def _epoch_metrics(
     started: float,
     train_seconds: float,
     classification: bool,
+    rows_before: float = 0.0,
 ) -> dict[str, float]:
-    """The epoch's report from the totals summed over every rank."""
+    """The epoch's report from the totals summed over every rank (`rows_before`: rows of
+    it trained before a mid-epoch resume, in the loss but not in the throughput)."""
     train_loss_sum, train_rows, val_loss_sum, val_hits, val_rows = totals.tolist()
     metrics = {
         "epoch": epoch + 1,
@@ -192,7 +199,7 @@ def _epoch_metrics(
         "val_loss": val_loss_sum / max(val_rows, 1),
         "lr": lr,
         "epoch_time_s": time.perf_counter() - started,
-        "samples_per_s": train_rows / max(train_seconds, 1e-9),
+        "samples_per_s": (train_rows - rows_before) / max(train_seconds, 1e-9),
     }
     if classification:
         metrics["val_accuracy"] = val_hits / max(val_rows, 1)
