@@ -287,12 +287,13 @@ HISTORY_HELP = (
 def _history_store(tracking_uri: str | None):
     """Where the job history is: --tracking-uri, $MLFLOW_TRACKING_URI, else the store of
     the cluster `deeprig cluster up` made here (read from disk: its server may be down)."""
-    from deeprig.tracking.store import TrackingTarget, deeprig_home, resolve_tracking
+    from deeprig.cluster.local import tracking_store
+    from deeprig.tracking.store import TrackingTarget, resolve_tracking
 
-    local = deeprig_home() / "cluster"
-    if tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or not (local / "mlflow.db").exists():
+    local = tracking_store()
+    if tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or not local.database.exists():
         return resolve_tracking(tracking_uri), None
-    return TrackingTarget(f"sqlite:///{local / 'mlflow.db'}", None), local / "mlartifacts"
+    return TrackingTarget(local.uri, None), local.artifacts
 
 
 def _print_history(tracking_uri: str | None, limit: int, output: str) -> None:

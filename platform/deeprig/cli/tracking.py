@@ -98,14 +98,13 @@ def _close_stale(target) -> None:
 
 def _where_the_credentials_are(uri: str) -> None:
     """Where to find a login for the local cluster's server: the place, never a password."""
-    from deeprig.tracking.auth import auth_folder, credentials_file
+    from deeprig.tracking.auth import local_server
     from deeprig.tracking.store import deeprig_home
 
-    folder = auth_folder(deeprig_home())
-    recorded = folder / "server_uri"
-    if recorded.exists() and recorded.read_text().strip() == uri.rstrip("/"):
+    server = local_server(deeprig_home(), uri)
+    if server is not None:
         console.print(
-            f"  it asks for a user and password: the admin's is in {credentials_file(folder)} "
+            f"  it asks for a user and password: the admin's is in {server.credentials_path} "
             "(mode 0600); add people with `deeprig users add`",
             soft_wrap=True,
         )

@@ -24,25 +24,16 @@ TRACKING_HELP = "Tracking server (default: the one `deeprig cluster up` started 
 def _server(tracking_uri: str | None) -> tuple[str, str]:
     """The server's URI and its admin's password: the local cluster's credentials file,
     else an admin named in MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD."""
-    from deeprig.tracking.auth import (
-        ADMIN_USER,
-        PASSWORD_ENV,
-        USERNAME_ENV,
-        ServerCredentials,
-        auth_folder,
-        credentials_file,
-    )
+    from deeprig.tracking.auth import ADMIN_USER, PASSWORD_ENV, USERNAME_ENV, local_server
     from deeprig.tracking.store import deeprig_home
 
-    folder = auth_folder(deeprig_home())
-    recorded = folder / "server_uri"
-    local = recorded.read_text().strip() if recorded.exists() else None
-    uri = tracking_uri or local
+    local = local_server(deeprig_home())
+    uri = tracking_uri or (local.uri if local else None)
     if uri is None:
         errors.print("no tracking server: pass --tracking-uri, or `deeprig cluster up` first")
         raise typer.Exit(ExitCode.BAD_INPUT)
-    if uri == local and credentials_file(folder).exists():
-        return uri, ServerCredentials.load_or_create(folder).admin_password
+    if local is not None and uri.rstrip("/") == local.uri:
+        return uri, local.credentials.admin_password
     if os.environ.get(USERNAME_ENV) == ADMIN_USER and os.environ.get(PASSWORD_ENV):
         return uri, os.environ[PASSWORD_ENV]
     errors.print(

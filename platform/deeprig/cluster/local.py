@@ -133,22 +133,6 @@ def up(
     return cluster
 
 
-def _ensure_ray_token() -> None:
-    """`ray start --head` turns token authentication on only when a token already exists
-    (`ray.init` makes one): on a fresh machine the cluster would let anyone in. Make
-    Ray's own token first, unless the user set RAY_AUTH_MODE themselves."""
-    if "RAY_AUTH_MODE" in os.environ or os.environ.get("RAY_AUTH_TOKEN"):
-        return
-    ray_cli = Path(sys.executable).parent / "ray"
-    subprocess.run(
-        [str(ray_cli), "get-auth-token", "--generate"],
-        check=True,
-        stdout=subprocess.DEVNULL,  # (it prints the token)
-        stderr=subprocess.DEVNULL,
-        timeout=60,
-    )
-
-
 def _new_cluster(
     home: Path,
     host: str,
@@ -209,7 +193,7 @@ def _start_tracking(
         server_env,
     )
 
-    command = _mlflow_server_command(home / "cluster", host, port)
+    command = _mlflow_server_command(home, host, port)
     server = dict(env, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     if cluster.auth:
         folder = auth_folder(home)
@@ -244,10 +228,10 @@ def _create_jobs_user(cluster: LocalCluster, home: Path) -> None:
 
 
 def _node_env(cluster: LocalCluster, home: Path) -> dict[str, str]:
-    from deeprig.cluster.session import RAY_JOB_ENV, use_token_auth_if_available
+    from deeprig.cluster.session import RAY_JOB_ENV, ensure_ray_token, use_token_auth_if_available
     from deeprig.tracking.auth import ServerCredentials, auth_folder, jobs_env
 
-    _ensure_ray_token()
+    ensure_ray_token()
     use_token_auth_if_available()
     # Job entrypoints (`deeprig run`) run with the PATH of the node that starts them.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -257,16 +241,35 @@ def _node_env(cluster: LocalCluster, home: Path) -> dict[str, str]:
     return env
 
 
-def _mlflow_server_command(root: Path, host: str, port: int) -> list[str]:
+@dataclass(frozen=True)
+class TrackingStore:
+    """Where the cluster's tracking server keeps runs and (proxied) artifacts: readable
+    from disk after the server is gone."""
+
+    database: Path
+    artifacts: Path
+
+    @property
+    def uri(self) -> str:
+        return f"sqlite:///{self.database}"
+
+
+def tracking_store(home: Path | None = None) -> TrackingStore:
+    root = (home or deeprig_home()) / "cluster"
+    return TrackingStore(root / "mlflow.db", root / "mlartifacts")
+
+
+def _mlflow_server_command(home: Path, host: str, port: int) -> list[str]:
+    store = tracking_store(home)
     return [
         sys.executable,
         "-m",
         "mlflow",
         "server",
         "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
+        store.uri,
         "--artifacts-destination",
-        str(root / "mlartifacts"),
+        str(store.artifacts),
         "--serve-artifacts",
         "--host",
         host,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -43,6 +44,22 @@ def use_token_auth_if_available() -> None:
             from ray._raylet import Config  # type: ignore[attr-defined]  # (Cython: no stub)
 
             Config.initialize("")
+
+
+def ensure_ray_token() -> None:
+    """`ray start --head` turns token authentication on only when a token already exists
+    (`ray.init` makes one): on a fresh machine the cluster would let anyone in. Make
+    Ray's own token first, unless the user set RAY_AUTH_MODE themselves."""
+    if "RAY_AUTH_MODE" in os.environ or os.environ.get("RAY_AUTH_TOKEN"):
+        return
+    ray_cli = Path(sys.executable).parent / "ray"
+    subprocess.run(
+        [str(ray_cli), "get-auth-token", "--generate"],
+        check=True,
+        stdout=subprocess.DEVNULL,  # (it prints the token)
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+    )
 
 
 def job_address(address: str | None) -> str | None:

@@ -66,17 +66,35 @@ def record_server_uri(folder: Path, uri: str) -> None:
     (folder / "server_uri").write_text(uri)
 
 
+@dataclass(frozen=True)
+class LocalServer:
+    """The tracking server this home's `cluster up` started."""
+
+    uri: str
+    credentials: ServerCredentials
+    credentials_path: Path
+
+
+def local_server(home: Path, uri: str | None = None) -> LocalServer | None:
+    """This home's cluster server, when it has credentials (and is the one at `uri`)."""
+    folder = auth_folder(home)
+    recorded = folder / "server_uri"
+    if not recorded.exists() or not credentials_file(folder).exists():
+        return None
+    local = recorded.read_text().strip().rstrip("/")
+    if uri is not None and uri.rstrip("/") != local:
+        return None
+    return LocalServer(local, ServerCredentials.load_or_create(folder), credentials_file(folder))
+
+
 def sign_in_if_local_server(uri: str, home: Path) -> None:
     """A deeprig command on the machine whose `cluster up` started the server at `uri`
     talks to it as the jobs user, unless the environment names a user already."""
     if os.environ.get(USERNAME_ENV):
         return
-    folder = auth_folder(home)
-    recorded = folder / "server_uri"
-    if not recorded.exists() or recorded.read_text().strip().rstrip("/") != uri.rstrip("/"):
-        return
-    if credentials_file(folder).exists():
-        os.environ.update(jobs_env(ServerCredentials.load_or_create(folder)))
+    server = local_server(home, uri)
+    if server is not None:
+        os.environ.update(jobs_env(server.credentials))
 
 
 def server_env(folder: Path, credentials: ServerCredentials) -> dict[str, str]:

@@ -76,7 +76,8 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
     for epoch in range(parts.start_epoch, spec.optim.num_epochs):
         if position.epoch != epoch:
             position = Position(epoch, global_step=position.global_step)
-        position.totals = _restored_totals(restored, position, session.rank, device)
+        inside = _resumed_inside(restored, epoch)
+        position.totals = _running_totals(inside, session.rank, device)
         reseed(spec.seed, session.rank, position)
         started = time.perf_counter()
         train_totals = train_epoch(step, train, position, hooks.after_step)
@@ -90,8 +91,7 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
         if session.world_size > 1:
             dist.all_reduce(both)
         # (resumed inside this epoch: its rows before the checkpoint took no time here)
-        resumed = restored is not None and restored.mid_epoch and restored.epoch == epoch
-        rows_before = restored.epoch_totals[1] if resumed and restored else 0.0
+        rows_before = inside.epoch_totals[1] if inside else 0.0
         metrics = _epoch_metrics(
             both, epoch, lr, started, train_seconds, classification, rows_before
         )
@@ -123,16 +123,20 @@ def _start_position(restored: TrainState | None, start_epoch: int, accumulate: i
     return Position(start_epoch, global_step=restored.global_step)
 
 
-def _restored_totals(
-    restored: TrainState | None, position: Position, rank: int, device: torch.device
-) -> torch.Tensor:
-    """The epoch's running (loss sum, rows): zero, or, resuming inside the epoch, the sum
-    over every rank saved at the checkpoint, held by rank 0 (the epoch's all-reduce then
-    adds it up once)."""
+def _resumed_inside(restored: TrainState | None, epoch: int) -> TrainState | None:
+    """The mid-epoch checkpoint training resumed from, when it lies inside `epoch`."""
+    if restored is not None and restored.mid_epoch and restored.epoch == epoch:
+        return restored
+    return None
+
+
+def _running_totals(inside: TrainState | None, rank: int, device: torch.device) -> torch.Tensor:
+    """The epoch's running (loss sum, rows) at its start: zero, or, resuming inside it,
+    the sum over every rank saved at the checkpoint, held by rank 0 (the epoch's
+    all-reduce then adds it up once)."""
     totals = torch.zeros(2, device=device)
-    inside = restored is not None and restored.mid_epoch and position.batches_done > 0
-    if inside and rank == 0 and restored is not None and restored.epoch == position.epoch:
-        totals += torch.tensor(restored.epoch_totals, device=device)
+    if inside is not None and rank == 0:
+        totals += torch.tensor(inside.epoch_totals, device=device)
     return totals
 
 

@@ -12,6 +12,7 @@ early stopping's patience. The randomness after it is reseeded from that positio
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -60,8 +61,9 @@ class StepHooks:
         if due and self._steps_per_epoch != position.steps_in_epoch:
             self._checkpoint_inside_epoch(position)
 
-    def state(self, position: Position, metrics: dict[str, float]) -> TrainState:
-        """The checkpoint at the end of `position.epoch`."""
+    def state(self, position: Position, metrics: dict[str, float], **inside: Any) -> TrainState:
+        """The checkpoint at the end of `position.epoch` (`inside`: where in it, for a
+        mid-epoch one)."""
         return train_state(
             self._parts,
             self._worker,
@@ -70,6 +72,7 @@ class StepHooks:
             global_step=position.global_step,
             early_stop_best=self._early_stop.best,
             early_stop_stale=self._early_stop.stale,
+            **inside,
         )
 
     def _log_step(self, position: Position, loss: torch.Tensor) -> None:
@@ -89,16 +92,11 @@ class StepHooks:
         totals = self._running_totals(position)
         state = None
         if self._session.rank == 0:
-            state = train_state(
-                self._parts,
-                self._worker,
-                position.epoch,
+            state = self.state(
+                position,
                 self.last_metrics,
                 batches_done=position.batches_done,
                 epoch_totals=totals,
-                global_step=position.global_step,
-                early_stop_best=self._early_stop.best,
-                early_stop_stale=self._early_stop.stale,
             )
         if self._sink is not None:
             self._sink.flush()  # the step points up to it are recorded before it exists
