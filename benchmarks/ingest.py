@@ -48,7 +48,7 @@ def write_parquet(folder: Path, num_rows: int, files: int = 4, seed: int = 0):
     import pyarrow as pa
     import pyarrow.parquet as pq
     from deeprig.data.builtin import synthetic_arrays
-    from deeprig.spec.train import SyntheticData
+    from deeprig.spec.data import SyntheticData
 
     data = SyntheticData(source="builtin:synthetic", num_samples=num_rows, shape=list(SHAPE))
     x, y = synthetic_arrays(data, seed)
@@ -113,7 +113,8 @@ def ingest_rows(
     from deeprig.cluster.session import ray_session
     from deeprig.data import build_datasets, describe_data
     from deeprig.data.shard import ShardBatches
-    from deeprig.spec.train import ParquetData, ScalingSpec
+    from deeprig.spec.data import ParquetData
+    from deeprig.spec.train import ScalingSpec
 
     console = console or Console()
     results: dict[str, list[float]] = {
@@ -150,7 +151,7 @@ def ingest_rows(
         for r in range(repeats):
             console.print(f"  repeat {r + 1}/{repeats}: deeprig stream, raw, memory, plain")
             started = time.perf_counter()
-            train, _ = build_datasets(spec, info, 0, 1, budget.data_cpus)
+            train = build_datasets(spec, info, 0, 1, budget.data_cpus).train
             shard = train.streaming_split(1, equal=True)[0]
             build_s.append(time.perf_counter() - started)
             # The same rows, in memory, for the plain side.

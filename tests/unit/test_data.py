@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from deeprig.data import describe_data
 from deeprig.data.builtin import split_indices, synthetic_arrays
-from deeprig.spec.train import DigitsData, ParquetData, SyntheticData
+from deeprig.spec.data import DigitsData, ParquetData, SyntheticData
 
 
 def test_split_is_deterministic_by_seed():

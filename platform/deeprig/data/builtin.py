@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from deeprig.spec.train import DigitsData, SyntheticData
+from deeprig.spec.data import DigitsData, SyntheticData
 
 
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:

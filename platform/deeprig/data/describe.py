@@ -8,12 +8,33 @@ import difflib
 import math
 
 from deeprig.data.info import DataInfo, DataProblem, Task, num_val_rows
-from deeprig.spec.train import DigitsData, ParquetData, PythonData, SyntheticData
+from deeprig.spec.data import (
+    DataSpec,
+    DigitsData,
+    ImagesData,
+    ParquetData,
+    PythonData,
+    SyntheticData,
+    TextData,
+    TimeseriesData,
+)
 
 __all__ = ["DataInfo", "DataProblem", "Task", "describe_data"]
 
 
-def describe_data(spec: DigitsData | SyntheticData | ParquetData | PythonData) -> DataInfo:
+def describe_data(spec: DataSpec) -> DataInfo:
+    if isinstance(spec, ImagesData):
+        from deeprig.data.images import describe_images
+
+        return describe_images(spec)
+    if isinstance(spec, TextData):
+        from deeprig.data.text import describe_text
+
+        return describe_text(spec)
+    if isinstance(spec, TimeseriesData):
+        from deeprig.data.timeseries import describe_series
+
+        return describe_series(spec)
     if isinstance(spec, PythonData):
         from deeprig.data.python import describe_python
 
@@ -58,6 +79,25 @@ def _describe_parquet(spec: ParquetData) -> DataInfo:
 
     input_shape = _feature_shape(spec, dataset, schema)
     label_type = schema.field(spec.label).type
+    num_rows = dataset.count_rows()
+    if num_rows < 2:
+        raise DataProblem("data.path", f"need at least 2 rows, found {num_rows}")
+    if pa.types.is_string(label_type) or pa.types.is_large_string(label_type):
+        if spec.task == "regression":
+            raise DataProblem("data.label", f"regression needs a numeric label, got {label_type}")
+        from deeprig.data.arrow import label_classes
+
+        names = label_classes(
+            dataset.to_table(columns=[spec.label]).column(spec.label), "data.label"
+        )
+        return DataInfo(
+            input_shape,
+            "classification",
+            len(names),
+            num_rows,
+            num_val_rows(num_rows, spec.val_fraction),
+            classes=names,
+        )
     is_int = pa.types.is_integer(label_type) or pa.types.is_boolean(label_type)
     inferred: Task = "classification" if is_int else "regression"
     task: Task = inferred if spec.task == "auto" else spec.task
@@ -65,8 +105,8 @@ def _describe_parquet(spec: ParquetData) -> DataInfo:
         if not is_int:
             raise DataProblem(
                 "data.label",
-                f"classification needs integer class ids, column {spec.label!r} is {label_type}; "
-                "encode the classes as 0..K-1 or set data.task: regression",
+                f"classification needs class ids or names, column {spec.label!r} is "
+                f"{label_type}; encode the classes as 0..K-1 or set data.task: regression",
             )
         labels = dataset.to_table(columns=[spec.label]).column(spec.label)
         low, high = pc.min(labels).as_py(), pc.max(labels).as_py()
@@ -77,9 +117,6 @@ def _describe_parquet(spec: ParquetData) -> DataInfo:
         raise DataProblem("data.label", f"regression needs a numeric label, got {label_type}")
     else:
         num_outputs = 1
-    num_rows = dataset.count_rows()
-    if num_rows < 2:
-        raise DataProblem("data.path", f"need at least 2 rows, found {num_rows}")
     return DataInfo(
         input_shape, task, num_outputs, num_rows, num_val_rows(num_rows, spec.val_fraction)
     )

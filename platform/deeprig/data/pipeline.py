@@ -3,28 +3,49 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from deeprig.data.arrow import column_array
 from deeprig.data.builtin import builtin_arrays, split_indices
 from deeprig.data.describe import DataInfo
+from deeprig.data.info import Fitted
 from deeprig.data.python import load_python_data
-from deeprig.spec.train import DigitsData, ParquetData, PythonData, SyntheticData
+from deeprig.data.standardize import fit_statistics, standardized
+from deeprig.spec.data import (
+    DataSpec,
+    ImagesData,
+    ParquetData,
+    PythonData,
+    TextData,
+    TimeseriesData,
+)
 
 # Blocks of about this size let Ray Data split a data set evenly across workers and
 # stream it without holding it whole in one task.
 _TARGET_BLOCK_BYTES = 32 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class PreparedData:
+    """A job's splits as Ray Datasets (columns `x`, `y`) and what was fitted on its
+    training split."""
+
+    train: Any
+    val: Any
+    test: Any | None = None  # a held-out test set the best model is scored on
+    fitted: Fitted = Fitted()
+
+    def for_trainer(self) -> dict[str, Any]:
+        return {"train": self.train, "val": self.val}
+
+
 def build_datasets(
-    spec: DigitsData | SyntheticData | ParquetData | PythonData,
-    info: DataInfo,
-    seed: int,
-    num_workers: int,
-    data_cpus: float,
-):
-    """Return (train, validation) Ray Datasets with columns `x` and `y`.
+    spec: DataSpec, info: DataInfo, seed: int, num_workers: int, data_cpus: float
+) -> PreparedData:
+    """The splits of a data spec, preprocessing fitted on the training split.
 
     `data_cpus` is what each Ray Data task asks for; the runner sizes it to fit beside the
     training workers so reads can always be scheduled.
@@ -33,9 +54,28 @@ def build_datasets(
         return _parquet_datasets(spec, info, seed, data_cpus)
     if isinstance(spec, PythonData):
         return _python_datasets(spec, info, seed, num_workers)
+    if isinstance(spec, ImagesData):
+        from deeprig.data.images import image_datasets
+
+        return PreparedData(*image_datasets(spec, info, seed, data_cpus))
+    if isinstance(spec, TextData | TimeseriesData):
+        if isinstance(spec, TextData):
+            from deeprig.data.text import text_arrays
+
+            (x, y), (vx, vy), fitted = text_arrays(spec, info, seed)
+        else:
+            from deeprig.data.timeseries import series_arrays
+
+            (x, y), (vx, vy), fitted = series_arrays(spec, info)
+        return PreparedData(
+            datasets_from_numpy(x, y, num_workers),
+            datasets_from_numpy(vx, vy, num_workers),
+            fitted=fitted,
+        )
+    assert not isinstance(spec, ImagesData | TextData | TimeseriesData)
     x, y = builtin_arrays(spec, seed)
     train_idx, val_idx = split_indices(len(y), spec.val_fraction, seed)
-    return (
+    return PreparedData(
         datasets_from_numpy(x[train_idx], y[train_idx], num_workers),
         datasets_from_numpy(x[val_idx], y[val_idx], num_workers),
     )
@@ -58,19 +98,29 @@ def _parquet_datasets(spec: ParquetData, info: DataInfo, seed: int, data_cpus: f
 
     features, label, shape = list(spec.features), spec.label, info.input_shape
     label_dtype = np.int64 if info.task == "classification" else np.float32
+    class_ids = {n: i for i, n in enumerate(info.classes)} if info.classes else None
 
     def to_xy(batch) -> dict[str, np.ndarray]:
         # Arrow in, numpy out, whole columns at a time: a list column is flattened by Arrow
         # instead of converting each row's list in Python.
         x = np.stack([column_array(batch.column(c)) for c in features], axis=1)
-        y = batch.column(label).to_numpy().astype(label_dtype)
+        column = batch.column(label)
+        if class_ids is not None:  # class names -> ids, in the order describe sorted them
+            y = np.array([class_ids[v] for v in column.to_pylist()], dtype=np.int64)
+        else:
+            y = column.to_numpy().astype(label_dtype)
         return {"x": x.reshape(batch.num_rows, *shape), "y": y}
 
     ds = ray.data.read_parquet(
         spec.path, columns=[*features, label], num_cpus=data_cpus
     ).map_batches(to_xy, batch_format="pyarrow", num_cpus=data_cpus)
     train, val = ds.train_test_split(test_size=info.num_val, shuffle=True, seed=seed)
-    return train, val
+    # Scalar columns are standardised (one statistic per column); a list column is taken
+    # as it is (pixels, a signal), like any data a user already scaled.
+    if spec.standardize and math.prod(shape) == len(features):
+        fitted = fit_statistics(train, shape)
+        return PreparedData(standardized(train, fitted), standardized(val, fitted), fitted=fitted)
+    return PreparedData(train, val)
 
 
 def _python_datasets(spec: PythonData, info: DataInfo, seed: int, num_workers: int):
@@ -78,11 +128,14 @@ def _python_datasets(spec: PythonData, info: DataInfo, seed: int, num_workers: i
     Parquet is (streamed, never pulled to the driver)."""
     loaded = load_python_data(spec)
     if loaded.dataset is not None:
-        return loaded.dataset.train_test_split(test_size=info.num_val, shuffle=True, seed=seed)
+        train, val = loaded.dataset.train_test_split(
+            test_size=info.num_val, shuffle=True, seed=seed
+        )
+        return PreparedData(train, val)
     assert loaded.x is not None and loaded.y is not None
     y = loaded.y.astype(np.int64 if info.task == "classification" else np.float32)
     train_idx, val_idx = split_indices(len(y), spec.val_fraction, seed)
-    return (
+    return PreparedData(
         datasets_from_numpy(loaded.x[train_idx], y[train_idx], num_workers),
         datasets_from_numpy(loaded.x[val_idx], y[val_idx], num_workers),
     )

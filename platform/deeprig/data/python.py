@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from deeprig.data.info import DataInfo, DataProblem, Task, num_val_rows
-from deeprig.spec.train import PythonData
+from deeprig.spec.data import PythonData
 
 ACCEPTED = (
     "(features, labels) arrays, a pandas DataFrame or pyarrow Table (with data.features and "

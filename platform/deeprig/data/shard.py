@@ -26,6 +26,7 @@ class ShardBatches:
         in_memory: bool,
         seed: int,
         drop_last: bool = False,
+        input_dtype: torch.dtype = torch.float32,  # torch.long: token ids
     ):
         self._shard = shard
         self._batch_size = batch_size
@@ -33,6 +34,7 @@ class ShardBatches:
         self._label_dtype = label_dtype
         self._seed = seed
         self._drop_last = drop_last
+        self._input_dtype = input_dtype
         self._tensors: tuple[torch.Tensor, torch.Tensor] | None = None
         if in_memory:
             self._tensors = self._read_all()
@@ -83,7 +85,7 @@ class ShardBatches:
     def _batches(self, batch_size: int, shuffle_buffer: int | None, seed: int | None):
         return self._shard.iter_torch_batches(
             batch_size=batch_size,
-            dtypes={"x": torch.float32, "y": self._label_dtype},
+            dtypes={"x": self._input_dtype, "y": self._label_dtype},
             device=self._device,
             drop_last=self._drop_last,
             local_shuffle_buffer_size=shuffle_buffer,

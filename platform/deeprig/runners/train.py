@@ -21,10 +21,13 @@ from deeprig.cluster.resources import (
     budget_workers,
 )
 from deeprig.data import DataInfo, DataProblem, build_datasets, describe_data
+from deeprig.data.info import Fitted
+from deeprig.data.pipeline import PreparedData
 from deeprig.models import InputShapeError, check_input_shape
 from deeprig.runners.closing import print_metrics_table
 from deeprig.runners.contract import Job, JobRun, run_job
-from deeprig.runners.train_record import dataset_records, record_results
+from deeprig.runners.train_metrics import CLOSING_METRICS, reported_metrics, score_metric
+from deeprig.runners.train_record import dataset_records, record_preprocessing, record_results
 from deeprig.runners.user_code import check_model_and_loop, collect_code
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.train import TrainSpec
@@ -46,8 +49,6 @@ IN_MEMORY_SHARD_BYTES = 512 * 1024 * 1024
 # What `--resume` continues after the driver died: the newest unfinished run of the job,
 # from its latest checkpoint (Ray Train finds it again under the run's own name).
 RESUMES = "train run"
-# What the closing table shows, in this order, of the best checkpoint's metrics.
-CLOSING_METRICS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_rmse", "samples_per_s")
 
 
 @dataclass(frozen=True)
@@ -107,26 +108,6 @@ def what_trains(spec: TrainSpec) -> str:
     return getattr(spec.model, "target", None) or spec.model.name
 
 
-def score_metric(task: str) -> str:
-    """The metric that says how good a train job's model is."""
-    return "val_accuracy" if task == "classification" else "val_rmse"
-
-
-def reported_metrics(spec: TrainSpec, task: str) -> set[str]:
-    """What a job reports every epoch (the user's loop: what its spec says it reports)."""
-    if spec.loop is not None:
-        return set(spec.loop.metrics)
-    return {
-        "train_loss",
-        "val_loss",
-        score_metric(task),
-        "epoch_time_s",
-        "samples_per_s",
-        "lr",
-        "epoch",
-    }
-
-
 def check(spec: TrainSpec, resources: ClusterResources) -> TrainChecked:
     """Every check that needs the data or the hardware, all problems at once."""
     code, problems = collect_code(spec)
@@ -141,11 +122,11 @@ def check(spec: TrainSpec, resources: ClusterResources) -> TrainChecked:
     if data is not None:
         if spec.model is not None:
             try:
-                check_input_shape(spec.model, data.input_shape)
+                check_input_shape(spec.model, data.input_shape, data.vocab_size)
             except InputShapeError as exc:
                 problems.append(Problem("model.name", str(exc)))
         problems += check_model_and_loop(spec, data)
-        allowed = reported_metrics(spec, data.task)
+        allowed = reported_metrics(spec, data)
         if spec.early_stopping is not None and spec.loop is not None:
             problems.append(
                 Problem("early_stopping", "your own loop decides when it stops; remove this")
@@ -199,9 +180,17 @@ def run(spec: TrainSpec, job: Job) -> TrainOutcome:
     return run_job(spec, job, check, _fit_and_record, resumes=RESUMES)
 
 
+def prepare_data(spec: TrainSpec, checked: TrainChecked) -> PreparedData:
+    """The job's splits, preprocessing fitted on the training split (Ray is up)."""
+    return build_datasets(
+        spec.data, checked.data, spec.seed, spec.scaling.num_workers, checked.budget.data_cpus
+    )
+
+
 def build_trainer(
     spec: TrainSpec,
     checked: TrainChecked,
+    prepared: PreparedData,
     run_id: str | None,
     sink: MlflowMetricsSink | None,
     storage: str,
@@ -220,9 +209,6 @@ def build_trainer(
     from ray.train.torch import TorchTrainer
 
     budget = checked.budget
-    train_ds, val_ds = build_datasets(
-        spec.data, checked.data, spec.seed, spec.scaling.num_workers, budget.data_cpus
-    )
     callbacks = list(callbacks or [])
     if sink is not None:
         from deeprig.tracking.report_logger import EpochMetricsLogger
@@ -231,7 +217,7 @@ def build_trainer(
         epochs = None if spec.loop is not None else spec.optim.num_epochs
         callbacks.append(EpochMetricsLogger(sink, epochs))
         sink = sink.tags_only()
-    loop, loop_config = _worker_entry(spec, checked, run_id, sink)
+    loop, loop_config = _worker_entry(spec, checked, prepared, run_id, sink)
     return TorchTrainer(
         loop,
         train_loop_config=loop_config,
@@ -257,7 +243,7 @@ def build_trainer(
             logging_config=LoggingConfig(log_level="WARNING"),
             callbacks=callbacks,
         ),
-        datasets={"train": train_ds, "val": val_ds},
+        datasets=prepared.for_trainer(),
         dataset_config=DataConfig(datasets_to_split=["train", "val"]),
     )
 
@@ -265,6 +251,7 @@ def build_trainer(
 def _worker_entry(
     spec: TrainSpec,
     checked: TrainChecked,
+    prepared: PreparedData,
     run_id: str | None,
     sink: MlflowMetricsSink | None,
 ) -> tuple[Any, dict[str, Any]]:
@@ -276,11 +263,16 @@ def _worker_entry(
     if spec.loop is not None:
         own = {"code": checked.code, "function": spec.loop.function}
         return user_loop_per_worker, {**spec.loop.config, DEEPRIG_KEY: own}
-    return train_loop_per_worker, {"worker": worker_config(spec, checked, run_id, sink)}
+    worker = worker_config(spec, checked, prepared.fitted, run_id, sink)
+    return train_loop_per_worker, {"worker": worker}
 
 
 def worker_config(
-    spec: TrainSpec, checked: TrainChecked, run_id: str | None, sink: MetricsSink | None
+    spec: TrainSpec,
+    checked: TrainChecked,
+    fitted: Fitted,
+    run_id: str | None,
+    sink: MetricsSink | None,
 ) -> WorkerConfig:
     """What deeprig's loop needs on a worker, for a Ray Train worker and a Tune trial alike."""
     from deeprig.training.worker_config import WorkerConfig
@@ -293,6 +285,7 @@ def worker_config(
         run_id=run_id,
         sink=sink,
         code=checked.code,
+        fitted=fitted,
     )
 
 
@@ -321,12 +314,14 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
         queue = report_queue()
         callbacks.append(ReportsToQueue(queue))
         poll = LatestReport(queue)
-    trainer = build_trainer(spec, checked, run_id, sink, storage, run_name, callbacks)
+    prepared = prepare_data(spec, checked)
+    trainer = build_trainer(spec, checked, prepared, run_id, sink, storage, run_name, callbacks)
     score = score_metric(checked.data.task)
     if recorder and not job_run.resumed:
         from deeprig.tracking.datasets import log_datasets
 
         log_datasets(recorder, dataset_records(spec, checked.data))
+        record_preprocessing(recorder, spec, checked.data, prepared.fitted)
         if spec.model is not None:
             recorder.log_params({"effective_batch_size": str(spec.effective_batch_size)})
     console.print(
@@ -350,7 +345,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     metrics = dict(best[1]) if best else dict(result.metrics or {})
     checkpoint_path = best[0].path if best else None
     if recorder:
-        record_results(recorder, spec, checked.code, best, score, console)
+        metrics |= record_results(recorder, spec, checked.code, best, score, console, prepared)
         recorder.finish(RunStatus.FINISHED)
     return TrainOutcome(
         job_name=spec.name,

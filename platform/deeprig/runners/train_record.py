@@ -3,18 +3,22 @@ MLflow datasets, the learning curve, the best checkpoint, and the model."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from deeprig.data.info import DataInfo
+from deeprig.data.info import DataInfo, Fitted
+from deeprig.spec.data import ImagesData, ParquetData, TextData, TimeseriesData
 from deeprig.spec.train import TrainSpec
 from deeprig.tracking.tags import Tag
 from deeprig.training.state import TrainState
 
 if TYPE_CHECKING:
     from ray.train import Checkpoint
+    from torch import nn
 
+    from deeprig.data.pipeline import PreparedData
     from deeprig.tracking.datasets import DatasetRecord
     from deeprig.tracking.runs import RunRecorder
     from deeprig.usercode import CodeBundle
@@ -53,6 +57,20 @@ def dataset_records(spec: TrainSpec, data_info: DataInfo) -> list[DatasetRecord]
     ]
 
 
+def record_preprocessing(
+    recorder: RunRecorder, spec: TrainSpec, data: DataInfo, fitted: Fitted
+) -> None:
+    """What was fitted on the training split (preprocessing.json, tokenizer.json) and the
+    class names behind the ids (the `data.classes` param), before training starts."""
+    record: dict[str, object] = {"source": spec.data.source, **fitted.record()}
+    if data.classes:
+        record["classes"] = list(data.classes)
+        recorder.log_params({"data.classes": ", ".join(data.classes)})
+    if fitted.tokenizer_json is not None:
+        recorder.log_text(fitted.tokenizer_json, "preprocessing/tokenizer.json")
+    recorder.log_dict(record, "preprocessing/preprocessing.json")
+
+
 def record_results(
     recorder: RunRecorder,
     spec: TrainSpec,
@@ -60,10 +78,12 @@ def record_results(
     best: tuple[Checkpoint, dict] | None,
     score: str,
     console: Console,
-) -> None:
-    """Learning curve, the best checkpoint and the final model (the best by the spec's
-    metric), logged from the driver after training. The user's loop writes checkpoints
-    deeprig cannot read: they are logged as they are, without a model."""
+    prepared: PreparedData | None = None,
+) -> dict[str, float]:
+    """Learning curve, the best checkpoint, its confusion matrix, its test-set scores
+    (returned) and the final model (the best by the spec's metric), logged from the driver
+    after training. The user's loop writes checkpoints deeprig cannot read: they are
+    logged as they are, without a model."""
     best_epoch = int(best[1]["epoch"]) if best and "epoch" in best[1] else None
     title = f"{spec.name} - run {recorder.run_id[:8]}"
     if spec.loop is not None:
@@ -74,7 +94,7 @@ def record_results(
     else:
         recorder.log_learning_curve(("train_loss", "val_loss"), score, title, best_epoch)
     if best is None:
-        return
+        return {}
     checkpoint, metrics = best
     recorder.set_tags(
         {
@@ -85,9 +105,30 @@ def record_results(
     with checkpoint.as_directory() as directory:
         recorder.log_directory(directory, "checkpoints/best")
         if spec.loop is not None:
-            return
+            return {}
         state = TrainState.load(directory)
+    classes = list(state.classes or [str(i) for i in range(state.num_outputs)])
+    if state.confusion_matrix is not None:
+        epoch = int(metrics.get("epoch", 0))
+        recorder.log_confusion_matrix(
+            state.confusion_matrix,
+            classes,
+            f"{spec.name}: validation, epoch {epoch}",
+            "plots/confusion_matrix_val.png",
+        )
+    test_metrics: dict[str, float] = {}
+    if prepared is not None and prepared.test is not None:
+        from deeprig.runners.test_set import score_test_set
+
+        console.print("Scoring the best model on the test set ...")
+        test_metrics, confusion = score_test_set(state, prepared.test)
+        recorder.log_metrics(test_metrics, step=int(metrics.get("epoch", 0)))
+        if confusion is not None:
+            recorder.log_confusion_matrix(
+                confusion, classes, f"{spec.name}: test set", "plots/confusion_matrix_test.png"
+            )
     log_trained_model(recorder, state, spec.tracking.register_as, code, console)
+    return test_metrics
 
 
 def log_trained_model(
@@ -97,14 +138,59 @@ def log_trained_model(
     code: CodeBundle | None = None,
     console: Console | None = None,
 ) -> None:
-    """The checkpoint's model logged on the run with its signature (and registered)."""
+    """The checkpoint's model logged on the run with its signature (and registered),
+    behind its preprocessing: it reads raw inputs (models/wrappers.py)."""
     import numpy as np
 
-    sample = np.zeros((2, *state.input_shape), dtype=np.float32)
-    code_paths = code.py_modules() if code else None
-    used = recorder.log_torch_model(state.rebuild_model(), sample, register_as, code_paths)
-    if used != "pt2" and console is not None:
+    model, exportable, requirements = servable_model(state)
+    dtype = np.int64 if state.input_dtype == "int64" else np.float32
+    sample = np.zeros((2, *state.input_shape), dtype=dtype)
+    code_paths = code.py_modules() if code else []
+    if not exportable:  # pickled: the wrapper's class must import where it is loaded
+        import deeprig
+
+        code_paths = [*code_paths, str(Path(deeprig.__file__).parent)]
+    used = recorder.log_torch_model(
+        model, sample, register_as, code_paths or None, exportable, requirements
+    )
+    if used != "pt2" and exportable and console is not None:
         console.print(
             "[yellow]the model could not be exported with torch.export; it is logged "
             "pickled, with its code (code.paths): loading it needs the same torch[/]"
         )
+
+
+def servable_model(state: TrainState) -> tuple[nn.Module, bool, list[str]]:
+    """(the model MLflow serves, whether torch.export may trace it, its extra pip
+    requirements): the network behind the preprocessing it was trained with."""
+    import torch
+
+    from deeprig.models.wrappers import SeriesForecaster, Standardized, TextClassifier
+    from deeprig.spec.train import TrainSpec as Spec
+
+    net = state.rebuild_model()
+    fitted = state.preprocessing()
+    data = Spec.model_validate(state.spec).data
+    if isinstance(data, TextData) and fitted.tokenizer_json is not None:
+        import tokenizers
+
+        classes = list(state.classes or [str(i) for i in range(state.num_outputs)])
+        model = TextClassifier(net, fitted.tokenizer_json, classes)
+        return model, False, [f"tokenizers=={tokenizers.__version__}"]
+    if fitted.input_mean is None:
+        return net, True, []
+    mean, std = (torch.from_numpy(a) for a in fitted.broadcast_stats())
+    if isinstance(data, TimeseriesData):
+        target_index = data.columns.index(data.target) if data.target in data.columns else 0
+        forecaster = SeriesForecaster(
+            net,
+            mean,
+            std,
+            fitted.target_mean or 0.0,
+            fitted.target_std or 1.0,
+            data.forecast == "change",
+            target_index,
+        )
+        return forecaster, True, []
+    assert isinstance(data, ImagesData | ParquetData)
+    return Standardized(net, mean, std), True, []

@@ -4,8 +4,9 @@ function, the user's own loop): everything that can fail before Ray starts, all 
 from __future__ import annotations
 
 from deeprig.data.info import DataInfo
+from deeprig.spec.data import PythonData
 from deeprig.spec.errors import Problem
-from deeprig.spec.train import CustomModelConfig, PythonData, TrainSpec
+from deeprig.spec.train import CustomModelConfig, TrainSpec
 from deeprig.usercode import CodeBundle, UserCodeProblem
 from deeprig.usercode.checks import check_custom_model, check_loop_function
 
@@ -42,7 +43,9 @@ def check_model_and_loop(spec: TrainSpec, data: DataInfo | None) -> list[Problem
             from deeprig.data.samples import first_samples
 
             samples = first_samples(spec.data, data, 2)
-            problems += check_custom_model(spec.model, data.input_shape, data.num_outputs, samples)
+            problems += check_custom_model(
+                spec.model, data.input_shape, data.num_outputs, samples, data.vocab_size
+            )
     if spec.loop is not None:
         problems += check_loop_function(spec.loop.function)
     return problems

@@ -6,6 +6,7 @@ Every model forbids unknown keys, and every field has a description: it feeds
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -46,3 +47,16 @@ class TrackingSpec(StrictModel):
     enabled: bool = Field(
         default=True, description="Set false to record nothing (benchmarks use this)."
     )
+
+
+# `module:attr`, the way a spec names user code (a class, a function).
+TARGET_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
+
+
+def _is_target(value: str) -> str:
+    if not re.match(TARGET_PATTERN, value):
+        raise ValueError(f"{value!r} is not module:attr (e.g. 'mynets:SmallResNet')")
+    return value
+
+
+Target = Annotated[str, AfterValidator(_is_target)]

@@ -9,6 +9,17 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from deeprig.spec.common import TrackingSpec
+from deeprig.spec.data import (
+    AugmentSpec,
+    DigitsData,
+    ImagesData,
+    ParquetData,
+    PythonData,
+    SyntheticData,
+    TextData,
+    TimeseriesData,
+    TokenizerSpec,
+)
 from deeprig.spec.rl import (
     EnvRunnersSpec,
     EvaluationSpec,
@@ -23,18 +34,14 @@ from deeprig.spec.train import (
     CNNConfig,
     CodeSpec,
     CustomModelConfig,
-    DigitsData,
     EarlyStoppingSpec,
     FailureSpec,
     LoopSpec,
     MLPConfig,
     OptimSpec,
-    ParquetData,
-    PythonData,
     RNNConfig,
     ScalingSpec,
     ScheduleSpec,
-    SyntheticData,
     TrainSpec,
     TrainTrackingSpec,
 )
@@ -50,6 +57,11 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`data` with `source: builtin:synthetic`", SyntheticData),
     ("`data` with `source: parquet`", ParquetData),
     ("`data` with `source: python`", PythonData),
+    ("`data` with `source: images`", ImagesData),
+    ("`data.augment` (images)", AugmentSpec),
+    ("`data` with `source: text`", TextData),
+    ("`data.tokenizer` (text)", TokenizerSpec),
+    ("`data` with `source: timeseries`", TimeseriesData),
     ("`code`", CodeSpec),
     ("`loop`", LoopSpec),
     ("`optim`", OptimSpec),

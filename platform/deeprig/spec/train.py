@@ -5,12 +5,12 @@ them (spec/reference.py).
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 
-from deeprig.spec.common import NAME_PATTERN, StrictModel, TrackingSpec
+from deeprig.spec.common import NAME_PATTERN, StrictModel, Target, TrackingSpec
+from deeprig.spec.data import DataSpec
 
 # ---------------------------------------------------------------- models
 # One config class per architecture. deeprig.models.registry maps each class to its
@@ -43,19 +43,18 @@ class RNNConfig(StrictModel):
     num_layers: int = Field(default=1, ge=1, le=8, description="Stacked recurrent layers.")
     bidirectional: bool = Field(default=False, description="Read the sequence both ways.")
     dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout between layers.")
-
-
-# `module:attr`, the way a spec names user code (a class, a function).
-TARGET_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*$"
-
-
-def _is_target(value: str) -> str:
-    if not re.match(TARGET_PATTERN, value):
-        raise ValueError(f"{value!r} is not module:attr (e.g. 'mynets:SmallResNet')")
-    return value
-
-
-Target = Annotated[str, AfterValidator(_is_target)]
+    embedding_dim: int = Field(
+        default=64,
+        ge=1,
+        description="Text data: width of the token embedding the recurrent layers read.",
+    )
+    pooling: Literal["last", "mean"] = Field(
+        default="last",
+        description=(
+            "What feeds the head: the hidden state at the last real time step, or the mean "
+            "over the real time steps (text padding is masked either way)."
+        ),
+    )
 
 
 class CustomModelConfig(StrictModel):
@@ -76,92 +75,6 @@ ModelSpec = Annotated[
     MLPConfig | CNNConfig | RNNConfig | CustomModelConfig, Field(discriminator="name")
 ]
 MODEL_CONFIGS: tuple[type[StrictModel], ...] = get_args(get_args(ModelSpec)[0])
-
-
-# ---------------------------------------------------------------- data
-
-
-class _DataBase(StrictModel):
-    val_fraction: float = Field(
-        default=0.2, gt=0.0, lt=1.0, description="Share of rows held out for validation."
-    )
-    cache: Literal["auto", "memory", "stream"] = Field(
-        default="auto",
-        description=(
-            "How workers consume their shard: `memory` reads it once into tensors and reuses "
-            "it every epoch, `stream` pulls it through Ray Data every epoch, `auto` picks "
-            "memory when a shard fits in 512 MiB."
-        ),
-    )
-
-
-class DigitsData(_DataBase):
-    source: Literal["builtin:digits"] = Field(
-        description="scikit-learn's 8x8 handwritten digits (1797 images, 10 classes)."
-    )
-
-
-class SyntheticData(_DataBase):
-    source: Literal["builtin:synthetic"] = Field(
-        description="Generated data of any size (for benchmarks and smoke tests)."
-    )
-    num_samples: int = Field(default=4096, ge=16, description="Rows to generate.")
-    shape: list[Annotated[int, Field(ge=1)]] = Field(
-        default=[32], min_length=1, max_length=3, description="Shape of one sample's features."
-    )
-    num_classes: int = Field(
-        default=10, ge=0, description="Classes; 0 makes a regression target instead."
-    )
-
-
-class ParquetData(_DataBase):
-    source: Literal["parquet"] = Field(description="User data in Parquet, read by Ray Data.")
-    path: str = Field(
-        min_length=1, description="File, folder or URI (s3://, gs://, ...) of Parquet files."
-    )
-    features: list[str] = Field(
-        min_length=1,
-        description="Feature columns: several scalar columns, or one fixed-size list column.",
-    )
-    label: str = Field(min_length=1, description="Label column.")
-    task: Literal["auto", "classification", "regression"] = Field(
-        default="auto",
-        description="`auto`: integer labels mean classification (ids 0..K-1), floats regression.",
-    )
-    feature_shape: list[Annotated[int, Field(ge=1)]] | None = Field(
-        default=None,
-        description="Reshape each sample's features, e.g. [8, 8] for a CNN or an LSTM.",
-    )
-
-
-class PythonData(_DataBase):
-    source: Literal["python"] = Field(
-        description="Your own data function, found on `code.paths`, called once on the driver."
-    )
-    target: Target = Field(
-        description=(
-            "module:attr of a function returning (features, labels) numpy arrays, a pandas "
-            "DataFrame or pyarrow Table (with `features` and `label`), a ray.data.Dataset, "
-            "or a torch Dataset of (x, y) pairs."
-        ),
-    )
-    args: dict[str, Any] = Field(default_factory=dict, description="Its keyword arguments.")
-    features: list[str] | None = Field(
-        default=None,
-        description="Feature columns of a DataFrame, Table or Ray Dataset (a Dataset: `x`).",
-    )
-    label: str | None = Field(
-        default=None, description="Label column of a DataFrame, Table or Ray Dataset (`y`)."
-    )
-    task: Literal["auto", "classification", "regression"] = Field(
-        default="auto",
-        description="`auto`: integer labels mean classification (ids 0..K-1), floats regression.",
-    )
-
-
-DataSpec = Annotated[
-    DigitsData | SyntheticData | ParquetData | PythonData, Field(discriminator="source")
-]
 
 
 class CodeSpec(StrictModel):

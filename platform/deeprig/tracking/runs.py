@@ -3,6 +3,7 @@ files, find a search's child runs."""
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 import warnings
@@ -174,6 +175,42 @@ class RunRecorder:
         self.log_figure(fig, "plots/learning_curve.png")
         plt.close(fig)
 
+    def log_confusion_matrix(
+        self, matrix: list[list[int]], classes: list[str], title: str, artifact_file: str
+    ) -> None:
+        """A confusion matrix as an image: counts in every cell, rows the true class,
+        shaded by each row's share (a rare class reads as clearly as a common one)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        counts = np.asarray(matrix)
+        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        size = min(2.2 + 0.6 * len(classes), 12.0)
+        fig, ax = plt.subplots(figsize=(size + 1.2, size))
+        image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+        ticks = range(len(classes))
+        ax.set_xticks(ticks, classes, rotation=45, ha="right")
+        ax.set_yticks(ticks, classes)
+        if len(classes) <= 20:
+            for (row, col), count in np.ndenumerate(counts):
+                colour = "white" if shares[row, col] > 0.5 else "black"
+                ax.text(col, row, str(count), ha="center", va="center", color=colour, fontsize=8)
+        ax.set(xlabel="predicted", ylabel="true", title=title)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+        fig.tight_layout()
+        self.log_figure(fig, artifact_file)
+        plt.close(fig)
+
+    def log_dict(self, content: dict[str, Any], artifact_file: str) -> None:
+        """A JSON (or YAML, by the file's suffix) artifact."""
+        self.client.log_dict(self.run_id, content, artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self.run_id, text, artifact_file)
+
     def log_directory(self, directory: str | Path, artifact_path: str) -> None:
         self.client.log_artifacts(self.run_id, str(directory), artifact_path)
 
@@ -195,11 +232,14 @@ class RunRecorder:
         sample_input,
         register_as: str | None,
         code_paths: list[str] | None = None,
+        exportable: bool = True,
+        pip_requirements: list[str] | None = None,
     ) -> str:
         """Log `model` with its input/output signature; register it when asked. The format
         is torch.export's ("pt2": it loads without the model's code); a model torch.export
         cannot trace is logged pickled instead, with `code_paths` (the modules it needs).
-        Tags the format; returns it."""
+        `exportable` False logs it pickled straight away (a model with methods beyond
+        `forward`, e.g. one that tokenises). Tags the format; returns it."""
         import mlflow
         import mlflow.pytorch
         import torch
@@ -223,16 +263,27 @@ class RunRecorder:
                     signature=signature,
                     input_example=sample_input[:2],
                     # Declared, not inferred: inference imports and probes every package.
-                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                    pip_requirements=[
+                        f"torch=={torch.__version__.split('+')[0]}",
+                        *(pip_requirements or []),
+                    ],
                     registered_model_name=register_as,
                 )
                 try:
+                    if not exportable:
+                        raise TypeError("logged pickled by request")
                     mlflow.pytorch.log_model(model, serialization_format="pt2", **options)
                     used = "pt2"
                 except Exception:  # torch.export cannot trace it (data-dependent control flow)
-                    mlflow.pytorch.log_model(
-                        model, serialization_format="pickle", code_paths=code_paths, **options
-                    )
+                    # (MLflow warns that pickles run code when loaded: they are this run's own)
+                    quiet = logging.getLogger("mlflow.pytorch")
+                    level, quiet.level = quiet.level, logging.ERROR
+                    try:
+                        mlflow.pytorch.log_model(
+                            model, serialization_format="pickle", code_paths=code_paths, **options
+                        )
+                    finally:
+                        quiet.setLevel(level)
                     used = "pickle"
         finally:
             mlflow.set_tracking_uri(previous)

@@ -52,6 +52,7 @@ class StepParts:
     accumulate_steps: int
     grad_clip_norm: float | None
     world_size: int
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # train batches only
 
 
 # Called after every optimiser step with the position and the step's mean loss (a tensor:
@@ -78,6 +79,8 @@ def train_epoch(
             optimizer.zero_grad(set_to_none=True)
             step_loss.zero_()
         pending += 1
+        if parts.augment is not None:
+            x = parts.augment(x)
         syncs = pending == parts.accumulate_steps
         with _no_sync(model, syncs), autocast(x.device, parts.autocast_dtype):
             out = model(x)

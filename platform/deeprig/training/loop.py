@@ -9,6 +9,7 @@ one epoch's steps are training/epoch.py's, what happens every N steps training/s
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -18,12 +19,16 @@ import torch.distributed as dist
 from torch import nn
 
 from deeprig.data.shard import ShardBatches
+from deeprig.spec.data import ImagesData
 from deeprig.spec.train import TrainSpec
 from deeprig.tracking.report_logger import LAST_REPORT
 from deeprig.tracking.tags import Tag
-from deeprig.training.epoch import Position, StepParts, autocast, loss_of, reseed, train_epoch
+from deeprig.training.augment import image_augment
+from deeprig.training.epoch import Position, StepParts, reseed, train_epoch
+from deeprig.training.evaluate import evaluate, loss_function
 from deeprig.training.guards import EarlyStop
 from deeprig.training.parts import TrainParts, build_parts
+from deeprig.training.scores import ClassScores
 from deeprig.training.session import RayTrainSession, WorkerSession
 from deeprig.training.state import TrainState
 from deeprig.training.step_hooks import StepHooks
@@ -62,10 +67,10 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
 
     classification = worker.data.task == "classification"
     train, val = _open_shards(worker, session, device)
-    loss_fn = (
-        nn.CrossEntropyLoss(reduction="sum") if classification else nn.MSELoss(reduction="sum")
-    )
+    loss_fn = loss_function(classification)
     step = _step_parts(parts, loss_fn, classification, spec, session.world_size)
+    if isinstance(spec.data, ImagesData):
+        step = dataclasses.replace(step, augment=image_augment(spec.data.augment))
     early_stop = EarlyStop(
         spec.early_stopping,
         restored.early_stop_best if restored else None,
@@ -84,17 +89,18 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
         train_seconds = time.perf_counter() - started
         lr = parts.optimizer.param_groups[0]["lr"]
         parts.scheduler.step()
-        val_totals = _evaluate(
-            parts.raw_model, val, loss_fn, classification, device, parts.autocast_dtype
-        )
+        scores = ClassScores(worker.data.num_outputs, device) if classification else None
+        val_totals = evaluate(parts.raw_model, val, loss_fn, scores, device, parts.autocast_dtype)
         both = torch.cat([train_totals, val_totals])
         if session.world_size > 1:
             dist.all_reduce(both)
         # (resumed inside this epoch: its rows before the checkpoint took no time here)
         rows_before = inside.epoch_totals[1] if inside else 0.0
+        target_std = worker.fitted.target_std or 1.0
         metrics = _epoch_metrics(
-            both, epoch, lr, started, train_seconds, classification, rows_before
+            both, epoch, lr, started, train_seconds, classification, rows_before, target_std
         )
+        metrics |= _scores(scores, worker, session.world_size, hooks)
         if sink is not None:  # (under Ray Train the controller logs epochs: a no-op here)
             sink.log(metrics, step=epoch)
         stop = early_stop.should_stop(metrics)
@@ -145,6 +151,7 @@ def _open_shards(
 ) -> tuple[ShardBatches, ShardBatches]:
     spec = worker.spec
     label_dtype = torch.long if worker.data.task == "classification" else torch.float32
+    input_dtype = torch.long if worker.data.input_dtype == "int64" else torch.float32
     train = ShardBatches(
         session.dataset("train"),
         spec.optim.batch_size,
@@ -152,6 +159,7 @@ def _open_shards(
         label_dtype,
         worker.in_memory,
         seed=spec.seed * 31 + session.rank,
+        input_dtype=input_dtype,
     )
     val = ShardBatches(
         session.dataset("val"),
@@ -160,6 +168,7 @@ def _open_shards(
         label_dtype,
         worker.in_memory,
         seed=0,
+        input_dtype=input_dtype,
     )
     if session.world_size > 1 and train.num_rows is not None:
         # DDP hangs if one rank runs more steps than another: keep the smallest shard size.
@@ -185,6 +194,18 @@ def _step_parts(
     )
 
 
+def _scores(
+    scores: ClassScores | None, worker: WorkerConfig, world_size: int, hooks: StepHooks
+) -> dict[str, float]:
+    """The epoch's metrics beyond loss and accuracy: macro F1 and AUC (classification;
+    the confusion matrix goes into the checkpoint), or the regression errors in the
+    target's own units beside the baseline's (time series)."""
+    if scores is not None:
+        extra, hooks.last_confusion = scores.compute(world_size)
+        return {f"val_{name}": value for name, value in extra.items()}
+    return dict(worker.fitted.baseline)
+
+
 def _epoch_metrics(
     totals: torch.Tensor,
     epoch: int,
@@ -193,10 +214,11 @@ def _epoch_metrics(
     train_seconds: float,
     classification: bool,
     rows_before: float = 0.0,
+    target_std: float = 1.0,
 ) -> dict[str, float]:
     """The epoch's report from the totals summed over every rank (`rows_before`: rows of
     it trained before a mid-epoch resume, in the loss but not in the throughput)."""
-    train_loss_sum, train_rows, val_loss_sum, val_hits, val_rows = totals.tolist()
+    train_loss_sum, train_rows, val_loss_sum, val_hits, val_rows, val_abs = totals.tolist()
     metrics = {
         "epoch": epoch + 1,
         "train_loss": train_loss_sum / max(train_rows, 1),
@@ -207,20 +229,7 @@ def _epoch_metrics(
     }
     if classification:
         metrics["val_accuracy"] = val_hits / max(val_rows, 1)
-    else:
-        metrics["val_rmse"] = (val_loss_sum / max(val_rows, 1)) ** 0.5
+    else:  # in the target's own units (a scaled target is scaled back)
+        metrics["val_rmse"] = (val_loss_sum / max(val_rows, 1)) ** 0.5 * target_std
+        metrics["val_mae"] = val_abs / max(val_rows, 1) * target_std
     return metrics
-
-
-@torch.no_grad()
-def _evaluate(model, batches: ShardBatches, loss_fn, classification, device, autocast_dtype):
-    model.eval()
-    totals = torch.zeros(3, device=device)  # loss sum, hits, rows
-    for x, y in batches.epoch(0, shuffle=False):
-        with autocast(device, autocast_dtype):
-            out = model(x)
-        totals[0] += loss_of(loss_fn, out, y, classification)
-        if classification:
-            totals[1] += (out.argmax(dim=1) == y).sum()
-        totals[2] += len(y)
-    return totals

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,8 @@ def build_parts(worker: WorkerConfig, session: WorkerSession, device: torch.devi
 
     spec = worker.spec
     assert spec.model is not None  # (a spec without one runs its own loop, not this one)
-    model = build_model(spec.model, worker.data.input_shape, worker.data.num_outputs)
+    data = worker.data
+    model = build_model(spec.model, data.input_shape, data.num_outputs, data.vocab_size)
     restored = session.restore()
     if restored is not None:
         model.load_state_dict(restored.model)
@@ -75,6 +77,10 @@ def train_state(
         num_outputs=worker.data.num_outputs,
         task=worker.data.task,
         run_id=worker.run_id,
+        input_dtype=worker.data.input_dtype,
+        vocab_size=worker.data.vocab_size,
+        classes=worker.data.classes,
+        fitted=dataclasses.asdict(worker.fitted),
         **position,
     )
 

@@ -42,6 +42,13 @@ class TrainState:
     # Early stopping's patience, so a restart neither forgets the best nor waits again.
     early_stop_best: float | None = None
     early_stop_stale: int = 0
+    input_dtype: str = "float32"  # "int64": token ids (text)
+    vocab_size: int | None = None
+    classes: tuple[str, ...] | None = None  # class names in id order, where labels had names
+    fitted: dict[str, Any] | None = None  # data.info.Fitted as a dict: the preprocessing
+    # The validation split's confusion matrix at this epoch (rows: true class), summed
+    # over every rank; classification only.
+    confusion_matrix: list[list[int]] | None = None
 
     @property
     def mid_epoch(self) -> bool:
@@ -65,7 +72,20 @@ class TrainState:
             saved |= saved.pop("data")
         saved["input_shape"] = tuple(saved["input_shape"])
         saved["epoch_totals"] = tuple(saved.get("epoch_totals", (0.0, 0.0)))
+        if saved.get("classes") is not None:
+            saved["classes"] = tuple(saved["classes"])
         return cls(**saved)
+
+    def preprocessing(self):
+        """The `Fitted` preprocessing this model was trained behind."""
+        from deeprig.data.info import Fitted
+
+        fields = dict(self.fitted or {})
+        for key in ("input_mean", "input_std", "stats_shape"):
+            if fields.get(key) is not None:
+                fields[key] = tuple(fields[key])
+        fields["baseline"] = tuple(tuple(pair) for pair in fields.get("baseline", ()))
+        return Fitted(**fields)
 
     def rebuild_model(self) -> nn.Module:
         """The trained network, weights loaded, built from the spec it was trained with."""
@@ -74,6 +94,6 @@ class TrainState:
 
         spec = TrainSpec.model_validate(self.spec)
         assert spec.model is not None  # (deeprig's loop wrote this state: it had a model)
-        model = build_model(spec.model, self.input_shape, self.num_outputs)
+        model = build_model(spec.model, self.input_shape, self.num_outputs, self.vocab_size)
         model.load_state_dict(self.model)
         return model

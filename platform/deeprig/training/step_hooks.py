@@ -47,6 +47,10 @@ class StepHooks:
             None if batches_per_epoch is None else -(-batches_per_epoch // accumulate)
         )
         self.last_metrics: dict[str, float] = parts.restored.metrics if parts.restored else {}
+        # The last epoch's validation confusion matrix (classification), saved with its state.
+        self.last_confusion: list[list[int]] | None = (
+            parts.restored.confusion_matrix if parts.restored else None
+        )
         # A mid-epoch checkpoint ranks below every epoch's: Ray Train keeps it while it is
         # the latest, and never hands it back as the best.
         worst = sys.float_info.max if spec.checkpoint.mode == "min" else -sys.float_info.max
@@ -72,6 +76,7 @@ class StepHooks:
             global_step=position.global_step,
             early_stop_best=self._early_stop.best,
             early_stop_stale=self._early_stop.stale,
+            confusion_matrix=self.last_confusion,
             **inside,
         )
 

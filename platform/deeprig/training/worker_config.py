@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from deeprig.data.describe import DataInfo
+from deeprig.data.info import DataInfo, Fitted
 from deeprig.spec.train import TrainSpec
 from deeprig.usercode import CodeBundle
 
@@ -28,3 +28,4 @@ class WorkerConfig:
     run_id: str | None  # the MLflow run this job writes to; travels in checkpoints too
     sink: MetricsSink | None  # None when tracking is off
     code: CodeBundle | None = None  # the user's modules (code.paths), installed first
+    fitted: Fitted = Fitted()  # what the driver fitted on the training split

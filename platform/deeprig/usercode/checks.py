@@ -14,14 +14,16 @@ from deeprig.usercode.signature import bind_arguments
 from deeprig.usercode.targets import UserCodeProblem, resolve_target
 
 
-def build_custom_model(cfg: Any, input_shape: tuple[int, ...], num_outputs: int) -> Any:
+def build_custom_model(
+    cfg: Any, input_shape: tuple[int, ...], num_outputs: int, vocab_size: int | None = None
+) -> Any:
     """The user's network, built with the spec's args and what deeprig fills from the data.
     Raises UserCodeProblem (the problems were already reported by `check_custom_model` on
     the driver; a worker only meets them if its code differs)."""
     from torch import nn
 
     factory = resolve_target(cfg.target, "model.target")
-    filled = {"num_outputs": num_outputs, "input_shape": tuple(input_shape)}
+    filled = _filled(num_outputs, input_shape, vocab_size)
     kwargs, problems = bind_arguments(factory, cfg.args, "model.args", filled)
     if problems:
         raise UserCodeProblem(problems[0].path, problems[0].message)
@@ -33,8 +35,22 @@ def build_custom_model(cfg: Any, input_shape: tuple[int, ...], num_outputs: int)
     return model
 
 
+def _filled(
+    num_outputs: int, input_shape: tuple[int, ...] | None, vocab_size: int | None
+) -> dict[str, Any]:
+    """What deeprig fills from the data into a model's parameters of these names."""
+    filled: dict[str, Any] = {"num_outputs": num_outputs, "input_shape": tuple(input_shape or ())}
+    if vocab_size is not None:  # token ids (text data)
+        filled["vocab_size"] = vocab_size
+    return filled
+
+
 def check_custom_model(
-    cfg: Any, input_shape: tuple[int, ...] | None, num_outputs: int, samples: np.ndarray | None
+    cfg: Any,
+    input_shape: tuple[int, ...] | None,
+    num_outputs: int,
+    samples: np.ndarray | None,
+    vocab_size: int | None = None,
 ) -> list[Problem]:
     """Every problem of a custom model: its target, its args, and a dry run on CPU (build,
     one forward and backward pass on two real samples, the output's shape). Without the
@@ -51,15 +67,16 @@ def check_custom_model(
         return [Problem("model.target", f"{cfg.target} is a class but not a torch.nn.Module")]
     if not callable(factory):
         return [Problem("model.target", f"{cfg.target} is neither an nn.Module nor a function")]
-    filled = {"num_outputs": num_outputs, "input_shape": tuple(input_shape or ())}
+    filled = _filled(num_outputs, input_shape, vocab_size)
     _, problems = bind_arguments(factory, cfg.args, "model.args", filled)
     if problems or samples is None or input_shape is None:
         return problems
     try:
         with warnings.catch_warnings():  # its warnings belong to its run, not to validate
             warnings.simplefilter("ignore")
-            model = build_custom_model(cfg, input_shape, num_outputs)
-            x = torch.as_tensor(np.asarray(samples[:2], dtype=np.float32))
+            model = build_custom_model(cfg, input_shape, num_outputs, vocab_size)
+            tokens = np.issubdtype(np.asarray(samples).dtype, np.integer)
+            x = torch.as_tensor(np.asarray(samples[:2], dtype=np.int64 if tokens else np.float32))
             out = model.train()(x)
         if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x), num_outputs):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__

@@ -9,7 +9,7 @@ import re
 import sys
 from typing import Any
 
-from deeprig.spec.train import TARGET_PATTERN
+from deeprig.spec.common import TARGET_PATTERN
 
 # The code paths this process put on sys.path (CodeBundle.activate / install): where a
 # module that is not found was looked for.

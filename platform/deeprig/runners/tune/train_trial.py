@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from deeprig.cluster.resources import ClusterResources, WorkerBudget, data_reserve
 from deeprig.runners import train
+from deeprig.runners.train_metrics import reported_metrics
 from deeprig.runners.train_record import log_trained_model
 from deeprig.runners.tune.trial import (
     SearchBase,
@@ -32,7 +33,7 @@ def check_train_search(spec: TuneSpec, resources: ClusterResources) -> TuneCheck
     assert isinstance(spec.base, TrainSpec)
     base_checked = train.check(spec.base, resources)
     problems: list[Problem] = []
-    allowed = train.reported_metrics(spec.base, base_checked.data.task)
+    allowed = reported_metrics(spec.base, base_checked.data)
     problems += _check_user_code_extremes(spec, base_checked)
     if spec.search.metric not in allowed:
         problems.append(
@@ -152,6 +153,7 @@ def run_train_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         trainer = train.build_trainer(
             spec,
             ctx.checked,
+            train.prepare_data(spec, ctx.checked),
             run_id,
             sink,
             ctx.storage,
@@ -173,11 +175,9 @@ def _train_in_trial(spec: TrainSpec, ctx: TrialContext, run_id: str | None, sink
 
     checked = ctx.checked
     assert checked is not None
-    train_ds, val_ds = build_datasets(
-        spec.data, checked.data, spec.seed, 1, checked.budget.data_cpus
-    )
-    session = TuneTrialSession({"train": train_ds, "val": val_ds}, spec.scaling.use_gpu)
-    run_training(train.worker_config(spec, checked, run_id, sink), session)
+    prepared = build_datasets(spec.data, checked.data, spec.seed, 1, checked.budget.data_cpus)
+    session = TuneTrialSession(prepared.for_trainer(), spec.scaling.use_gpu)
+    run_training(train.worker_config(spec, checked, prepared.fitted, run_id, sink), session)
 
 
 def _resumed_epoch() -> int:

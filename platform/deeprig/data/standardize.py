@@ -1,0 +1,51 @@
+"""Mean/std statistics fitted on a training Ray Dataset and applied to every split: the
+per-channel normalisation of images and the per-column standardisation of tabular
+features. `Fitted.stats_shape` says how the statistics broadcast over one sample."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deeprig.data.info import Fitted
+
+
+def fit_statistics(
+    train, stats_shape: tuple[int, ...], averaged_axes: tuple[int, ...] = ()
+) -> Fitted:
+    """Mean and std of `x` over every training row, one value per element of
+    `stats_shape`; `averaged_axes` (a sample's axes, from 0) are averaged over too, e.g.
+    height and width for per-channel image statistics."""
+
+    def sums(batch) -> dict[str, np.ndarray]:
+        x = batch["x"].astype(np.float64)
+        axes = (0, *(a + 1 for a in averaged_axes))
+        per_value = int(np.prod([x.shape[a] for a in axes]))
+        return {
+            "sum": x.sum(axis=axes).reshape(1, -1),
+            "sq": (x * x).sum(axis=axes).reshape(1, -1),
+            "n": np.array([per_value]),
+            "rows": np.array([len(x)]),
+        }
+
+    parts = train.map_batches(sums, batch_format="numpy", batch_size=4096).take_all()
+    count = float(sum(p["n"] for p in parts))
+    mean = np.sum([p["sum"] for p in parts], axis=0) / count
+    squares = np.sum([p["sq"] for p in parts], axis=0) / count
+    std = np.sqrt(np.maximum(squares - mean**2, 0.0))
+    std = np.where(std < 1e-8, 1.0, std)  # a constant feature is centred, not blown up
+    return Fitted(
+        input_mean=tuple(float(v) for v in mean),
+        input_std=tuple(float(v) for v in std),
+        stats_shape=stats_shape,
+        fitted_on_rows=int(sum(p["rows"] for p in parts)),
+    )
+
+
+def standardized(dataset, fitted: Fitted):
+    """`dataset` with x -> (x - mean) / std, broadcast as `fitted.stats_shape` says."""
+    mean, std = fitted.broadcast_stats()
+
+    def apply(batch) -> dict[str, np.ndarray]:
+        return {"x": (batch["x"] - mean) / std, "y": batch["y"]}
+
+    return dataset.map_batches(apply, batch_format="numpy")

@@ -1,0 +1,121 @@
+"""Labelled text in CSV or Parquet: a Hugging Face `tokenizers` tokenizer trained on the
+training split only, every text encoded to `max_length` token ids (padded with id 0,
+truncated), labels mapped to class ids. The tokenizer travels in `Fitted` into the
+checkpoint and the logged model, which then predicts from raw text."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from deeprig.data.arrow import label_classes
+from deeprig.data.builtin import split_indices
+from deeprig.data.info import DataInfo, DataProblem, Fitted, num_val_rows
+from deeprig.spec.data import TextData, TokenizerSpec
+
+PAD, UNKNOWN = "[PAD]", "[UNK]"  # ids 0 and 1: padding is id 0 (the models mask it)
+
+
+def read_table(path: str, columns: list[str], field: str = "data.path"):
+    """A CSV or Parquet file (or a folder of them) as one pyarrow Table of `columns`."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    try:
+        dataset = pads.dataset(path, format=_format_of(path))
+        if not dataset.files:
+            raise FileNotFoundError(path)
+    except FileNotFoundError:
+        raise DataProblem(field, f"no CSV or Parquet data at {path!r}") from None
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise DataProblem(field, f"cannot read {path!r}: {exc}") from None
+    names = dataset.schema.names
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise DataProblem(
+            field, f"column(s) {missing} not in {path!r} (columns: {', '.join(names[:12])})"
+        )
+    return dataset.to_table(columns=columns)
+
+
+def _format_of(path: str) -> str:
+    """CSV for .csv files (compressed too) and folders of them; Parquet otherwise."""
+    if os.path.isdir(path):
+        names = os.listdir(path)
+        return "csv" if names and all(".csv" in n.lower() for n in names) else "parquet"
+    return "csv" if ".csv" in os.path.basename(path).lower() else "parquet"
+
+
+def describe_text(spec: TextData) -> DataInfo:
+    table = read_table(spec.path, [spec.text, spec.label])
+    import pyarrow as pa
+
+    texts = table.column(spec.text)
+    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+        raise DataProblem("data.text", f"column {spec.text!r} holds {texts.type}, not text")
+    if texts.null_count == len(texts):
+        raise DataProblem("data.text", f"column {spec.text!r} is empty")
+    classes = label_classes(table.column(spec.label), "data.label")
+    num_rows = table.num_rows
+    if num_rows < 2:
+        raise DataProblem("data.path", f"need at least 2 rows, found {num_rows}")
+    return DataInfo(
+        (spec.tokenizer.max_length,),
+        "classification",
+        len(classes),
+        num_rows,
+        num_val_rows(num_rows, spec.val_fraction),
+        input_dtype="int64",
+        vocab_size=spec.tokenizer.vocab_size,
+        classes=classes,
+    )
+
+
+def train_tokenizer(texts: list[str], spec: TokenizerSpec):
+    """A word-level or BPE tokenizer learned from `texts`, padding and truncating to
+    max_length."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    if spec.kind == "bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token=UNKNOWN))
+        trainer: object = trainers.BpeTrainer(
+            vocab_size=spec.vocab_size,
+            min_frequency=spec.min_frequency,
+            special_tokens=[PAD, UNKNOWN],
+        )
+    else:
+        tokenizer = Tokenizer(models.WordLevel(unk_token=UNKNOWN))
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=spec.vocab_size,
+            min_frequency=spec.min_frequency,
+            special_tokens=[PAD, UNKNOWN],
+        )
+    if spec.lowercase:
+        tokenizer.normalizer = normalizers.Sequence(
+            [normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()]
+        )
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.train_from_iterator(texts, trainer=trainer)  # type: ignore[arg-type]
+    tokenizer.enable_padding(pad_id=0, pad_token=PAD, length=spec.max_length)
+    tokenizer.enable_truncation(max_length=spec.max_length)
+    return tokenizer
+
+
+def encode(tokenizer, texts: list[str]) -> np.ndarray:
+    """(rows, max_length) token ids."""
+    return np.array([e.ids for e in tokenizer.encode_batch(texts)], dtype=np.int64)
+
+
+def text_arrays(spec: TextData, info: DataInfo, seed: int):
+    """((train x, y), (val x, y), Fitted): token ids and class ids, split as built-in data
+    is; the tokenizer learned from the training texts only."""
+    table = read_table(spec.path, [spec.text, spec.label])
+    texts = [t or "" for t in table.column(spec.text).to_pylist()]
+    class_ids = {name: i for i, name in enumerate(info.class_names())}
+    labels = np.array([class_ids[str(v)] for v in table.column(spec.label).to_pylist()])
+    train_idx, val_idx = split_indices(len(texts), spec.val_fraction, seed)
+    tokenizer = train_tokenizer([texts[i] for i in train_idx], spec.tokenizer)
+    ids = encode(tokenizer, texts)
+    fitted = Fitted(tokenizer_json=tokenizer.to_str(), fitted_on_rows=len(train_idx))
+    return (ids[train_idx], labels[train_idx]), (ids[val_idx], labels[val_idx]), fitted

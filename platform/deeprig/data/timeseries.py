@@ -1,0 +1,112 @@
+"""Time series: rows of a CSV or Parquet file in time order, cut into sliding windows of
+`window` past steps of every input column, each labelled with the target `horizon` steps
+after the window's last one.
+
+The split is chronological: the last `val_fraction` of windows validate, and no training
+window's target lies in the validation part. Scaling is fitted on the training windows
+only. By default (`forecast: change`) each window is read relative to its last row and
+the model forecasts the change from it, so a trending series never leaves the range it
+trained on. The persistence forecast (the target's last observed
+value) is scored on the same validation windows, in the series' own units, so every run
+shows whether its model beats the obvious baseline.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from deeprig.data.info import DataInfo, DataProblem, Fitted, num_val_rows
+from deeprig.data.text import read_table
+from deeprig.spec.data import TimeseriesData
+
+
+def describe_series(spec: TimeseriesData) -> DataInfo:
+    values = _series(spec)
+    num_windows = len(values) - spec.window - spec.horizon + 1
+    if num_windows < 2:
+        raise DataProblem(
+            "data.window",
+            f"{len(values)} rows give {max(num_windows, 0)} windows of window {spec.window} + "
+            f"horizon {spec.horizon}; at least 2 are needed: shorten the window",
+        )
+    num_val = num_val_rows(num_windows, spec.val_fraction)
+    if num_val >= num_windows:
+        raise DataProblem("data.val_fraction", "leaves no training window")
+    return DataInfo((spec.window, len(spec.columns)), "regression", 1, num_windows, num_val)
+
+
+def _series(spec: TimeseriesData) -> np.ndarray:
+    """(rows, columns) float64: the input columns, the target last when it is not one."""
+    import pyarrow as pa
+
+    wanted = _columns(spec)
+    table = read_table(spec.path, wanted)
+    arrays = []
+    for name in wanted:
+        column = table.column(name)
+        field = "data.target" if name == spec.target else "data.columns"
+        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+            raise DataProblem(field, f"column {name!r} holds {column.type}, not numbers")
+        if column.null_count:
+            raise DataProblem(
+                field,
+                f"column {name!r} has {column.null_count} missing values; fill them (e.g. "
+                "interpolate) before training: windows must be evenly spaced",
+            )
+        arrays.append(column.to_numpy().astype(np.float64))
+    return np.stack(arrays, axis=1)
+
+
+def _columns(spec: TimeseriesData) -> list[str]:
+    """The columns read, in order: the inputs, then the target unless it is one of them."""
+    return list(dict.fromkeys([*spec.columns, spec.target]))
+
+
+def series_arrays(spec: TimeseriesData, info: DataInfo):
+    """((train x, y), (val x, y), Fitted), windows as float32 (rows, window, columns)."""
+    values = _series(spec)
+    wanted = _columns(spec)
+    inputs = [wanted.index(c) for c in spec.columns]
+    target_index = wanted.index(spec.target)
+    target = values[:, target_index]
+    num_windows, num_val = info.num_rows, info.num_val
+    num_train = num_windows - num_val
+    starts = np.arange(num_windows)
+    steps = starts[:, None] + np.arange(spec.window)[None, :]  # (windows, window) row ids
+    last = starts + spec.window - 1  # each window's last row
+    ahead = last + spec.horizon  # the row each window forecasts
+    x = values[steps][:, :, inputs]  # (windows, window, inputs)
+    y = target[ahead]
+    if spec.forecast == "change":  # relative to the window's last row
+        x = x - values[last][:, None, inputs]
+        y = y - target[last]
+    # Scaling sees the training windows only: none of them reads or forecasts a row of the
+    # validation part's targets.
+    x_mean, x_std = _statistics(x[:num_train].reshape(-1, len(inputs)), spec)
+    y_mean, y_std = _statistics(y[:num_train, None], spec)
+    x = ((x - x_mean) / x_std).astype(np.float32)
+    y = ((y - y_mean[0]) / y_std[0]).astype(np.float32)
+    # Persistence: the target stays at its last observed value.
+    truth, guess = target[ahead[num_train:]], target[last[num_train:]]
+    fitted = Fitted(
+        input_mean=tuple(float(v) for v in x_mean),
+        input_std=tuple(float(v) for v in x_std),
+        stats_shape=(1, len(inputs)),
+        target_mean=float(y_mean[0]),
+        target_std=float(y_std[0]),
+        baseline=(
+            ("val_rmse_persistence", float(np.sqrt(np.mean((truth - guess) ** 2)))),
+            ("val_mae_persistence", float(np.mean(np.abs(truth - guess)))),
+        ),
+        fitted_on_rows=num_train,
+    )
+    return (x[:num_train], y[:num_train]), (x[num_train:], y[num_train:]), fitted
+
+
+def _statistics(rows: np.ndarray, spec: TimeseriesData) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column (mean, std) of training rows; changes keep mean 0 (no change is 0)."""
+    if not spec.scale:
+        return np.zeros(rows.shape[1]), np.ones(rows.shape[1])
+    std = np.maximum(rows.std(axis=0), 1e-12)
+    mean = rows.mean(axis=0) if spec.forecast == "level" else np.zeros(rows.shape[1])
+    return mean, std

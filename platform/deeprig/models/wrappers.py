@@ -1,0 +1,95 @@
+"""The logged model: the trained network behind the preprocessing its data was fitted with
+(data.info.Fitted), so what MLflow serves reads raw inputs: pixels in [0, 1], unscaled
+feature columns, the series' own values, or sentences. Free of Ray and MLflow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+
+class Standardized(nn.Module):
+    """net((x - mean) / std): images normalised per channel, tabular columns per column."""
+
+    def __init__(self, net: nn.Module, mean: Tensor, std: Tensor):
+        super().__init__()
+        self.net = net
+        self.mean: Tensor
+        self.std: Tensor
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net((x - self.mean) / self.std)
+
+
+class SeriesForecaster(nn.Module):
+    """Raw windows (batch, window, columns) in, the target's forecast in its own units out;
+    with `change`, the window is read relative to its last row and the forecast is that
+    row's target value plus the predicted change."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        input_mean: Tensor,
+        input_std: Tensor,
+        target_mean: float,
+        target_std: float,
+        change: bool,
+        target_index: int,
+    ):
+        super().__init__()
+        self.net = net
+        self.input_mean: Tensor
+        self.input_std: Tensor
+        self.register_buffer("input_mean", input_mean)
+        self.register_buffer("input_std", input_std)
+        self.target_mean, self.target_std = target_mean, target_std
+        self.change, self.target_index = change, target_index
+
+    def forward(self, x: Tensor) -> Tensor:
+        last = x[:, -1:, :]
+        relative = x - last if self.change else x
+        out = self.net((relative - self.input_mean) / self.input_std)
+        out = out * self.target_std + self.target_mean
+        if self.change:
+            out = out + last[:, 0, self.target_index : self.target_index + 1]
+        return out
+
+
+class TextClassifier(nn.Module):
+    """Token ids in, logits out (`forward`), and `predict(sentences)` -> class names: the
+    tokenizer it was trained with travels inside it (as its JSON)."""
+
+    def __init__(self, net: nn.Module, tokenizer_json: str, classes: list[str]):
+        super().__init__()
+        self.net = net
+        self.tokenizer_json = tokenizer_json
+        self.classes = list(classes)
+        self._tokenizer: Any = None
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.net(ids)
+
+    def tokenize(self, sentences: list[str]) -> Tensor:
+        if self._tokenizer is None:
+            from tokenizers import Tokenizer
+
+            self._tokenizer = Tokenizer.from_str(self.tokenizer_json)
+        encoded = self._tokenizer.encode_batch(list(sentences))
+        return torch.tensor([e.ids for e in encoded], dtype=torch.long)
+
+    @torch.no_grad()
+    def predict_proba(self, sentences: list[str]) -> Tensor:
+        self.eval()
+        return self.net(self.tokenize(sentences)).softmax(dim=1)
+
+    def predict(self, sentences: list[str]) -> list[str]:
+        return [self.classes[i] for i in self.predict_proba(sentences).argmax(dim=1).tolist()]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_tokenizer"] = None  # rebuilt from the JSON on first use
+        return state
