@@ -30,7 +30,7 @@ lint: install
 	$(BIN)/ruff format --check platform tests benchmarks jobs
 	$(BIN)/mypy
 
-bench: install  ## side-by-side benchmarks (~15-17 min on 2 CPUs); prints a table, writes benchmarks/RESULTS.md
+bench: install  ## side-by-side benchmarks (~20-22 min on 2 CPUs); prints a table, writes benchmarks/RESULTS.md
 	$(BIN)/python -c "import stable_baselines3" 2>/dev/null || $(BIN)/python -m pip install -q -c requirements.lock -e ".[bench]"
 	$(BIN)/python benchmarks/run_all.py
 
