@@ -246,3 +246,28 @@ def test_parquet_string_labels_become_class_ids(tmp_path):
         ParquetData(source="parquet", path=str(path), features=["a"], label="kind")
     )
     assert info.task == "classification" and info.classes == ("cat", "dog")
+
+
+# --- data paths and errors across processes ----------------------------------------------
+
+
+def test_local_data_paths_are_made_absolute_and_uris_kept(tmp_path, monkeypatch):
+    from deeprig.spec.loader import load_spec_text
+
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec_text(
+        "name: a\nkind: train\nmodel: {name: cnn}\n"
+        "data: {source: images, path: pets/train, test_path: s3://bucket/pets/test}\n"
+    )
+    # a Tune trial or a Ray worker runs in a folder of its own: the path must not depend on it
+    assert spec.data.path == str(tmp_path / "pets" / "train")
+    assert spec.data.test_path == "s3://bucket/pets/test"
+
+
+def test_a_data_problem_survives_the_copy_ray_makes_of_it():
+    import copy
+    import pickle
+
+    problem = DataProblem("data.path", "no folder at 'x'")
+    for copied in (copy.copy(problem), pickle.loads(pickle.dumps(problem))):
+        assert copied.path == "data.path" and str(copied) == "no folder at 'x'"

@@ -18,6 +18,9 @@ class DataProblem(ValueError):
         super().__init__(message)
         self.path = path
 
+    def __reduce__(self):  # Ray copies and pickles exceptions raised in its tasks
+        return (DataProblem, (self.path, str(self)))
+
 
 @dataclass(frozen=True)
 class DataInfo:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from rich.console import Console
 
+from deeprig.runners.stages import StageClock
 from deeprig.tracking.store import TrackingTarget, deeprig_home
 
 if TYPE_CHECKING:  # (importing them costs mlflow's import; `--help` should not pay it)
@@ -80,6 +81,7 @@ class JobRun(Generic[SpecT, CheckedT]):
     target: TrackingTarget | None
     job: Job
     resumed: bool
+    clock: StageClock = field(default_factory=StageClock)  # where the job's time goes
 
 
 def run_job(
@@ -100,27 +102,34 @@ def run_job(
     from deeprig.tracking.runs import closed_on_failure
     from deeprig.tracking.store import resolve_tracking
 
+    clock = StageClock()
     target = resolve_tracking(spec.tracking.uri, job.home) if spec.tracking.enabled else None
-    checked = None if job.address else check(spec, local_resources())
-    resumed = None
-    if job.resume and resumes:
-        resumed = find_unfinished_run(spec, target, resumes)
-    code = user_code_of(spec)
+    with clock.stage("checks"):
+        checked = None if job.address else check(spec, local_resources())
+        resumed = None
+        if job.resume and resumes:
+            resumed = find_unfinished_run(spec, target, resumes)
+        code = user_code_of(spec)
     py_modules = code.py_modules() if code else None
     if not ray.is_initialized():
         where = f"joining the Ray cluster at {job.address}" if job.address else "starting Ray"
         job.console.print(f"[dim]{where}...[/]")
+    clock.begin("ray_start")
     with ray_session(job.address, py_modules=py_modules, show_worker_output=job.verbose):
+        clock.end("ray_start")
         if checked is None:
-            resources = connected_resources()
-            checked = check(spec, resources)
-            check_connected_cluster(spec, resources, target)
-            check_code_reaches_workers(code)
-        recorder = _open_run(spec, job, target, resumed)
+            with clock.stage("checks"):
+                resources = connected_resources()
+                checked = check(spec, resources)
+                check_connected_cluster(spec, resources, target)
+                check_code_reaches_workers(code)
+        with clock.stage("run_create"):
+            recorder = _open_run(spec, job, target, resumed)
         with closed_on_failure(recorder), _system_metrics(recorder):
             if recorder is not None and resumed is None and code is not None:
                 recorder.log_code(code.artifact_files(), code.manifest(), code.sha256)
-            return body(JobRun(spec, checked, recorder, target, job, resumed is not None))
+            run = JobRun(spec, checked, recorder, target, job, resumed is not None, clock)
+            return body(run)
 
 
 def _system_metrics(recorder: RunRecorder | None) -> Any:

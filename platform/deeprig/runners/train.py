@@ -26,6 +26,7 @@ from deeprig.data.pipeline import PreparedData
 from deeprig.models import InputShapeError, check_input_shape
 from deeprig.runners.closing import print_metrics_table
 from deeprig.runners.contract import Job, JobRun, run_job
+from deeprig.runners.stages import summary as stage_summary
 from deeprig.runners.train_metrics import CLOSING_METRICS, reported_metrics, score_metric
 from deeprig.runners.train_record import dataset_records, record_preprocessing, record_results
 from deeprig.runners.user_code import check_model_and_loop, collect_code
@@ -90,6 +91,8 @@ class TrainOutcome:
             self.seconds,
             self.checkpoint_path,
         )
+        if timing := stage_summary(self.metrics):
+            console.print(f"[dim]{timing}[/]")
         if self.run_url:
             console.print(f"MLflow run [bold]{self.run_id}[/]: {self.run_url}", soft_wrap=True)
         elif self.run_id:
@@ -314,7 +317,9 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
         queue = report_queue()
         callbacks.append(ReportsToQueue(queue))
         poll = LatestReport(queue)
-    prepared = prepare_data(spec, checked)
+    console.print(f"[dim]preparing the data ({spec.data.source})...[/]")
+    with job_run.clock.stage("data"):
+        prepared = prepare_data(spec, checked)
     trainer = build_trainer(spec, checked, prepared, run_id, sink, storage, run_name, callbacks)
     score = score_metric(checked.data.task)
     if recorder and not job_run.resumed:
@@ -334,6 +339,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     shown = (score, "val_loss", "train_loss") if spec.loop is None else tuple(spec.loop.metrics)
     # (short: at 80 columns about 38 characters are left for it)
     waiting = f"{spec.scaling.num_workers} worker(s) + epoch 1"
+    fit_started_at = time.time()
     with EpochProgress(console, _epochs_expected(spec), poll, shown, waiting_for=waiting):
         try:
             result = trainer.fit()
@@ -345,7 +351,12 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     metrics = dict(best[1]) if best else dict(result.metrics or {})
     checkpoint_path = best[0].path if best else None
     if recorder:
+        if not job_run.resumed and spec.loop is None:
+            job_run.clock.read_epochs(recorder, fit_started_at)
         metrics |= record_results(recorder, spec, checked.code, best, score, console, prepared)
+        timing = job_run.clock.finished()
+        recorder.log_metrics(timing)
+        metrics |= timing
         recorder.finish(RunStatus.FINISHED)
     return TrainOutcome(
         job_name=spec.name,

@@ -16,6 +16,7 @@ from pydantic_core import ErrorDetails
 
 from deeprig.spec.common import StrictModel
 from deeprig.spec.errors import Problem, SpecError
+from deeprig.spec.paths import resolve_code_paths, resolve_data_paths
 from deeprig.spec.rl import RLSpec
 from deeprig.spec.train import TrainSpec
 from deeprig.spec.tune import TuneSpec
@@ -58,9 +59,11 @@ def load_spec_text(
             problems.append(problem)
     if problems:
         raise SpecError(problems, source)
-    _resolve_code_paths(raw, folder)
+    resolve_code_paths(raw, folder)
+    resolve_data_paths(raw)
     if raw.get("kind") == "tune" and isinstance(raw.get("base"), dict):
-        _resolve_code_paths(raw["base"], folder)
+        resolve_code_paths(raw["base"], folder)
+        resolve_data_paths(raw["base"])
     try:
         return validate_mapping(raw, text, source)
     except SpecError as exc:
@@ -88,19 +91,6 @@ def _blame_overrides(error: SpecError, overrides: list[str]) -> SpecError:
     return SpecError(problems, error.source)
 
 
-def _resolve_code_paths(raw: dict[str, Any], folder: Path) -> None:
-    """`code.paths` are relative to the spec file's folder (not the current directory), so
-    a spec runs the same from anywhere: made absolute here, once."""
-    code = raw.get("code")
-    if not isinstance(code, dict):
-        return
-    paths = code.get("paths")
-    if isinstance(paths, list):
-        code["paths"] = [
-            str((folder / p).resolve()) if isinstance(p, str) and p else p for p in paths
-        ]
-
-
 def _load_base(reference: str, source: str | None) -> dict[str, Any]:
     """A tune spec's `base: other.yaml`, relative to the tune spec's own folder."""
     folder = Path(source).parent if source else Path.cwd()
@@ -111,7 +101,7 @@ def _load_base(reference: str, source: str | None) -> dict[str, Any]:
         raise SpecError([Problem("base", f"no such base spec: {path}")], source) from None
     try:
         base = _parse_yaml(text, str(path))
-        _resolve_code_paths(base, path.parent)  # relative to the base file's own folder
+        resolve_code_paths(base, path.parent)  # relative to the base file's own folder
         return base
     except SpecError as exc:
         raise SpecError(

@@ -20,6 +20,9 @@ LAST_REPORT = "last_report"
 # In a mid-epoch checkpoint's report (training/step_hooks.py): its metrics are placeholders
 # that rank it below every epoch's checkpoint; neither logged nor shown. Not a metric.
 STEP_CHECKPOINT = "step_checkpoint"
+# When the epoch ended on the worker (unix seconds): the MLflow timestamp of its metrics,
+# which the job's stage timing reads back (runners/stages.py). Not a metric.
+ENDED_AT = "ended_at"
 
 
 class EpochMetricsLogger(UserCallback):
@@ -41,6 +44,7 @@ class EpochMetricsLogger(UserCallback):
         if STEP_CHECKPOINT in reported:
             return
         last = bool(reported.pop(LAST_REPORT, 0))
+        ended_at = reported.pop(ENDED_AT, None)
         self.reports += 1
         if self.num_epochs is not None and "epoch" not in reported:
             return
@@ -55,7 +59,7 @@ class EpochMetricsLogger(UserCallback):
         # it is recorded before the controller (and the driver's fit()) finishes. The
         # user's loop's last report is unknown: each is waited for.
         if step > self.recorded_through:
-            self.sink.log(reported, step=step)
+            self.sink.log(reported, step=step, timestamp=ended_at)
             self.recorded_through = step
         if last or self.num_epochs is None or step + 1 >= self.num_epochs:
             self.sink.flush()

@@ -126,6 +126,11 @@ class RunRecorder:
     def latest_metrics(self) -> dict[str, float]:
         return dict(self.client.get_run(self.run_id).data.metrics)
 
+    def metric_times(self, key: str) -> list[tuple[int, float, float]]:
+        """(step, value, timestamp in unix seconds) of every point of `key`."""
+        history = self.client.get_metric_history(self.run_id, key)
+        return sorted((m.step, m.value, m.timestamp / 1000) for m in history)
+
     def metric_history(self, key: str) -> list[tuple[int, float]]:
         return [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)]
 

@@ -70,12 +70,13 @@ class MlflowMetricsSink:
             self._client = MlflowClient(self.tracking_uri)
         return self._client
 
-    def log(self, metrics: dict[str, float], step: int) -> None:
+    def log(self, metrics: dict[str, float], step: int, timestamp: float | None = None) -> None:
+        """One step's metrics, at `timestamp` (unix seconds; default now)."""
         if not self.log_epochs:
             return
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = int((timestamp or time.time()) * 1000)
         batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
         self._pending.append(self._sender.submit(self.client.log_batch, self.run_id, batch))
 

@@ -21,7 +21,7 @@ from torch import nn
 from deeprig.data.shard import ShardBatches
 from deeprig.spec.data import ImagesData
 from deeprig.spec.train import TrainSpec
-from deeprig.tracking.report_logger import LAST_REPORT
+from deeprig.tracking.report_logger import ENDED_AT, LAST_REPORT
 from deeprig.tracking.tags import Tag
 from deeprig.training.augment import image_augment
 from deeprig.training.epoch import Position, StepParts, reseed, train_epoch
@@ -113,7 +113,8 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
         state = hooks.state(position, metrics) if due or last else None
         if sink is not None and state is not None:
             sink.flush()  # every step point up to a checkpoint is recorded before it exists
-        session.report({**metrics, LAST_REPORT: 1.0} if last else metrics, state)
+        report = {**metrics, ENDED_AT: time.time()} | ({LAST_REPORT: 1.0} if last else {})
+        session.report(report, state)
         if stop:
             break
     if sink is not None:

@@ -103,9 +103,12 @@ def _search_algorithm(spec: TuneSpec, concurrency: int) -> Any:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     if spec.search.algorithm == "optuna":
+        import optuna
         from ray.tune.search import ConcurrencyLimiter
         from ray.tune.search.optuna import OptunaSearch
 
+        # Optuna announces each study at INFO on the terminal; the search's progress is ours.
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
         return ConcurrencyLimiter(OptunaSearch(seed=spec.search.seed), concurrency)
     return BasicVariantGenerator(max_concurrent=concurrency, random_state=spec.search.seed)
 

@@ -1,0 +1,110 @@
+"""Where a job's wall time goes, stage by stage, from the moment its process started:
+imports, pre-flight checks, Ray's start, the MLflow run, the data, the worker group, the
+epochs, and the wind-down. Recorded on the run as `time.*` metrics and summed up in one
+line under the closing table, so a user sees what a minute of start-up was spent on."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from deeprig.tracking.runs import RunRecorder
+
+# The start-up stages, in order, each `time.<name>_s` on the run.
+STARTUP = ("imports", "checks", "ray_start", "run_create", "data", "workers_start")
+
+
+def process_started_at() -> float:
+    """When this process began (wall clock): its imports count as start-up too."""
+    import psutil
+
+    return psutil.Process().create_time()
+
+
+@dataclass
+class StageClock:
+    """Stage durations as they happen (wall clock, seconds)."""
+
+    started_at: float = field(default_factory=process_started_at)
+    seconds: dict[str, float] = field(default_factory=dict)
+    last_epoch_end: float | None = None  # wall clock, once the epochs' record is read
+    _last: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        # Everything before the clock was made (the interpreter, deeprig's and its
+        # libraries' imports, parsing the spec) is the imports stage.
+        self.seconds.setdefault("imports", max(self._last - self.started_at, 0.0))
+
+    _open: dict[str, float] = field(default_factory=dict)
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.begin(name)
+        try:
+            yield
+        finally:
+            self.end(name)
+
+    def begin(self, name: str) -> None:
+        """A stage that is not one block (entering a context manager, say)."""
+        self._open[name] = time.time()
+
+    def end(self, name: str) -> None:
+        began = self._open.pop(name)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.time() - began
+
+    def read_epochs(self, recorder: RunRecorder, fit_started_at: float) -> None:
+        """The epochs' wall-clock window, from when each epoch ended on its worker (the
+        timestamps of the run's `epoch` metric)."""
+        ends = recorder.metric_times("epoch")
+        durations = recorder.metric_history("epoch_time_s")
+        if ends and durations:
+            self.training_window(fit_started_at, (ends[0][2], durations[0][1]), ends[-1][2])
+
+    def training_window(
+        self, fit_started_at: float, first_epoch: tuple[float, float], last_epoch_end: float
+    ) -> None:
+        """From the epochs' own record: (first epoch's end, its duration) and the last's end
+        (wall clock). The worker group's start is what lies between fit() and epoch 1."""
+        first_end, first_duration = first_epoch
+        first_start = first_end - first_duration
+        self.seconds["workers_start"] = max(first_start - fit_started_at, 0.0)
+        self.seconds["train"] = max(last_epoch_end - first_start, 0.0)
+        self.seconds["first_epoch_at"] = first_end - self.started_at
+        self.last_epoch_end = last_epoch_end
+
+    def finished(self) -> dict[str, float]:
+        """Every stage as `time.*_s` metrics, with start-up's sum and the wind-down (from
+        the last epoch's end to now)."""
+        now = time.time()
+        out = {f"time.{name}_s": self.seconds[name] for name in STARTUP if name in self.seconds}
+        out["time.startup_s"] = sum(self.seconds.get(name, 0.0) for name in STARTUP)
+        for name in ("first_epoch_at", "train"):
+            if name in self.seconds:
+                out[f"time.{name}_s"] = self.seconds[name]
+        if self.last_epoch_end is not None:
+            out["time.finalize_s"] = now - self.last_epoch_end
+        out["time.total_s"] = now - self.started_at
+        return out
+
+
+def summary(metrics: dict[str, float]) -> str | None:
+    """One line of the stage metrics, for the closing table."""
+    if "time.total_s" not in metrics:
+        return None
+    parts = {
+        "Ray": metrics.get("time.ray_start_s"),
+        "data": metrics.get("time.data_s"),
+        "workers": metrics.get("time.workers_start_s"),
+    }
+    inside = ", ".join(f"{k} {v:.1f}" for k, v in parts.items() if v is not None)
+    line = f"time: start-up {metrics['time.startup_s']:.1f} s ({inside})"
+    if "time.train_s" in metrics:
+        line += f", epochs {metrics['time.train_s']:.1f} s"
+    if "time.finalize_s" in metrics:
+        line += f", end {metrics['time.finalize_s']:.1f} s"
+    return line
