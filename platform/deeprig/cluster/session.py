@@ -112,6 +112,10 @@ def ray_session(
         num_cpus=None if address else num_cpus,
         runtime_env=runtime_env or None,
         log_to_driver=show_worker_output,
+        # A local job's Ray starts without its dashboard (~1 s of start-up and a process
+        # on the CPUs the job trains on); DEEPRIG_RAY_DASHBOARD=1 keeps it. A cluster has
+        # its own (`deeprig cluster up`).
+        include_dashboard=None if address else os.environ.get("DEEPRIG_RAY_DASHBOARD") == "1",
         logging_level=logging.WARNING,
         # Applies to every worker of this job: Ray Train and Ray Data log each report and
         # each dataset execution at INFO, which would bury deeprig's own progress.

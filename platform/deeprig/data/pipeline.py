@@ -30,16 +30,33 @@ _TARGET_BLOCK_BYTES = 32 * 1024 * 1024
 
 @dataclass(frozen=True)
 class PreparedData:
-    """A job's splits as Ray Datasets (columns `x`, `y`) and what was fitted on its
-    training split."""
+    """A job's splits and what was fitted on its training split.
 
-    train: Any
-    val: Any
+    Data born as arrays (built-in sets, a data function's arrays, text, time series) is
+    kept as `arrays`: a worker that holds its shard in memory gets them through Ray's
+    object store, without a Ray Data pipeline (whose start costs a small job ~5 s of its
+    start-up). Its Ray Datasets are built only when something streams them.
+    """
+
+    train: Any = None  # Ray Datasets with columns `x`, `y` (None: build from `arrays`)
+    val: Any = None
     test: Any | None = None  # a held-out test set the best model is scored on
     fitted: Fitted = Fitted()
+    arrays: dict[str, tuple[np.ndarray, np.ndarray]] | None = None  # split -> (x, y)
+    num_workers: int = 1
 
     def for_trainer(self) -> dict[str, Any]:
+        """The splits as Ray Datasets (built from the arrays when there are arrays)."""
+        if self.arrays is not None and self.train is None:
+            return {
+                name: datasets_from_numpy(x, y, self.num_workers)
+                for name, (x, y) in self.arrays.items()
+            }
         return {"train": self.train, "val": self.val}
+
+
+def _from_arrays(train: tuple, val: tuple, num_workers: int, fitted: Fitted = Fitted()):
+    return PreparedData(fitted=fitted, arrays={"train": train, "val": val}, num_workers=num_workers)
 
 
 def build_datasets(
@@ -67,18 +84,11 @@ def build_datasets(
             from deeprig.data.timeseries import series_arrays
 
             (x, y), (vx, vy), fitted = series_arrays(spec, info)
-        return PreparedData(
-            datasets_from_numpy(x, y, num_workers),
-            datasets_from_numpy(vx, vy, num_workers),
-            fitted=fitted,
-        )
+        return _from_arrays((x, y), (vx, vy), num_workers, fitted)
     assert not isinstance(spec, ImagesData | TextData | TimeseriesData)
     x, y = builtin_arrays(spec, seed)
     train_idx, val_idx = split_indices(len(y), spec.val_fraction, seed)
-    return PreparedData(
-        datasets_from_numpy(x[train_idx], y[train_idx], num_workers),
-        datasets_from_numpy(x[val_idx], y[val_idx], num_workers),
-    )
+    return _from_arrays((x[train_idx], y[train_idx]), (x[val_idx], y[val_idx]), num_workers)
 
 
 def datasets_from_numpy(x: np.ndarray, y: np.ndarray, num_workers: int):
@@ -135,7 +145,5 @@ def _python_datasets(spec: PythonData, info: DataInfo, seed: int, num_workers: i
     assert loaded.x is not None and loaded.y is not None
     y = loaded.y.astype(np.int64 if info.task == "classification" else np.float32)
     train_idx, val_idx = split_indices(len(y), spec.val_fraction, seed)
-    return PreparedData(
-        datasets_from_numpy(loaded.x[train_idx], y[train_idx], num_workers),
-        datasets_from_numpy(loaded.x[val_idx], y[val_idx], num_workers),
-    )
+    x = loaded.x
+    return _from_arrays((x[train_idx], y[train_idx]), (x[val_idx], y[val_idx]), num_workers)

@@ -1,6 +1,8 @@
 """A worker's view of its data shard as torch batches.
 
-Two ways to feed a worker, picked by the runner (spec `data.cache`):
+Three ways to feed a worker, picked by the runner (spec `data.cache`):
+- arrays: data born as arrays and held in memory comes through Ray's object store as
+  numpy, this rank's share sliced out (no Ray Data pipeline to start).
 - memory: read the shard once through Ray Data into tensors on the device, then reshuffle
   and slice them every epoch. Streaming a small shard through Ray Data every epoch costs
   ~9x a plain loop's epoch (digits, 2 CPUs: 613 ms against 69 ms); reading it once into
@@ -12,8 +14,32 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
+
+
+@dataclass(frozen=True)
+class ArrayShard:
+    """A worker's rows as arrays (data born as arrays, held in memory): no Ray Data."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+def array_shard(split: Any, rank: int, world_size: int) -> ArrayShard:
+    """This rank's contiguous share of a split's (x, y): the arrays, or an object-store
+    reference to them (shared by every worker on a node, copied once per node)."""
+    if not isinstance(split, tuple):
+        import ray
+
+        split = ray.get(split)
+    x, y = split
+    rows = np.array_split(np.arange(len(y)), world_size)[rank]
+    start, stop = (int(rows[0]), int(rows[-1]) + 1) if len(rows) else (0, 0)
+    return ArrayShard(x[start:stop], y[start:stop])
 
 
 class ShardBatches:
@@ -36,7 +62,9 @@ class ShardBatches:
         self._drop_last = drop_last
         self._input_dtype = input_dtype
         self._tensors: tuple[torch.Tensor, torch.Tensor] | None = None
-        if in_memory:
+        if isinstance(shard, ArrayShard):
+            self._tensors = self._from_arrays(shard)
+        elif in_memory:
             self._tensors = self._read_all()
 
     @property
@@ -91,6 +119,13 @@ class ShardBatches:
             local_shuffle_buffer_size=shuffle_buffer,
             local_shuffle_seed=seed,
         )
+
+    def _from_arrays(self, shard: ArrayShard) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(shard.y) == 0:
+            raise RuntimeError("this worker's data shard is empty: use fewer workers")
+        x = torch.as_tensor(np.ascontiguousarray(shard.x)).to(self._device, self._input_dtype)
+        y = torch.as_tensor(np.ascontiguousarray(shard.y)).to(self._device, self._label_dtype)
+        return x, y
 
     def _read_all(self) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []

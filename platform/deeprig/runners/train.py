@@ -246,7 +246,7 @@ def build_trainer(
             logging_config=LoggingConfig(log_level="WARNING"),
             callbacks=callbacks,
         ),
-        datasets=prepared.for_trainer(),
+        datasets=None if _hands_arrays(checked, prepared) else prepared.for_trainer(),
         dataset_config=DataConfig(datasets_to_split=["train", "val"]),
     )
 
@@ -266,8 +266,20 @@ def _worker_entry(
     if spec.loop is not None:
         own = {"code": checked.code, "function": spec.loop.function}
         return user_loop_per_worker, {**spec.loop.config, DEEPRIG_KEY: own}
-    worker = worker_config(spec, checked, prepared.fitted, run_id, sink)
+    arrays = None
+    if _hands_arrays(checked, prepared):
+        import ray
+
+        assert prepared.arrays is not None
+        arrays = {name: ray.put(split) for name, split in prepared.arrays.items()}
+    worker = worker_config(spec, checked, prepared.fitted, run_id, sink, arrays)
     return train_loop_per_worker, {"worker": worker}
+
+
+def _hands_arrays(checked: TrainChecked, prepared: PreparedData) -> bool:
+    """Arrays a worker holds in memory go through the object store, not Ray Data (the
+    user's own loop reads Ray Datasets: it always gets them)."""
+    return prepared.arrays is not None and checked.in_memory and checked.spec.loop is None
 
 
 def worker_config(
@@ -276,6 +288,7 @@ def worker_config(
     fitted: Fitted,
     run_id: str | None,
     sink: MetricsSink | None,
+    arrays: dict[str, Any] | None = None,
 ) -> WorkerConfig:
     """What deeprig's loop needs on a worker, for a Ray Train worker and a Tune trial alike."""
     from deeprig.training.worker_config import WorkerConfig
@@ -289,6 +302,7 @@ def worker_config(
         sink=sink,
         code=checked.code,
         fitted=fitted,
+        arrays=arrays,
     )
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from deeprig.data.shard import ShardBatches
+from deeprig.data.shard import ShardBatches, array_shard
 from deeprig.spec.data import ImagesData
 from deeprig.spec.train import TrainSpec
 from deeprig.tracking.report_logger import ENDED_AT, LAST_REPORT
@@ -153,8 +153,14 @@ def _open_shards(
     spec = worker.spec
     label_dtype = torch.long if worker.data.task == "classification" else torch.float32
     input_dtype = torch.long if worker.data.input_dtype == "int64" else torch.float32
+
+    def shard(name: str):
+        if worker.arrays is not None:
+            return array_shard(worker.arrays[name], session.rank, session.world_size)
+        return session.dataset(name)
+
     train = ShardBatches(
-        session.dataset("train"),
+        shard("train"),
         spec.optim.batch_size,
         device,
         label_dtype,
@@ -163,7 +169,7 @@ def _open_shards(
         input_dtype=input_dtype,
     )
     val = ShardBatches(
-        session.dataset("val"),
+        shard("val"),
         max(spec.optim.batch_size, 1024),
         device,
         label_dtype,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from deeprig.data.info import DataInfo, Fitted
 from deeprig.spec.train import TrainSpec
@@ -29,3 +29,6 @@ class WorkerConfig:
     sink: MetricsSink | None  # None when tracking is off
     code: CodeBundle | None = None  # the user's modules (code.paths), installed first
     fitted: Fitted = Fitted()  # what the driver fitted on the training split
+    # split name -> (x, y), or an object-store reference to them: each worker takes its
+    # share (data/shard.py); None: the splits are the session's Ray Datasets.
+    arrays: dict[str, Any] | None = None

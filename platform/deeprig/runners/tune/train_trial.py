@@ -176,8 +176,11 @@ def _train_in_trial(spec: TrainSpec, ctx: TrialContext, run_id: str | None, sink
     checked = ctx.checked
     assert checked is not None
     prepared = build_datasets(spec.data, checked.data, spec.seed, 1, checked.budget.data_cpus)
-    session = TuneTrialSession(prepared.for_trainer(), spec.scaling.use_gpu)
-    run_training(train.worker_config(spec, checked, prepared.fitted, run_id, sink), session)
+    # The trial is the one worker: arrays it holds in memory need no Ray Data at all.
+    arrays = prepared.arrays if checked.in_memory else None
+    session = TuneTrialSession({} if arrays else prepared.for_trainer(), spec.scaling.use_gpu)
+    worker = train.worker_config(spec, checked, prepared.fitted, run_id, sink, arrays)
+    run_training(worker, session)
 
 
 def _resumed_epoch() -> int:
