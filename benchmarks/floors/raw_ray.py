@@ -47,7 +47,8 @@ if __name__ == "__main__":
     stamp = tempfile.mktemp(suffix=".reported")
     config = {"ray_data": use_ray_data, "y": None if use_ray_data else y, "stamp": stamp}
     if use_ray_data:
-        datasets = {"train": ray.data.from_items([{"x": a, "y": b} for a, b in zip(x, y)])}
+        rows = [{"x": a, "y": b} for a, b in zip(x, y, strict=True)]
+        datasets = {"train": ray.data.from_items(rows)}
     trainer = TorchTrainer(
         loop,
         train_loop_config=config,
@@ -56,7 +57,8 @@ if __name__ == "__main__":
         datasets=datasets,
     )
     trainer.fit()
-    print(f"FLOOR reported {open(stamp).read()}", flush=True)
+    with open(stamp) as handle:
+        print(f"FLOOR reported {handle.read()}", flush=True)
     print(f"FLOOR fit_returned {time.time():.3f}", flush=True)
     ray.shutdown()
     print(f"FLOOR ended {time.time():.3f}", flush=True)
