@@ -73,10 +73,7 @@ def list_image_folder(path: str, field: str) -> ImageFolder:
     DataProblem for a missing or empty folder, or a single class."""
     import pyarrow.fs as pafs
 
-    if "://" in path:
-        filesystem, root = pafs.FileSystem.from_uri(path)
-    else:
-        filesystem, root = pafs.LocalFileSystem(), os.path.abspath(path)
+    filesystem, root = folder_root(path)
     info = filesystem.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
         raise DataProblem(field, f"no folder at {path!r}")
@@ -110,6 +107,16 @@ def list_image_folder(path: str, field: str) -> ImageFolder:
     classes = tuple(sorted(by_class))
     files = tuple(f for c in classes for f in sorted(by_class[c]))
     return ImageFolder(root, classes, files, filesystem)
+
+
+def folder_root(path: str) -> tuple[Any, str]:
+    """(its filesystem, the folder as Ray Data reports its files' paths)."""
+    import pyarrow.fs as pafs
+
+    if "://" in path:
+        filesystem, root = pafs.FileSystem.from_uri(path)
+        return filesystem, root.rstrip("/")
+    return pafs.LocalFileSystem(), os.path.abspath(path).rstrip("/")
 
 
 def class_of(path: str, root: str) -> str:
@@ -233,8 +240,8 @@ def _read(spec: ImagesData, path: str, info: DataInfo, data_cpus: float):
             path, columns=[image_column, label], num_cpus=data_cpus
         ).map_batches(decode, batch_format="numpy", num_cpus=data_cpus)
 
-    folder = list_image_folder(path, "data.path")
-    root = folder.root
+    # (the pre-flight listed and checked the folder; only its root is needed here)
+    _, root = folder_root(path)
 
     def to_xy(batch) -> dict[str, np.ndarray]:
         names = np.array([class_of(p, root) for p in batch["path"]])
