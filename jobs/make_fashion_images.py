@@ -42,7 +42,9 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
-def write_fashion_folders(out: Path, source: Path = SOURCE) -> Path:
+def write_fashion_folders(out: Path, source: Path = SOURCE, per_class: int | None = None) -> Path:
+    """out/{train,test}/CLASS/N.png; `per_class` keeps only the first N images of each
+    class in each split (the test suite validates the job on 500 images, not 70k)."""
     if not source.is_dir():
         raise SystemExit(f"{source} not found: apt-get install dataset-fashion-mnist")
     for split, prefix in (("train", "train"), ("test", "t10k")):
@@ -50,7 +52,11 @@ def write_fashion_folders(out: Path, source: Path = SOURCE) -> Path:
         labels = read_idx(source / f"{prefix}-labels-idx1-ubyte.gz")
         for name in CLASSES:
             (out / split / name).mkdir(parents=True, exist_ok=True)
+        written = [0] * len(CLASSES)
         for i, (image, label) in enumerate(zip(images, labels, strict=True)):
+            if per_class is not None and written[label] >= per_class:
+                continue
+            written[label] += 1
             Image.fromarray(image, mode="L").save(out / split / CLASSES[label] / f"{i:05d}.png")
     return out
 

@@ -203,3 +203,27 @@ def digits_parquet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """scikit-learn's digits as Parquet, made the way jobs/ documents it."""
     module = module_from_file("make_digits", JOBS / "make_digits_parquet.py")
     return module.write_digits_parquet(tmp_path_factory.mktemp("data") / "digits.parquet")
+
+
+FASHION_SOURCE = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def example_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding jobs/data/ the way `make data` writes it, so that a job whose data
+    path is `jobs/data/...` validates as written with this folder as the working directory.
+    Fashion-MNIST is cut to 25 images a class per split (when its Debian package is here)."""
+    root = tmp_path_factory.mktemp("example-data")
+    data = root / "jobs" / "data"
+    data.mkdir(parents=True)
+    module_from_file("make_digits", JOBS / "make_digits_parquet.py").write_digits_parquet(
+        data / "digits.parquet"
+    )
+    module_from_file("make_reviews", JOBS / "make_reviews_csv.py").write_reviews_csv(
+        data / "reviews.csv"
+    )
+    module_from_file("make_co2", JOBS / "make_co2_csv.py").write_co2_csv(data / "co2.csv")
+    if FASHION_SOURCE.is_dir():
+        fashion = module_from_file("make_fashion", JOBS / "make_fashion_images.py")
+        fashion.write_fashion_folders(data / "fashion", per_class=25)
+    return root

@@ -30,11 +30,15 @@ def run_in_fresh_home(tmp_path_factory, name: str, *args: str):
 
 @pytest.fixture(scope="session")
 def ray_2_cpus():
-    """A local Ray cluster with 2 CPUs, started the way deeprig starts one."""
+    """A local Ray cluster with 2 CPUs, started the way deeprig starts one, but with its
+    dashboard: Ray's state API (`ray.util.state.list_actors`, which the env-runner crash
+    test uses to find and kill an RLlib actor) is served by the dashboard."""
     from deeprig.cluster.session import ray_session
 
-    with ray_session(num_cpus=2):
-        yield
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("DEEPRIG_RAY_DASHBOARD", "1")
+        with ray_session(num_cpus=2):
+            yield
 
 
 @pytest.fixture
