@@ -28,7 +28,12 @@ from deeprig.runners.closing import print_metrics_table
 from deeprig.runners.contract import Job, JobRun, run_job
 from deeprig.runners.stages import summary as stage_summary
 from deeprig.runners.train_metrics import CLOSING_METRICS, reported_metrics, score_metric
-from deeprig.runners.train_record import dataset_records, record_preprocessing, record_results
+from deeprig.runners.train_record import (
+    best_checkpoint,
+    dataset_records,
+    record_preprocessing,
+    record_results,
+)
 from deeprig.runners.user_code import check_model_and_loop, collect_code
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.train import TrainSpec
@@ -36,7 +41,6 @@ from deeprig.tracking.store import checkpoint_storage
 from deeprig.tracking.tags import RunStatus, Tag
 
 if TYPE_CHECKING:
-    from ray.train import Checkpoint, Result
     from ray.train.torch import TorchTrainer
 
     from deeprig.tracking.sink import MlflowMetricsSink
@@ -353,6 +357,10 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     shown = (score, "val_loss", "train_loss") if spec.loop is None else tuple(spec.loop.metrics)
     # (short: at 80 columns about 38 characters are left for it)
     waiting = f"{spec.scaling.num_workers} worker(s) + epoch 1"
+    if recorder and spec.loop is None:
+        from deeprig.tracking.warm_up import warm_up_result_logging
+
+        warm_up_result_logging()
     fit_started_at = time.time()
     with EpochProgress(console, _epochs_expected(spec), poll, shown, waiting_for=waiting):
         try:
@@ -361,7 +369,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
             if recorder and "NonFiniteLoss" in f"{type(exc).__name__}: {exc}":
                 recorder.set_tags({Tag.FAILURE: "non_finite_loss"})
             raise
-    best = _best_checkpoint(result, spec)
+    best = best_checkpoint(result, spec)
     metrics = dict(best[1]) if best else dict(result.metrics or {})
     checkpoint_path = best[0].path if best else None
     if recorder:
@@ -382,20 +390,6 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
         seconds=time.perf_counter() - started,
         run_url=recorder.page_url() if recorder else None,
     )
-
-
-def _best_checkpoint(result: Result, spec: TrainSpec) -> tuple[Checkpoint, dict] | None:
-    from deeprig.tracking.report_logger import STEP_CHECKPOINT
-
-    ranked = [
-        (c, m)
-        for c, m in (result.best_checkpoints or [])
-        if spec.checkpoint.metric in m and STEP_CHECKPOINT not in m
-    ]
-    if not ranked:
-        return (result.checkpoint, result.metrics or {}) if result.checkpoint else None
-    sign = 1 if spec.checkpoint.mode == "min" else -1
-    return min(ranked, key=lambda cm: sign * cm[1][spec.checkpoint.metric])
 
 
 def _epochs_expected(spec: TrainSpec) -> int | None:

@@ -15,7 +15,7 @@ from deeprig.tracking.tags import Tag
 from deeprig.training.state import TrainState
 
 if TYPE_CHECKING:
-    from ray.train import Checkpoint
+    from ray.train import Checkpoint, Result
     from torch import nn
 
     from deeprig.data.pipeline import PreparedData
@@ -194,3 +194,19 @@ def servable_model(state: TrainState) -> tuple[nn.Module, bool, list[str]]:
         return forecaster, True, []
     assert isinstance(data, ImagesData | ParquetData)
     return Standardized(net, mean, std), True, []
+
+
+def best_checkpoint(result: Result, spec: TrainSpec) -> tuple[Checkpoint, dict] | None:
+    """The checkpoint kept as best by the spec's metric (mid-epoch step checkpoints are
+    not candidates), with its metrics; the latest when none carries the metric."""
+    from deeprig.tracking.report_logger import STEP_CHECKPOINT
+
+    ranked = [
+        (c, m)
+        for c, m in (result.best_checkpoints or [])
+        if spec.checkpoint.metric in m and STEP_CHECKPOINT not in m
+    ]
+    if not ranked:
+        return (result.checkpoint, result.metrics or {}) if result.checkpoint else None
+    sign = 1 if spec.checkpoint.mode == "min" else -1
+    return min(ranked, key=lambda cm: sign * cm[1][spec.checkpoint.metric])

@@ -1,0 +1,58 @@
+"""Where a run's wall time went (runners/stages.py) and the wind-down's warm-up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from deeprig.runners.stages import STARTUP, StageClock, summary
+
+
+def test_stages_add_up_to_start_up_and_the_epochs_come_from_their_own_record():
+    clock = StageClock(started_at=time.time() - 5.0)
+    assert 4.9 < clock.seconds["imports"] < 6.0  # before the clock: the process's imports
+    with clock.stage("ray_start"):
+        time.sleep(0.05)
+    with clock.stage("ray_start"):  # a stage met twice counts both times
+        time.sleep(0.05)
+    fit_at = time.time()
+    # epoch 1 ran 0.5 s and ended 2.5 s after fit(): the worker group took 2 s to start
+    clock.training_window(fit_at, (fit_at + 2.5, 0.5), last_epoch_end=fit_at + 4.0)
+    out = clock.finished()
+    assert out["time.ray_start_s"] >= 0.1
+    assert abs(out["time.workers_start_s"] - 2.0) < 1e-6
+    assert abs(out["time.train_s"] - 2.0) < 1e-6
+    start_up = sum(out.get(f"time.{name}_s", 0.0) for name in STARTUP)
+    assert abs(out["time.startup_s"] - start_up) < 1e-9
+    assert out["time.first_epoch_at_s"] > out["time.startup_s"]
+    assert out["time.total_s"] >= out["time.imports_s"]
+
+
+def test_the_closing_line_names_each_stage():
+    line = summary(
+        {
+            "time.total_s": 30.0,
+            "time.startup_s": 20.0,
+            "time.ray_start_s": 3.0,
+            "time.data_s": 0.5,
+            "time.workers_start_s": 12.0,
+            "time.train_s": 4.0,
+            "time.finalize_s": 2.0,
+        }
+    )
+    assert line == (
+        "time: start-up 20.0 s (Ray 3.0, data 0.5, workers 12.0), epochs 4.0 s, end 2.0 s"
+    )
+    assert summary({}) is None  # a run without the clock's record shows no line
+
+
+def test_the_warm_up_imports_what_logging_results_needs():
+    probe = (
+        "import sys; from deeprig.tracking.warm_up import warm_up_result_logging;"
+        "assert 'torch.export' not in sys.modules;"
+        "warm_up_result_logging().join();"
+        "print(all(m in sys.modules for m in ('torch.export', 'matplotlib.pyplot')))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.stdout.strip() == "True", done.stderr
