@@ -1,9 +1,7 @@
-"""Where a run's wall time went (runners/stages.py) and the wind-down's warm-up."""
+"""Where a run's wall time went (runners/stages.py)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 from deeprig.runners.stages import STARTUP, StageClock, summary
@@ -45,14 +43,3 @@ def test_the_closing_line_names_each_stage():
         "time: start-up 20.0 s (Ray 3.0, data 0.5, workers 12.0), epochs 4.0 s, end 2.0 s"
     )
     assert summary({}) is None  # a run without the clock's record shows no line
-
-
-def test_the_warm_up_imports_what_logging_results_needs():
-    probe = (
-        "import sys; from deeprig.tracking.warm_up import warm_up_result_logging;"
-        "assert 'torch.export' not in sys.modules;"
-        "warm_up_result_logging().join();"
-        "print(all(m in sys.modules for m in ('torch.export', 'matplotlib.pyplot')))"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert done.stdout.strip() == "True", done.stderr
