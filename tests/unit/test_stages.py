@@ -1,7 +1,9 @@
-"""Where a run's wall time went (runners/stages.py)."""
+"""Where a run's wall time went (runners/stages.py) and the wind-down's warm-up."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 from deeprig.runners.stages import STARTUP, StageClock, summary
@@ -43,3 +45,16 @@ def test_the_closing_line_names_each_stage():
         "time: start-up 20.0 s (Ray 3.0, data 0.5, workers 12.0), epochs 4.0 s, end 2.0 s"
     )
     assert summary({}) is None  # a run without the clock's record shows no line
+
+
+def test_the_warm_up_imports_what_logging_results_needs():
+    modules = ("torch.export._trace", "matplotlib.pyplot", "mlflow.pytorch")
+    probe = (
+        "import sys; from deeprig.tracking.warm_up import warm_up_result_logging;"
+        f"modules = {modules!r};"
+        "assert not any(m in sys.modules for m in modules);"
+        "warm_up_result_logging().join();"
+        "print(all(m in sys.modules for m in modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.stdout.strip() == "True", done.stderr

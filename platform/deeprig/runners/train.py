@@ -357,6 +357,10 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     shown = (score, "val_loss", "train_loss") if spec.loop is None else tuple(spec.loop.metrics)
     # (short: at 80 columns about 38 characters are left for it)
     waiting = f"{spec.scaling.num_workers} worker(s) + epoch 1"
+    if recorder and spec.loop is None:
+        from deeprig.tracking.warm_up import warm_up_result_logging
+
+        warm_up_result_logging()
     fit_started_at = time.time()
     with EpochProgress(console, _epochs_expected(spec), poll, shown, waiting_for=waiting):
         try:
