@@ -234,7 +234,7 @@ def _read(spec: ImagesData, path: str, info: DataInfo, data_cpus: float):
                 np.asarray(Image.open(io.BytesIO(b)).convert(mode).resize((width, height)))
                 for b in batch[image_column]
             ]
-            return {"x": _chw(np.stack(images), channels), "y": _ids(batch[label], class_ids)}
+            return {"x": images_chw(np.stack(images), channels), "y": _ids(batch[label], class_ids)}
 
         return ray.data.read_parquet(
             path, columns=[image_column, label], num_cpus=data_cpus
@@ -245,7 +245,8 @@ def _read(spec: ImagesData, path: str, info: DataInfo, data_cpus: float):
 
     def to_xy(batch) -> dict[str, np.ndarray]:
         names = np.array([class_of(p, root) for p in batch["path"]])
-        return {"x": _chw(np.stack(list(batch["image"])), channels), "y": _ids(names, class_ids)}
+        x = images_chw(np.stack(list(batch["image"])), channels)
+        return {"x": x, "y": _ids(names, class_ids)}
 
     return ray.data.read_images(
         # (the listed root: Ray reports each file's path as it was given its folder)
@@ -258,7 +259,7 @@ def _read(spec: ImagesData, path: str, info: DataInfo, data_cpus: float):
     ).map_batches(to_xy, batch_format="numpy", num_cpus=data_cpus)
 
 
-def _chw(images: np.ndarray, channels: int) -> np.ndarray:
+def images_chw(images: np.ndarray, channels: int) -> np.ndarray:
     """(rows, H, W) or (rows, H, W, C) bytes -> (rows, C, H, W) floats in [0, 1]."""
     x = images.astype(np.float32) / 255.0
     if x.ndim == 3:

@@ -63,12 +63,10 @@ def _image_samples(spec: ImagesData, info: DataInfo, count: int) -> np.ndarray:
 
         folder = list_image_folder(spec.path, "data.path")
         blobs = [folder.open(path) for path in folder.files[:count]]
-    images = [
-        np.asarray(Image.open(_file(b)).convert(mode).resize((width, height)), np.float32)
-        for b in blobs
-    ]
-    x = np.stack(images) / 255.0
-    return (x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)).astype(np.float32)
+    from deeprig.data.images import images_chw
+
+    images = [np.asarray(Image.open(_file(b)).convert(mode).resize((width, height))) for b in blobs]
+    return images_chw(np.stack(images), channels)  # as the pipeline converts them
 
 
 def _file(blob):
