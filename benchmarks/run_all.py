@@ -24,6 +24,7 @@ import traceback
 from pathlib import Path
 
 from harness import (
+    CpuSteal,
     Row,
     command,
     failed_row,
@@ -66,24 +67,38 @@ HAND_WRITTEN = """
 """
 
 
-def run_harnesses(items, quick: bool, console: Console) -> tuple[list[Row], dict[str, float]]:
+def run_harnesses(
+    items, quick: bool, console: Console
+) -> tuple[list[Row], dict[str, float], dict[str, float]]:
     rows: list[Row] = []
     seconds: dict[str, float] = {}
+    steal: dict[str, float] = {}
     for item, module, _, _ in items:
         console.rule(f"[bold]{item}: benchmarks/{module}.py" + (" (quick)" if quick else ""))
         started = time.perf_counter()
+        stolen = CpuSteal()
         try:
             found = importlib.import_module(module).rows(quick=quick, console=console)
         except Exception as exc:  # one harness failing must not lose the others' figures
             console.print(f"[red]{module} failed:[/]\n{traceback.format_exc()}")
             found = [failed_row(f"{item} {module}", exc)]
         seconds[module] = time.perf_counter() - started
-        print_rows(found, f"{module}: {seconds[module]:.0f} s", console)
+        steal[module] = stolen.percent()
+        print_rows(
+            found, f"{module}: {seconds[module]:.0f} s, CPU steal {steal[module]:.0f}%", console
+        )
+        if steal[module] > 10:
+            console.print(
+                f"[yellow]warning: the hypervisor took {steal[module]:.0f}% of the CPU time "
+                "while this harness ran: its figures are not this machine's[/]"
+            )
         rows.extend(found)
-    return rows, seconds
+    return rows, seconds, steal
 
 
-def generated_block(rows: list[Row], seconds: dict[str, float], items, quick: bool) -> str:
+def generated_block(
+    rows: list[Row], seconds: dict[str, float], steal: dict[str, float], items, quick: bool
+) -> str:
     m, v = machine(), versions()
     total = sum(seconds.values())
     lines = [BEGIN, ""]
@@ -98,16 +113,20 @@ def generated_block(rows: list[Row], seconds: dict[str, float], items, quick: bo
         "this machine, same data, model, batch size and threads on both sides. Each side "
         "is measured `n` times (interleaved, so drift lands on both sides); **medians are "
         "quoted** and the ratio is median A / median B. Steady-state figures leave out the "
-        "first epochs (see each row's note).",
+        "first epochs (see each row's note). CPU steal: the share of CPU time the "
+        "hypervisor gave other guests while a harness ran (/proc/stat); above ~10% a "
+        "harness's figures are not this machine's.",
         "",
         rows_markdown(rows),
         "",
-        "| harness | what the full run (`make bench`) measures | wall s, this run |",
-        "|---|---|---|",
+        "| harness | what the full run (`make bench`) measures | wall s, this run | CPU steal % |",
+        "|---|---|---|---|",
     ]
     for _, module, what, _ in items:
         if module in seconds:
-            lines.append(f"| benchmarks/{module}.py | {what} | {seconds[module]:.0f} |")
+            lines.append(
+                f"| benchmarks/{module}.py | {what} | {seconds[module]:.0f} | {steal[module]:.0f} |"
+            )
     lines += ["", END]
     return "\n".join(lines)
 
@@ -145,14 +164,14 @@ def main() -> int:
     expected = sum(h[3] for h in items)
     if not args.quick:
         console.print(f"{len(items)} harness(es), about {expected:.0f} minutes on 2 CPUs")
-    rows, seconds = run_harnesses(items, args.quick, console)
+    rows, seconds, steal = run_harnesses(items, args.quick, console)
     title = "deeprig benchmarks" + (" (SMOKE RUN: not results)" if args.quick else "")
     console.rule()
     print_rows(rows, title, console)
     console.print(f"{command()}  |  {sum(seconds.values()) / 60:.1f} min")
     out = args.out or (None if args.quick else RESULTS)
     if out is not None:
-        write_results(out, generated_block(rows, seconds, items, args.quick))
+        write_results(out, generated_block(rows, seconds, steal, items, args.quick))
         console.print(f"wrote {out}")
     return 1 if any(r.what == "FAILED" for r in rows) else 0
 

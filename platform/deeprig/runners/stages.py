@@ -101,10 +101,15 @@ def summary(metrics: dict[str, float]) -> str | None:
         "data": metrics.get("time.data_s"),
         "workers": metrics.get("time.workers_start_s"),
     }
-    inside = ", ".join(f"{k} {v:.1f}" for k, v in parts.items() if v is not None)
-    line = f"time: start-up {metrics['time.startup_s']:.1f} s ({inside})"
+    inside = ", ".join(f"{k} {_secs(v)}" for k, v in parts.items() if v is not None)
+    # (seconds said once, tenths below 100: the line stays within 80 columns)
+    line = f"time (s): start-up {_secs(metrics['time.startup_s'])} ({inside})"
     if "time.train_s" in metrics:
-        line += f", epochs {metrics['time.train_s']:.1f} s"
+        line += f", epochs {_secs(metrics['time.train_s'])}"
     if "time.finalize_s" in metrics:
-        line += f", end {metrics['time.finalize_s']:.1f} s"
+        line += f", end {_secs(metrics['time.finalize_s'])}"
     return line
+
+
+def _secs(value: float) -> str:
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
