@@ -31,8 +31,8 @@ def run_in_fresh_home(tmp_path_factory, name: str, *args: str):
 @pytest.fixture(scope="session")
 def ray_2_cpus():
     """A local Ray cluster with 2 CPUs, started the way deeprig starts one, but with its
-    dashboard: Ray's state API (`ray.util.state.list_actors`, which the env-runner crash
-    test uses to find and kill an RLlib actor) is served by the dashboard."""
+    dashboard: Ray's state API (`ray.util.state.list_actors`, with which the worker-kill and
+    env-runner-crash tests find the actor they kill) is served by the dashboard."""
     from deeprig.cluster.session import ray_session
 
     with pytest.MonkeyPatch.context() as monkeypatch:

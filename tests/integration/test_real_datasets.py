@@ -14,11 +14,11 @@ import pytest
 from deeprig.cli import app
 from typer.testing import CliRunner
 
+from tests.conftest import FASHION_SOURCE as FASHION
 from tests.conftest import JOBS
 
 sys.path.insert(0, str(JOBS))
 
-FASHION = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion = pytest.mark.skipif(
     not FASHION.is_dir(), reason="apt-get install dataset-fashion-mnist"
 )
