@@ -101,7 +101,9 @@ def deeprig_pass(root: Path, budget) -> tuple[int, float]:
     prepared = build_datasets(spec, info, 0, 1, budget.data_cpus)
     rows = 0
     for split in (prepared.train, prepared.val):
-        for batch in split.iter_torch_batches(batch_size=BATCH, dtypes={"x": torch.float32}):
+        for batch in split.iter_torch_batches(
+            batch_size=BATCH, dtypes={"x": torch.float32, "y": torch.int64}
+        ):
             rows += len(batch["y"])
     return rows, time.perf_counter() - started
 

@@ -13,6 +13,7 @@ Three ways to feed a worker, picked by the runner (spec `data.cache`):
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -123,9 +124,14 @@ class ShardBatches:
     def _from_arrays(self, shard: ArrayShard) -> tuple[torch.Tensor, torch.Tensor]:
         if len(shard.y) == 0:
             raise RuntimeError("this worker's data shard is empty: use fewer workers")
-        x = torch.as_tensor(np.ascontiguousarray(shard.x)).to(self._device, self._input_dtype)
-        y = torch.as_tensor(np.ascontiguousarray(shard.y)).to(self._device, self._label_dtype)
-        return x, y
+        # The arrays are the object store's read-only copy, shared by the node's workers;
+        # the tensors alias it (no copy). Nothing writes to them: every batch is a new
+        # tensor gathered by index, so torch's warning about non-writable arrays is moot.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            x = torch.as_tensor(np.ascontiguousarray(shard.x))
+            y = torch.as_tensor(np.ascontiguousarray(shard.y))
+        return x.to(self._device, self._input_dtype), y.to(self._device, self._label_dtype)
 
     def _read_all(self) -> tuple[torch.Tensor, torch.Tensor]:
         xs, ys = [], []
