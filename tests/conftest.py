@@ -205,7 +205,8 @@ def digits_parquet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return module.write_digits_parquet(tmp_path_factory.mktemp("data") / "digits.parquet")
 
 
-FASHION_SOURCE = Path("/usr/share/datasets/fashion-mnist")
+# Where Debian's dataset-fashion-mnist puts the idx files: the script's own constant.
+FASHION_SOURCE: Path = module_from_file("make_fashion", JOBS / "make_fashion_images.py").SOURCE
 
 
 @pytest.fixture(scope="session")
