@@ -60,20 +60,34 @@ def _from_arrays(train: tuple, val: tuple, num_workers: int, fitted: Fitted = Fi
 
 
 def build_datasets(
-    spec: DataSpec, info: DataInfo, seed: int, num_workers: int, data_cpus: float
+    spec: DataSpec,
+    info: DataInfo,
+    seed: int,
+    num_workers: int,
+    data_cpus: float,
+    in_memory: bool = False,
 ) -> PreparedData:
     """The splits of a data spec, preprocessing fitted on the training split.
 
     `data_cpus` is what each Ray Data task asks for; the runner sizes it to fit beside the
-    training workers so reads can always be scheduled.
+    training workers so reads can always be scheduled. `in_memory`: the workers hold their
+    shards in memory (an image folder is then decoded once into arrays).
     """
     if isinstance(spec, ParquetData):
         return _parquet_datasets(spec, info, seed, data_cpus)
     if isinstance(spec, PythonData):
         return _python_datasets(spec, info, seed, num_workers)
     if isinstance(spec, ImagesData):
-        from deeprig.data.images import image_datasets
+        from deeprig.data.images import image_arrays, image_datasets
 
+        if in_memory and spec.image_column is None:
+            train, val, test, fitted = image_arrays(spec, info, seed, data_cpus)
+            return PreparedData(
+                fitted=fitted,
+                arrays={"train": train, "val": val},
+                test=test,
+                num_workers=num_workers,
+            )
         return PreparedData(*image_datasets(spec, info, seed, data_cpus))
     if isinstance(spec, TextData | TimeseriesData):
         if isinstance(spec, TextData):

@@ -49,10 +49,6 @@ def first_samples(spec: DataSpec, info: DataInfo, count: int = 2) -> np.ndarray:
 
 
 def _image_samples(spec: ImagesData, info: DataInfo, count: int) -> np.ndarray:
-    from PIL import Image
-
-    channels, height, width = info.input_shape
-    mode = "L" if channels == 1 else "RGB"
     if spec.image_column is not None:
         import pyarrow.dataset as pads
 
@@ -63,13 +59,6 @@ def _image_samples(spec: ImagesData, info: DataInfo, count: int) -> np.ndarray:
 
         folder = list_image_folder(spec.path, "data.path")
         blobs = [folder.open(path) for path in folder.files[:count]]
-    from deeprig.data.images import images_chw
+    from deeprig.data.images import decode_images
 
-    images = [np.asarray(Image.open(_file(b)).convert(mode).resize((width, height))) for b in blobs]
-    return images_chw(np.stack(images), channels)  # as the pipeline converts them
-
-
-def _file(blob):
-    import io
-
-    return io.BytesIO(blob) if isinstance(blob, bytes) else blob
+    return decode_images(blobs, info.input_shape)  # as the pipeline decodes them

@@ -17,17 +17,42 @@ def fit_statistics(
     height and width for per-channel image statistics."""
 
     def sums(batch) -> dict[str, np.ndarray]:
-        x = batch["x"].astype(np.float64)
-        axes = (0, *(a + 1 for a in averaged_axes))
-        per_value = int(np.prod([x.shape[a] for a in axes]))
-        return {
-            "sum": x.sum(axis=axes).reshape(1, -1),
-            "sq": (x * x).sum(axis=axes).reshape(1, -1),
-            "n": np.array([per_value]),
-            "rows": np.array([len(x)]),
-        }
+        return _sums(batch["x"], averaged_axes)
 
-    parts = train.map_batches(sums, batch_format="numpy", batch_size=4096).take_all()
+    parts = train.map_batches(sums, batch_format="numpy", batch_size=_ROWS).take_all()
+    return _fitted(parts, stats_shape)
+
+
+def fit_array_statistics(
+    x: np.ndarray, stats_shape: tuple[int, ...], averaged_axes: tuple[int, ...] = ()
+) -> Fitted:
+    """fit_statistics for training rows held as one array."""
+    batches = [_sums(x[i : i + _ROWS], averaged_axes) for i in range(0, len(x), _ROWS)]
+    # (as rows, the form take_all gives fit_statistics)
+    return _fitted([{k: v[0] for k, v in b.items()} for b in batches], stats_shape)
+
+
+def standardized_array(x: np.ndarray, fitted: Fitted) -> np.ndarray:
+    mean, std = fitted.broadcast_stats()
+    return ((x - mean) / std).astype(np.float32)
+
+
+_ROWS = 4096  # rows summed at a time (in float64: a whole split at once could be GiBs)
+
+
+def _sums(x: np.ndarray, averaged_axes: tuple[int, ...]) -> dict[str, np.ndarray]:
+    x = x.astype(np.float64)
+    axes = (0, *(a + 1 for a in averaged_axes))
+    per_value = int(np.prod([x.shape[a] for a in axes]))
+    return {
+        "sum": x.sum(axis=axes).reshape(1, -1),
+        "sq": (x * x).sum(axis=axes).reshape(1, -1),
+        "n": np.array([per_value]),
+        "rows": np.array([len(x)]),
+    }
+
+
+def _fitted(parts: list[dict[str, np.ndarray]], stats_shape: tuple[int, ...]) -> Fitted:
     count = float(sum(p["n"] for p in parts))
     mean = np.sum([p["sum"] for p in parts], axis=0) / count
     squares = np.sum([p["sq"] for p in parts], axis=0) / count

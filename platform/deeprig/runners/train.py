@@ -189,9 +189,8 @@ def run(spec: TrainSpec, job: Job) -> TrainOutcome:
 
 def prepare_data(spec: TrainSpec, checked: TrainChecked) -> PreparedData:
     """The job's splits, preprocessing fitted on the training split (Ray is up)."""
-    return build_datasets(
-        spec.data, checked.data, spec.seed, spec.scaling.num_workers, checked.budget.data_cpus
-    )
+    workers, data_cpus = spec.scaling.num_workers, checked.budget.data_cpus
+    return build_datasets(spec.data, checked.data, spec.seed, workers, data_cpus, checked.in_memory)
 
 
 def build_trainer(

@@ -175,7 +175,9 @@ def _train_in_trial(spec: TrainSpec, ctx: TrialContext, run_id: str | None, sink
 
     checked = ctx.checked
     assert checked is not None
-    prepared = build_datasets(spec.data, checked.data, spec.seed, 1, checked.budget.data_cpus)
+    prepared = build_datasets(
+        spec.data, checked.data, spec.seed, 1, checked.budget.data_cpus, checked.in_memory
+    )
     # The trial is the one worker: arrays it holds in memory need no Ray Data at all.
     arrays = prepared.arrays if checked.in_memory else None
     session = TuneTrialSession({} if arrays else prepared.for_trainer(), spec.scaling.use_gpu)
