@@ -50,3 +50,28 @@ def test_a_run_without_a_stop_criterion_is_refused():
     result = validate("stop={episode_return_mean: 100}")
     assert result.exit_code == 2
     assert "give num_env_steps, iterations or seconds" in result.output
+
+
+def test_an_env_without_a_batched_implementation_cannot_use_it():
+    result = validate("env=Acrobot-v1", "env_runners.vectorize=vector_entry_point")
+    assert result.exit_code == 2
+    assert "env_runners.vectorize: Acrobot-v1 has no vector entry point" in result.output
+
+
+def test_numpy_scalars_in_rllib_results_are_kept():
+    """A vectorised CartPole reports returns as numpy float32: they are metrics too (they
+    drive the stop rule)."""
+    import numpy as np
+    from deeprig.runners.rl import flatten_result
+
+    result = {
+        "env_runners": {"episode_return_mean": np.float32(451.5), "num_env_steps_sampled": 1024},
+        "num_env_steps_sampled_lifetime": np.int64(4096),
+        "time_this_iter_s": 0.5,
+        "learners": {"default_policy": {"total_loss": np.float32(0.25)}},
+    }
+    metrics = flatten_result(result)
+    assert metrics["episode_return_mean"] == 451.5
+    assert metrics["num_env_steps_sampled_lifetime"] == 4096.0
+    assert metrics["learner.default_policy.total_loss"] == 0.25
+    assert metrics["env_steps_per_s"] == 2048.0

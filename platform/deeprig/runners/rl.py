@@ -9,11 +9,14 @@ checkpoint, in the same MLflow run.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import inspect
+import numbers
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +78,7 @@ class RLOutcome:
     iterations: int
     checkpoint_path: str | None
     seconds: float
+    train_seconds: float = 0.0  # the training loop alone: algorithm built, to the stop rule
 
     def render(self, console: Console) -> None:
         print_metrics_table(
@@ -143,8 +147,24 @@ def check_rl_spec(spec: RLSpec) -> None:
                 )
             )
         env.close()
+    if spec.env_runners.vectorize == "vector_entry_point" and not _has_vector_entry_point(spec):
+        problems.append(
+            Problem(
+                "env_runners.vectorize",
+                f"{spec.env} has no vector entry point (a batched implementation); use "
+                "`sync` or `async`",
+            )
+        )
     if problems:
         raise SpecError(problems)
+
+
+def _has_vector_entry_point(spec: RLSpec) -> bool:
+    import gymnasium as gym
+
+    if ":" in spec.env or spec.env not in gym.registry:
+        return False
+    return gym.registry[spec.env].vector_entry_point is not None
 
 
 def _make_env(spec: RLSpec):
@@ -178,6 +198,7 @@ def build_config(spec: RLSpec):
         .env_runners(
             num_env_runners=spec.env_runners.num_env_runners,
             num_envs_per_env_runner=spec.env_runners.num_envs_per_env_runner,
+            gym_env_vectorize_mode=spec.env_runners.vectorize,
         )
         .learners(
             num_learners=spec.learners.num_learners,
@@ -231,19 +252,19 @@ def flatten_result(result: dict[str, Any]) -> dict[str, float]:
         node: Any = result
         for key in path:
             node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, int | float) and node == node:  # not NaN
+        if isinstance(node, numbers.Real) and node == node:  # not NaN; numpy scalars too
             metrics[name] = float(node)
     for module, values in (result.get("learners") or {}).items():
         if not isinstance(values, dict):
             continue
         for key in LEARNER_METRICS:
             value = values.get(key)
-            if isinstance(value, int | float):
+            if isinstance(value, numbers.Real):
                 metrics[f"learner.{module}.{key}"] = float(value)
     steps = metrics.get("num_env_steps_sampled_lifetime")
     if steps is not None and result.get("time_this_iter_s"):
         sampled = (result.get("env_runners") or {}).get("num_env_steps_sampled")
-        if isinstance(sampled, int | float):
+        if isinstance(sampled, numbers.Real):
             metrics["env_steps_per_s"] = float(sampled) / result["time_this_iter_s"]
     return metrics
 
@@ -296,8 +317,9 @@ def _train(job_run: JobRun[RLSpec, RLChecked]) -> RLOutcome:
         console=console,
     )
     task = progress.add_task("rl", total=spec.stop.iterations, status="sampling...")
+    loop_started, train_seconds = time.perf_counter(), 0.0
     try:
-        with progress:
+        with progress, _torch_threads(spec.learners.torch_threads):
             while True:
                 result = algo.train()
                 iteration += 1
@@ -305,6 +327,7 @@ def _train(job_run: JobRun[RLSpec, RLChecked]) -> RLOutcome:
                 if sink:
                     sink.log(metrics, step=iteration)
                 done = should_stop(spec, metrics, iteration, time.perf_counter() - started)
+                train_seconds = time.perf_counter() - loop_started
                 if done or iteration % spec.checkpoint.every_n_iterations == 0:
                     checkpoint = _save(algo, folder, iteration, spec.checkpoint.num_to_keep)
                     if recorder and sink:
@@ -329,7 +352,22 @@ def _train(job_run: JobRun[RLSpec, RLChecked]) -> RLOutcome:
         iteration,
         str(checkpoint) if checkpoint else None,
         time.perf_counter() - started,
+        train_seconds,
     )
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads in this process for the block, as they were after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _status_line(metrics: dict[str, float]) -> str:

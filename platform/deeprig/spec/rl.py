@@ -16,6 +16,14 @@ class EnvRunnersSpec(StrictModel):
     num_envs_per_env_runner: int = Field(
         default=1, ge=1, description="Vectorised environments per runner."
     )
+    vectorize: Literal["sync", "async", "vector_entry_point"] = Field(
+        default="sync",
+        description=(
+            "How the envs are vectorised (Gymnasium's `make_vec`): `sync` steps them one "
+            "by one in the runner, `async` in subprocesses, `vector_entry_point` uses the "
+            "env's own batched implementation (CartPole's steps all envs in one numpy call)."
+        ),
+    )
 
 
 class RLModelSpec(StrictModel):
@@ -53,6 +61,15 @@ class EvaluationSpec(StrictModel):
 class LearnersSpec(StrictModel):
     num_learners: int = Field(default=0, ge=0, description="Remote learners; 0: in the driver.")
     use_gpu: bool = Field(default=False, description="One GPU per learner.")
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Threads torch uses in the driver while it samples and learns there "
+            "(num_env_runners/num_learners 0; Ray gives remote ones their CPUs). A small "
+            "MLP steps faster on 1. Default: torch's own (the CPU count)."
+        ),
+    )
 
 
 class RLSpec(StrictModel):
