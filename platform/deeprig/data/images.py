@@ -1,7 +1,8 @@
 """Images: a folder of class sub-folders (torchvision's `ImageFolder` layout) or Parquet with
 an image-bytes column, described on the driver (every file's header is read, so a bad file
-fails the pre-flight, not epoch 3) and read by Ray Data (`read_images`) into `x` (channels,
-height, width) floats in [0, 1] and `y` class ids. Per-channel normalisation is fitted on
+fails the pre-flight, not epoch 3) and decoded by PIL in Ray tasks into `x` (channels,
+height, width) floats in [0, 1] and `y` class ids: once, into arrays, when the workers hold
+their shards in memory, else as a Ray Data stream. Per-channel normalisation is fitted on
 the training split; augmentation happens on the workers (training/augment.py)."""
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ _BLOCK_BYTES = 32 * 1024 * 1024
 class ImageFolder:
     """An image folder as listed on the driver: where it is, its classes, its files."""
 
-    root: str  # the folder as Ray Data reports its files' paths (no scheme)
+    root: str  # the folder as its filesystem lists its files' paths (no scheme)
     classes: tuple[str, ...]
     files: tuple[str, ...]  # every image file, as a path the folder's filesystem opens
     filesystem: Any
@@ -123,7 +124,7 @@ def list_image_folder(path: str, field: str) -> ImageFolder:
 
 
 def folder_root(path: str) -> tuple[Any, str]:
-    """(its filesystem, the folder as Ray Data reports its files' paths)."""
+    """(its filesystem, the folder as that filesystem lists its files' paths)."""
     import pyarrow.fs as pafs
 
     if "://" in path:
@@ -133,8 +134,8 @@ def folder_root(path: str) -> tuple[Any, str]:
 
 
 def class_of(path: str, root: str) -> str:
-    """The class of an image file: its first folder under the root (Ray Data reports
-    local paths without their leading slash)."""
+    """The class of an image file: its first folder under the root (with or without a
+    leading slash on either)."""
     return path.lstrip("/")[len(root.lstrip("/")) :].lstrip("/").split("/", 1)[0]
 
 
@@ -242,7 +243,8 @@ def image_arrays(spec: ImagesData, info: DataInfo, seed: int, data_cpus: float):
 
     The workers would read a stream into memory anyway (data.cache), and arrays skip the
     Ray Data executions a stream costs: its statistics pass and every split's start
-    (20k 28x28 PNGs, 2 CPUs: ~1 s of the ~3 s to batches; benchmarks/image_ingest.py)."""
+    (20k 28x28 PNGs to batches, 2 CPUs: 1.4 s against 3.1 s streamed;
+    benchmarks/image_ingest.py)."""
     import ray
 
     folder = list_image_folder(spec.path, "data.path")
