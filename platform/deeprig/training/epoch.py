@@ -137,7 +137,7 @@ def _all_finite(loss: torch.Tensor, world_size: int) -> tuple[torch.Tensor, Any]
     Started before the backward and waited for after it, so the tiny all-reduce overlaps
     the backward instead of holding every rank at a barrier each step (the gradient
     all-reduce follows it in the same order on every rank). Waiting before the backward
-    cost 2 DDP workers ~20% of their samples/s on 2 CPUs (benchmarks/scaling.py)."""
+    cost 2 DDP workers ~10% of their samples/s on 2 CPUs (benchmarks/scaling.py)."""
     finite = torch.isfinite(loss.detach()).float()
     if world_size == 1:
         return finite, None
