@@ -358,7 +358,7 @@ def _train(job_run: JobRun[RLSpec, RLChecked]) -> RLOutcome:
 
 @contextlib.contextmanager
 def _torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op threads in this process for the block, as they were after it."""
+    """torch's intra-op threads in this process set for the block, restored after it."""
     import torch
 
     before = torch.get_num_threads()
