@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from deeprig.data.arrow import label_classes
+from deeprig.data.builtin import split_indices
 from deeprig.data.info import DataInfo, DataProblem, Fitted, num_val_rows
 from deeprig.data.standardize import (
     fit_array_statistics,
@@ -227,7 +228,7 @@ def image_datasets(spec: ImagesData, info: DataInfo, seed: int, data_cpus: float
         train, val = decoded.train_test_split(test_size=info.num_val, shuffle=True, seed=seed)
     else:
         folder = list_image_folder(spec.path, "data.path")
-        val_rows, train_rows = _split(len(folder.files), info.num_val, seed)
+        train_rows, val_rows = split_indices(len(folder.files), spec.val_fraction, seed)
         train = _read_folder(folder, train_rows, info, data_cpus)
         val = _read_folder(folder, val_rows, info, data_cpus)
     fitted = Fitted(fitted_on_rows=info.num_train)
@@ -248,7 +249,7 @@ def image_arrays(spec: ImagesData, info: DataInfo, seed: int, data_cpus: float):
     import ray
 
     folder = list_image_folder(spec.path, "data.path")
-    val_rows, train_rows = _split(len(folder.files), info.num_val, seed)
+    train_rows, val_rows = split_indices(len(folder.files), spec.val_fraction, seed)
     paths, labels = _labelled(folder, np.concatenate([train_rows, val_rows]))
     decode = ray.remote(num_cpus=data_cpus)(_decode_files)
     parts = [
@@ -263,13 +264,6 @@ def image_arrays(spec: ImagesData, info: DataInfo, seed: int, data_cpus: float):
         x = standardized_array(x, fitted)
     test = _test_dataset(spec, info, fitted, data_cpus)
     return (x[train], labels[train]), (x[val], labels[val]), test, fitted
-
-
-def _split(num_rows: int, num_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(validation rows, training rows) of a folder's file list: a seeded permutation, the
-    same split whichever way the folder is then read."""
-    order = np.random.default_rng(seed).permutation(num_rows)
-    return order[:num_val], order[num_val:]
 
 
 def _test_dataset(spec: ImagesData, info: DataInfo, fitted: Fitted, data_cpus: float):

@@ -55,8 +55,12 @@ class PreparedData:
         return {"train": self.train, "val": self.val}
 
 
-def _from_arrays(train: tuple, val: tuple, num_workers: int, fitted: Fitted = Fitted()):
-    return PreparedData(fitted=fitted, arrays={"train": train, "val": val}, num_workers=num_workers)
+def _from_arrays(
+    train: tuple, val: tuple, num_workers: int, fitted: Fitted = Fitted(), test: Any = None
+):
+    return PreparedData(
+        test=test, fitted=fitted, arrays={"train": train, "val": val}, num_workers=num_workers
+    )
 
 
 def build_datasets(
@@ -82,12 +86,7 @@ def build_datasets(
 
         if in_memory and spec.image_column is None:
             train, val, test, fitted = image_arrays(spec, info, seed, data_cpus)
-            return PreparedData(
-                fitted=fitted,
-                arrays={"train": train, "val": val},
-                test=test,
-                num_workers=num_workers,
-            )
+            return _from_arrays(train, val, num_workers, fitted, test)
         return PreparedData(*image_datasets(spec, info, seed, data_cpus))
     if isinstance(spec, TextData | TimeseriesData):
         if isinstance(spec, TextData):
