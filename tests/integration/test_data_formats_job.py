@@ -102,7 +102,11 @@ def test_an_image_folder_held_in_memory_and_streamed_gives_the_same_rows(tmp_pat
     info = describe_data(spec)
     held = build_datasets(spec, info, 7, 2, 0.5, in_memory=True)
     streamed = build_datasets(spec, info, 7, 2, 0.5, in_memory=False)
-    assert held.arrays is not None and held.fitted == streamed.fitted
+    assert held.arrays is not None
+    # (exact sums of bytes in the tasks against sums of float32 values in Ray Data)
+    assert held.fitted.input_mean == pytest.approx(streamed.fitted.input_mean, rel=1e-6)
+    assert held.fitted.input_std == pytest.approx(streamed.fitted.input_std, rel=1e-6)
+    assert held.fitted.stats_shape == streamed.fitted.stats_shape == (1, 1, 1)
     assert held.fitted.fitted_on_rows == info.num_train == 48
 
     def in_one_order(x: np.ndarray, y: np.ndarray):  # (Ray Data may reorder blocks)

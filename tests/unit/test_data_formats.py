@@ -271,3 +271,22 @@ def test_a_data_problem_survives_the_copy_ray_makes_of_it():
     problem = DataProblem("data.path", "no folder at 'x'")
     for copied in (copy.copy(problem), pickle.loads(pickle.dumps(problem))):
         assert copied.path == "data.path" and str(copied) == "no folder at 'x'"
+
+
+def test_statistics_summed_over_image_bytes_match_those_of_their_floats():
+    from deeprig.data.standardize import fitted_from_sums, pixel_floats, pixel_sums
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(5000, 3, 4, 4), dtype=np.uint8)  # two sum chunks
+    floats = pixels.astype(np.float64) / 255.0
+    parts = [pixel_sums(pixels[:1000], (1, 2)), pixel_sums(pixels[1000:], (1, 2))]
+    fitted = fitted_from_sums(parts, (3, 1, 1))
+    mean, std = floats.mean(axis=(0, 2, 3)), floats.std(axis=(0, 2, 3))
+    np.testing.assert_allclose(fitted.input_mean, mean, rtol=1e-9)
+    np.testing.assert_allclose(fitted.input_std, std, rtol=1e-7)
+    assert fitted.fitted_on_rows == 5000
+    expected = (floats - mean[None, :, None, None]) / std[None, :, None, None]
+    standardized = pixel_floats(pixels, fitted)
+    assert standardized.dtype == np.float32
+    np.testing.assert_allclose(standardized, expected, atol=1e-6)
+    np.testing.assert_allclose(pixel_floats(pixels, None), floats, atol=1e-7)

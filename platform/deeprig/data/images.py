@@ -20,10 +20,11 @@ from deeprig.data.arrow import label_classes
 from deeprig.data.builtin import split_indices
 from deeprig.data.info import DataInfo, DataProblem, Fitted, num_val_rows
 from deeprig.data.standardize import (
-    fit_array_statistics,
     fit_statistics,
+    fitted_from_sums,
+    pixel_floats,
+    pixel_sums,
     standardized,
-    standardized_array,
 )
 from deeprig.spec.data import ImagesData
 
@@ -244,26 +245,44 @@ def image_arrays(spec: ImagesData, info: DataInfo, seed: int, data_cpus: float):
 
     The workers would read a stream into memory anyway (data.cache), and arrays skip the
     Ray Data executions a stream costs: its statistics pass and every split's start
-    (20k 28x28 PNGs to batches, 2 CPUs: 1.4 s against 3.1 s streamed;
-    benchmarks/image_ingest.py)."""
+    (20k 28x28 PNGs to batches, 2 CPUs: 1.3 s against 3.1 s streamed;
+    benchmarks/image_ingest.py). The tasks send bytes (a quarter of the floats' size) with
+    the sums of their training rows, so the driver's only pass over the pixels is the one
+    that makes the normalised floats."""
     import ray
 
     folder = list_image_folder(spec.path, "data.path")
     train_rows, val_rows = split_indices(len(folder.files), spec.val_fraction, seed)
     paths, labels = _labelled(folder, np.concatenate([train_rows, val_rows]))
-    decode = ray.remote(num_cpus=data_cpus)(_decode_files)
-    parts = [
-        decode.remote(folder.filesystem, [paths[i] for i in part], info.input_shape)
-        for part in np.array_split(np.arange(len(paths)), _num_blocks(len(paths), info))
-    ]
-    x = np.concatenate(ray.get(parts))
-    train, val = slice(0, len(train_rows)), slice(len(train_rows), len(paths))
-    fitted = Fitted(fitted_on_rows=info.num_train)
+    num_train = len(train_rows)  # (the first rows of `paths`)
+    decode = ray.remote(num_cpus=data_cpus)(_decode_block)
+    blocks = ray.get(
+        [
+            decode.remote(
+                folder.filesystem,
+                [paths[i] for i in part],
+                info.input_shape,
+                int(np.clip(num_train - part[0], 0, len(part))),
+            )
+            for part in np.array_split(np.arange(len(paths)), _num_blocks(len(paths), info))
+        ]
+    )
+    fitted = Fitted(fitted_on_rows=num_train)
     if spec.normalize:
-        fitted = fit_array_statistics(x[train], (info.input_shape[0], 1, 1), averaged_axes=(1, 2))
-        x = standardized_array(x, fitted)
+        sums = [block_sums for _, block_sums in blocks if block_sums is not None]
+        fitted = fitted_from_sums(sums, (info.input_shape[0], 1, 1))
+    pixels = np.concatenate([block_pixels for block_pixels, _ in blocks])
+    x = pixel_floats(pixels, fitted if spec.normalize else None)
+    train, val = slice(0, num_train), slice(num_train, len(paths))
     test = _test_dataset(spec, info, fitted, data_cpus)
     return (x[train], labels[train]), (x[val], labels[val]), test, fitted
+
+
+def _decode_block(filesystem: Any, paths: list[str], shape: tuple[int, ...], num_train: int):
+    """(the files' (rows, C, H, W) bytes, the per-channel sums of the first `num_train` of
+    them, or None when there are none)."""
+    pixels = decode_pixels([open_image_file(filesystem, p) for p in paths], shape)
+    return pixels, pixel_sums(pixels[:num_train], averaged_axes=(1, 2)) if num_train else None
 
 
 def _test_dataset(spec: ImagesData, info: DataInfo, fitted: Fitted, data_cpus: float):
@@ -281,6 +300,11 @@ def _test_dataset(spec: ImagesData, info: DataInfo, fitted: Fitted, data_cpus: f
 def decode_images(files: list, shape: tuple[int, ...]) -> np.ndarray:
     """Encoded images (paths PIL opens, file objects or bytes) -> (rows, C, H, W) floats in
     [0, 1], each converted to the channels and resized to the size of `shape`."""
+    return pixel_floats(decode_pixels(files, shape), None)
+
+
+def decode_pixels(files: list, shape: tuple[int, ...]) -> np.ndarray:
+    """decode_images, as (rows, C, H, W) bytes."""
     from PIL import Image
 
     channels, height, width = shape
@@ -292,7 +316,7 @@ def decode_images(files: list, shape: tuple[int, ...]) -> np.ndarray:
             if image.size != (width, height):
                 image = image.resize((width, height))
             images.append(np.asarray(image))  # (decoded here, while the file is open)
-    return images_chw(np.stack(images), channels)
+    return _channels_first(np.stack(images), channels)
 
 
 def _read_folder(folder: ImageFolder, rows: np.ndarray, info: DataInfo, data_cpus: float):
@@ -356,12 +380,11 @@ def _read_parquet(spec: ImagesData, path: str, info: DataInfo, data_cpus: float)
     ).map_batches(decode, batch_format="numpy", num_cpus=data_cpus)
 
 
-def images_chw(images: np.ndarray, channels: int) -> np.ndarray:
-    """(rows, H, W) or (rows, H, W, C) bytes -> (rows, C, H, W) floats in [0, 1]."""
-    x = images.astype(np.float32) / 255.0
-    if x.ndim == 3:
-        return x[:, None, :, :]
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2)[:, :channels])
+def _channels_first(images: np.ndarray, channels: int) -> np.ndarray:
+    """(rows, H, W) or (rows, H, W, C) -> (rows, C, H, W)."""
+    if images.ndim == 3:
+        return images[:, None, :, :]
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2)[:, :channels])
 
 
 def _ids(labels: np.ndarray, class_ids: dict[str, int]) -> np.ndarray:

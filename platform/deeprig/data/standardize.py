@@ -23,18 +23,35 @@ def fit_statistics(
     return _fitted(parts, stats_shape)
 
 
-def fit_array_statistics(
-    x: np.ndarray, stats_shape: tuple[int, ...], averaged_axes: tuple[int, ...] = ()
-) -> Fitted:
-    """fit_statistics for training rows held as one array."""
-    batches = [_sums(x[i : i + _ROWS], averaged_axes) for i in range(0, len(x), _ROWS)]
-    # (as rows, the form take_all gives fit_statistics)
-    return _fitted([{k: v[0] for k, v in b.items()} for b in batches], stats_shape)
+def pixel_sums(pixels: np.ndarray, averaged_axes: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The sums fit_statistics adds up, of image bytes read as floats in [0, 1], without
+    making those floats (a decoding task sends its training rows' sums with its bytes)."""
+    parts = [_sums(pixels[i : i + _ROWS], averaged_axes) for i in range(0, len(pixels), _ROWS)]
+    return {
+        "sum": np.sum([p["sum"] for p in parts], axis=0)[0] / 255.0,
+        "sq": np.sum([p["sq"] for p in parts], axis=0)[0] / 255.0**2,
+        "n": np.sum([p["n"] for p in parts]),
+        "rows": np.sum([p["rows"] for p in parts]),
+    }
 
 
-def standardized_array(x: np.ndarray, fitted: Fitted) -> np.ndarray:
-    mean, std = fitted.broadcast_stats()
-    return ((x - mean) / std).astype(np.float32)
+def fitted_from_sums(parts: list[dict[str, np.ndarray]], stats_shape: tuple[int, ...]) -> Fitted:
+    return _fitted(parts, stats_shape)
+
+
+def pixel_floats(pixels: np.ndarray, fitted: Fitted | None) -> np.ndarray:
+    """(rows, C, H, W) image bytes -> float32 in [0, 1], standardised by `fitted` when
+    given (its statistics are of [0, 1] values): one multiply-add per value, into one
+    new array, where `(x / 255 - mean) / std` makes three."""
+    channels = pixels.shape[1]
+    scale = np.full((1, channels, 1, 1), 1 / 255.0, dtype=np.float32)
+    shift = np.zeros_like(scale)
+    if fitted is not None:
+        mean, std = fitted.broadcast_stats()
+        scale, shift = scale / std, -mean / std
+    floats = np.multiply(pixels, scale, dtype=np.float32)
+    floats += shift
+    return floats
 
 
 _ROWS = 4096  # rows summed at a time (in float64: a whole split at once could be GiBs)
