@@ -1,6 +1,7 @@
-"""Mean/std statistics fitted on a training Ray Dataset and applied to every split: the
-per-channel normalisation of images and the per-column standardisation of tabular
-features. `Fitted.stats_shape` says how the statistics broadcast over one sample."""
+"""Mean/std statistics fitted on a training Ray Dataset (or summed over image bytes by
+the tasks that decode them) and applied to every split: the per-channel normalisation of
+images and the per-column standardisation of tabular features. `Fitted.stats_shape` says
+how the statistics broadcast over one sample."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ def pixel_sums(pixels: np.ndarray, averaged_axes: tuple[int, ...]) -> dict[str, 
 
 
 def fitted_from_sums(parts: list[dict[str, np.ndarray]], stats_shape: tuple[int, ...]) -> Fitted:
+    """The statistics of every part's rows together (parts from pixel_sums)."""
     return _fitted(parts, stats_shape)
 
 
