@@ -255,6 +255,7 @@ def image_arrays(spec: ImagesData, info: DataInfo, seed: int, data_cpus: float):
     train_rows, val_rows = split_indices(len(folder.files), spec.val_fraction, seed)
     paths, labels = _labelled(folder, np.concatenate([train_rows, val_rows]))
     num_train = len(train_rows)  # (the first rows of `paths`)
+    summed = num_train if spec.normalize else 0  # rows whose channel sums a task sends
     decode = ray.remote(num_cpus=data_cpus)(_decode_block)
     blocks = ray.get(
         [
@@ -262,7 +263,7 @@ def image_arrays(spec: ImagesData, info: DataInfo, seed: int, data_cpus: float):
                 folder.filesystem,
                 [paths[i] for i in part],
                 info.input_shape,
-                int(np.clip(num_train - part[0], 0, len(part))),
+                int(np.clip(summed - part[0], 0, len(part))),
             )
             for part in np.array_split(np.arange(len(paths)), _num_blocks(len(paths), info))
         ]
@@ -278,11 +279,11 @@ def image_arrays(spec: ImagesData, info: DataInfo, seed: int, data_cpus: float):
     return (x[train], labels[train]), (x[val], labels[val]), test, fitted
 
 
-def _decode_block(filesystem: Any, paths: list[str], shape: tuple[int, ...], num_train: int):
-    """(the files' (rows, C, H, W) bytes, the per-channel sums of the first `num_train` of
-    them, or None when there are none)."""
+def _decode_block(filesystem: Any, paths: list[str], shape: tuple[int, ...], summed: int):
+    """(the files' (rows, C, H, W) bytes, the per-channel sums of the first `summed` of
+    them, or None when that is none)."""
     pixels = decode_pixels([open_image_file(filesystem, p) for p in paths], shape)
-    return pixels, pixel_sums(pixels[:num_train], averaged_axes=(1, 2)) if num_train else None
+    return pixels, pixel_sums(pixels[:summed], averaged_axes=(1, 2)) if summed else None
 
 
 def _test_dataset(spec: ImagesData, info: DataInfo, fitted: Fitted, data_cpus: float):

@@ -21,7 +21,7 @@ def fit_statistics(
         return _sums(batch["x"], averaged_axes)
 
     parts = train.map_batches(sums, batch_format="numpy", batch_size=_ROWS).take_all()
-    return _fitted(parts, stats_shape)
+    return fitted_from_sums(parts, stats_shape)
 
 
 def pixel_sums(pixels: np.ndarray, averaged_axes: tuple[int, ...]) -> dict[str, np.ndarray]:
@@ -34,11 +34,6 @@ def pixel_sums(pixels: np.ndarray, averaged_axes: tuple[int, ...]) -> dict[str, 
         "n": np.sum([p["n"] for p in parts]),
         "rows": np.sum([p["rows"] for p in parts]),
     }
-
-
-def fitted_from_sums(parts: list[dict[str, np.ndarray]], stats_shape: tuple[int, ...]) -> Fitted:
-    """The statistics of every part's rows together (parts from pixel_sums)."""
-    return _fitted(parts, stats_shape)
 
 
 def pixel_floats(pixels: np.ndarray, fitted: Fitted | None) -> np.ndarray:
@@ -71,7 +66,8 @@ def _sums(x: np.ndarray, averaged_axes: tuple[int, ...]) -> dict[str, np.ndarray
     }
 
 
-def _fitted(parts: list[dict[str, np.ndarray]], stats_shape: tuple[int, ...]) -> Fitted:
+def fitted_from_sums(parts: list[dict[str, np.ndarray]], stats_shape: tuple[int, ...]) -> Fitted:
+    """The statistics of every part's rows together (parts as _sums or pixel_sums give)."""
     count = float(sum(p["n"] for p in parts))
     mean = np.sum([p["sum"] for p in parts], axis=0) / count
     squares = np.sum([p["sq"] for p in parts], axis=0) / count
