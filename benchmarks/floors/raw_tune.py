@@ -16,13 +16,12 @@ from typing import Any
 def trivial_trial(config: dict[str, Any]) -> None:
     """One trial: benchmarks/search.py's plain loop, reporting each epoch to Tune."""
     import torch
-    from ray import tune
-
     from deeprig.data import describe_data
     from deeprig.data.builtin import builtin_arrays, split_indices
     from deeprig.models import build_model
     from deeprig.spec.train import TrainSpec
     from deeprig.training.optim import build_optimizer
+    from ray import tune
 
     base = TrainSpec.model_validate(config["base"])
     torch.set_num_threads(1)
