@@ -82,6 +82,18 @@ def test_step_checkpoints_in_a_searchs_base_are_refused(tmp_path, deeprig_home):
     )
 
 
+def test_step_logging_in_a_searchs_base_is_refused(tmp_path, deeprig_home):
+    job = tmp_path / "tune.yaml"
+    job.write_text(TUNE)
+    result = CliRunner().invoke(
+        app, ["validate", str(job), "--set", "base.tracking.log_every_n_steps=5"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "base.tracking.log_every_n_steps: a search records its trials from Tune's results" in (
+        " ".join(result.output.split())
+    )
+
+
 def test_pbt_without_checkpoints_at_each_perturbation_is_refused():
     text = TUNE.replace("{name: asha}", "{name: pbt, perturbation_interval: 2}")
     text = text.replace(

@@ -1,9 +1,8 @@
 """The MLflow run of a job, as every runner opens it: a new one, or (with --resume) the
-newest unfinished run of the same job, reopened; and the child run of a search's trial."""
+newest unfinished run of the same job, reopened. (A search's trial runs: tracking/trials.py.)"""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +10,9 @@ from mlflow import MlflowClient
 
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.tracking.drivers import driver_tags
-from deeprig.tracking.runs import RunRecorder, find_child_run
+from deeprig.tracking.runs import RunRecorder
 from deeprig.tracking.store import TrackingTarget
-from deeprig.tracking.tags import MLFLOW_PARENT_RUN_ID, RunStatus, Tag
+from deeprig.tracking.tags import RunStatus, Tag
 
 
 def create_job_run(
@@ -60,29 +59,3 @@ def find_unfinished_run(spec: Any, target: TrackingTarget | None, what: str) -> 
             "start one"
         )
     return RunRecorder(target, runs[0].info.run_id)
-
-
-def open_trial_run(
-    target: TrackingTarget,
-    experiment: str,
-    parent_run_id: str | None,
-    trial_id: str,
-    spec_dict: dict[str, Any],
-    values: dict[str, Any],
-) -> RunRecorder:
-    """A search trial's child run: found again when the trial restarts, never duplicated."""
-    existing = find_child_run(target, experiment, parent_run_id, trial_id)
-    if existing:
-        return RunRecorder(target, existing)
-    tags = {Tag.TRIAL_ID: trial_id, Tag.TRIAL_VALUES: json.dumps(values)}
-    if parent_run_id:
-        tags |= {MLFLOW_PARENT_RUN_ID: parent_run_id, Tag.PARENT_RUN_ID: parent_run_id}
-    return RunRecorder.create(
-        target,
-        experiment,
-        spec_dict,
-        json.dumps(values, indent=1),
-        Path.cwd(),
-        run_name=f"trial-{trial_id}",
-        extra_tags=tags,
-    )

@@ -13,16 +13,7 @@ from typing import Any
 from ray.train import UserCallback
 
 from deeprig.tracking.sink import MlflowMetricsSink, numeric_values
-
-# In an epoch's report when it is the job's last (the end, or an early stop): the logger
-# waits for it to be recorded before training ends. Not a metric.
-LAST_REPORT = "last_report"
-# In a mid-epoch checkpoint's report (training/step_hooks.py): its metrics are placeholders
-# that rank it below every epoch's checkpoint; neither logged nor shown. Not a metric.
-STEP_CHECKPOINT = "step_checkpoint"
-# When the epoch ended on the worker (unix seconds): the MLflow timestamp of its metrics,
-# which the job's stage timing reads back (runners/stages.py). Not a metric.
-ENDED_AT = "ended_at"
+from deeprig.training.report_keys import ENDED_AT, LAST_REPORT, STEP_CHECKPOINT
 
 
 class EpochMetricsLogger(UserCallback):

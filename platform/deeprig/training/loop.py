@@ -21,13 +21,13 @@ from torch import nn
 from deeprig.data.shard import ShardBatches, array_shard
 from deeprig.spec.data import ImagesData
 from deeprig.spec.train import TrainSpec
-from deeprig.tracking.report_logger import ENDED_AT, LAST_REPORT
 from deeprig.tracking.tags import Tag
 from deeprig.training.augment import image_augment
 from deeprig.training.epoch import Position, StepParts, reseed, train_epoch
 from deeprig.training.evaluate import evaluate, loss_function
 from deeprig.training.guards import EarlyStop
 from deeprig.training.parts import TrainParts, build_parts
+from deeprig.training.report_keys import ENDED_AT, LAST_REPORT
 from deeprig.training.scores import ClassScores
 from deeprig.training.session import RayTrainSession, WorkerSession
 from deeprig.training.state import TrainState

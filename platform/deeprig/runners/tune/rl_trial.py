@@ -23,17 +23,10 @@ from deeprig.runners.rl import (
     flatten_result,
     should_stop,
 )
-from deeprig.runners.tune.trial import (
-    SearchBase,
-    TrialContext,
-    TuneChecked,
-    log_trial_values,
-    trial_run,
-)
+from deeprig.runners.tune.trial import SearchBase, TrialContext, TuneChecked, hand_back_finished
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.rl import RLSpec
 from deeprig.spec.tune import TuneSpec, apply_overrides
-from deeprig.tracking.tags import RunStatus
 
 if TYPE_CHECKING:  # (mlflow's import is ~2 s; `validate` needs none of it)
     from deeprig.tracking.runs import RunRecorder
@@ -103,11 +96,9 @@ def run_rl_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     # RLlib warns, in every trial, about its own deprecations and the new API stack.
     for name in ("ray.rllib", "ray.tune.utils.util"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    trial_id = ray.tune.get_context().get_trial_id()
+    if hand_back_finished(ctx, ray.tune.get_context().get_trial_id()):
+        return
     spec = RLSpec.model_validate(apply_overrides(ctx.base.model_dump(mode="json"), config))
-    recorder, sink = trial_run(ctx, spec.model_dump(mode="json"), trial_id, config)
-    if sink is not None:
-        log_trial_values(sink, config)
     algo = build_config(spec).build_algo()
     iteration = 0
     restored = ray.tune.get_checkpoint()
@@ -120,8 +111,6 @@ def run_rl_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         while True:
             metrics = flatten_result(algo.train())
             iteration += 1
-            if sink:
-                sink.log(metrics, step=iteration)
             done = should_stop(spec, metrics, iteration, time.perf_counter() - started)
             report = {**metrics, COMPLETED: float(done)}
             if done or iteration % spec.checkpoint.every_n_iterations == 0:
@@ -136,10 +125,6 @@ def run_rl_trial(config: dict[str, Any], ctx: TrialContext) -> None:
                 break
     finally:
         algo.stop()
-        if sink:
-            sink.flush()
-    if recorder:
-        recorder.finish(RunStatus.FINISHED)
 
 
 def _judge(base: RLSpec, result: dict[str, Any]) -> tuple[int, bool]:
@@ -165,5 +150,9 @@ RL_BASE = SearchBase(
     # steps or time (ASHA's rungs then stop at grace * factor^k).
     max_iterations=lambda base: base.stop.iterations or 10_000,
     judge=_judge,
+    # The iteration, as an rl job records it (a restored trial's count goes on).
+    step_of=lambda result, reports: int(result["training_iteration"]),
+    markers=frozenset({COMPLETED}),
+    timestamp_key=None,
     log_best=_log_best_checkpoint,
 )

@@ -14,7 +14,7 @@ from deeprig.runners.tune.rl_trial import RL_BASE
 from deeprig.runners.tune.train_trial import TRAIN_BASE
 from deeprig.runners.tune.trial import SearchBase, TrialContext, TuneChecked, TuneOutcome
 from deeprig.spec.train import TrainSpec
-from deeprig.spec.tune import TuneSpec
+from deeprig.spec.tune import TuneSpec, apply_overrides
 
 # What `--resume` continues: the newest unfinished search of this name.
 RESUMES = "search"
@@ -40,7 +40,7 @@ def _search(job_run: JobRun[TuneSpec, TuneChecked]) -> TuneOutcome:
     from deeprig.progress import SearchProgress
     from deeprig.runners.tune.tuner import build_tuner, restore_tuner
     from deeprig.tracking.store import checkpoint_storage
-    from deeprig.tracking.trials import TrialRunsCallback
+    from deeprig.tracking.trials import TrialLogging, TrialRunsCallback, finished_trial_metrics
 
     spec, checked, parent, job = job_run.spec, job_run.checked, job_run.recorder, job_run.job
     base = BASES[spec.base.kind]
@@ -53,10 +53,8 @@ def _search(job_run: JobRun[TuneSpec, TuneChecked]) -> TuneOutcome:
     ctx = TrialContext(
         base=spec.base,
         checked=checked.trial,
-        target=job_run.target,
-        experiment=spec.experiment_name,
-        parent_run_id=parent_id,
         storage=f"{storage}/{name}/train",
+        finished=finished_trial_metrics(parent) if job_run.resumed and parent else {},
     )
     job.console.print(
         f"Searching {len(spec.search_space)} hyperparameter(s) of {spec.base.name}: "
@@ -69,7 +67,13 @@ def _search(job_run: JobRun[TuneSpec, TuneChecked]) -> TuneOutcome:
         job_run.target,
         spec.experiment_name,
         parent_id,
-        functools.partial(base.judge, spec.base),
+        functools.partial(_trial_spec, spec.base),
+        TrialLogging(
+            judge=functools.partial(base.judge, spec.base),
+            step_of=base.step_of,
+            markers=base.markers,
+            timestamp_key=base.timestamp_key,
+        ),
         progress,
     )
     trainable: Any = tune.with_resources(
@@ -93,6 +97,15 @@ def _search(job_run: JobRun[TuneSpec, TuneChecked]) -> TuneOutcome:
     if job_run.resumed and parent is not None:
         drop_orphan_runs(parent, results)
     return record_search(spec, checked, base, results, parent, started)
+
+
+def _trial_spec(base: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """The base spec with a trial's values, as the trial trains it (its run's params)."""
+    return (
+        type(base)
+        .model_validate(apply_overrides(base.model_dump(mode="json"), values))
+        .model_dump(mode="json")
+    )
 
 
 def _per_trial(checked: TuneChecked) -> str:

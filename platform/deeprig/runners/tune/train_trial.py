@@ -10,17 +10,11 @@ from deeprig.cluster.resources import ClusterResources, WorkerBudget, data_reser
 from deeprig.runners import train
 from deeprig.runners.train_metrics import reported_metrics
 from deeprig.runners.train_record import log_trained_model
-from deeprig.runners.tune.trial import (
-    SearchBase,
-    TrialContext,
-    TuneChecked,
-    log_trial_values,
-    trial_run,
-)
+from deeprig.runners.tune.trial import SearchBase, TrialContext, TuneChecked, hand_back_finished
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.train import TrainSpec
 from deeprig.spec.tune import TuneSpec, apply_overrides
-from deeprig.tracking.tags import RunStatus
+from deeprig.training.report_keys import ENDED_AT, LAST_REPORT, STEP_CHECKPOINT
 
 if TYPE_CHECKING:  # (mlflow's import is ~2 s; `validate` needs none of it)
     from deeprig.tracking.runs import RunRecorder
@@ -50,6 +44,14 @@ def check_train_search(spec: TuneSpec, resources: ClusterResources) -> TuneCheck
                 "pbt needs base.scaling.num_workers: 1 (a multi-worker trial runs a "
                 "TorchTrainer, whose checkpoints Train V2 does not hand to Tune, and PBT copies "
                 "weights through them); use asha, median or fifo, or one worker per trial",
+            )
+        )
+    if spec.base.tracking.log_every_n_steps is not None:
+        problems.append(
+            Problem(
+                "base.tracking.log_every_n_steps",
+                "a search records its trials from Tune's results, once an epoch (the "
+                "driver logs them; trials never talk to MLflow); remove it from the base",
             )
         )
     if spec.base.checkpoint.every_n_steps is not None:
@@ -137,38 +139,29 @@ def run_train_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     if ctx.checked.code is not None:  # the data function and model come from the user
         ctx.checked.code.install()
     trial_id = ray.tune.get_context().get_trial_id()
-    spec = TrainSpec.model_validate(apply_overrides(ctx.base.model_dump(mode="json"), config))
-    recorder, sink = trial_run(ctx, spec.model_dump(mode="json"), trial_id, config)
-    if recorder is not None and recorder.status() == RunStatus.FINISHED:
-        # It finished before the search's driver died, but Tune's saved state missed
-        # it: hand Tune its final metrics instead of training it again.
-        ray.tune.report(recorder.latest_metrics(), checkpoint=ray.tune.get_checkpoint())
+    if hand_back_finished(ctx, trial_id):
         return
-    if sink is not None:
-        log_trial_values(sink, config, _resumed_epoch())
-    run_id = recorder.run_id if recorder else None
+    spec = TrainSpec.model_validate(apply_overrides(ctx.base.model_dump(mode="json"), config))
     if ctx.in_trial:
-        _train_in_trial(spec, ctx, run_id, sink)
-    else:
-        trainer = train.build_trainer(
-            spec,
-            ctx.checked,
-            train.prepare_data(spec, ctx.checked),
-            run_id,
-            sink,
-            ctx.storage,
-            # Deterministic: a restored search resumes each trial's own Train checkpoints.
-            run_name=f"trial-{trial_id}",
-            callbacks=[TuneReportCallback()],
-        )
-        # A failure, or Tune stopping this trial early, ends here with an exception or a
-        # killed actor: the driver's TrialRunsCallback closes the run with the right status.
-        trainer.fit()
-    if recorder:
-        recorder.finish(RunStatus.FINISHED)
+        _train_in_trial(spec, ctx)
+        return
+    trainer = train.build_trainer(
+        spec,
+        ctx.checked,
+        train.prepare_data(spec, ctx.checked),
+        None,
+        None,
+        ctx.storage,
+        # Deterministic: a restored search resumes each trial's own Train checkpoints.
+        run_name=f"trial-{trial_id}",
+        callbacks=[TuneReportCallback()],
+    )
+    # A failure, or Tune stopping this trial early, ends here with an exception or a
+    # killed actor: the driver's TrialRunsCallback closes the run with the right status.
+    trainer.fit()
 
 
-def _train_in_trial(spec: TrainSpec, ctx: TrialContext, run_id: str | None, sink) -> None:
+def _train_in_trial(spec: TrainSpec, ctx: TrialContext) -> None:
     from deeprig.data import build_datasets
     from deeprig.training.loop import run_training
     from deeprig.training.session import TuneTrialSession
@@ -181,26 +174,22 @@ def _train_in_trial(spec: TrainSpec, ctx: TrialContext, run_id: str | None, sink
     # The trial is the one worker: arrays it holds in memory need no Ray Data at all.
     arrays = prepared.arrays if checked.in_memory else None
     session = TuneTrialSession({} if arrays else prepared.for_trainer(), spec.scaling.use_gpu)
-    worker = train.worker_config(spec, checked, prepared.fitted, run_id, sink, arrays)
+    # No run id and no sink: the driver records the trial from its reports.
+    worker = train.worker_config(spec, checked, prepared.fitted, None, None, arrays)
     run_training(worker, session)
-
-
-def _resumed_epoch() -> int:
-    """The epoch a train trial continues from (0 for a fresh one)."""
-    import ray.tune
-
-    from deeprig.training.state import TrainState
-
-    checkpoint = ray.tune.get_checkpoint()
-    if checkpoint is None:
-        return 0
-    with checkpoint.as_directory() as directory:
-        return TrainState.load(directory).next_epoch
 
 
 def _judge(base: TrainSpec, result: dict[str, Any]) -> tuple[int, bool]:
     epochs = int(result.get("epoch", 0))
     return epochs, epochs < base.optim.num_epochs
+
+
+def _step_of(result: dict[str, Any], reports: int) -> int:
+    """deeprig's loop reports each epoch; the user's loop its `epoch` or `step` when it
+    reports one, else the count of its reports (as a train job records them)."""
+    if "epoch" in result:
+        return int(result["epoch"]) - 1
+    return int(result.get("step", reports - 1))
 
 
 def _log_best_model(parent: RunRecorder, spec: TuneSpec, checked: TuneChecked, best: Any) -> None:
@@ -234,5 +223,8 @@ TRAIN_BASE = SearchBase(
     trial=run_train_trial,
     max_iterations=lambda base: base.optim.num_epochs,
     judge=_judge,
+    step_of=_step_of,
+    markers=frozenset({ENDED_AT, LAST_REPORT, STEP_CHECKPOINT}),
+    timestamp_key=ENDED_AT,
     log_best=_log_best_model,
 )

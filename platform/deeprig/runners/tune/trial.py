@@ -4,7 +4,7 @@ result, the context shipped to trial actors, the per-base operations, trial book
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Console
@@ -13,7 +13,6 @@ from rich.table import Table
 from deeprig.spec.rl import RLSpec
 from deeprig.spec.train import TrainSpec
 from deeprig.spec.tune import TuneSpec
-from deeprig.tracking.store import TrackingTarget
 
 if TYPE_CHECKING:
     from ray.tune import Result
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
     from deeprig.cluster.resources import ClusterResources
     from deeprig.runners.train import TrainChecked
     from deeprig.tracking.runs import RunRecorder
-    from deeprig.tracking.sink import MlflowMetricsSink
 
 
 @dataclass(frozen=True)
@@ -79,14 +77,16 @@ class TuneOutcome:
 
 @dataclass(frozen=True)
 class TrialContext:
-    """What every trial needs; shipped to the trial actors once."""
+    """What every trial needs; shipped to the trial actors once. No MLflow in it: the
+    driver records the trials (tracking/trials.py)."""
 
     base: TrainSpec | RLSpec
     checked: TrainChecked | None
-    target: TrackingTarget | None
-    experiment: str
-    parent_run_id: str | None
     storage: str  # where a TorchTrainer trial keeps its Train checkpoints
+    # A restored search: trial id -> final metrics of each trial whose run finished before
+    # the old driver died. Tune reruns such a trial when its saved state missed the end;
+    # the trial hands Tune these instead of training again.
+    finished: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def in_trial(self) -> bool:
@@ -115,30 +115,22 @@ class SearchBase:
     max_iterations: Callable[[Any], int]
     # (units trained, stopped early) of a completed trial, from its last result.
     judge: Callable[[Any, dict[str, Any]], tuple[int, bool]]
+    # A result's MLflow step (its epoch, 0-based, or iteration), given how many results
+    # the trial has reported; and the report keys that are markers, not metrics.
+    step_of: Callable[[dict[str, Any], int], int]
+    markers: frozenset[str]
+    timestamp_key: str | None
     # Log the best trial's model or checkpoint on the search's parent run.
     log_best: Callable[[RunRecorder, TuneSpec, TuneChecked, Result], None]
 
 
-def trial_run(
-    ctx: TrialContext, spec_dict: dict[str, Any], trial_id: str, values: dict[str, Any]
-) -> tuple[RunRecorder, MlflowMetricsSink] | tuple[None, None]:
-    """The trial's child run (found again when the trial restarts) and a sink onto it."""
-    if ctx.target is None:
-        return None, None
-    from deeprig.tracking.job_runs import open_trial_run
-    from deeprig.tracking.sink import MlflowMetricsSink
+def hand_back_finished(ctx: TrialContext, trial_id: str) -> bool:
+    """True when the trial already finished under the old driver of a restored search:
+    its final metrics (and checkpoint) go to Tune, and the trial does not train again."""
+    metrics = ctx.finished.get(trial_id)
+    if metrics is None:
+        return False
+    import ray.tune
 
-    recorder = open_trial_run(
-        ctx.target, ctx.experiment, ctx.parent_run_id, trial_id, spec_dict, values
-    )
-    return recorder, MlflowMetricsSink(ctx.target.uri, recorder.run_id)
-
-
-def log_trial_values(sink: MlflowMetricsSink, values: dict[str, Any], step: int = 0) -> None:
-    """The trial's hyperparameters as metrics too, stepped by epoch: PBT changes them
-    mid-trial, and MLflow params are write-once."""
-    from deeprig.tracking.sink import numeric_values
-
-    numeric = {f"hp.{k}": v for k, v in numeric_values(values).items()}
-    if numeric:
-        sink.log(numeric, step=step)
+    ray.tune.report(metrics, checkpoint=ray.tune.get_checkpoint())
+    return True
