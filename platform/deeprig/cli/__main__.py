@@ -1,5 +1,5 @@
 """`python -m deeprig.cli ...`, the same as the `deeprig` command."""
 
-from deeprig.cli import app
+from deeprig.cli import main
 
-app()
+main()

@@ -98,9 +98,8 @@ def run_job(
     from deeprig.cluster.preflight import check_connected_cluster
     from deeprig.cluster.resources import connected_resources, local_resources
     from deeprig.cluster.session import ray_session
-    from deeprig.tracking.job_runs import find_unfinished_run
-    from deeprig.tracking.runs import closed_on_failure
     from deeprig.tracking.store import resolve_tracking
+    from deeprig.tracking.warm_up import warm_up_store
 
     clock = StageClock()
     target = resolve_tracking(spec.tracking.uri, job.home) if spec.tracking.enabled else None
@@ -108,12 +107,17 @@ def run_job(
         checked = None if job.address else check(spec, local_resources())
         resumed = None
         if job.resume and resumes:
+            from deeprig.tracking.job_runs import find_unfinished_run
+
             resumed = find_unfinished_run(spec, target, resumes)
         code = user_code_of(spec)
     py_modules = code.py_modules() if code else None
     if not ray.is_initialized():
         where = f"joining the Ray cluster at {job.address}" if job.address else "starting Ray"
         job.console.print(f"[dim]{where}...[/]")
+    # MLflow (~1 s to import) and its store start in a thread while Ray starts; a resumed
+    # run's store is open already (the checks found the run in it).
+    store_ready = warm_up_store(target) if target is not None and resumed is None else None
     clock.begin("ray_start")
     with ray_session(job.address, py_modules=py_modules, show_worker_output=job.verbose):
         clock.end("ray_start")
@@ -124,7 +128,11 @@ def run_job(
                 check_connected_cluster(spec, resources, target)
                 check_code_reaches_workers(code)
         with clock.stage("run_create"):
+            if store_ready is not None:
+                store_ready.join()
             recorder = _open_run(spec, job, target, resumed)
+        from deeprig.tracking.runs import closed_on_failure
+
         with closed_on_failure(recorder), _system_metrics(recorder):
             if recorder is not None and resumed is None and code is not None:
                 recorder.log_code(code.artifact_files(), code.manifest(), code.sha256)
