@@ -83,10 +83,9 @@ def deeprig_quickstart(epochs: int | None) -> Timed:
     return Timed(wall, stages)
 
 
-def raw_ray_floor(ray_data: bool) -> Timed:
-    launched, wall, out = _launch(
-        [str(FLOORS / "raw_ray.py"), *([] if ray_data else ["--no-ray-data"])]
-    )
+def raw_ray_floor(ray_data: bool, ddp: bool = False) -> Timed:
+    flags = ([] if ray_data else ["--no-ray-data"]) + (["--ddp"] if ddp else [])
+    launched, wall, out = _launch([str(FLOORS / "raw_ray.py"), *flags])
     marks = {
         line.split()[1]: float(line.split()[2]) - launched
         for line in out.splitlines()
@@ -120,13 +119,15 @@ def rows(quick: bool = False, console: Console | None = None, repeats: int = 3) 
     ours: list[Timed] = []
     floor: list[Timed] = []
     floor_data: list[Timed] = []
+    floor_ddp: list[Timed] = []
     plain: list[Timed] = []
     for i in range(repeats):  # interleaved: drift in the machine's speed lands on every side
         console.print(f"[dim]round {i + 1}/{repeats}: deeprig quickstart...[/]")
         ours.append(deeprig_quickstart(epochs))
-        console.print(f"[dim]round {i + 1}/{repeats}: raw-Ray floor, with and without Ray Data[/]")
+        console.print(f"[dim]round {i + 1}/{repeats}: raw-Ray floor: Ray Data, none, DDP[/]")
         floor.append(raw_ray_floor(ray_data=False))
         floor_data.append(raw_ray_floor(ray_data=True))
+        floor_ddp.append(raw_ray_floor(ray_data=False, ddp=True))
         console.print(f"[dim]round {i + 1}/{repeats}: plain PyTorch script...[/]")
         plain.append(plain_script())
     wall = median(r.wall_s for r in ours)
@@ -212,6 +213,18 @@ def rows(quick: bool = False, console: Console | None = None, repeats: int = 3) 
             None,
             n,
             "floor: fit() to its loop's report (its loop does nothing else)",
+        ),
+        Row(
+            FIGURE,
+            "stage: worker group, vs a floor whose loop wraps the model in DDP",
+            "deeprig s",
+            stage(ours, "workers_start"),
+            "floor+DDP s",
+            stage(floor_ddp, "to_report"),
+            None,
+            n,
+            "floor+DDP: prepare_model(the quickstart's MLP) before its report "
+            f"(whole process {median(r.wall_s for r in floor_ddp):.1f} s)",
         ),
         Row(
             FIGURE,

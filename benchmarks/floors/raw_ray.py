@@ -3,7 +3,10 @@ after its epochs. Imports, `ray.init`, a 2-worker `TorchTrainer` over a Ray Data
 of the digits (the quickstart's data), a loop that reads its shard once and reports once.
 Prints `FLOOR <stage> <unix seconds>` lines for benchmarks/startup.py.
 
-    python benchmarks/floors/raw_ray.py [--no-ray-data]
+    python benchmarks/floors/raw_ray.py [--no-ray-data] [--ddp]
+
+--ddp: the loop also wraps the quickstart's MLP in DistributedDataParallel
+(`ray.train.torch.prepare_model`), as any data-parallel job must before its first step.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np  # noqa: E402
 import ray  # noqa: E402
 import ray.data  # noqa: E402
 import ray.train  # noqa: E402
+import ray.train.torch  # noqa: E402
 import torch  # noqa: E402
 from ray.train import ScalingConfig  # noqa: E402
 from ray.train.torch import TorchTrainer  # noqa: E402
@@ -26,6 +30,11 @@ print(f"FLOOR imported {time.time():.3f}", flush=True)
 
 
 def loop(config):
+    if config["ddp"]:  # DDP's constructor is where torch imports its compiler (dynamo)
+        from torch import nn
+
+        mlp = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.Linear(64, 10))
+        ray.train.torch.prepare_model(mlp)
     if config["ray_data"]:
         rows = sum(len(b["y"]) for b in ray.train.get_dataset_shard("train").iter_torch_batches())
     else:
@@ -45,7 +54,12 @@ if __name__ == "__main__":
     x, y = (digits.images / 16.0).astype(np.float32), digits.target
     datasets = None
     stamp = tempfile.mktemp(suffix=".reported")
-    config = {"ray_data": use_ray_data, "y": None if use_ray_data else y, "stamp": stamp}
+    config = {
+        "ddp": "--ddp" in sys.argv,
+        "ray_data": use_ray_data,
+        "y": None if use_ray_data else y,
+        "stamp": stamp,
+    }
     if use_ray_data:
         rows = [{"x": a, "y": b} for a, b in zip(x, y, strict=True)]
         datasets = {"train": ray.data.from_items(rows)}
