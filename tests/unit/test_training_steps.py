@@ -175,3 +175,14 @@ def test_a_mid_epoch_state_round_trips_and_an_old_one_still_loads(tmp_path):
     torch.save(old, tmp_path / "checkpoint.pt")
     legacy = TrainState.load(tmp_path)
     assert not legacy.mid_epoch and legacy.next_epoch == 5
+
+
+def test_the_divergence_error_survives_the_trip_to_rays_controller():
+    # Ray ships each rank's exception by pickle; an exception rebuilt from its message
+    # alone would fail to unpickle and hide the divergence behind a TypeError.
+    import pickle
+
+    again = pickle.loads(pickle.dumps(NonFiniteLoss(0, 4)))
+    assert isinstance(again, NonFiniteLoss)
+    assert (again.epoch, again.step) == (0, 4)
+    assert str(again).startswith("non-finite loss at epoch 1, step 5")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from deeprig.cluster.session import release_ray
 from deeprig.data.info import DataInfo, Fitted
 from deeprig.spec.data import ImagesData, ParquetData, TextData, TimeseriesData
 from deeprig.spec.train import TrainSpec
@@ -83,7 +84,8 @@ def record_results(
     """Learning curve, the best checkpoint, its confusion matrix, its test-set scores
     (returned) and the final model (the best by the spec's metric), logged from the driver
     after training. The user's loop writes checkpoints deeprig cannot read: they are
-    logged as they are, without a model."""
+    logged as they are, without a model. Ray shuts down behind it as soon as nothing
+    left needs it (a test set may be a Ray dataset)."""
     best_epoch = int(best[1]["epoch"]) if best and "epoch" in best[1] else None
     title = f"{spec.name} - run {recorder.run_id[:8]}"
     if spec.loop is not None:
@@ -93,6 +95,8 @@ def record_results(
         recorder.log_learning_curve(losses, score_key, title, best_epoch)
     else:
         recorder.log_learning_curve(("train_loss", "val_loss"), score, title, best_epoch)
+    if prepared is None or prepared.test is None:
+        release_ray()  # (a test set may stream through Ray Data: scored first)
     if best is None:
         return {}
     checkpoint, metrics = best
@@ -127,6 +131,7 @@ def record_results(
             recorder.log_confusion_matrix(
                 confusion, classes, f"{spec.name}: test set", "plots/confusion_matrix_test.png"
             )
+    release_ray()
     log_trained_model(recorder, state, spec.tracking.register_as, code, console)
     return test_metrics
 

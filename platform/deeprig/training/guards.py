@@ -16,6 +16,12 @@ class NonFiniteLoss(RuntimeError):
         )
         self.epoch, self.step = epoch, step
 
+    def __reduce__(self) -> tuple[type, tuple[int, int]]:
+        # Every rank raises it and Ray ships each to the controller by pickle, which
+        # rebuilds an exception from its args (the message): rebuild it from (epoch,
+        # step) instead, or the second rank's arrives as a TypeError that hides it.
+        return (type(self), (self.epoch, self.step))
+
 
 class EarlyStop:
     """Patience on the all-reduced epoch metrics: every rank decides the same. Its two
