@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from deeprig.spec import load_spec, load_spec_text
-from floors.raw_tune import run_floor
+from floors.raw_tune import run_floor, train_trivial
 from harness import Row, Target, fmt, make_console, print_rows
 from rich.console import Console
 from rich.table import Table
@@ -57,34 +57,10 @@ tracking: {experiment: bench-overhead, enabled: false}
 
 def plain_trial_seconds(spec, repeats: int = 3) -> float:
     """The trial's training alone, in this process: what a trial cannot do without."""
-    import torch
-    from deeprig.data import describe_data
-    from deeprig.data.builtin import builtin_arrays, split_indices
-    from deeprig.models import build_model
-    from deeprig.training.optim import build_optimizer
-
-    base = spec.base
-    torch.set_num_threads(1)
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        info = describe_data(base.data)
-        x, y = builtin_arrays(base.data, base.seed)
-        train_idx, val_idx = split_indices(len(y), base.data.val_fraction, base.seed)
-        xt, yt = torch.as_tensor(x[train_idx]), torch.as_tensor(y[train_idx])
-        xv, yv = torch.as_tensor(x[val_idx]), torch.as_tensor(y[val_idx])
-        model = build_model(base.model, info.input_shape, info.num_outputs)
-        opt = build_optimizer(base.optim, model.parameters())
-        loss_fn = torch.nn.CrossEntropyLoss()
-        for _ in range(base.optim.num_epochs):
-            order = torch.randperm(len(yt))
-            for i in range(0, len(order), base.optim.batch_size):
-                idx = order[i : i + base.optim.batch_size]
-                opt.zero_grad()
-                loss_fn(model(xt[idx]), yt[idx]).backward()
-                opt.step()
-            with torch.no_grad():
-                loss_fn(model(xv), yv).item()
+        train_trivial(spec.base)
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 

@@ -10,20 +10,21 @@ from __future__ import annotations
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 
-def trivial_trial(config: dict[str, Any]) -> None:
-    """One trial: benchmarks/search.py's plain loop, reporting each epoch to Tune."""
+def train_trivial(
+    base: Any, lr: float | None = None, on_epoch: Callable[[int, float], None] | None = None
+) -> None:
+    """benchmarks/search.py's trivial trial as a plain loop: data, model, epochs, one torch
+    thread; `on_epoch(epoch, val_loss)` after each epoch's validation."""
     import torch
     from deeprig.data import describe_data
     from deeprig.data.builtin import builtin_arrays, split_indices
     from deeprig.models import build_model
-    from deeprig.spec.train import TrainSpec
     from deeprig.training.optim import build_optimizer
-    from ray import tune
 
-    base = TrainSpec.model_validate(config["base"])
     torch.set_num_threads(1)
     info = describe_data(base.data)
     x, y = builtin_arrays(base.data, base.seed)
@@ -31,7 +32,7 @@ def trivial_trial(config: dict[str, Any]) -> None:
     xt, yt = torch.as_tensor(x[train_idx]), torch.as_tensor(y[train_idx])
     xv, yv = torch.as_tensor(x[val_idx]), torch.as_tensor(y[val_idx])
     model = build_model(base.model, info.input_shape, info.num_outputs)
-    optim = base.optim.model_copy(update={"lr": config["lr"]})
+    optim = base.optim if lr is None else base.optim.model_copy(update={"lr": lr})
     opt = build_optimizer(optim, model.parameters())
     loss_fn = torch.nn.CrossEntropyLoss()
     for epoch in range(base.optim.num_epochs):
@@ -43,7 +44,20 @@ def trivial_trial(config: dict[str, Any]) -> None:
             opt.step()
         with torch.no_grad():
             val_loss = loss_fn(model(xv), yv).item()
-        tune.report({"epoch": epoch + 1, "val_loss": val_loss})
+        if on_epoch is not None:
+            on_epoch(epoch, val_loss)
+
+
+def trivial_trial(config: dict[str, Any]) -> None:
+    """One trial: the plain loop, reporting each epoch to Tune."""
+    from deeprig.spec.train import TrainSpec
+    from ray import tune
+
+    train_trivial(
+        TrainSpec.model_validate(config["base"]),
+        config["lr"],
+        lambda epoch, val_loss: tune.report({"epoch": epoch + 1, "val_loss": val_loss}),
+    )
 
 
 def run_floor(

@@ -70,28 +70,27 @@ def test_a_metric_the_base_never_reports_is_refused(tmp_path, deeprig_home):
     )
 
 
-def test_step_checkpoints_in_a_searchs_base_are_refused(tmp_path, deeprig_home):
+@pytest.mark.parametrize(
+    ("setting", "refusal"),
+    [
+        (
+            "base.checkpoint.every_n_steps=10",
+            "base.checkpoint.every_n_steps: a search's trials checkpoint once an epoch",
+        ),
+        (
+            "base.tracking.log_every_n_steps=5",
+            "base.tracking.log_every_n_steps: a search records its trials from Tune's results",
+        ),
+    ],
+)
+def test_step_level_settings_in_a_searchs_base_are_refused(
+    tmp_path, deeprig_home, setting, refusal
+):
     job = tmp_path / "tune.yaml"
     job.write_text(TUNE)
-    result = CliRunner().invoke(
-        app, ["validate", str(job), "--set", "base.checkpoint.every_n_steps=10"]
-    )
+    result = CliRunner().invoke(app, ["validate", str(job), "--set", setting])
     assert result.exit_code == 2, result.output
-    assert "base.checkpoint.every_n_steps: a search's trials checkpoint once an epoch" in (
-        " ".join(result.output.split())
-    )
-
-
-def test_step_logging_in_a_searchs_base_is_refused(tmp_path, deeprig_home):
-    job = tmp_path / "tune.yaml"
-    job.write_text(TUNE)
-    result = CliRunner().invoke(
-        app, ["validate", str(job), "--set", "base.tracking.log_every_n_steps=5"]
-    )
-    assert result.exit_code == 2, result.output
-    assert "base.tracking.log_every_n_steps: a search records its trials from Tune's results" in (
-        " ".join(result.output.split())
-    )
+    assert refusal in " ".join(result.output.split())
 
 
 def test_pbt_without_checkpoints_at_each_perturbation_is_refused():

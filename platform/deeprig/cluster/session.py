@@ -124,7 +124,7 @@ def ray_session(
     if callable(sigterm_handler) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, sigterm_handler)
     quiet_ray_data()
-    global _owned
+    global _owned, _release
     _owned = True
     try:
         yield
@@ -132,7 +132,7 @@ def ray_session(
         _owned = False
         if _release is not None:
             _release.join()
-            _set_release(None)
+            _release = None
         else:
             ray.shutdown()
 
@@ -143,24 +143,19 @@ _owned = False
 _release: threading.Thread | None = None
 
 
-def _set_release(thread: threading.Thread | None) -> None:
-    global _release
-    _release = thread
-
-
 def release_ray() -> None:
     """The job needs Ray no more (its results are on the driver): a Ray that
     `ray_session` started shuts down in a background thread while the driver records
     them, and `ray_session` waits for it at its end. `ray.shutdown` took ~1.4 s after
     the quickstart, mostly waiting on Ray's processes (benchmarks/RESULTS.md, figure 11).
     A Ray found running (the test suite's, a Ray Jobs driver's) is left alone. Idempotent."""
+    global _release
     if not _owned or _release is not None:
         return
     import ray
 
-    thread = threading.Thread(target=ray.shutdown, name="deeprig-ray-shutdown", daemon=True)
-    _set_release(thread)
-    thread.start()
+    _release = threading.Thread(target=ray.shutdown, name="deeprig-ray-shutdown", daemon=True)
+    _release.start()
 
 
 def _missing_job_env() -> dict[str, str]:
