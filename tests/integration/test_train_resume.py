@@ -89,8 +89,9 @@ def test_resume_with_nothing_to_resume_exits_2(deeprig_home: Path):
 CRASHING_NET = '''
     """An MLP that kills its worker process once, at its Nth training forward pass:
     a worker dying inside an epoch, as an OOM kill would. It stalls for the 4 steps
-    before: Ray Train's controller registers a report at its next health check (every
-    2 s), and a worker that dies sooner restarts from the checkpoint before."""
+    before: Ray Train's controller registers a report at its next poll of the workers
+    (every 2 s, later on a loaded machine), and a worker that dies sooner restarts from
+    the checkpoint before. 6 s is three polls."""
     import os
     import time
     from pathlib import Path
@@ -115,7 +116,7 @@ CRASHING_NET = '''
                 self.calls += 1
                 dying = not Path(self.marker).exists()
                 if dying and self.die_at - 5 < self.calls < self.die_at:
-                    time.sleep(0.7)
+                    time.sleep(1.5)
                 if self.calls == self.die_at and dying:
                     Path(self.marker).touch()
                     os._exit(1)

@@ -12,7 +12,8 @@ from typing import Any
 from deeprig.tracking.runs import RunRecorder
 from deeprig.tracking.store import embedded_target
 from deeprig.tracking.tags import Tag
-from deeprig.tracking.trials import TrialLogging, TrialRunsCallback
+from deeprig.tracking.trial_reports import TrialReports
+from deeprig.tracking.trials import TrialRunsCallback
 from mlflow import MlflowClient
 
 
@@ -44,12 +45,12 @@ def make_callback(target, parent: RunRecorder, num_epochs: int = 3) -> TrialRuns
         "search",
         parent.run_id,
         lambda values: {"name": "base", "kind": "train", "optim": {"lr": values["optim.lr"]}},
-        TrialLogging(
-            judge=lambda r: (int(r.get("epoch", 0)), int(r.get("epoch", 0)) < num_epochs),
+        TrialReports(
             step_of=lambda result, reports: int(result["epoch"]) - 1,
             markers=frozenset({"ended_at", "last_report"}),
             timestamp_key="ended_at",
         ),
+        judge=lambda r: (int(r.get("epoch", 0)), int(r.get("epoch", 0)) < num_epochs),
     )
 
 

@@ -23,6 +23,7 @@ from deeprig.tracking.runs import RunRecorder, find_child_run
 from deeprig.tracking.sink import MlflowMetricsSink, numeric_values
 from deeprig.tracking.store import TrackingTarget
 from deeprig.tracking.tags import MLFLOW_PARENT_RUN_ID, RunStatus, Tag
+from deeprig.tracking.trial_reports import TrialReports
 
 # What Tune adds to every result besides the trial's own metrics.
 TUNE_RESULT_KEYS = frozenset(AUTO_RESULT_KEYS) | {"done", "trial_id", "experiment_tag"}
@@ -40,21 +41,6 @@ class TrialRecord:
     reports: int = 0
 
 
-@dataclass
-class TrialLogging:
-    """How a trial's results become MLflow points; the search's base kind knows."""
-
-    # (units trained, stopped early) of a completed trial, from its last result.
-    judge: Callable[[dict[str, Any]], tuple[int, bool]]
-    # A result's step (its epoch, 0-based, or its iteration), given how many results the
-    # trial has reported so far in this driver.
-    step_of: Callable[[dict[str, Any], int], int]
-    # Keys of the trial's reports that are markers, not metrics.
-    markers: frozenset[str] = frozenset()
-    # The key whose value, when present, is the unix time the point was measured at.
-    timestamp_key: str | None = None
-
-
 class TrialRunsCallback(Callback):
     def __init__(
         self,
@@ -62,15 +48,18 @@ class TrialRunsCallback(Callback):
         experiment: str,
         parent_run_id: str | None,
         spec_of: Callable[[dict[str, Any]], dict[str, Any]],
-        logging: TrialLogging,
+        reports: TrialReports,
+        judge: Callable[[dict[str, Any]], tuple[int, bool]],
         progress: Any = None,
     ):
-        """`spec_of`: a trial's values -> its spec (recorded as the child run's params)."""
+        """`spec_of`: a trial's values -> its spec (recorded as the child run's params);
+        `judge`: a completed trial's last result -> (units trained, stopped early)."""
         self.target = target
         self.experiment = experiment
         self.parent_run_id = parent_run_id
         self.spec_of = spec_of
-        self.logging = logging
+        self.reports = reports
+        self.judge = judge
         self.progress = progress
         self._trials: dict[str, TrialRecord] = {}
 
@@ -93,7 +82,7 @@ class TrialRunsCallback(Callback):
             self.progress.result(trial.trial_id, result)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        trained, early = self.logging.judge(trial.last_result or {})
+        trained, early = self.judge(trial.last_result or {})
         tags = {Tag.STOPPED_EARLY: str(early).lower(), Tag.EPOCHS_TRAINED: str(trained)}
         if early:
             tags[Tag.STOPPED_AT_EPOCH] = str(trained)
@@ -135,18 +124,18 @@ class TrialRunsCallback(Callback):
     def _log(self, record: TrialRecord, values: dict[str, Any], result: dict[str, Any]) -> None:
         """One report's metrics, and the trial's values as `hp.*` metrics at the same step:
         PBT changes them mid-trial, and MLflow params are write-once."""
-        logging = self.logging
+        reports = self.reports
         reported = {
             k: v
             for k, v in numeric_values(result).items()
-            if k not in TUNE_RESULT_KEYS and k not in logging.markers
+            if k not in TUNE_RESULT_KEYS and k not in reports.markers
         }
         record.reports += 1
-        step = logging.step_of(result, record.reports)
+        step = reports.step_of(result, record.reports)
         if step <= record.recorded_through or not reported:
             return
         reported |= {f"hp.{k}": v for k, v in numeric_values(values).items()}
-        timestamp = result.get(logging.timestamp_key) if logging.timestamp_key else None
+        timestamp = result.get(reports.timestamp_key) if reports.timestamp_key else None
         # Asynchronous, one batch in flight: Tune's event loop does not wait on MLflow.
         record.sink.log(reported, step=step, timestamp=timestamp)
         record.recorded_through = step

@@ -59,10 +59,7 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
         sink.tag(Tag.RESUMED_FROM_EPOCH, str(parts.start_epoch))
         if restored.mid_epoch:
             sink.tag(Tag.RESUMED_FROM_STEP, str(restored.global_step))
-    if restored is not None and parts.start_epoch >= spec.optim.num_epochs:
-        # Restored from the final checkpoint (its driver died while recording the end):
-        # nothing left to train, but the caller still needs the final metrics.
-        session.report(restored.metrics, None)
+    if restored is not None and _report_restored(worker, session, restored, parts.start_epoch):
         return
 
     classification = worker.data.task == "classification"
@@ -119,6 +116,30 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
             break
     if sink is not None:
         sink.flush()
+
+
+def _report_restored(
+    worker: WorkerConfig, session: WorkerSession, restored: TrainState, start_epoch: int
+) -> bool:
+    """Report the restored checkpoint's epoch again; True when no epoch is left to train.
+
+    The controller logs an epoch's metrics asynchronously, after its checkpoint exists: a
+    driver killed in between leaves a checkpoint whose epoch the run lacks. Reported again,
+    the controller's logger records it where the run lacks it and passes over it where the
+    run holds it. Every rank reports (a report is a barrier). A search's trials have no
+    sink and no replay: Tune counts every report as an iteration, and their driver records
+    each trial from Tune's results.
+    """
+    # (a checkpoint inside the first epoch has no finished epoch's metrics)
+    if worker.sink is not None and "epoch" in restored.metrics:
+        session.report(restored.metrics, None)
+    if start_epoch < worker.spec.optim.num_epochs:
+        return False
+    # Restored from the final checkpoint (its driver died while recording the end):
+    # nothing left to train, but the caller still needs the final metrics.
+    if worker.sink is None:
+        session.report(restored.metrics, None)
+    return True
 
 
 def _start_position(restored: TrainState | None, start_epoch: int, accumulate: int) -> Position:

@@ -27,6 +27,7 @@ from deeprig.runners.tune.trial import SearchBase, TrialContext, TuneChecked, ha
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.rl import RLSpec
 from deeprig.spec.tune import TuneSpec, apply_overrides
+from deeprig.tracking.trial_reports import TrialReports
 
 if TYPE_CHECKING:  # (mlflow's import is ~2 s; `validate` needs none of it)
     from deeprig.tracking.runs import RunRecorder
@@ -151,8 +152,9 @@ RL_BASE = SearchBase(
     max_iterations=lambda base: base.stop.iterations or 10_000,
     judge=_judge,
     # The iteration, as an rl job records it (a restored trial's count goes on).
-    step_of=lambda result, reports: int(result["training_iteration"]),
-    markers=frozenset({COMPLETED}),
-    timestamp_key=None,
+    reports=TrialReports(
+        step_of=lambda result, reports: int(result["training_iteration"]),
+        markers=frozenset({COMPLETED}),
+    ),
     log_best=_log_best_checkpoint,
 )

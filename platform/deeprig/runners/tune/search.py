@@ -40,7 +40,7 @@ def _search(job_run: JobRun[TuneSpec, TuneChecked]) -> TuneOutcome:
     from deeprig.progress import SearchProgress
     from deeprig.runners.tune.tuner import build_tuner, restore_tuner
     from deeprig.tracking.store import checkpoint_storage
-    from deeprig.tracking.trials import TrialLogging, TrialRunsCallback, finished_trial_metrics
+    from deeprig.tracking.trials import TrialRunsCallback, finished_trial_metrics
 
     spec, checked, parent, job = job_run.spec, job_run.checked, job_run.recorder, job_run.job
     base = BASES[spec.base.kind]
@@ -68,12 +68,8 @@ def _search(job_run: JobRun[TuneSpec, TuneChecked]) -> TuneOutcome:
         spec.experiment_name,
         parent_id,
         functools.partial(_trial_spec, spec.base),
-        TrialLogging(
-            judge=functools.partial(base.judge, spec.base),
-            step_of=base.step_of,
-            markers=base.markers,
-            timestamp_key=base.timestamp_key,
-        ),
+        base.reports,
+        functools.partial(base.judge, spec.base),
         progress,
     )
     trainable: Any = tune.with_resources(

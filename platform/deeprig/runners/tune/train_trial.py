@@ -14,6 +14,7 @@ from deeprig.runners.tune.trial import SearchBase, TrialContext, TuneChecked, ha
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.train import TrainSpec
 from deeprig.spec.tune import TuneSpec, apply_overrides
+from deeprig.tracking.trial_reports import TrialReports
 from deeprig.training.report_keys import ENDED_AT, LAST_REPORT, STEP_CHECKPOINT
 
 if TYPE_CHECKING:  # (mlflow's import is ~2 s; `validate` needs none of it)
@@ -223,8 +224,10 @@ TRAIN_BASE = SearchBase(
     trial=run_train_trial,
     max_iterations=lambda base: base.optim.num_epochs,
     judge=_judge,
-    step_of=_step_of,
-    markers=frozenset({ENDED_AT, LAST_REPORT, STEP_CHECKPOINT}),
-    timestamp_key=ENDED_AT,
+    reports=TrialReports(
+        step_of=_step_of,
+        markers=frozenset({ENDED_AT, LAST_REPORT, STEP_CHECKPOINT}),
+        timestamp_key=ENDED_AT,
+    ),
     log_best=_log_best_model,
 )

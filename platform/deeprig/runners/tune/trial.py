@@ -13,6 +13,7 @@ from rich.table import Table
 from deeprig.spec.rl import RLSpec
 from deeprig.spec.train import TrainSpec
 from deeprig.spec.tune import TuneSpec
+from deeprig.tracking.trial_reports import TrialReports
 
 if TYPE_CHECKING:
     from ray.tune import Result
@@ -115,11 +116,8 @@ class SearchBase:
     max_iterations: Callable[[Any], int]
     # (units trained, stopped early) of a completed trial, from its last result.
     judge: Callable[[Any, dict[str, Any]], tuple[int, bool]]
-    # A result's MLflow step (its epoch, 0-based, or iteration), given how many results
-    # the trial has reported; and the report keys that are markers, not metrics.
-    step_of: Callable[[dict[str, Any], int], int]
-    markers: frozenset[str]
-    timestamp_key: str | None
+    # How its reports become the trial's MLflow points (steps, markers, timestamps).
+    reports: TrialReports
     # Log the best trial's model or checkpoint on the search's parent run.
     log_best: Callable[[RunRecorder, TuneSpec, TuneChecked, Result], None]
 

@@ -1,0 +1,90 @@
+"""deeprig's loop, restored from a checkpoint, reports the checkpoint's epoch again before
+it trains on: a driver killed between an epoch's checkpoint and its metrics reaching MLflow
+would otherwise leave the run without that epoch (the controller's logger records the
+replay only where the run lacks it). Run in-process through a fake worker session."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from deeprig.cluster.resources import ClusterResources
+from deeprig.data import build_datasets
+from deeprig.runners import train
+from deeprig.spec.loader import load_spec
+from deeprig.training.loop import run_training
+from deeprig.training.state import TrainState
+
+JOB = Path(__file__).parents[2] / "jobs" / "quickstart.yaml"
+
+
+class InProcessSession:
+    """One worker, no Ray: keeps what it is handed to report."""
+
+    rank, world_size = 0, 1
+
+    def __init__(self, restored: TrainState | None = None):
+        self.restored = restored
+        self.reports: list[tuple[dict[str, float], TrainState | None]] = []
+
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def prepare_model(self, model):
+        return model
+
+    def dataset(self, name: str):
+        raise AssertionError("the splits are in memory")
+
+    def restore(self) -> TrainState | None:
+        return self.restored
+
+    def report(self, metrics, state) -> None:
+        # (a copy, as a checkpoint on disk is: the state's tensors are the live model's)
+        self.reports.append((dict(metrics), copy.deepcopy(state)))
+
+    def report_step_checkpoint(self, metrics, state) -> None:
+        pass
+
+
+class TagsOnlySink:
+    def log(self, metrics, step) -> None: ...
+    def log_step(self, metrics, step) -> None: ...
+    def tag(self, key, value) -> None: ...
+    def flush(self) -> None: ...
+
+
+def _worker(num_epochs: int, tracked: bool):
+    spec = load_spec(JOB, [f"optim.num_epochs={num_epochs}", "scaling.num_workers=1"])
+    checked = train.check(spec, ClusterResources(cpus=2, gpus=0, max_node_cpus=2))
+    prepared = build_datasets(spec.data, checked.data, spec.seed, 1, 1, True)
+    sink = TagsOnlySink() if tracked else None
+    return train.worker_config(spec, checked, prepared.fitted, None, sink, prepared.arrays)
+
+
+def _first_two_epochs() -> list[tuple[dict[str, float], TrainState | None]]:
+    session = InProcessSession()
+    run_training(_worker(2, tracked=False), session)
+    return session.reports
+
+
+def test_a_restored_job_reports_its_checkpoints_epoch_again_then_trains_on():
+    (_, first_state), (second, second_state) = _first_two_epochs()
+    assert first_state is not None and first_state.epoch == 0
+    session = InProcessSession(restored=first_state)
+    run_training(_worker(2, tracked=True), session)
+    epochs = [metrics["epoch"] for metrics, _ in session.reports]
+    assert epochs == [1.0, 2.0]  # epoch 1 again (its checkpoint's), then epoch 2
+    assert session.reports[0] == (first_state.metrics, None)  # no second checkpoint of it
+    assert session.reports[1][0]["train_loss"] == second["train_loss"]  # the same training
+    assert second_state is not None and session.reports[1][1] is not None
+    for key, weights in second_state.model.items():
+        assert torch.equal(session.reports[1][1].model[key], weights), key
+
+
+def test_untracked_or_search_trials_get_no_replay():
+    (_, first_state), _ = _first_two_epochs()
+    session = InProcessSession(restored=first_state)
+    run_training(_worker(2, tracked=False), session)  # Tune counts each report
+    assert [metrics["epoch"] for metrics, _ in session.reports] == [2.0]
