@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import pytest
 import torch
 from deeprig.cluster.resources import ClusterResources
 from deeprig.data import build_datasets
@@ -63,14 +64,16 @@ def _worker(num_epochs: int, tracked: bool):
     return train.worker_config(spec, checked, prepared.fitted, None, sink, prepared.arrays)
 
 
-def _first_two_epochs() -> list[tuple[dict[str, float], TrainState | None]]:
+@pytest.fixture(scope="module")
+def first_two_epochs() -> list[tuple[dict[str, float], TrainState | None]]:
+    """(metrics, checkpoint) of each epoch of a 2-epoch run straight through."""
     session = InProcessSession()
     run_training(_worker(2, tracked=False), session)
     return session.reports
 
 
-def test_a_restored_job_reports_its_checkpoints_epoch_again_then_trains_on():
-    (_, first_state), (second, second_state) = _first_two_epochs()
+def test_a_restored_job_reports_its_checkpoints_epoch_again_then_trains_on(first_two_epochs):
+    (_, first_state), (second, second_state) = first_two_epochs
     assert first_state is not None and first_state.epoch == 0
     session = InProcessSession(restored=first_state)
     run_training(_worker(2, tracked=True), session)
@@ -83,8 +86,8 @@ def test_a_restored_job_reports_its_checkpoints_epoch_again_then_trains_on():
         assert torch.equal(session.reports[1][1].model[key], weights), key
 
 
-def test_untracked_or_search_trials_get_no_replay():
-    (_, first_state), _ = _first_two_epochs()
+def test_untracked_or_search_trials_get_no_replay(first_two_epochs):
+    (_, first_state), _ = first_two_epochs
     session = InProcessSession(restored=first_state)
     run_training(_worker(2, tracked=False), session)  # Tune counts each report
     assert [metrics["epoch"] for metrics, _ in session.reports] == [2.0]

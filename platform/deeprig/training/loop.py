@@ -130,16 +130,14 @@ def _report_restored(
     sink and no replay: Tune counts every report as an iteration, and their driver records
     each trial from Tune's results.
     """
-    # (a checkpoint inside the first epoch has no finished epoch's metrics)
-    if worker.sink is not None and "epoch" in restored.metrics:
-        session.report(restored.metrics, None)
-    if start_epoch < worker.spec.optim.num_epochs:
-        return False
     # Restored from the final checkpoint (its driver died while recording the end):
-    # nothing left to train, but the caller still needs the final metrics.
-    if worker.sink is None:
+    # nothing left to train, but the caller still needs the final metrics, replay or not.
+    done = start_epoch >= worker.spec.optim.num_epochs
+    # (a checkpoint inside the first epoch has no finished epoch's metrics)
+    replay = worker.sink is not None and "epoch" in restored.metrics
+    if replay or done:
         session.report(restored.metrics, None)
-    return True
+    return done
 
 
 def _start_position(restored: TrainState | None, start_epoch: int, accumulate: int) -> Position:
