@@ -8,7 +8,12 @@ from __future__ import annotations
 
 
 class InputShapeError(ValueError):
-    """The data's sample shape does not fit the architecture."""
+    """The data's sample shape (or task) does not fit the architecture; `field` is the
+    spec field to fix."""
+
+    def __init__(self, message: str, field: str = "model.name"):
+        super().__init__(message)
+        self.field = field
 
 
 def as_image(shape: tuple[int, ...]) -> tuple[int, int, int]:

@@ -129,9 +129,9 @@ def check(spec: TrainSpec, resources: ClusterResources) -> TrainChecked:
     if data is not None:
         if spec.model is not None:
             try:
-                check_input_shape(spec.model, data.input_shape, data.vocab_size)
+                check_input_shape(spec.model, data.input_shape, data.vocab_size, data.task)
             except InputShapeError as exc:
-                problems.append(Problem("model.name", str(exc)))
+                problems.append(Problem(exc.field, str(exc)))
         problems += check_model_and_loop(spec, data)
         allowed = reported_metrics(spec, data)
         if spec.early_stopping is not None and spec.loop is not None:

@@ -44,6 +44,7 @@ from deeprig.spec.train import (
     ScheduleSpec,
     TrainSpec,
     TrainTrackingSpec,
+    TransformerConfig,
 )
 from deeprig.spec.tune import Domain, SchedulerSpec, SearchSpec, TuneSpec
 
@@ -52,6 +53,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("`model` with `name: mlp`", MLPConfig),
     ("`model` with `name: cnn`", CNNConfig),
     ("`model` with `name: lstm` or `gru`", RNNConfig),
+    ("`model` with `name: transformer`", TransformerConfig),
     ("`model` with `name: custom`", CustomModelConfig),
     ("`data` with `source: builtin:digits`", DigitsData),
     ("`data` with `source: builtin:synthetic`", SyntheticData),

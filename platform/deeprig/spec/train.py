@@ -57,6 +57,52 @@ class RNNConfig(StrictModel):
     )
 
 
+class TransformerConfig(StrictModel):
+    name: Literal["transformer"] = Field(
+        description="Pre-norm transformer over token ids (text) or time steps (series)."
+    )
+    d_model: int = Field(default=128, ge=1, description="Width of every position's vector.")
+    n_heads: int = Field(default=4, ge=1, description="Attention heads (they split d_model).")
+    n_layers: int = Field(default=2, ge=1, le=128, description="Transformer blocks.")
+    ff_mult: int = Field(
+        default=4, ge=1, le=16, description="Feed-forward width as a multiple of d_model."
+    )
+    dropout: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="Dropout on attention and residual branches."
+    )
+    pooling: Literal["cls", "mean"] = Field(
+        default="cls",
+        description=(
+            "What feeds the head of a model that is not causal: a learned [CLS] vector read "
+            "before the sequence, or the mean over the real steps (text padding is masked)."
+        ),
+    )
+    causal: bool = Field(
+        default=False,
+        description=(
+            "Each position attends only to those before it and the head predicts at every "
+            "position: the next-token model `data.task: language_model` trains."
+        ),
+    )
+    max_length: int | None = Field(
+        default=None,
+        ge=1,
+        description="Positions the model holds. Omitted: the data's sequence length.",
+    )
+    positions: Literal["learned", "sinusoidal"] = Field(
+        default="learned", description="Learned position embeddings, or fixed sinusoids."
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> TransformerConfig:
+        if self.d_model % self.n_heads:
+            raise ValueError(
+                f"n_heads ({self.n_heads}) must divide d_model ({self.d_model}): e.g. "
+                f"d_model: {self.n_heads * max(1, round(self.d_model / self.n_heads))}"
+            )
+        return self
+
+
 class CustomModelConfig(StrictModel):
     name: Literal["custom"] = Field(description="Your own network, found on `code.paths`.")
     target: Target = Field(
@@ -72,7 +118,8 @@ class CustomModelConfig(StrictModel):
 
 
 ModelSpec = Annotated[
-    MLPConfig | CNNConfig | RNNConfig | CustomModelConfig, Field(discriminator="name")
+    MLPConfig | CNNConfig | RNNConfig | TransformerConfig | CustomModelConfig,
+    Field(discriminator="name"),
 ]
 MODEL_CONFIGS: tuple[type[StrictModel], ...] = get_args(get_args(ModelSpec)[0])
 
