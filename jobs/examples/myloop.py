@@ -3,7 +3,7 @@ it runs unchanged under a bare `TorchTrainer` as under `deeprig run jobs/custom_
 
 deeprig hands it the datasets (columns `x` and `y`), the resources, the checkpoint storage,
 restarts after a worker failure, and MLflow: every `ray.train.report` becomes metrics at
-its step, and the checkpoints it reports are ranked by the spec's `checkpoint.metric`.
+its `epoch`, and the checkpoints it reports are ranked by the spec's `checkpoint.metric`.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def train_loop_per_worker(config: dict) -> None:
                 hits += (model(batch["x"].float()).argmax(1) == batch["y"]).sum().item()
                 seen += len(batch["y"])
         metrics = {
-            "epoch": epoch + 1,
+            "epoch": epoch,  # from 0, as Ray's guide counts: recorded as given
             "train_loss": total / max(rows, 1),
             "val_accuracy": hits / max(seen, 1),
         }

@@ -8,27 +8,47 @@ an epoch) off the training worker, whose single thread it would otherwise share 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ray.train import UserCallback
 
 from deeprig.tracking.sink import MlflowMetricsSink, numeric_values
+from deeprig.tracking.tags import Tag
 from deeprig.training.report_keys import ENDED_AT, LAST_REPORT, STEP_CHECKPOINT
 
 
+def user_report_step(reported: Mapping[str, float]) -> int | None:
+    """Where a report of the user's own loop is recorded: its `step`, else its `epoch` as
+    given (a loop counting epochs from 0 or from 1 is recorded as it counts); None when it
+    carries neither."""
+    for key in ("step", "epoch"):
+        if key in reported:
+            return int(reported[key])
+    return None
+
+
 class EpochMetricsLogger(UserCallback):
-    """`num_epochs`: deeprig's loop reports each epoch once and the last is known; None for
-    the user's own loop, whose every report is recorded at its step: its `epoch` (or
-    `step`) when it reports one, else the count of its reports."""
+    """`num_epochs`: deeprig's loop reports each epoch once, its `epoch` from 1, and the
+    last is known; None for the user's own loop, whose every report is recorded at its own
+    `step` or `epoch` (`user_report_step`). A user's report that cannot be placed there (it
+    carries neither, or repeats a step already recorded, outside a restart's replay) is
+    named in the run's `deeprig.unplaced_reports` tag, which the driver prints."""
 
     def __init__(self, sink: MlflowMetricsSink, num_epochs: int | None):
         self.sink = sink
         self.num_epochs = num_epochs
-        self.reports = 0
         # The newest step the run already holds: a job resumed from a checkpoint (after a
         # worker or the driver died) trains again the epochs after it, and must not log
         # them twice. Asked of MLflow once, at the first report.
         self.recorded_through: int | None = None
+        # After a restart the user's loop may report again steps the run holds (it resumes
+        # from its last checkpoint): those repeats are expected, not the loop's mistake.
+        self.replaying = False
+        self.reports = 0
+        self.first_unkeyed: int | None = None  # the first report without `step` or `epoch`
+        self.repeated: list[int] = []  # steps reported again outside a replay, not recorded
+        self.tagged = ""
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
         reported = numeric_values(metrics[0] if metrics else {})
@@ -36,21 +56,64 @@ class EpochMetricsLogger(UserCallback):
             return
         last = bool(reported.pop(LAST_REPORT, 0))
         ended_at = reported.pop(ENDED_AT, None)
-        self.reports += 1
-        if self.num_epochs is not None and "epoch" not in reported:
+        if self.num_epochs is not None:
+            if "epoch" not in reported:
+                return
+            epoch = int(reported["epoch"])
+            self._record(reported, epoch - 1, ended_at)
+            # The sink sends one batch at a time, in order; the last epoch's is waited for,
+            # so it is recorded before the controller (and the driver's fit()) finishes.
+            if last or epoch >= self.num_epochs:
+                self.sink.flush()
             return
-        if "epoch" in reported:
-            step = int(reported["epoch"]) - 1
-        else:
-            step = int(reported.get("step", self.reports - 1))
+        if not reported:
+            return
+        self.reports += 1
+        step = user_report_step(reported)
+        if step is None:
+            if self.first_unkeyed is None:
+                self.first_unkeyed = self.reports
+            step = self._newest(reported) + 1  # in arrival order, after what the run holds
+        elif step <= self._newest(reported) and not self.replaying:
+            self.repeated.append(step)
+        self._record(reported, step, ended_at)
+        if (unplaced := self.unplaced()) != self.tagged:
+            self.sink.tag(Tag.UNPLACED_REPORTS, unplaced)
+            self.tagged = unplaced
+        # The user's loop's last report is unknown: each is waited for.
+        self.sink.flush()
+
+    def after_exception(self, run_context, worker_exceptions: dict[int, Exception]) -> None:
+        self.replaying = True  # the restarted workers resume from their last checkpoint
+
+    def _newest(self, reported: dict[str, float]) -> int:
         if self.recorded_through is None:
-            key = "epoch" if "epoch" in reported else next(iter(reported), None)
-            self.recorded_through = self.sink.newest_step(key) if key else -1
-        # The sink sends one batch at a time, in order; the last epoch's is waited for, so
-        # it is recorded before the controller (and the driver's fit()) finishes. The
-        # user's loop's last report is unknown: each is waited for.
-        if step > self.recorded_through:
+            key = "epoch" if "epoch" in reported else next(iter(reported))
+            self.recorded_through = self.sink.newest_step(key)
+            self.replaying = self.recorded_through >= 0  # a resumed run: it replays too
+        return self.recorded_through
+
+    def _record(self, reported: dict[str, float], step: int, ended_at: float | None) -> None:
+        if step > self._newest(reported):
             self.sink.log(reported, step=step, timestamp=ended_at)
             self.recorded_through = step
-        if last or self.num_epochs is None or step + 1 >= self.num_epochs:
-            self.sink.flush()
+            self.replaying = False
+
+    def unplaced(self) -> str:
+        """What the `deeprig.unplaced_reports` tag says: which of the user's reports were
+        not recorded at a step of their own, and the fix ("" when none). It changes only
+        with the first few, so the tag is written a few times at most."""
+        parts = []
+        if self.first_unkeyed is not None:
+            parts.append(
+                f"reports without `epoch` or `step` (the first: report {self.first_unkeyed}) "
+                "were recorded in the order they came; report `epoch` (or `step`) to place them"
+            )
+        if self.repeated:
+            steps = ", ".join(str(s) for s in self.repeated[:5])
+            more = ", ..." if len(self.repeated) > 5 else ""
+            parts.append(
+                f"reports repeating a step already recorded ({steps}{more}) were not "
+                "recorded; report each `epoch` (or `step`) once"
+            )
+        return ". ".join(parts)

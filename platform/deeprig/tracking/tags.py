@@ -45,8 +45,10 @@ class Tag:
     JOB_ADDRESS = "deeprig.job.address"
     CODE_SHA256 = "deeprig.code_sha256"  # of the manifest of the user's files (code/)
     # results
+    KEY_METRIC = "deeprig.key_metric"  # the metric that says how good the run is (key_metric.py)
     CHECKPOINT_PATH = "deeprig.checkpoint_path"
     BEST_EPOCH = "deeprig.best_epoch"
+    UNPLACED_REPORTS = "deeprig.unplaced_reports"  # a user loop's reports not at their step
     ITERATIONS = "deeprig.iterations"
     MODEL_FORMAT = "deeprig.model_format"  # how the model was logged: pt2 or pickle
     RESUMED_FROM_EPOCH = "deeprig.resumed_from_epoch"
