@@ -1,5 +1,6 @@
-"""What the unit tests of the cluster configs and the deploy manifests check those files
-against: the lock's versions and the project's metadata."""
+"""Shared fixtures of the unit tests: what the cluster configs and the deploy manifests are
+checked against (the lock's versions, the project's metadata), and a user's module with
+real frames (failure classification)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,26 @@ def deeprig_image(project_metadata: dict) -> Callable[..., str]:
         return f"ghcr.io/deeprig/deeprig:{project_metadata['version']}" + ("-gpu" if gpu else "")
 
     return image
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """A module of the user's own (`userloop.py`, imported from its own folder) whose
+    `train(config)` calls `check_labels`, which raises ValueError: real frames in a file
+    that is not deeprig's."""
+    import importlib
+    import sys
+
+    (tmp_path / "userloop.py").write_text(
+        "def train(config):\n"
+        "    for epoch in range(3):\n"
+        "        check_labels(epoch)\n"
+        "\n"
+        "\n"
+        "def check_labels(epoch):\n"
+        "    if epoch == 2:\n"
+        "        raise ValueError(f'labels out of range at epoch {epoch}')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "userloop", raising=False)
+    return importlib.import_module("userloop")

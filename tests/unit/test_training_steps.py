@@ -185,4 +185,4 @@ def test_the_divergence_error_survives_the_trip_to_rays_controller():
     again = pickle.loads(pickle.dumps(NonFiniteLoss(0, 4)))
     assert isinstance(again, NonFiniteLoss)
     assert (again.epoch, again.step) == (0, 4)
-    assert str(again).startswith("non-finite loss at epoch 1, step 5")
+    assert again.where == "epoch 1, step 5" and "optim.lr" in str(again)

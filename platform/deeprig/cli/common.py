@@ -33,6 +33,10 @@ class ExitCode(IntEnum):
     BAD_INPUT = 2  # nothing was started or recorded
     STOPPED = 3  # a cluster job was stopped
     NOT_ENDED = 4  # a cluster job is still pending or running
+    # The job failed for a reason outside it (a lost worker or node, the infrastructure:
+    # deeprig.failures' classes a restart can cure), so running it again may succeed
+    # (sysexits' EX_TEMPFAIL). Its run is marked FAILED.
+    RETRY_MAY_SUCCEED = 75
     INTERRUPTED = 130  # Ctrl-C (the run is marked KILLED)
 
 
@@ -112,6 +116,30 @@ def library_output_to(log: Path) -> Iterator[None]:
         sys.stderr = previous
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def report_failure(exc: BaseException, log: Path | None) -> ExitCode:
+    """A failed job's one short block (deeprig.failures: what happened, where, the likeliest
+    fix, the log's path), its whole traceback in `log`, or here when `log` is None (--verbose);
+    the exit code its class calls for."""
+    import os
+    import traceback
+
+    from deeprig.failures import classify
+
+    failure = classify(exc)
+    if log is None:
+        errors.print_exception()
+    else:
+        with contextlib.suppress(OSError):
+            log.parent.mkdir(parents=True, exist_ok=True)
+            # (the owner's alone, as the process's own log there: it holds their paths)
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with open(fd, "a") as whole:
+                traceback.print_exception(exc, file=whole)
+    for line in failure.block(str(log) if log else None):
+        errors.print(line, markup=False, highlight=False, soft_wrap=True)
+    return ExitCode.RETRY_MAY_SUCCEED if failure.facts.restart_cures else ExitCode.FAILED
 
 
 def check_spec(spec: Any, resources: ClusterResources) -> str:

@@ -21,6 +21,7 @@ from deeprig.cli.common import (
     errors,
     library_output_to,
     load_spec_or_exit,
+    report_failure,
 )
 from deeprig.cluster.session import job_address
 from deeprig.spec import SpecError
@@ -119,16 +120,7 @@ def run(
         errors.print("[yellow]interrupted: the MLflow run is marked KILLED[/]")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
     except Exception as exc:  # the job failed; its run is already marked FAILED
-        errors.print_exception(max_frames=6)
-        errors.print(f"[bold red]job failed:[/] {type(exc).__name__}: {exc}", highlight=False)
-        if not verbose:
-            errors.print(
-                f"Ray's and MLflow's messages: {log}, and Ray's worker logs in "
-                "/tmp/ray/session_latest/logs (or run again with --verbose)",
-                soft_wrap=True,
-                highlight=False,
-            )
-        raise typer.Exit(ExitCode.FAILED) from None
+        raise typer.Exit(report_failure(exc, None if verbose else log)) from None
     outcome.render(console)
 
 

@@ -5,7 +5,8 @@ A runner is one kind of work (train, tune, rl). It offers two things:
   environment or the hardware, all problems at once (SpecError: exit 2, nothing started);
   `Checked.summary` is the one line `deeprig validate` prints.
 - `run(spec, job) -> Outcome`: the job to the end; `Outcome.render` prints its closing
-  table. A failure marks the job's MLflow run FAILED (Ctrl-C: KILLED) and propagates.
+  table. A failure is classified (a `JobFailure`, deeprig.failures), tagged on the job's
+  MLflow run (`deeprig.failure`), marks the run FAILED (Ctrl-C: KILLED) and propagates.
 
 `run_job` is the skeleton each `run` hands its body to: check before Ray starts when the
 job runs here (against the cluster's resources once connected when it runs there), find
@@ -22,10 +23,12 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from rich.console import Console
 
 from deeprig.runners.stages import StageClock
+from deeprig.spec.errors import SpecError
 from deeprig.tracking.store import TrackingTarget, deeprig_home
 
 if TYPE_CHECKING:  # (importing them costs mlflow's import; `--help` should not pay it)
     from deeprig.cluster.resources import ClusterResources
+    from deeprig.failures import JobFailure, UserCode
     from deeprig.tracking.runs import RunRecorder
     from deeprig.usercode import CodeBundle
 
@@ -137,7 +140,41 @@ def run_job(
             if recorder is not None and resumed is None and code is not None:
                 recorder.log_code(code.artifact_files(), code.manifest(), code.sha256)
             run = JobRun(spec, checked, recorder, target, job, resumed is not None, clock)
-            return body(run)
+            try:
+                return body(run)
+            except SpecError:  # bad input found late: exit 2, as before Ray started
+                raise
+            except Exception as exc:
+                raise _tagged_failure(exc, spec, code, recorder) from exc
+
+
+def _tagged_failure(
+    exc: Exception, spec: Any, code: CodeBundle | None, recorder: RunRecorder | None
+) -> JobFailure:
+    """`exc` classified (deeprig.failures), its class tagged on the run (closed_on_failure
+    then marks it FAILED)."""
+    from deeprig.failures import classify
+    from deeprig.tracking.tags import Tag
+
+    failure = classify(exc, user_frames(spec, code))
+    if recorder is not None:
+        recorder.set_tags({Tag.FAILURE: failure.kind.value})
+    return failure
+
+
+def user_frames(spec: Any, code: CodeBundle | None) -> UserCode:
+    """Whose frames are the user's: the modules under `code.paths` and those the spec's
+    targets name (a search's: its base's)."""
+    from deeprig.failures import UserCode
+
+    modules = {f.relative.split("/")[0].removesuffix(".py") for f in (code.files if code else ())}
+    base = getattr(spec, "base", spec)
+    for part in ("model", "data", "loop"):
+        section = getattr(base, part, None)
+        target = getattr(section, "target", None) or getattr(section, "function", None)
+        if isinstance(target, str):
+            modules.add(target.split(":")[0])
+    return UserCode(frozenset(modules))
 
 
 def _system_metrics(recorder: RunRecorder | None) -> Any:
@@ -156,7 +193,7 @@ def check_code_reaches_workers(code: CodeBundle | None) -> None:
     neither."""
     if code is None:
         return
-    from deeprig.spec.errors import Problem, SpecError
+    from deeprig.spec.errors import Problem
     from deeprig.usercode.bundle import modules_outside
 
     outside = modules_outside(code)
@@ -183,7 +220,7 @@ def user_code_of(spec: Any) -> CodeBundle | None:
     try:
         return CodeBundle.collect(paths.paths)
     except UserCodeProblem as exc:
-        from deeprig.spec.errors import Problem, SpecError
+        from deeprig.spec.errors import Problem
 
         raise SpecError([Problem(exc.path, str(exc))]) from None
 

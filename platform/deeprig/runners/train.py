@@ -23,9 +23,10 @@ from deeprig.cluster.resources import (
 from deeprig.data import DataInfo, DataProblem, build_datasets, describe_data
 from deeprig.data.info import Fitted
 from deeprig.data.pipeline import PreparedData
+from deeprig.failures import classified, retry_classes
 from deeprig.models import InputShapeError, check_input_shape
 from deeprig.runners.closing import print_metrics_table
-from deeprig.runners.contract import Job, JobRun, run_job
+from deeprig.runners.contract import Job, JobRun, run_job, user_frames
 from deeprig.runners.stages import summary as stage_summary
 from deeprig.runners.train_metrics import CLOSING_METRICS, reported_metrics, score_metric
 from deeprig.runners.train_record import (
@@ -38,7 +39,7 @@ from deeprig.runners.user_code import check_model_and_loop, collect_code
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.train import TrainSpec
 from deeprig.tracking.store import checkpoint_storage
-from deeprig.tracking.tags import RunStatus, Tag
+from deeprig.tracking.tags import RunStatus
 
 if TYPE_CHECKING:
     from ray.train.torch import TorchTrainer
@@ -216,6 +217,10 @@ def build_trainer(
 
     budget = checked.budget
     callbacks = list(callbacks or [])
+    if spec.failure.max_failures != 0:
+        from deeprig.runners.retries import EndUnlessRetried
+
+        callbacks.append(EndUnlessRetried(retry_classes(spec.failure.retry_on)))
     if sink is not None:
         from deeprig.tracking.report_logger import EpochMetricsLogger
 
@@ -262,13 +267,15 @@ def _worker_entry(
     sink: MlflowMetricsSink | None,
 ) -> tuple[Any, dict[str, Any]]:
     """What every worker runs, and its config: deeprig's loop with its WorkerConfig, or the
-    user's loop with exactly `loop.config` (deeprig's part under its own key)."""
+    user's loop with exactly `loop.config` (deeprig's part under its own key); either
+    raises its failure classified, with the user's frames (deeprig.failures)."""
     from deeprig.training.loop import train_loop_per_worker
     from deeprig.training.user_loop import DEEPRIG_KEY, user_loop_per_worker
 
+    user = user_frames(spec, checked.code)
     if spec.loop is not None:
         own = {"code": checked.code, "function": spec.loop.function}
-        return user_loop_per_worker, {**spec.loop.config, DEEPRIG_KEY: own}
+        return classified(user_loop_per_worker, user), {**spec.loop.config, DEEPRIG_KEY: own}
     arrays = None
     if _hands_arrays(checked, prepared):
         import ray
@@ -276,7 +283,7 @@ def _worker_entry(
         assert prepared.arrays is not None
         arrays = {name: ray.put(split) for name, split in prepared.arrays.items()}
     worker = worker_config(spec, checked, prepared.fitted, run_id, sink, arrays)
-    return train_loop_per_worker, {"worker": worker}
+    return classified(train_loop_per_worker, user), {"worker": worker}
 
 
 def _hands_arrays(checked: TrainChecked, prepared: PreparedData) -> bool:
@@ -362,12 +369,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
         warm_up_result_logging()
     fit_started_at = time.time()
     with EpochProgress(console, _epochs_expected(spec), poll, shown, waiting_for=waiting):
-        try:
-            result = trainer.fit()
-        except Exception as exc:
-            if recorder and "NonFiniteLoss" in f"{type(exc).__name__}: {exc}":
-                recorder.set_tags({Tag.FAILURE: "non_finite_loss"})
-            raise
+        result = trainer.fit()  # (a failure is classified and tagged by run_job)
     best = best_checkpoint(result, spec)
     metrics = dict(best[1]) if best else dict(result.metrics or {})
     checkpoint_path = best[0].path if best else None

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
+from deeprig.failures import RETRIED_BY_DEFAULT, FailureClass
 from deeprig.spec.common import NAME_PATTERN, StrictModel, Target, TrackingSpec
 from deeprig.spec.data import DataSpec
 
@@ -260,8 +261,20 @@ class FailureSpec(StrictModel):
     max_failures: int = Field(
         default=0,
         ge=-1,
-        description="Worker-group restarts from the latest checkpoint (-1: unlimited).",
+        description=(
+            "Worker-group restarts from the latest checkpoint (-1: unlimited), spent only on "
+            "failures of a class in `retry_on`."
+        ),
     )
+    retry_on: list[FailureClass] | None = Field(
+        default=None,
+        description=(
+            "The failure classes a restart is spent on (the run's `deeprig.failure` tag). "
+            f"Omitted: {', '.join(RETRIED_BY_DEFAULT)}, what a restart can cure; any other "
+            "failure (e.g. user_code, non_finite_loss) ends the job at once."
+        ),
+    )
+
 
 
 class TrainTrackingSpec(TrackingSpec):

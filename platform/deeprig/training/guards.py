@@ -4,22 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from deeprig.failures import FailureClass, JobFailure
 
-class NonFiniteLoss(RuntimeError):
+
+class NonFiniteLoss(JobFailure):
     """The loss became NaN or infinite: training stops at that step on every rank."""
 
     def __init__(self, epoch: int, step: int):
-        super().__init__(
-            f"non-finite loss at epoch {epoch + 1}, step {step + 1}: training diverged. The "
-            "likeliest fixes: a smaller optim.lr, or optim.grad_clip_norm (e.g. 1.0). The "
-            "last good checkpoint is kept."
-        )
+        super().__init__(FailureClass.NON_FINITE_LOSS, where=f"epoch {epoch + 1}, step {step + 1}")
         self.epoch, self.step = epoch, step
 
     def __reduce__(self) -> tuple[type, tuple[int, int]]:
-        # Every rank raises it and Ray ships each to the controller by pickle, which
-        # rebuilds an exception from its args (the message): rebuild it from (epoch,
-        # step) instead, or the second rank's arrives as a TypeError that hides it.
+        # Every rank raises it and Ray ships each to the controller by pickle: rebuilt
+        # from (epoch, step), it stays a NonFiniteLoss.
         return (type(self), (self.epoch, self.step))
 
 
