@@ -6,7 +6,7 @@ features, in their natural shape) and `y` (class id or regression target), so th
 training loop reads one format whatever the source.
 """
 
-from deeprig.data.describe import DataInfo, DataProblem, describe_data
-from deeprig.data.pipeline import build_datasets
+from deeprig.data.info import DataInfo, DataProblem
+from deeprig.data.sources import build_datasets, describe_data
 
 __all__ = ["DataInfo", "DataProblem", "build_datasets", "describe_data"]

@@ -6,7 +6,23 @@ import math
 
 import numpy as np
 
+from deeprig.data.info import DataInfo, Task, num_val_rows
 from deeprig.spec.data import DigitsData, SyntheticData
+
+
+def describe_digits(spec: DigitsData) -> DataInfo:
+    return DataInfo((8, 8), "classification", 10, 1797, num_val_rows(1797, spec.val_fraction))
+
+
+def describe_synthetic(spec: SyntheticData) -> DataInfo:
+    task: Task = "classification" if spec.num_classes > 0 else "regression"
+    return DataInfo(
+        tuple(spec.shape),
+        task,
+        spec.num_classes if spec.num_classes > 0 else 1,
+        spec.num_samples,
+        num_val_rows(spec.num_samples, spec.val_fraction),
+    )
 
 
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ import numpy as np
 from deeprig.data.arrow import label_classes
 from deeprig.data.builtin import split_indices
 from deeprig.data.info import DataInfo, DataProblem, Fitted, num_val_rows
+from deeprig.data.pipeline import BuildOptions, PreparedData, from_arrays
 from deeprig.data.standardize import (
     fit_statistics,
     fitted_from_sums,
@@ -219,6 +220,28 @@ def _describe_parquet_images(spec: ImagesData) -> DataInfo:
         num_val_rows(num_rows, spec.val_fraction),
         classes=classes,
     )
+
+
+def build_images(spec: ImagesData, info: DataInfo, how: BuildOptions) -> PreparedData:
+    """An image folder whose shards the workers hold in memory is decoded once into
+    arrays; Parquet, or shards streamed, are Ray Datasets."""
+    if how.in_memory and spec.image_column is None:
+        train, val, test, fitted = image_arrays(spec, info, how.seed, how.data_cpus)
+        return from_arrays(how.num_workers, train, val, fitted, test)
+    return PreparedData(*image_datasets(spec, info, how.seed, how.data_cpus))
+
+
+def image_samples(spec: ImagesData, info: DataInfo, count: int) -> np.ndarray:
+    """The first images, decoded as the pipeline decodes them."""
+    if spec.image_column is not None:
+        import pyarrow.dataset as pads
+
+        table = pads.dataset(spec.path, format="parquet").head(count, columns=[spec.image_column])
+        blobs = table.column(spec.image_column).to_pylist()
+    else:
+        folder = list_image_folder(spec.path, "data.path")
+        blobs = [folder.open(path) for path in folder.files[:count]]
+    return decode_images(blobs, info.input_shape)
 
 
 def image_datasets(spec: ImagesData, info: DataInfo, seed: int, data_cpus: float):

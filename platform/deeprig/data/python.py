@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from deeprig.data.info import DataInfo, DataProblem, Task, num_val_rows
+from deeprig.data.pipeline import BuildOptions, PreparedData, split_arrays
 from deeprig.spec.data import PythonData
 
 ACCEPTED = (
@@ -200,6 +201,20 @@ def infer_task(labels: np.ndarray, requested: str, field: str) -> tuple[Task, in
     if labels.min() < 0:
         raise DataProblem(field, "class ids must be 0..K-1 (found a negative id)")
     return task, int(labels.max()) + 1
+
+
+def python_datasets(spec: PythonData, info: DataInfo, how: BuildOptions) -> PreparedData:
+    """The data function's arrays split as built-in data is, or its Ray Dataset split as
+    Parquet is (streamed, never pulled to the driver)."""
+    loaded = load_python_data(spec)
+    if loaded.dataset is not None:
+        train, val = loaded.dataset.train_test_split(
+            test_size=info.num_val, shuffle=True, seed=how.seed
+        )
+        return PreparedData(train, val)
+    assert loaded.x is not None and loaded.y is not None
+    y = loaded.y.astype(np.int64 if info.task == "classification" else np.float32)
+    return split_arrays(loaded.x, y, spec.val_fraction, how)
 
 
 def first_samples(spec: PythonData, count: int) -> np.ndarray:

@@ -5,9 +5,14 @@ how the statistics broadcast over one sample."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from deeprig.data.info import Fitted
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def fit_statistics(
@@ -89,3 +94,16 @@ def standardized(dataset, fitted: Fitted):
         return {"x": (batch["x"] - mean) / std, "y": batch["y"]}
 
     return dataset.map_batches(apply, batch_format="numpy")
+
+
+def standardized_model(net: nn.Module, fitted: Fitted) -> tuple[nn.Module, bool, list[str]]:
+    """The network behind the statistics fitted on its training split, when there are any
+    (data.standardize, data.normalize)."""
+    if fitted.input_mean is None:
+        return net, True, []
+    import torch
+
+    from deeprig.models.wrappers import Standardized
+
+    mean, std = (torch.from_numpy(a) for a in fitted.broadcast_stats())
+    return Standardized(net, mean, std), True, []

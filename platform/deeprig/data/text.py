@@ -6,6 +6,7 @@ checkpoint and the logged model, which then predicts from raw text."""
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,6 +14,9 @@ from deeprig.data.arrow import label_classes
 from deeprig.data.builtin import split_indices
 from deeprig.data.info import DataInfo, DataProblem, Fitted, num_val_rows
 from deeprig.spec.data import TextData, TokenizerSpec
+
+if TYPE_CHECKING:
+    from torch import nn
 
 PAD, UNKNOWN = "[PAD]", "[UNK]"  # ids 0 and 1: padding is id 0 (the models mask it)
 
@@ -119,3 +123,24 @@ def text_arrays(spec: TextData, info: DataInfo, seed: int):
     ids = encode(tokenizer, texts)
     fitted = Fitted(tokenizer_json=tokenizer.to_str(), fitted_on_rows=len(train_idx))
     return (ids[train_idx], labels[train_idx]), (ids[val_idx], labels[val_idx]), fitted
+
+
+def text_samples(spec: TextData, info: DataInfo, count: int) -> np.ndarray:
+    """The first texts as token ids, by a tokenizer trained on the first 1000."""
+    texts = read_table(spec.path, [spec.text]).column(spec.text).to_pylist()[:1000]
+    tokenizer = train_tokenizer([t or "" for t in texts], spec.tokenizer)
+    return encode(tokenizer, [t or "" for t in texts[:count]])
+
+
+def text_model(
+    net: nn.Module, fitted: Fitted, spec: TextData, classes: list[str]
+) -> tuple[nn.Module, bool, list[str]]:
+    """The classifier behind its tokenizer, reading sentences (`predict`): pickled, since
+    torch.export keeps `forward` only, and it needs the `tokenizers` package."""
+    import tokenizers
+
+    from deeprig.models.wrappers import TextClassifier
+
+    assert fitted.tokenizer_json is not None  # (every text job trains one)
+    model = TextClassifier(net, fitted.tokenizer_json, classes)
+    return model, False, [f"tokenizers=={tokenizers.__version__}"]

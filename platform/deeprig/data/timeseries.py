@@ -13,11 +13,16 @@ shows whether its model beats the obvious baseline.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from deeprig.data.info import DataInfo, DataProblem, Fitted, num_val_rows
 from deeprig.data.text import read_table
 from deeprig.spec.data import TimeseriesData
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def describe_series(spec: TimeseriesData) -> DataInfo:
@@ -110,3 +115,26 @@ def _statistics(rows: np.ndarray, spec: TimeseriesData) -> tuple[np.ndarray, np.
     std = np.maximum(rows.std(axis=0), 1e-12)
     mean = rows.mean(axis=0) if spec.forecast == "level" else np.zeros(rows.shape[1])
     return mean, std
+
+
+def series_model(
+    net: nn.Module, fitted: Fitted, spec: TimeseriesData, classes: list[str]
+) -> tuple[nn.Module, bool, list[str]]:
+    """The forecaster behind the window's scaling: it reads raw windows and forecasts in
+    the series' own units."""
+    import torch
+
+    from deeprig.models.wrappers import SeriesForecaster
+
+    mean, std = (torch.from_numpy(a) for a in fitted.broadcast_stats())
+    target_index = spec.columns.index(spec.target) if spec.target in spec.columns else 0
+    forecaster = SeriesForecaster(
+        net,
+        mean,
+        std,
+        fitted.target_mean or 0.0,
+        fitted.target_std or 1.0,
+        spec.forecast == "change",
+        target_index,
+    )
+    return forecaster, True, []

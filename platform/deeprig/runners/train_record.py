@@ -10,7 +10,7 @@ from rich.console import Console
 
 from deeprig.cluster.session import release_ray
 from deeprig.data.info import DataInfo, Fitted
-from deeprig.spec.data import ImagesData, ParquetData, TextData, TimeseriesData
+from deeprig.data.sources import source_of
 from deeprig.spec.train import TrainSpec
 from deeprig.tracking.tags import Tag
 from deeprig.training.state import TrainState
@@ -30,14 +30,7 @@ def dataset_records(spec: TrainSpec, data_info: DataInfo) -> list[DatasetRecord]
     from deeprig.tracking.datasets import DatasetRecord
 
     data = spec.data
-    source = (
-        {
-            "builtin:digits": "sklearn.datasets:load_digits",
-            "builtin:synthetic": "deeprig.data.builtin:synthetic_arrays",
-        }.get(data.source)
-        or getattr(data, "path", None)
-        or getattr(data, "target", data.source)
-    )
+    source = source_of(data).origin(data)
     name = spec.name.split("-")[0] if data.source.startswith("builtin") else spec.name
     label = "int64" if data_info.task == "classification" else "float32"
     fingerprint = f"{data.model_dump_json()} seed={spec.seed}"
@@ -168,37 +161,9 @@ def log_trained_model(
 def servable_model(state: TrainState) -> tuple[nn.Module, bool, list[str]]:
     """(the model MLflow serves, whether torch.export may trace it, its extra pip
     requirements): the network behind the preprocessing it was trained with."""
-    import torch
-
-    from deeprig.models.wrappers import SeriesForecaster, Standardized, TextClassifier
-    from deeprig.spec.train import TrainSpec as Spec
-
-    net = state.rebuild_model()
-    fitted = state.preprocessing()
-    data = Spec.model_validate(state.spec).data
-    if isinstance(data, TextData) and fitted.tokenizer_json is not None:
-        import tokenizers
-
-        classes = list(state.classes or [str(i) for i in range(state.num_outputs)])
-        model = TextClassifier(net, fitted.tokenizer_json, classes)
-        return model, False, [f"tokenizers=={tokenizers.__version__}"]
-    if fitted.input_mean is None:
-        return net, True, []
-    mean, std = (torch.from_numpy(a) for a in fitted.broadcast_stats())
-    if isinstance(data, TimeseriesData):
-        target_index = data.columns.index(data.target) if data.target in data.columns else 0
-        forecaster = SeriesForecaster(
-            net,
-            mean,
-            std,
-            fitted.target_mean or 0.0,
-            fitted.target_std or 1.0,
-            data.forecast == "change",
-            target_index,
-        )
-        return forecaster, True, []
-    assert isinstance(data, ImagesData | ParquetData)
-    return Standardized(net, mean, std), True, []
+    data = TrainSpec.model_validate(state.spec).data
+    classes = list(state.classes or [str(i) for i in range(state.num_outputs)])
+    return source_of(data).serve(state.rebuild_model(), state.preprocessing(), data, classes)
 
 
 def best_checkpoint(result: Result, spec: TrainSpec) -> tuple[Checkpoint, dict] | None:

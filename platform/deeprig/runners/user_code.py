@@ -40,7 +40,7 @@ def check_model_and_loop(spec: TrainSpec, data: DataInfo | None) -> list[Problem
         if data is None:
             problems += check_custom_model(spec.model, None, 1, None)
         else:
-            from deeprig.data.samples import first_samples
+            from deeprig.data.sources import first_samples
 
             samples = first_samples(spec.data, data, 2)
             problems += check_custom_model(

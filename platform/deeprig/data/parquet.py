@@ -1,59 +1,22 @@
-"""What the driver knows about the data before any worker starts: sample shape, task,
-outputs, row counts. Checking it here is what lets a bad data spec fail with exit 2
-before Ray starts (a missing path, a missing column, an unusable label)."""
+"""Parquet tables of features and a label, read by Ray Data: what the driver learns of
+them (shape, task, classes, so bad data exits 2 before Ray starts), their splits, and a few
+samples."""
 
 from __future__ import annotations
 
 import difflib
 import math
 
+import numpy as np
+
+from deeprig.data.arrow import column_array
 from deeprig.data.info import DataInfo, DataProblem, Task, num_val_rows
-from deeprig.spec.data import (
-    DataSpec,
-    DigitsData,
-    ImagesData,
-    ParquetData,
-    PythonData,
-    SyntheticData,
-    TextData,
-    TimeseriesData,
-)
-
-__all__ = ["DataInfo", "DataProblem", "Task", "describe_data"]
+from deeprig.data.pipeline import BuildOptions, PreparedData
+from deeprig.data.standardize import fit_statistics, standardized
+from deeprig.spec.data import ParquetData
 
 
-def describe_data(spec: DataSpec) -> DataInfo:
-    if isinstance(spec, ImagesData):
-        from deeprig.data.images import describe_images
-
-        return describe_images(spec)
-    if isinstance(spec, TextData):
-        from deeprig.data.text import describe_text
-
-        return describe_text(spec)
-    if isinstance(spec, TimeseriesData):
-        from deeprig.data.timeseries import describe_series
-
-        return describe_series(spec)
-    if isinstance(spec, PythonData):
-        from deeprig.data.python import describe_python
-
-        return describe_python(spec)
-    if isinstance(spec, DigitsData):
-        return DataInfo((8, 8), "classification", 10, 1797, num_val_rows(1797, spec.val_fraction))
-    if isinstance(spec, SyntheticData):
-        task: Task = "classification" if spec.num_classes > 0 else "regression"
-        return DataInfo(
-            tuple(spec.shape),
-            task,
-            spec.num_classes if spec.num_classes > 0 else 1,
-            spec.num_samples,
-            num_val_rows(spec.num_samples, spec.val_fraction),
-        )
-    return _describe_parquet(spec)
-
-
-def _describe_parquet(spec: ParquetData) -> DataInfo:
+def describe_parquet(spec: ParquetData) -> DataInfo:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
@@ -167,3 +130,41 @@ def _tensor_column_shape(name: str, dtype, dataset) -> tuple[int, ...]:
     raise DataProblem(
         "data.features", f"column {name!r} has type {dtype}; expected numbers or a list of numbers"
     )
+
+
+def parquet_datasets(spec: ParquetData, info: DataInfo, how: BuildOptions) -> PreparedData:
+    import ray.data
+
+    features, label, shape = list(spec.features), spec.label, info.input_shape
+    label_dtype = np.int64 if info.task == "classification" else np.float32
+    class_ids = {n: i for i, n in enumerate(info.classes)} if info.classes else None
+
+    def to_xy(batch) -> dict[str, np.ndarray]:
+        # Arrow in, numpy out, whole columns at a time: a list column is flattened by Arrow
+        # instead of converting each row's list in Python.
+        x = np.stack([column_array(batch.column(c)) for c in features], axis=1)
+        column = batch.column(label)
+        if class_ids is not None:  # class names -> ids, in the order describe sorted them
+            y = np.array([class_ids[v] for v in column.to_pylist()], dtype=np.int64)
+        else:
+            y = column.to_numpy().astype(label_dtype)
+        return {"x": x.reshape(batch.num_rows, *shape), "y": y}
+
+    ds = ray.data.read_parquet(
+        spec.path, columns=[*features, label], num_cpus=how.data_cpus
+    ).map_batches(to_xy, batch_format="pyarrow", num_cpus=how.data_cpus)
+    train, val = ds.train_test_split(test_size=info.num_val, shuffle=True, seed=how.seed)
+    # Scalar columns are standardised (one statistic per column); a list column is taken
+    # as it is (pixels, a signal), like any data a user already scaled.
+    if spec.standardize and math.prod(shape) == len(features):
+        fitted = fit_statistics(train, shape)
+        return PreparedData(standardized(train, fitted), standardized(val, fitted), fitted=fitted)
+    return PreparedData(train, val)
+
+
+def parquet_samples(spec: ParquetData, info: DataInfo, count: int) -> np.ndarray:
+    import pyarrow.dataset as pads
+
+    table = pads.dataset(spec.path, format="parquet").head(count, columns=spec.features)
+    x = np.stack([column_array(table.column(c)) for c in spec.features], axis=1)
+    return x.reshape(len(x), *info.input_shape).astype(np.float32)
