@@ -38,6 +38,7 @@ data: install  ## the example data sets under jobs/data/ (Fashion-MNIST: apt-get
 	$(BIN)/python jobs/make_digits_parquet.py
 	$(BIN)/python jobs/make_reviews_csv.py
 	$(BIN)/python jobs/make_co2_csv.py
+	$(BIN)/python jobs/make_stdlib_corpus.py
 	$(BIN)/python jobs/make_fashion_images.py
 
 clean:

@@ -7,7 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-Task = Literal["classification", "regression"]
+# language_model: a token id to predict at every position of a window of token ids.
+Task = Literal["classification", "regression", "language_model"]
 InputDtype = Literal["float32", "int64"]  # features, or token ids
 
 

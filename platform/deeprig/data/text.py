@@ -1,7 +1,8 @@
-"""Labelled text in CSV or Parquet: a Hugging Face `tokenizers` tokenizer trained on the
-training split only, every text encoded to `max_length` token ids (padded with id 0,
-truncated), labels mapped to class ids. The tokenizer travels in `Fitted` into the
-checkpoint and the logged model, which then predicts from raw text."""
+"""Text in CSV or Parquet: a Hugging Face `tokenizers` tokenizer trained on the training
+split only. Labelled text (classification): every text encoded to `max_length` token ids
+(padded with id 0, truncated), labels mapped to class ids. A corpus (language_model):
+data/corpus.py. The tokenizer travels in `Fitted` into the checkpoint and the logged
+model, which then reads raw text."""
 
 from __future__ import annotations
 
@@ -51,15 +52,26 @@ def _format_of(path: str) -> str:
     return "csv" if ".csv" in os.path.basename(path).lower() else "parquet"
 
 
-def describe_text(spec: TextData) -> DataInfo:
-    table = read_table(spec.path, [spec.text, spec.label])
+def text_column(table, name: str):
+    """The table's column `name`, checked to hold some text."""
     import pyarrow as pa
 
-    texts = table.column(spec.text)
+    texts = table.column(name)
     if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
-        raise DataProblem("data.text", f"column {spec.text!r} holds {texts.type}, not text")
+        raise DataProblem("data.text", f"column {name!r} holds {texts.type}, not text")
     if texts.null_count == len(texts):
-        raise DataProblem("data.text", f"column {spec.text!r} is empty")
+        raise DataProblem("data.text", f"column {name!r} is empty")
+    return texts
+
+
+def describe_text(spec: TextData) -> DataInfo:
+    if spec.task == "language_model":
+        from deeprig.data.corpus import describe_corpus
+
+        return describe_corpus(spec)
+    assert spec.label is not None  # (the spec requires one for classification)
+    table = read_table(spec.path, [spec.text, spec.label])
+    text_column(table, spec.text)
     classes = label_classes(table.column(spec.label), "data.label")
     num_rows = table.num_rows
     if num_rows < 2:
@@ -76,33 +88,52 @@ def describe_text(spec: TextData) -> DataInfo:
     )
 
 
-def train_tokenizer(texts: list[str], spec: TokenizerSpec):
-    """A word-level or BPE tokenizer learned from `texts`, padding and truncating to
-    max_length."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+def train_tokenizer(
+    texts: list[str], spec: TokenizerSpec, fixed_length: bool = True, ends: str | None = None
+):
+    """A word-level, BPE or byte-level BPE tokenizer learned from `texts`; `fixed_length`:
+    padding and truncating to max_length; `ends`: a special token that ends a text."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    if spec.kind == "bpe":
-        tokenizer = Tokenizer(models.BPE(unk_token=UNKNOWN))
+    special = [PAD, UNKNOWN] + ([ends] if ends else [])
+    if spec.kind == "byte_bpe":  # every byte a token to start from: nothing is unknown
+        tokenizer = Tokenizer(models.BPE())
         trainer: object = trainers.BpeTrainer(
             vocab_size=spec.vocab_size,
             min_frequency=spec.min_frequency,
-            special_tokens=[PAD, UNKNOWN],
+            special_tokens=special,
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+    elif spec.kind == "bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token=UNKNOWN))
+        trainer = trainers.BpeTrainer(
+            vocab_size=spec.vocab_size,
+            min_frequency=spec.min_frequency,
+            special_tokens=special,
+            show_progress=False,
         )
     else:
         tokenizer = Tokenizer(models.WordLevel(unk_token=UNKNOWN))
         trainer = trainers.WordLevelTrainer(
             vocab_size=spec.vocab_size,
             min_frequency=spec.min_frequency,
-            special_tokens=[PAD, UNKNOWN],
+            special_tokens=special,
+            show_progress=False,
         )
     if spec.lowercase:
         tokenizer.normalizer = normalizers.Sequence(
             [normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()]
         )
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    if spec.kind == "byte_bpe":
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+    else:
+        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.train_from_iterator(texts, trainer=trainer)  # type: ignore[arg-type]
-    tokenizer.enable_padding(pad_id=0, pad_token=PAD, length=spec.max_length)
-    tokenizer.enable_truncation(max_length=spec.max_length)
+    if fixed_length:
+        tokenizer.enable_padding(pad_id=0, pad_token=PAD, length=spec.max_length)
+        tokenizer.enable_truncation(max_length=spec.max_length)
     return tokenizer
 
 
@@ -113,7 +144,12 @@ def encode(tokenizer, texts: list[str]) -> np.ndarray:
 
 def text_arrays(spec: TextData, info: DataInfo, seed: int):
     """((train x, y), (val x, y), Fitted): token ids and class ids, split as built-in data
-    is; the tokenizer learned from the training texts only."""
+    is; the tokenizer learned from the training texts only (a corpus: its windows)."""
+    if spec.task == "language_model":
+        from deeprig.data.corpus import corpus_arrays
+
+        return corpus_arrays(spec)
+    assert spec.label is not None  # (the spec requires one for classification)
     table = read_table(spec.path, [spec.text, spec.label])
     texts = [t or "" for t in table.column(spec.text).to_pylist()]
     class_ids = {name: i for i, name in enumerate(info.class_names())}
@@ -126,7 +162,12 @@ def text_arrays(spec: TextData, info: DataInfo, seed: int):
 
 
 def text_samples(spec: TextData, info: DataInfo, count: int) -> np.ndarray:
-    """The first texts as token ids, by a tokenizer trained on the first 1000."""
+    """The first texts as token ids, by a tokenizer trained on the first 1000 (a corpus:
+    its first windows)."""
+    if spec.task == "language_model":
+        from deeprig.data.corpus import read_corpus, windows
+
+        return windows(read_corpus(spec).train_ids, spec.block_size)[0][:count]
     texts = read_table(spec.path, [spec.text]).column(spec.text).to_pylist()[:1000]
     tokenizer = train_tokenizer([t or "" for t in texts], spec.tokenizer)
     return encode(tokenizer, [t or "" for t in texts[:count]])
@@ -136,7 +177,12 @@ def text_model(
     net: nn.Module, fitted: Fitted, spec: TextData, classes: list[str]
 ) -> tuple[nn.Module, bool, list[str]]:
     """The classifier behind its tokenizer, reading sentences (`predict`): pickled, since
-    torch.export keeps `forward` only, and it needs the `tokenizers` package."""
+    torch.export keeps `forward` only, and it needs the `tokenizers` package. A language
+    model: the network behind its tokenizer, continuing text (`generate`)."""
+    if spec.task == "language_model":
+        from deeprig.data.corpus import language_model
+
+        return language_model(net, fitted, spec)
     import tokenizers
 
     from deeprig.models.wrappers import TextClassifier

@@ -4,6 +4,7 @@ feature columns, the series' own values, or sentences. Free of Ray and MLflow.""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -88,6 +89,66 @@ class TextClassifier(nn.Module):
 
     def predict(self, sentences: list[str]) -> list[str]:
         return [self.classes[i] for i in self.predict_proba(sentences).argmax(dim=1).tolist()]
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_tokenizer"] = None  # rebuilt from the JSON on first use
+        return state
+
+
+class LanguageModel(nn.Module):
+    """Token ids in, next-token logits at every position out (`forward`), and
+    `generate(prompt, max_new_tokens)` -> the prompt continued: the tokenizer it was trained
+    with travels inside it (as its JSON); it reads the last `context` tokens."""
+
+    def __init__(self, net: nn.Module, tokenizer_json: str, context: int, end_of_text: str):
+        super().__init__()
+        self.net = net
+        self.tokenizer_json = tokenizer_json
+        self.context = context
+        self.end_of_text = end_of_text
+        self._tokenizer: Any = None
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return self.net(ids)
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from tokenizers import Tokenizer
+
+            self._tokenizer = Tokenizer.from_str(self.tokenizer_json)
+        return self._tokenizer
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int = 100,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+    ) -> str:
+        """The prompt and up to `max_new_tokens` tokens drawn after it, one at a time
+        (`temperature` 0: always the likeliest; `top_k`: only from the k likeliest); an
+        empty prompt starts a new text."""
+        self.eval()
+        tokenizer = self.tokenizer
+        ids = tokenizer.encode(prompt).ids or [tokenizer.token_to_id(self.end_of_text)]
+        start = len(ids)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        for _ in range(max_new_tokens):
+            logits = self.net(torch.tensor([ids[-self.context :]]))[0, -1].float()
+            logits[0] = -math.inf  # padding: never a next token
+            if temperature <= 0:
+                ids.append(int(logits.argmax()))
+                continue
+            logits = logits / temperature
+            if top_k is not None:
+                cutoff = logits.topk(min(top_k, len(logits))).values[-1]
+                logits[logits < cutoff] = -math.inf
+            ids.append(int(torch.multinomial(logits.softmax(dim=0), 1, generator=generator)))
+        return prompt + tokenizer.decode(ids[start:], skip_special_tokens=False)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

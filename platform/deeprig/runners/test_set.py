@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from deeprig.data.shard import ShardBatches
-from deeprig.training.evaluate import evaluate, loss_function
+from deeprig.training.evaluate import evaluate, loss_function, split_metrics
 from deeprig.training.scores import ClassScores
 from deeprig.training.state import TrainState
 
@@ -29,17 +29,13 @@ def score_test_set(
     scores = ClassScores(state.num_outputs, cpu) if classification else None
     model = state.rebuild_model()
     loss_sum, hits, rows, abs_sum = evaluate(
-        model, batches, loss_function(classification), scores, cpu, None
+        model, batches, loss_function(state.task), scores, cpu, None
     ).tolist()
-    metrics = {"test_loss": loss_sum / max(rows, 1)}
+    std = state.preprocessing().target_std or 1.0
+    scored = split_metrics(state.task, loss_sum, hits, rows, abs_sum, std)
+    metrics = {f"test_{name}": value for name, value in scored.items()}
     if scores is None:
-        std = state.preprocessing().target_std or 1.0
-        metrics |= {
-            "test_rmse": (loss_sum / max(rows, 1)) ** 0.5 * std,
-            "test_mae": abs_sum / max(rows, 1) * std,
-        }
         return metrics, None
     extra, confusion = scores.compute(world_size=1)
-    metrics["test_accuracy"] = hits / max(rows, 1)
     metrics |= {f"test_{name}": value for name, value in extra.items()}
     return metrics, confusion

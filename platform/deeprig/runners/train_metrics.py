@@ -21,13 +21,27 @@ CLOSING_METRICS = (
     "val_rmse_persistence",
     "val_mae",
     "val_mae_persistence",
+    "val_perplexity",
+    "val_perplexity_unigram",
+    "val_perplexity_bigram",
     "samples_per_s",
 )
 
 
 def score_metric(task: str) -> str:
     """The metric that says how good a train job's model is."""
-    return "val_accuracy" if task == "classification" else "val_rmse"
+    return {"classification": "val_accuracy", "language_model": "val_perplexity"}.get(
+        task, "val_rmse"
+    )
+
+
+def closing_metrics(spec: TrainSpec) -> tuple[str, ...]:
+    """What a train job's closing table shows of its best checkpoint's metrics: the user's
+    loop's are those it reports, its checkpoint metric first."""
+    if spec.loop is None:
+        return CLOSING_METRICS
+    first = ("epoch", "step", spec.checkpoint.metric)
+    return tuple(dict.fromkeys([*first, *spec.loop.metrics]))
 
 
 def reported_metrics(spec: TrainSpec, data: DataInfo) -> set[str]:
@@ -39,6 +53,8 @@ def reported_metrics(spec: TrainSpec, data: DataInfo) -> set[str]:
         reported |= {"val_accuracy", "val_f1_macro"} | (
             {"val_auc"} if data.num_outputs == 2 else set()
         )
+    elif data.task == "language_model":  # beside its n-gram baselines (data/corpus.py)
+        reported |= {"val_perplexity", "val_perplexity_unigram", "val_perplexity_bigram"}
     else:
         reported |= {"val_rmse", "val_mae"}
         if isinstance(spec.data, TimeseriesData):

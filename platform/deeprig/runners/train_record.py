@@ -32,7 +32,7 @@ def dataset_records(spec: TrainSpec, data_info: DataInfo) -> list[DatasetRecord]
     data = spec.data
     source = source_of(data).origin(data)
     name = spec.name.split("-")[0] if data.source.startswith("builtin") else spec.name
-    label = "int64" if data_info.task == "classification" else "float32"
+    label = "float32" if data_info.task == "regression" else "int64"
     fingerprint = f"{data.model_dump_json()} seed={spec.seed}"
     return [
         DatasetRecord(

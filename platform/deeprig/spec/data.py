@@ -126,8 +126,13 @@ class ImagesData(_DataBase):
 
 
 class TokenizerSpec(StrictModel):
-    kind: Literal["word", "bpe"] = Field(
-        default="word", description="Hugging Face `tokenizers` model: word-level or BPE."
+    kind: Literal["word", "bpe", "byte_bpe"] = Field(
+        default="word",
+        description=(
+            "Hugging Face `tokenizers` model: word-level, BPE over words, or byte-level BPE "
+            "(every byte of the text kept, spaces and newlines too: what a language model "
+            "that writes text back needs)."
+        ),
     )
     vocab_size: int = Field(
         default=20000, ge=8, le=1_000_000, description="Largest vocabulary learned."
@@ -136,7 +141,7 @@ class TokenizerSpec(StrictModel):
         default=64,
         ge=1,
         le=8192,
-        description="Tokens per text: longer ones are cut, shorter padded.",
+        description="Tokens per text: longer ones are cut, shorter padded (classification).",
     )
     lowercase: bool = Field(default=True, description="Lower-case (and strip accents) first.")
     min_frequency: int = Field(
@@ -147,13 +152,45 @@ class TokenizerSpec(StrictModel):
 class TextData(_DataBase):
     source: Literal["text"] = Field(
         description=(
-            "Labelled texts in CSV or Parquet; a tokenizer is trained on the training split."
+            "Texts in CSV or Parquet, labelled or a corpus; a tokenizer is trained on the "
+            "training split."
         )
     )
     path: str = Field(min_length=1, description="A .csv/.parquet file or a folder of them.")
     text: str = Field(min_length=1, description="The text column.")
-    label: str = Field(min_length=1, description="The label column (class names or ids).")
+    task: Literal["classification", "language_model"] = Field(
+        default="classification",
+        description=(
+            "`classification`: each text's label. `language_model`: the next token at every "
+            "position, the rows read as one corpus in order (its last val_fraction of "
+            "characters, whole rows, validates) in windows of block_size tokens."
+        ),
+    )
+    label: str | None = Field(
+        default=None,
+        min_length=1,
+        description="The label column (class names or ids); classification only.",
+    )
+    block_size: int = Field(
+        default=128,
+        ge=2,
+        le=8192,
+        description="`language_model`: tokens per training window (the model's context).",
+    )
     tokenizer: TokenizerSpec = Field(default_factory=TokenizerSpec, description="Tokenizer.")
+
+    @model_validator(mode="after")
+    def _labels_for_classification_only(self) -> TextData:
+        if self.task == "classification" and self.label is None:
+            raise ValueError(
+                "label: required for classification (the label column), or set "
+                "task: language_model to learn the text itself"
+            )
+        if self.task == "language_model" and self.label is not None:
+            raise ValueError(
+                "label: a language model's labels are the text's own next tokens; remove it"
+            )
+        return self
 
 
 class TimeseriesData(_DataBase):

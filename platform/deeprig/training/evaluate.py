@@ -3,7 +3,10 @@ the best model's test set on the driver at the end."""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from deeprig.data.shard import ShardBatches
@@ -11,9 +14,41 @@ from deeprig.training.epoch import autocast, loss_of
 from deeprig.training.scores import ClassScores
 
 
-def loss_function(classification: bool) -> nn.Module:
+class NextTokenLoss(nn.Module):
+    """Cross-entropy of (batch, steps, vocabulary) logits against (batch, steps) next
+    tokens: each row's mean over its steps, summed over rows (as the other losses are
+    summed over rows), so a split's loss per row is its loss per token."""
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        summed = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum")
+        return summed / targets.shape[1]
+
+
+def loss_function(task: str) -> nn.Module:
     """Summed over a batch: the loop divides by rows itself (ranks' shards differ)."""
-    return nn.CrossEntropyLoss(reduction="sum") if classification else nn.MSELoss(reduction="sum")
+    if task == "classification":
+        return nn.CrossEntropyLoss(reduction="sum")
+    if task == "language_model":
+        return NextTokenLoss()
+    return nn.MSELoss(reduction="sum")
+
+
+def split_metrics(
+    task: str, loss_sum: float, hits: float, rows: float, abs_sum: float, target_std: float
+) -> dict[str, float]:
+    """A split's loss and its task's scores (names without the split's prefix) from its
+    totals summed over every rank: accuracy; perplexity, exp(loss per token); or the
+    regression errors in the target's own units (a scaled target is scaled back)."""
+    loss = loss_sum / max(rows, 1)
+    metrics = {"loss": loss}
+    if task == "classification":
+        metrics["accuracy"] = hits / max(rows, 1)
+    elif task == "language_model":
+        metrics["perplexity"] = math.exp(min(loss, 700.0))  # (past e^700: a float's end)
+    else:
+        metrics["rmse"] = loss**0.5 * target_std
+        metrics["mae"] = abs_sum / max(rows, 1) * target_std
+    return metrics
 
 
 @torch.no_grad()
@@ -32,7 +67,7 @@ def evaluate(
         if scores is not None:
             totals[1] += (out.argmax(dim=1) == y).sum()
             scores.update(out, y)
-        else:
+        elif not isinstance(loss_fn, NextTokenLoss):  # regression: its absolute error
             totals[3] += (out.float().reshape(-1) - y).abs().sum()
         totals[2] += len(y)
     return totals

@@ -24,7 +24,7 @@ from deeprig.spec.train import TrainSpec
 from deeprig.tracking.tags import Tag
 from deeprig.training.augment import image_augment
 from deeprig.training.epoch import Position, StepParts, reseed, train_epoch
-from deeprig.training.evaluate import evaluate, loss_function
+from deeprig.training.evaluate import evaluate, loss_function, split_metrics
 from deeprig.training.guards import EarlyStop
 from deeprig.training.parts import TrainParts, build_parts
 from deeprig.training.report_keys import ENDED_AT, LAST_REPORT
@@ -64,7 +64,7 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
 
     classification = worker.data.task == "classification"
     train, val = _open_shards(worker, session, device)
-    loss_fn = loss_function(classification)
+    loss_fn = loss_function(worker.data.task)
     step = _step_parts(parts, loss_fn, classification, spec, session.world_size)
     if isinstance(spec.data, ImagesData):
         step = dataclasses.replace(step, augment=image_augment(spec.data.augment))
@@ -95,7 +95,7 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
         rows_before = inside.epoch_totals[1] if inside else 0.0
         target_std = worker.fitted.target_std or 1.0
         metrics = _epoch_metrics(
-            both, epoch, lr, started, train_seconds, classification, rows_before, target_std
+            both, epoch, lr, started, train_seconds, worker.data.task, rows_before, target_std
         )
         metrics |= _scores(scores, worker, session.world_size, hooks)
         if sink is not None:  # (under Ray Train the controller logs epochs: a no-op here)
@@ -170,7 +170,7 @@ def _open_shards(
     worker: WorkerConfig, session: WorkerSession, device: torch.device
 ) -> tuple[ShardBatches, ShardBatches]:
     spec = worker.spec
-    label_dtype = torch.long if worker.data.task == "classification" else torch.float32
+    label_dtype = torch.float32 if worker.data.task == "regression" else torch.long
     input_dtype = torch.long if worker.data.input_dtype == "int64" else torch.float32
 
     def shard(name: str):
@@ -238,7 +238,7 @@ def _epoch_metrics(
     lr: float,
     started: float,
     train_seconds: float,
-    classification: bool,
+    task: str,
     rows_before: float = 0.0,
     target_std: float = 1.0,
 ) -> dict[str, float]:
@@ -248,14 +248,9 @@ def _epoch_metrics(
     metrics = {
         "epoch": epoch + 1,
         "train_loss": train_loss_sum / max(train_rows, 1),
-        "val_loss": val_loss_sum / max(val_rows, 1),
         "lr": lr,
         "epoch_time_s": time.perf_counter() - started,
         "samples_per_s": (train_rows - rows_before) / max(train_seconds, 1e-9),
     }
-    if classification:
-        metrics["val_accuracy"] = val_hits / max(val_rows, 1)
-    else:  # in the target's own units (a scaled target is scaled back)
-        metrics["val_rmse"] = (val_loss_sum / max(val_rows, 1)) ** 0.5 * target_std
-        metrics["val_mae"] = val_abs / max(val_rows, 1) * target_std
-    return metrics
+    scores = split_metrics(task, val_loss_sum, val_hits, val_rows, val_abs, target_std)
+    return metrics | {f"val_{name}": value for name, value in scores.items()}
