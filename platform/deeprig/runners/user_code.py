@@ -4,20 +4,10 @@ function, the user's own loop): everything that can fail before Ray starts, all 
 from __future__ import annotations
 
 from deeprig.data.info import DataInfo
-from deeprig.spec.data import PythonData
 from deeprig.spec.errors import Problem
 from deeprig.spec.train import CustomModelConfig, TrainSpec
 from deeprig.usercode import CodeBundle, UserCodeProblem
 from deeprig.usercode.checks import check_custom_model, check_loop_function
-
-
-def uses_user_code(spec: TrainSpec) -> bool:
-    return bool(
-        spec.code.paths
-        or isinstance(spec.model, CustomModelConfig)
-        or isinstance(spec.data, PythonData)
-        or spec.loop is not None
-    )
 
 
 def collect_code(spec: TrainSpec) -> tuple[CodeBundle | None, list[Problem]]:
