@@ -7,26 +7,25 @@ one on a cluster. A search's progress is fed by Tune's callbacks (tracking/trial
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Column
+
+EpochRows = Callable[[], list[dict[str, float]]]
 
 
 class EpochProgress:
     """A bar of epochs with the latest metrics, redrawn from `poll()` every `interval` s.
 
     At any width the epoch counter and the time left come first; metrics follow as far as
-    they fit. Not on a terminal (CI, a submitted job's log), one plain line per epoch."""
+    they fit. Not on a terminal (CI, a submitted job's log), one plain line per epoch:
+    every epoch once, from `history()` (each epoch's metrics so far) when epochs end
+    faster than the poll."""
 
     def __init__(
         self,
@@ -36,6 +35,7 @@ class EpochProgress:
         shown: tuple[str, ...],
         interval: float = 1.0,
         waiting_for: str = "the first epoch",
+        history: EpochRows | None = None,
     ):
         self._console = console
         self._total = total_epochs
@@ -46,20 +46,24 @@ class EpochProgress:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._started = time.monotonic()
         self._last_epoch = 0
+        self._history = history
+        self._first_seen: tuple[int, float] | None = None  # (epoch, when first polled)
         self._live = console.is_terminal
         self._progress = Progress(
             TextColumn("[bold]epoch"),
             MofNCompleteColumn(),
             BarColumn(bar_width=12),
-            TimeRemainingColumn(),
-            TextColumn("left"),
+            TextColumn("{task.fields[left]} left"),
             TextColumn("{task.fields[metrics]}", table_column=Column(no_wrap=True)),
             console=console,
             transient=False,
         )
         # Until the first epoch ends, say what it waits for, not just "starting".
         self._task = self._progress.add_task(
-            "train", total=total_epochs, metrics=f"waiting for {waiting_for}..."
+            "train",
+            total=total_epochs,
+            metrics=f"waiting for {waiting_for}...",
+            left=_clock(None),
         )
 
     def __enter__(self) -> EpochProgress:
@@ -100,6 +104,21 @@ class EpochProgress:
         of = metrics.get("step/per_epoch")
         return f"step {int(metrics['step/in_epoch'])}" + (f"/{int(of)}" if of else "")
 
+    def seconds_left(self, epoch: int, metrics: dict[str, float], now: float) -> float | None:
+        """The epochs still to run at the rate seen so far (`now`: time.monotonic()):
+        between the first two epochs polled, else the epoch's own `epoch_time_s`; None
+        while neither is known."""
+        if self._total is None or epoch <= 0:
+            return None
+        if self._first_seen is None:
+            self._first_seen = (epoch, now)
+        first_epoch, first_at = self._first_seen
+        if epoch > first_epoch:
+            per_epoch: float | None = (now - first_at) / (epoch - first_epoch)
+        else:
+            per_epoch = metrics.get("epoch_time_s")
+        return None if per_epoch is None else max(self._total - epoch, 0) * per_epoch
+
     def _refresh(self) -> None:
         try:
             metrics = self._poll()
@@ -113,15 +132,50 @@ class EpochProgress:
             # "epoch 12/15 ━━━━━━━━━━━━ 0:00:03 left " takes about 40 columns.
             room = max(0, self._console.width - 42 - len(step) - 2)
             text = "  ".join(t for t in (step, self._metrics_text(metrics, room)) if t)
-            self._progress.update(self._task, completed=epoch, metrics=text)
+            left = _clock(self.seconds_left(epoch, metrics, time.monotonic()))
+            self._progress.update(self._task, completed=epoch, metrics=text, left=left)
         elif epoch > self._last_epoch:  # (a plain line an epoch, not a step)
-            total = f"/{self._total}" if self._total else ""
-            elapsed = time.monotonic() - self._started
-            text = self._metrics_text(metrics, 200)
-            self._console.print(
-                f"epoch {epoch}{total}  {text}  ({elapsed:.0f} s)", highlight=False, soft_wrap=True
-            )
+            self._print_epochs(epoch, metrics)
         self._last_epoch = max(self._last_epoch, epoch)
+
+    def _print_epochs(self, epoch: int, latest: dict[str, float]) -> None:
+        """One plain line for each epoch ended since the last one printed."""
+        rows = [latest]
+        if self._history is not None and epoch > self._last_epoch + 1:
+            with contextlib.suppress(Exception):  # (a busy store: the latest epoch alone)
+                rows = self._history() or rows
+        total = f"/{self._total}" if self._total else ""
+        elapsed = time.monotonic() - self._started
+        for row in rows:
+            at = int(row.get("epoch", 0))
+            if self._last_epoch < at <= epoch:
+                text = self._metrics_text(row, 200)
+                self._console.print(
+                    f"epoch {at}{total}  {text}  ({elapsed:.0f} s)",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+
+
+def epoch_rows(
+    metric_history: Callable[[str], list[tuple[int, float]]], keys: Iterable[str]
+) -> list[dict[str, float]]:
+    """Each epoch's metrics, oldest first, from a run's (step, value) histories of `keys`
+    and of `epoch`: what a plain progress line of a past epoch shows."""
+    rows: dict[int, dict[str, float]] = {}
+    for key in ("epoch", *keys):
+        for step, value in metric_history(key):
+            rows.setdefault(step, {})[key] = value
+    return [rows[step] for step in sorted(rows) if "epoch" in rows[step]]
+
+
+def _clock(seconds: float | None) -> str:
+    """h:mm:ss, as rich writes a time left; -:--:-- while unknown."""
+    if seconds is None:
+        return "-:--:--"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
 class SearchProgress:

@@ -23,9 +23,10 @@ def store_with_a_run(deeprig_home, mlflow_client, tmp_path):
 def test_runs_at_80_columns_keeps_the_run_id_whole(store_with_a_run):
     result = CliRunner().invoke(app, ["runs"], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
-    assert all(len(line) <= 80 for line in result.output.splitlines())
+    header, *table = result.output.splitlines()  # (the header names the store, whole)
+    assert all(len(line) <= 80 for line in table)
     line = next(row for row in result.output.splitlines() if store_with_a_run in row)
-    assert "FINISHED" in line and "val_accuracy 0.875" in line
+    assert "FINISHED" in line and "val_accuracy" in line and "0.875" in line
 
 
 def test_runs_as_json_gives_whole_values_for_scripts(store_with_a_run):
@@ -35,6 +36,7 @@ def test_runs_as_json_gives_whole_values_for_scripts(store_with_a_run):
     assert result.exit_code == 0, result.output
     (record,) = json.loads(result.output)
     assert record["run_id"] == store_with_a_run and record["value"] == 0.875
+    assert record["store"].startswith("sqlite:///") and record["store"].endswith("mlflow.db")
     assert record["experiment"] == "views" and record["status"] == "FINISHED"
 
 
@@ -58,3 +60,82 @@ def test_ui_serves_the_mlflow_ui_on_localhost(store_with_a_run, tracking_ui):
     assert run.data.metrics["val_accuracy"] == 0.875
     left = tracking_ui.stop()  # the server and any workers it started
     assert left == [], f"the UI left a process behind: {left}"
+
+
+@pytest.fixture
+def store_with_a_search(deeprig_home, tmp_path):
+    """A search (parent run) with three trial runs and a long job name, next to a train run
+    whose last epoch was worse than its best checkpoint."""
+    from deeprig.tracking.key_metric import record_key_metric
+    from deeprig.tracking.tags import MLFLOW_PARENT_RUN_ID, Tag
+
+    target = embedded_target(deeprig_home)
+    name = "digits-cnn-search-with-a-long-name"
+    parent = RunRecorder.create(target, "views", {"name": name, "kind": "tune"}, "", tmp_path)
+    record_key_metric(parent, "val_accuracy", 0.9944)
+    trials = []
+    for i in range(3):
+        spec = {"name": f"{name}-trial", "kind": "train"}
+        tags = {MLFLOW_PARENT_RUN_ID: parent.run_id, Tag.TRIAL_ID: f"t{i}"}
+        trial = RunRecorder.create(target, "views", spec, "", tmp_path, extra_tags=tags)
+        trial.finish("FINISHED")
+        trials.append(trial.run_id)
+    parent.finish("FINISHED")
+    wine = RunRecorder.create(target, "views", {"name": "wine", "kind": "train"}, "", tmp_path)
+    wine.log_metrics({"val_accuracy": 0.75})  # the last epoch
+    record_key_metric(wine, "val_accuracy", 0.972)  # the checkpoint logged as the model
+    wine.finish("FINISHED")
+    return parent.run_id, trials, wine.run_id
+
+
+def test_runs_shows_the_best_checkpoints_value_labelled_as_such(store_with_a_search):
+    _, _, wine = store_with_a_search
+    result = CliRunner().invoke(app, ["runs"], env={"COLUMNS": "80"})
+    lines = result.output.splitlines()
+    at = next(i for i, row in enumerate(lines) if wine in row)
+    assert "0.972" in lines[at] and "0.75" not in lines[at]
+    # at 80 columns the label may take two lines, broken between its words
+    assert "best" in lines[at].split() and lines[at + 1].split() == ["val_accuracy"]
+    wide = CliRunner().invoke(app, ["runs"], env={"COLUMNS": "160"})
+    row = next(row for row in wide.output.splitlines() if wine in row)
+    assert "FINISHED best val_accuracy 0.972" in " ".join(row.split())
+
+
+def test_runs_counts_a_searchs_trials_on_its_line_and_lists_them_with_trials(
+    store_with_a_search,
+):
+    import json
+
+    parent, trials, _ = store_with_a_search
+    listed = CliRunner().invoke(app, ["runs", "-o", "json", "--limit", "2"])
+    records = json.loads(listed.output)
+    assert [r["run_id"] for r in records][1] == parent  # the trials do not take the places
+    assert records[1]["trials"] == 3 and not any(r["run_id"] in trials for r in records)
+    result = CliRunner().invoke(app, ["runs", "--trials"], env={"COLUMNS": "120"})
+    lines = result.output.splitlines()
+    at = next(i for i, row in enumerate(lines) if parent in row)
+    assert [trial in lines[at + 1 + i] for i, trial in enumerate(trials)] == [True] * 3
+    assert all("  digits-cnn" in lines[at + 1 + i] for i in range(3))  # indented
+
+
+def test_runs_at_80_columns_shortens_names_with_an_ellipsis_and_names_its_store(
+    store_with_a_search,
+):
+    parent, _, _ = store_with_a_search
+    result = CliRunner().invoke(app, ["runs"], env={"COLUMNS": "80"})
+    lines = result.output.splitlines()
+    assert lines[0].startswith("runs in sqlite:///") and "(the embedded store)" in lines[0]
+    assert all(len(line) <= 80 for line in lines[1:])
+    line = next(row for row in lines if parent in row)
+    assert "…" in line and "0.9944" in line
+    assert not any("long-name" in row for row in lines)  # never the rest on a line below
+
+
+def test_eval_of_a_train_run_exits_2_before_rllib_saying_what_scores_its_model(
+    store_with_a_run,
+):
+    result = CliRunner().invoke(app, ["eval", store_with_a_run], env={"COLUMNS": "200"})
+    assert result.exit_code == 2, result.output
+    assert "rolls out rl policies" in result.output
+    assert f"runs:/{store_with_a_run}/model" in result.output
+    assert "Traceback" not in result.output

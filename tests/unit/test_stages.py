@@ -23,8 +23,11 @@ def test_stages_add_up_to_start_up_and_the_epochs_come_from_their_own_record():
     assert out["time.ray_start_s"] >= 0.1
     assert abs(out["time.workers_start_s"] - 2.0) < 1e-6
     assert abs(out["time.train_s"] - 2.0) < 1e-6
-    start_up = sum(out.get(f"time.{name}_s", 0.0) for name in STARTUP)
-    assert abs(out["time.startup_s"] - start_up) < 1e-9
+    named = sum(out.get(f"time.{name}_s", 0.0) for name in STARTUP)
+    assert named <= out["time.startup_s"] < named + 0.05  # (and the moments between stages)
+    # start-up, epochs and wind-down add up to the total the closing line says
+    parts = out["time.startup_s"] + out["time.train_s"] + out["time.finalize_s"]
+    assert abs(parts - out["time.total_s"]) < 1e-6
     assert out["time.first_epoch_at_s"] > out["time.startup_s"]
     assert out["time.total_s"] >= out["time.imports_s"]
 

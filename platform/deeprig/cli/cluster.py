@@ -33,12 +33,13 @@ def cluster_up(
 ) -> None:
     """Start a multi-node Ray cluster and an MLflow tracking server on this machine.
 
-    Jobs submitted to it record to the tracking server and keep checkpoints in a folder
-    every node sees. The tracking server asks for credentials (MLflow's basic auth: an
-    admin, and the user jobs log as; add people with `deeprig users add`). `deeprig
-    cluster down` stops all of it.
+    Jobs submitted to it record to the tracking server and keep checkpoints in a
+    folder every node sees. The tracking server asks for credentials (MLflow's
+    basic auth: an admin, and the user jobs log as; add people with `deeprig
+    users add`). Every verb on this machine reads and writes runs there while
+    it runs. `deeprig cluster down` stops all of it.
 
-    Example: deeprig cluster up --workers 1, then deeprig submit jobs/digits_cnn.yaml
+    Example: deeprig cluster up --workers 1; deeprig submit jobs/digits_cnn.yaml
     """
     from deeprig.cluster.local import ClusterError, OpenToTheNetwork, up
 

@@ -4,13 +4,14 @@ the pre-flight check of any kind of spec."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from deeprig.spec import SpecError, load_spec
 from deeprig.spec.loader import JobSpec, with_lines
@@ -69,13 +70,26 @@ def load_spec_or_exit(job: Path, overrides: list[str]) -> JobSpec:
         bad_spec(exc, job)
 
 
-def print_records(records: list[dict[str, Any]], columns: tuple[str, ...], output: str) -> None:
-    """Records for scripts (`--output json|csv`): whole values, every column, no styling."""
+def print_records(
+    records: list[dict[str, Any]],
+    columns: tuple[str, ...],
+    output: str,
+    table: Callable[[list[dict[str, Any]]], Table] | None = None,
+    empty: str = "nothing yet",
+    header: str | None = None,
+) -> None:
+    """Records for people (`--output table`: `header`, then the table `table` builds of
+    them, or `empty` when there are none) or for scripts (`--output json|csv`: whole
+    values, every column, no styling)."""
     import csv
     import json
     import sys
 
-    if output == "json":
+    if output == "table" and table is not None:
+        if header:
+            console.print(header, soft_wrap=True, highlight=False)
+        console.print(table(records) if records else empty, soft_wrap=not records)
+    elif output == "json":
         print(json.dumps(records, indent=1, default=str))
     elif output == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=list(columns), extrasaction="ignore")
@@ -84,6 +98,24 @@ def print_records(records: list[dict[str, Any]], columns: tuple[str, ...], outpu
     else:
         errors.print(f"--output {output!r}: one of table, json, csv")
         raise typer.Exit(ExitCode.BAD_INPUT)
+
+
+def fit_columns(columns: list[tuple[str, list[str], int | None]]) -> list[int] | None:
+    """Widths for a simple-head table of (header, cells, narrowest it may get: None for
+    never) columns that fit the console: each as wide as its widest cell, then the widest
+    of those that may narrow cut down one character at a time until the row fits (the
+    table, `Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))`, adds 2
+    columns between cells and 2 at its edges). None: they cannot fit."""
+    from rich.cells import cell_len
+
+    widths = [max(cell_len(text) for text in [header, *cells]) for header, cells, _ in columns]
+    room = console.width - 2 * (len(columns) - 1) - 2
+    while sum(widths) > room:
+        narrowing = [i for i, (*_, least) in enumerate(columns) if least and widths[i] > least]
+        if not narrowing:
+            return None
+        widths[max(narrowing, key=lambda i: widths[i])] -= 1
+    return widths
 
 
 @contextlib.contextmanager
@@ -102,10 +134,11 @@ def library_output_to(log: Path) -> Iterator[None]:
     if not is_real_stderr:
         yield
         return
-    log.parent.mkdir(parents=True, exist_ok=True)
+    from deeprig.tracking.store import private_file
+
     sys.stderr.flush()
     saved = os.dup(2)
-    with open(log, "ab") as sink:
+    with private_file(log).open("ab") as sink:  # (the owner's alone: it logs their runs)
         os.dup2(sink.fileno(), 2)
     previous = sys.stderr
     sys.stderr = io.TextIOWrapper(os.fdopen(os.dup(saved), "wb"), line_buffering=True)

@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -36,8 +36,8 @@ def validate(
 ) -> None:
     """Check a job spec: exit 0, or exit 2 with every problem listed by field path.
 
-    Checks the fields, then the data (path, columns, labels) and the resources the job
-    asks for, without starting anything.
+    Checks the fields, then the data (path, columns, labels) and the resources
+    the job asks for, without starting anything.
 
     Example: deeprig validate jobs/digits_cnn.yaml --set scaling.num_workers=2
     """
@@ -83,8 +83,8 @@ def run(
 ) -> None:
     """Run a job to the end with live progress; print the MLflow run and where to see it.
 
-    Exit 0 when the job succeeds, 1 when it fails (its MLflow run is marked FAILED),
-    2 for bad input (nothing is started or recorded).
+    Exit 0 when the job succeeds, 1 when it fails (its MLflow run is marked
+    FAILED), 2 for bad input (nothing is started or recorded).
 
     Example: deeprig run jobs/quickstart.yaml --set optim.lr=0.01
     """
@@ -149,8 +149,9 @@ def evaluate(
 ) -> None:
     """Roll out a trained rl policy (greedy actions) and print its mean return.
 
-    A run id's checkpoint is read from this machine when it is here, else downloaded from
-    the run's artifacts (a tracking server, or a search's best trial).
+    A run id's checkpoint is read from this machine when it is here, else
+    downloaded from the run's artifacts (a tracking server, or a search's best
+    trial). A train run has no policy: eval says what scores its model instead.
 
     Example: deeprig eval 3f2a...e1 --episodes 20 --video cartpole.gif
     """
@@ -159,7 +160,12 @@ def evaluate(
     from deeprig.cluster.session import ray_session
     from deeprig.runners.rl_eval import evaluate_checkpoint
 
-    checkpoint = target if Path(target).exists() else _run_checkpoint(target, tracking_uri)
+    if Path(target).exists():
+        if (Path(target) / "checkpoint.pt").exists():
+            _not_an_rl_run(f"{target} is a train job's checkpoint", None)
+        checkpoint = target
+    else:
+        checkpoint = _run_checkpoint(target, tracking_uri)
     with ray_session():
         returns = evaluate_checkpoint(checkpoint, episodes, seed, video)
     console.print(
@@ -177,11 +183,20 @@ def _run_checkpoint(run_id: str, tracking_uri: str | None) -> str:
     from deeprig.tracking.store import resolve_tracking
     from deeprig.tracking.tags import Tag
 
-    recorder = find_run(resolve_tracking(tracking_uri), run_id)
+    target = resolve_tracking(tracking_uri, given_by="--tracking-uri")
+    recorder = find_run(target, run_id)
     if recorder is None:
-        errors.print(f"{run_id}: neither a checkpoint folder nor an MLflow run id")
+        errors.print(
+            f"{run_id}: neither a checkpoint folder nor an MLflow run id in {target.described}"
+        )
         raise typer.Exit(ExitCode.BAD_INPUT)
-    local = recorder.tags().get(Tag.CHECKPOINT_PATH, "")
+    tags = recorder.tags()
+    kind = tags.get(Tag.KIND, "")
+    if kind == "tune":  # a search: what its trials are
+        kind = recorder.client.get_run(run_id).data.params.get("base.kind", kind)
+    if kind == "train":
+        _not_an_rl_run(f"run {run_id} is a {tags.get(Tag.KIND)} run of a train job", run_id)
+    local = tags.get(Tag.CHECKPOINT_PATH, "")
     if local and Path(local).exists():
         return local
     downloaded = download_latest_checkpoint(recorder)
@@ -189,3 +204,18 @@ def _run_checkpoint(run_id: str, tracking_uri: str | None) -> str:
         errors.print(f"run {run_id} has no rl checkpoint, here or in its artifacts")
         raise typer.Exit(ExitCode.BAD_INPUT)
     return downloaded
+
+
+def _not_an_rl_run(what: str, run_id: str | None) -> NoReturn:
+    """Exit 2 before RLlib is touched: eval rolls out rl policies, and says what a trained
+    model is used with instead."""
+    model = f'mlflow.pyfunc.load_model("runs:/{run_id}/model").predict(rows)' if run_id else ""
+    errors.print(
+        f"{what}; `deeprig eval` rolls out rl policies. A train job's best model is logged "
+        f"on its MLflow run: score it with {model or 'its run id: runs:/RUN_ID/model'}, or "
+        "give the spec data.test_path to score it on a test set after training",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+    raise typer.Exit(ExitCode.BAD_INPUT)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich import box
@@ -90,10 +91,11 @@ def submit(
 ) -> None:
     """Submit a job to a Ray cluster through the Ray Jobs API and follow its logs.
 
-    The spec is validated and checked against the cluster's resources first, and the
-    working directory's size is checked before anything is uploaded (exit 2 when either
-    would fail). Then `deeprig run JOB` runs on the cluster. Exit codes follow the job:
-    0 SUCCEEDED, 1 FAILED, 3 STOPPED (with --no-wait: 0 once submitted).
+    The spec is validated and checked against the cluster's resources first,
+    and the working directory's size is checked before anything is uploaded
+    (exit 2 when either would fail). Then `deeprig run JOB` runs on the cluster.
+    Exit codes follow the job: 0 SUCCEEDED, 1 FAILED, 3 STOPPED (with
+    --no-wait: 0 once submitted).
 
     Example: deeprig submit jobs/digits_cnn.yaml --address http://127.0.0.1:8265
     """
@@ -213,18 +215,21 @@ def status(
         "ended": _when(info.end_time),
         **(info.metadata or {}),
     }
-    if output != "table":
-        print_records([record], tuple(record), output)
-        raise typer.Exit(exit_code(job_status))
-    table = Table(show_header=False, title=submission_id, box=box.SIMPLE)
+    print_records([record], tuple(record), output, _status_table)
+    if output == "table":
+        _record_end(client, submission_id)
+    raise typer.Exit(exit_code(job_status))
+
+
+def _status_table(records: list[dict[str, Any]]) -> Table:
+    (record,) = records
+    table = Table(show_header=False, title=record["submission_id"], box=box.SIMPLE)
     table.add_column(no_wrap=True)
     table.add_column(overflow="fold")
     for key, value in record.items():
         if key != "submission_id":
             table.add_row(key, str(value))
-    console.print(table)
-    _record_end(client, submission_id)
-    raise typer.Exit(exit_code(job_status))
+    return table
 
 
 def logs(
@@ -238,7 +243,7 @@ def logs(
 ) -> None:
     """Print a submitted job's logs; with -f, follow them and exit with the job's status.
 
-    Example: deeprig logs deeprig-digits-cnn-1a2b3c4d -f   (or --history, from MLflow)
+    Example: deeprig logs deeprig-digits-cnn-1a2b3c4d -f   (or --history)
     """
     if history:
         from deeprig.tracking.job_history import recorded_log
@@ -285,30 +290,40 @@ HISTORY_HELP = (
 
 
 def _history_store(tracking_uri: str | None):
-    """Where the job history is: --tracking-uri, $MLFLOW_TRACKING_URI, else the store of
-    the cluster `deeprig cluster up` made here (read from disk: its server may be down)."""
-    from deeprig.cluster.local import tracking_store
-    from deeprig.tracking.store import TrackingTarget, resolve_tracking
+    """Where the job history is: the store every verb reads (`resolve_tracking`), except
+    that the cluster `deeprig cluster up` made here is read from its database on disk,
+    running or not (its server may be down, and submitted jobs recorded there)."""
+    from deeprig.cluster.local import find_cluster, tracking_store
+    from deeprig.tracking.store import EMBEDDED, TrackingTarget, resolve_tracking
 
+    target = resolve_tracking(tracking_uri, given_by="--tracking-uri")
     local = tracking_store()
-    if tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or not local.database.exists():
-        return resolve_tracking(tracking_uri), None
-    return TrackingTarget(local.uri, None), local.artifacts
+    cluster = find_cluster()
+    default = target.chosen_by == EMBEDDED or (cluster and target.uri == cluster.tracking_uri)
+    if not default or not local.database.exists():
+        return target, None
+    where = "the database of the cluster `deeprig cluster up` made here"
+    return TrackingTarget(local.uri, None, where), local.artifacts
 
 
 def _print_history(tracking_uri: str | None, limit: int, output: str) -> None:
     from deeprig.tracking.job_history import HISTORY_COLUMNS, job_history
 
     target, _ = _history_store(tracking_uri)
-    records = job_history(target, limit)
-    if output != "table":
-        print_records(records, HISTORY_COLUMNS, output)
-        return
-    if not records:
-        console.print(f"no job history in {target.uri} yet")
-        return
+    records = [r | {"store": target.uri} for r in job_history(target, limit)]
+    print_records(
+        records,
+        (*HISTORY_COLUMNS, "store"),
+        output,
+        _history_table,
+        empty="no job history yet",
+        header=f"job history in {target.described}",
+    )
+
+
+def _history_table(records: list[dict[str, Any]]) -> Table:
     wide = console.width >= 100
-    table = Table(title=f"job history in {target.uri}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     # The ids are what a user copies next (`logs ID --history`, `ui --run`): always whole.
     table.add_column("submission id", no_wrap=True)
     table.add_column("status", no_wrap=True)
@@ -318,7 +333,7 @@ def _print_history(tracking_uri: str | None, limit: int, output: str) -> None:
     for r in records:
         cells = [r["submission_id"], r["status"], *([r["ended"]] if wide else []), r["run_id"]]
         table.add_row(*cells)
-    console.print(table, soft_wrap=True)
+    return table
 
 
 def list_jobs(
@@ -330,7 +345,7 @@ def list_jobs(
 ) -> None:
     """List the cluster's jobs, newest first (--history: from MLflow, cluster or not).
 
-    Example: deeprig list --address http://127.0.0.1:8265   (or -o csv, or --history)
+    Example: deeprig list --address http://127.0.0.1:8265   (or --history)
     """
     if history:
         _print_history(tracking_uri, limit, output)
@@ -351,14 +366,19 @@ def list_jobs(
                 "duration_s": round((end - info.start_time) / 1000) if info.start_time else None,
             }
         )
-    if output != "table":
-        print_records(records, JOB_COLUMNS, output)
-        return
-    if not records:
-        console.print("no jobs on this cluster yet")
-        return
+    print_records(
+        records,
+        JOB_COLUMNS,
+        output,
+        _jobs_table,
+        empty="no jobs on this cluster yet",
+        header=f"jobs on {dashboard}",
+    )
+
+
+def _jobs_table(records: list[dict[str, Any]]) -> Table:
     wide = console.width >= 100
-    table = Table(title=f"jobs on {dashboard}", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     # The submission id is what `status`, `logs` and `stop` take: always whole.
     table.add_column("submission id", no_wrap=True)
     table.add_column("status", no_wrap=True)
@@ -372,7 +392,7 @@ def list_jobs(
         cells += [r["kind"]] if wide else []
         cells += [r["started"], duration]
         table.add_row(*cells)
-    console.print(table)
+    return table
 
 
 def exit_code(status: str) -> int:

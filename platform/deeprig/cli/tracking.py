@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import typer
 from rich import box
 from rich.table import Table
 
-from deeprig.cli.common import OUTPUT_HELP, ExitCode, console, errors, print_records
+from deeprig.cli.common import OUTPUT_HELP, ExitCode, console, errors, fit_columns, print_records
 
 
 def runs(
     experiment: str = typer.Option(None, "--experiment", "-e", help="Only this experiment."),
-    limit: int = typer.Option(20, help="Most recent N runs."),
+    limit: int = typer.Option(20, help="Most recent N runs (a search counts once)."),
+    trials: bool = typer.Option(
+        False, "--trials", help="Also each search's trial runs, indented under it."
+    ),
     tracking_uri: str = typer.Option(None, help="MLflow store (default: as for `run`)."),
     output: str = typer.Option("table", "--output", "-o", help=OUTPUT_HELP),
     close_stale: bool = typer.Option(
@@ -26,51 +30,95 @@ def runs(
 ) -> None:
     """List recorded runs: run id, job, status, key metric (and more when the terminal is wide).
 
+    The key metric is the value at the checkpoint the run kept (best
+    val_accuracy), not the last epoch's. A search's trials are counted on its
+    line (--trials lists them under it). The first line names the store read.
+
     Example: deeprig runs --experiment digits --limit 5   (or -o json for scripts)
     """
     from deeprig.tracking.listing import COLUMNS, NoSuchExperiment, list_runs
     from deeprig.tracking.store import resolve_tracking
 
-    target = resolve_tracking(tracking_uri)
+    target = resolve_tracking(tracking_uri, given_by="--tracking-uri")
     if close_stale:
         _close_stale(target)
         return
     try:
-        records = list_runs(target, experiment, limit)
+        records = list_runs(target, experiment, limit, trials)
     except NoSuchExperiment as exc:
         known = ", ".join(exc.known) or "none yet"
-        errors.print(f"no experiment {exc.name!r} in {target.uri} (experiments: {known})")
+        errors.print(f"no experiment {exc.name!r} in {target.described} (experiments: {known})")
         raise typer.Exit(ExitCode.BAD_INPUT) from None
-    if output != "table":
-        print_records(records, COLUMNS, output)
-        return
-    if not records:
-        console.print(f"no runs yet in {target.uri}")
-        return
-    wide = console.width >= 120
-    table = Table(title=f"runs in {target.uri}", box=box.SIMPLE_HEAD, pad_edge=False)
-    # The run id is what a user copies next: always whole, never folded.
-    table.add_column("run id", no_wrap=True, min_width=32)
-    if wide:
-        table.add_column("experiment", overflow="fold")
-    table.add_column("job", overflow="fold", max_width=None if wide else 14)
-    if wide:
-        table.add_column("kind")
-    table.add_column("status", no_wrap=True)
-    table.add_column("key metric", overflow="fold", justify="right")
-    if wide:
-        table.add_column("duration", justify="right", no_wrap=True)
-        table.add_column("started", no_wrap=True)
-    for r in records:
-        metric = f"{r['metric']} {r['value']:.4g}" if r["metric"] else ""
-        cells = [r["run_id"]]
-        cells += [r["experiment"]] if wide else []
-        cells += [r["job"]]
-        cells += [r["kind"]] if wide else []
-        cells += [r["status"], metric]
-        cells += [f"{r['duration_s']:.1f} s", r["started"]] if wide else []
-        table.add_row(*cells)
-    console.print(table)
+    print_records(
+        records,
+        COLUMNS,
+        output,
+        _runs_table,
+        empty="no runs yet",
+        header=f"runs in {target.described}",
+    )
+
+
+def _runs_table(records: list[dict[str, Any]]) -> Table:
+    # Experiment, kind, duration and start too where they fit; else the five that matter.
+    columns = _runs_columns(records, wide=True)
+    widths = fit_columns(columns)
+    if widths is None:
+        columns = _runs_columns(records, wide=False)
+        widths = fit_columns(columns) or [len(header) for header, _, _ in columns]
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    for (header, _, _), width in zip(columns, widths, strict=True):
+        table.add_column(
+            header,
+            width=width,
+            no_wrap=header != "key metric",
+            overflow="ellipsis",
+            justify="right" if header in ("value", "duration") else "left",
+        )
+    for i, r in enumerate(records):
+        cells = [column_cells[i] for _, column_cells, _ in columns]
+        table.add_row(*cells, style="dim" if r["parent_run_id"] else None)
+    return table
+
+
+def _runs_columns(
+    records: list[dict[str, Any]], wide: bool
+) -> list[tuple[str, list[str], int | None]]:
+    """(header, cells, narrowest it may get) of `deeprig runs`' columns. The run id is what
+    a user copies next: always whole. A name that does not fit ends in "…", never broken
+    over two lines; a key metric's label may take two, broken between its words."""
+    from deeprig.tracking.key_metric import label
+
+    def column(header: str, key: str, narrowest: int | None = None):
+        return (header, [str(r[key]) for r in records], narrowest)
+
+    jobs = [
+        ("  " if r["parent_run_id"] else "")
+        + r["job"]
+        + (f" ({r['trials']} trials)" if r["trials"] else "")
+        for r in records
+    ]
+    labels = [label(r["metric"]) if r["metric"] else "" for r in records]
+    values = [f"{r['value']:.4g}" if r["metric"] else "" for r in records]
+    if not wide:
+        return [
+            column("run id", "run_id"),
+            ("job", jobs, 8),
+            column("status", "status"),
+            ("key metric", labels, 12),
+            ("value", values, None),
+        ]
+    return [
+        column("run id", "run_id"),
+        column("experiment", "experiment", 10),
+        ("job", jobs, 12),
+        column("kind", "kind"),
+        column("status", "status"),
+        ("key metric", labels, 17),
+        ("value", values, None),
+        ("duration", [f"{r['duration_s']:.1f} s" for r in records], None),
+        column("started", "started"),
+    ]
 
 
 def _close_stale(target) -> None:

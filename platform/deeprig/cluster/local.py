@@ -6,6 +6,9 @@ bound to loopback unless told otherwise. It is a small team's box and the test b
 job submission. What it started is written to `<deeprig home>/cluster/cluster.json`, so
 `status` and `down` find it again from another shell; `down` stops exactly those process
 groups and their children (never `ray stop`, which would kill every Ray on the machine).
+Everything it keeps under the home folder is its owner's alone (folders 0700, files 0600),
+and its servers start with a 077 umask, so what they write is too: the store and the
+password hashes are read only through the tracking server's login.
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from deeprig.tracking.store import deeprig_home
+from deeprig.tracking.store import deeprig_home, private_file, private_folder
+
+# What the cluster's servers create (the MLflow store, the auth database, Ray's session
+# files) is readable by its owner only.
+SERVER_UMASK = 0o077
 
 
 class ClusterError(RuntimeError):
@@ -44,8 +51,7 @@ class LocalCluster:
     auth: bool = False  # the tracking server asks for credentials (MLflow basic auth)
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=2))
+        private_file(path).write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, path: Path) -> LocalCluster:
@@ -63,6 +69,12 @@ def state_file(home: Path | None = None) -> Path:
 def find_cluster(home: Path | None = None) -> LocalCluster | None:
     path = state_file(home)
     return LocalCluster.load(path) if path.exists() else None
+
+
+def running_cluster(home: Path | None = None) -> LocalCluster | None:
+    """The cluster `up` started from this home, while any of its processes runs."""
+    cluster = find_cluster(home)
+    return cluster if cluster is not None and _alive(cluster) else None
 
 
 def up(
@@ -143,9 +155,9 @@ def _new_cluster(
     cpus: float,
     auth: bool,
 ) -> LocalCluster:
-    root = home / "cluster"
-    (root / "logs").mkdir(parents=True, exist_ok=True)
-    (root / "storage").mkdir(exist_ok=True)
+    root = private_folder(home / "cluster")
+    private_folder(root / "logs")
+    private_folder(root / "storage")
     return LocalCluster(
         dashboard=f"http://{host}:{dashboard_port}",
         gcs_address=f"{host}:{port}",
@@ -206,6 +218,10 @@ def _start_tracking(
         )
     else:
         say(f"MLflow tracking server on {cluster.tracking_uri} (no authentication: loopback)")
+    store = tracking_store(home)
+    private_folder(store.artifacts)
+    if store.database.exists():  # (made before its modes were kept private)
+        private_file(store.database)
     cluster.process_groups["mlflow"] = _spawn(command, Path(cluster.logs) / "mlflow.log", server)
 
 
@@ -290,10 +306,16 @@ def _ray_start(args: list[str], cpus: float, log: Path, env: dict[str, str]) -> 
 
 
 def _spawn(command: list[str], log: Path, env: dict[str, str]) -> int:
-    """Start `command` in a process group of its own; that group is what `down` stops."""
-    with log.open("ab") as out:
+    """Start `command` in a process group of its own (that group is what `down` stops),
+    under the private umask, its output appended to `log` (0600)."""
+    with private_file(log).open("ab") as out:
         process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            umask=SERVER_UMASK,
         )
     return process.pid
 
@@ -359,7 +381,7 @@ def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
         return True
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):  # (another user's: the id was reused)
         return False
 
 

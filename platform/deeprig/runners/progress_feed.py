@@ -21,16 +21,20 @@ class ReportsToQueue(UserCallback):
 
 
 class LatestReport:
-    """A poll function for EpochProgress: the newest report on the queue so far."""
+    """A poll function for EpochProgress: the newest report on the queue so far; and every
+    report so far (`history`), for a line of each epoch."""
 
     def __init__(self, queue: Any):
         self.queue = queue
-        self.latest: dict[str, float] = {}
+        self.reports: list[dict[str, float]] = []
 
     def __call__(self) -> dict[str, float]:
         while not self.queue.empty():
-            self.latest = self.queue.get_nowait()
-        return self.latest
+            self.reports.append(self.queue.get_nowait())
+        return self.reports[-1] if self.reports else {}
+
+    def history(self) -> list[dict[str, float]]:
+        return list(self.reports)
 
 
 def report_queue() -> Any:

@@ -344,6 +344,12 @@ def _train(job_run: JobRun[RLSpec, RLChecked]) -> RLOutcome:
             sink.flush()
     if recorder:
         recorder.set_tags({Tag.CHECKPOINT_PATH: str(checkpoint), Tag.ITERATIONS: str(iteration)})
+        if "episode_return_mean" in metrics:  # (the last checkpoint's: rl keeps the latest)
+            from deeprig.tracking.key_metric import AT_LAST, record_key_metric
+
+            record_key_metric(
+                recorder, "episode_return_mean", metrics["episode_return_mean"], AT_LAST
+            )
         recorder.finish(RunStatus.FINISHED)
     return RLOutcome(
         spec.name,

@@ -32,6 +32,7 @@ class StageClock:
     started_at: float = field(default_factory=process_started_at)
     seconds: dict[str, float] = field(default_factory=dict)
     last_epoch_end: float | None = None  # wall clock, once the epochs' record is read
+    first_epoch_start: float | None = None  # (the same)
     _last: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
@@ -75,14 +76,19 @@ class StageClock:
         self.seconds["workers_start"] = max(first_start - fit_started_at, 0.0)
         self.seconds["train"] = max(last_epoch_end - first_start, 0.0)
         self.seconds["first_epoch_at"] = first_end - self.started_at
-        self.last_epoch_end = last_epoch_end
+        self.first_epoch_start, self.last_epoch_end = first_start, last_epoch_end
 
     def finished(self) -> dict[str, float]:
-        """Every stage as `time.*_s` metrics, with start-up's sum and the wind-down (from
-        the last epoch's end to now)."""
+        """Every stage as `time.*_s` metrics, with start-up (to the first epoch's start:
+        the named stages and the moments between them) and the wind-down (from the last
+        epoch's end to now), so start-up, epochs and wind-down add up to the total."""
         now = time.time()
         out = {f"time.{name}_s": self.seconds[name] for name in STARTUP if name in self.seconds}
-        out["time.startup_s"] = sum(self.seconds.get(name, 0.0) for name in STARTUP)
+        named = sum(self.seconds.get(name, 0.0) for name in STARTUP)
+        if self.first_epoch_start is None:  # (no epochs' record: the named stages only)
+            out["time.startup_s"] = named
+        else:
+            out["time.startup_s"] = max(self.first_epoch_start - self.started_at, named)
         for name in ("first_epoch_at", "train"):
             if name in self.seconds:
                 out[f"time.{name}_s"] = self.seconds[name]

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from deeprig.tracking.store import private_file, private_folder
+
 ADMIN_USER = "admin"
 JOBS_USER = "deeprig-jobs"
 USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
@@ -45,7 +47,7 @@ class ServerCredentials:
         if path.exists():
             return cls(**json.loads(path.read_text()))
         made = cls(secrets.token_urlsafe(24), secrets.token_urlsafe(24), secrets.token_hex(32))
-        folder.mkdir(parents=True, exist_ok=True)
+        private_folder(folder)
         # Created 0600 from the start: never readable by others, even for an instant.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
@@ -63,7 +65,7 @@ def credentials_file(folder: Path) -> Path:
 
 
 def record_server_uri(folder: Path, uri: str) -> None:
-    (folder / "server_uri").write_text(uri)
+    private_file(folder / "server_uri").write_text(uri)
 
 
 @dataclass(frozen=True)
@@ -99,11 +101,14 @@ def sign_in_if_local_server(uri: str, home: Path) -> None:
 
 def server_env(folder: Path, credentials: ServerCredentials) -> dict[str, str]:
     """What `mlflow server --app-name basic-auth` needs in its environment."""
-    config = folder / "basic_auth.ini"
+    database = folder / "basic_auth.db"
+    if database.exists():  # (made before its modes were kept private)
+        private_file(database)
+    config = private_file(folder / "basic_auth.ini")
     config.write_text(
         "[mlflow]\n"
         "default_permission = NO_PERMISSIONS\n"
-        f"database_uri = sqlite:///{folder / 'basic_auth.db'}\n"
+        f"database_uri = sqlite:///{database}\n"
         f"admin_username = {ADMIN_USER}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         # Without it every request pays a PBKDF2 check of the password (measured: a job's

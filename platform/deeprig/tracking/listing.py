@@ -1,5 +1,6 @@
 """Recorded runs as records for `deeprig runs`: one dict a run, whole values (the CLI
-decides what fits on the screen)."""
+decides what fits on the screen). A search's trial runs follow their parent run, only when
+asked for: the newest runs of the store are jobs, not the trials of one search."""
 
 from __future__ import annotations
 
@@ -7,23 +8,25 @@ from datetime import datetime
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import ViewType
+from mlflow.entities import Run, ViewType
 
+from deeprig.tracking.key_metric import key_metric
 from deeprig.tracking.store import TrackingTarget
-from deeprig.tracking.tags import Tag
+from deeprig.tracking.tags import MLFLOW_PARENT_RUN_ID, Tag
 
-# The metric that says how good a run is, per kind, in order of preference.
-KEY_METRICS = ("val_accuracy", "val_rmse", "episode_return_mean", "best_val_accuracy", "val_loss")
 COLUMNS = (
     "run_id",
+    "parent_run_id",
     "experiment",
     "job",
     "kind",
     "status",
     "metric",
     "value",
+    "trials",
     "duration_s",
     "started",
+    "store",
 )
 
 
@@ -34,9 +37,12 @@ class NoSuchExperiment(LookupError):
         self.known = known
 
 
-def list_runs(target: TrackingTarget, experiment: str | None, limit: int) -> list[dict[str, Any]]:
-    """The newest `limit` runs (of `experiment`, else of every experiment), newest first.
-    NoSuchExperiment when `experiment` is not in the store."""
+def list_runs(
+    target: TrackingTarget, experiment: str | None, limit: int, trials: bool = False
+) -> list[dict[str, Any]]:
+    """The newest `limit` runs that are not a search's trials (of `experiment`, else of
+    every experiment), newest first; with `trials`, each search's trial runs right after
+    it. NoSuchExperiment when `experiment` is not in the store."""
     client = MlflowClient(target.uri)
     experiments = list(client.search_experiments(view_type=ViewType.ACTIVE_ONLY))
     if experiment:
@@ -48,26 +54,46 @@ def list_runs(target: TrackingTarget, experiment: str | None, limit: int) -> lis
         return []
     names = {e.experiment_id: e.name for e in experiments}
     runs = client.search_runs(
-        list(names), order_by=["attributes.start_time DESC"], max_results=limit
+        list(names),
+        filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` IS NULL",
+        order_by=["attributes.start_time DESC"],
+        max_results=limit,
     )
     records = []
     for run in runs:
-        info, data = run.info, run.data
-        key = next((k for k in KEY_METRICS if k in data.metrics), None)
-        end = info.end_time or int(datetime.now().timestamp() * 1000)
-        records.append(
-            {
-                "run_id": info.run_id,
-                "experiment": names.get(info.experiment_id, info.experiment_id),
-                "job": data.tags.get(Tag.JOB_NAME, info.run_name or ""),
-                "kind": data.tags.get(Tag.KIND, ""),
-                "status": info.status,
-                "metric": key or "",
-                "value": data.metrics[key] if key else None,
-                "duration_s": round((end - info.start_time) / 1000, 1),
-                "started": datetime.fromtimestamp(info.start_time / 1000).strftime(
-                    "%Y-%m-%d %H:%M"
-                ),
-            }
-        )
+        children = _trial_runs(client, run) if run.data.tags.get(Tag.KIND) == "tune" else []
+        records.append(_record(run, names, target, len(children)))
+        if trials:
+            records += [_record(child, names, target, 0) for child in children]
     return records
+
+
+def _trial_runs(client: MlflowClient, parent: Run) -> list[Run]:
+    """A search's trial runs, oldest first."""
+    return list(
+        client.search_runs(
+            [parent.info.experiment_id],
+            filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent.info.run_id}'",
+            order_by=["attributes.start_time ASC"],
+        )
+    )
+
+
+def _record(run: Run, names: dict[str, str], target: TrackingTarget, trials: int) -> dict[str, Any]:
+    info, data = run.info, run.data
+    key = key_metric(data.tags, data.metrics)
+    end = info.end_time or int(datetime.now().timestamp() * 1000)
+    return {
+        "run_id": info.run_id,
+        "parent_run_id": data.tags.get(MLFLOW_PARENT_RUN_ID, ""),
+        "experiment": names.get(info.experiment_id, info.experiment_id),
+        "job": data.tags.get(Tag.JOB_NAME, info.run_name or ""),
+        "kind": data.tags.get(Tag.KIND, ""),
+        "status": info.status,
+        "metric": key[0] if key else "",
+        "value": key[1] if key else None,
+        "trials": trials,
+        "duration_s": round((end - info.start_time) / 1000, 1),
+        "started": datetime.fromtimestamp(info.start_time / 1000).strftime("%Y-%m-%d %H:%M"),
+        "store": target.uri,
+    }

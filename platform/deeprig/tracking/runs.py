@@ -4,6 +4,7 @@ files, find a search's child runs."""
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 import warnings
@@ -16,9 +17,10 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from deeprig.tracking.lineage import flatten, lineage_tags, standard_tags
-from deeprig.tracking.store import TrackingTarget, prepare_store
+from deeprig.tracking.store import TRACKING_URI_ENV, TrackingTarget, prepare_store
 from deeprig.tracking.tags import MLFLOW_PARENT_RUN_ID, RunStatus, Tag
 
 _PARAM_BATCH = 100  # MLflow's per-call limit on params
@@ -254,46 +256,62 @@ class RunRecorder:
         with torch.no_grad():
             sample_output = model(torch.as_tensor(sample_input)).numpy()
         signature = infer_signature(sample_input, sample_output)
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(self.target.uri)
-        try:
-            # The fluent API is the only way to log a model; leaving this block marks the
-            # run FINISHED, so the runner calls this last, and re-marks it on any failure.
-            with mlflow.start_run(run_id=self.run_id), warnings.catch_warnings():
-                # torch.export warns about RNN weight attributes; the exported model is
-                # correct.
-                warnings.simplefilter("ignore", UserWarning)
-                options = dict(
-                    name="model",
-                    signature=signature,
-                    input_example=sample_input[:2],
-                    # Declared, not inferred: inference imports and probes every package.
-                    pip_requirements=[
-                        f"torch=={torch.__version__.split('+')[0]}",
-                        *(pip_requirements or []),
-                    ],
-                    registered_model_name=register_as,
-                )
+        # The fluent API is the only way to log a model; leaving this block marks the run
+        # FINISHED, so the runner calls this last, and re-marks it on any failure.
+        with (
+            fluent_api_on(self.target.uri),
+            mlflow.start_run(run_id=self.run_id),
+            warnings.catch_warnings(),
+        ):
+            # torch.export warns about RNN weight attributes; the exported model is
+            # correct.
+            warnings.simplefilter("ignore", UserWarning)
+            options = dict(
+                name="model",
+                signature=signature,
+                input_example=sample_input[:2],
+                # Declared, not inferred: inference imports and probes every package.
+                pip_requirements=[
+                    f"torch=={torch.__version__.split('+')[0]}",
+                    *(pip_requirements or []),
+                ],
+                registered_model_name=register_as,
+            )
+            try:
+                if not exportable:
+                    raise TypeError("logged pickled by request")
+                mlflow.pytorch.log_model(model, serialization_format="pt2", **options)
+                used = "pt2"
+            except Exception:  # torch.export cannot trace it (data-dependent control flow)
+                # (MLflow warns that pickles run code when loaded: they are this run's own)
+                quiet = logging.getLogger("mlflow.pytorch")
+                level, quiet.level = quiet.level, logging.ERROR
                 try:
-                    if not exportable:
-                        raise TypeError("logged pickled by request")
-                    mlflow.pytorch.log_model(model, serialization_format="pt2", **options)
-                    used = "pt2"
-                except Exception:  # torch.export cannot trace it (data-dependent control flow)
-                    # (MLflow warns that pickles run code when loaded: they are this run's own)
-                    quiet = logging.getLogger("mlflow.pytorch")
-                    level, quiet.level = quiet.level, logging.ERROR
-                    try:
-                        mlflow.pytorch.log_model(
-                            model, serialization_format="pickle", code_paths=code_paths, **options
-                        )
-                    finally:
-                        quiet.setLevel(level)
-                    used = "pickle"
-        finally:
-            mlflow.set_tracking_uri(previous)
+                    mlflow.pytorch.log_model(
+                        model, serialization_format="pickle", code_paths=code_paths, **options
+                    )
+                finally:
+                    quiet.setLevel(level)
+                used = "pickle"
         self.set_tags({Tag.MODEL_FORMAT: used})
         return used
+
+
+@contextmanager
+def fluent_api_on(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (mlflow.start_run, log_model) on `uri` in the block; after it,
+    MLflow's tracking URI and $MLFLOW_TRACKING_URI exactly as they were (unset stays
+    unset). mlflow.set_tracking_uri also writes the variable, so restoring with it would
+    pin MLflow's default store, and a second job in this process would record there."""
+    saved = os.environ.get(TRACKING_URI_ENV)
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop(TRACKING_URI_ENV, None)
+        else:
+            os.environ[TRACKING_URI_ENV] = saved
 
 
 @contextmanager

@@ -1,5 +1,10 @@
-"""Where runs are stored: the embedded SQLite store under the deeprig home folder, or a
-tracking server / database the spec or $MLFLOW_TRACKING_URI names."""
+"""Where runs are stored: the embedded SQLite store under the deeprig home folder, the
+tracking server of a `deeprig cluster up` cluster on this machine, or a tracking server /
+database the spec or $MLFLOW_TRACKING_URI names. `resolve_tracking` is the one rule every
+verb follows, and says which of them chose the store.
+
+What deeprig creates here for a store or a server is its owner's alone: folders 0700,
+files 0600 (`private_folder`, `private_file`)."""
 
 from __future__ import annotations
 
@@ -17,21 +22,52 @@ def deeprig_home() -> Path:
     return Path(os.environ.get(HOME_ENV) or Path.home() / ".deeprig").expanduser().resolve()
 
 
+PRIVATE_FOLDER, PRIVATE_FILE = 0o700, 0o600
+
+
+def private_folder(path: Path) -> Path:
+    """`path` (and any missing parent under it) made, and readable by its owner only: runs,
+    artifacts and checkpoints are nobody else's to read from disk."""
+    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_FOLDER)
+    path.chmod(PRIVATE_FOLDER)  # (mkdir's mode is masked by the umask; an old one is kept)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """`path` made if missing, readable and writable by its owner only."""
+    private_folder(path.parent)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE))
+    path.chmod(PRIVATE_FILE)
+    return path
+
+
 @dataclass(frozen=True)
 class TrackingTarget:
     uri: str
     # Set for the embedded store only: experiments get an absolute artifact folder, so that
     # artifacts logged from a Ray worker do not land in the worker's temporary cwd.
     artifact_root: str | None
+    # Which rule chose it, for the line a verb that reads runs prints about where it read.
+    chosen_by: str = ""
+
+    @property
+    def described(self) -> str:
+        """The store and why this one: what a reading verb's header says."""
+        return f"{self.uri} ({self.chosen_by})" if self.chosen_by else self.uri
 
     @property
     def is_embedded(self) -> bool:
         return self.artifact_root is not None
 
 
+EMBEDDED = "the embedded store"
+
+
 def embedded_target(home: Path) -> TrackingTarget:
     home.mkdir(parents=True, exist_ok=True)
-    return TrackingTarget(f"sqlite:///{home / 'mlflow.db'}", (home / "mlartifacts").as_uri())
+    return TrackingTarget(
+        f"sqlite:///{home / 'mlflow.db'}", (home / "mlartifacts").as_uri(), EMBEDDED
+    )
 
 
 def prepare_store(target: TrackingTarget) -> None:
@@ -41,10 +77,14 @@ def prepare_store(target: TrackingTarget) -> None:
     store behind.)"""
     if not target.is_embedded or not target.uri.startswith("sqlite:///"):
         return
-    if Path(target.uri.removeprefix("sqlite:///")).exists():
+    database = Path(target.uri.removeprefix("sqlite:///"))
+    if database.exists():
         return
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+    assert target.artifact_root is not None  # (an embedded store has one)
+    private_folder(Path(target.artifact_root.removeprefix("file://")))
+    private_file(database)  # (SQLite fills the empty file it finds)
     SqlAlchemyStore(target.uri, target.artifact_root)
 
 
@@ -63,9 +103,11 @@ def checkpoint_storage(spec_storage: str | None, home: Path | None = None) -> st
     root = configured_storage(spec_storage)
     if root and "://" in root:
         return root.rstrip("/")
-    path = Path(root).expanduser().resolve() if root else (home or deeprig_home()) / "checkpoints"
-    path.mkdir(parents=True, exist_ok=True)
-    return str(path)
+    if root:
+        path = Path(root).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)  # (the user's own folder: its modes are theirs)
+        return str(path)
+    return str(private_folder((home or deeprig_home()) / "checkpoints"))
 
 
 def is_node_local_uri(uri: str) -> bool:
@@ -73,12 +115,30 @@ def is_node_local_uri(uri: str) -> bool:
     return uri.split("://", 1)[0] in ("sqlite", "file") or "://" not in uri
 
 
-def resolve_tracking(spec_uri: str | None, home: Path | None = None) -> TrackingTarget:
-    """spec `tracking.uri` > $MLFLOW_TRACKING_URI > the embedded store."""
-    uri = spec_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        from deeprig.tracking.auth import sign_in_if_local_server
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 
-        sign_in_if_local_server(uri, home or deeprig_home())
-        return TrackingTarget(uri, None)
-    return embedded_target(home or deeprig_home())
+
+def resolve_tracking(
+    given_uri: str | None, home: Path | None = None, given_by: str = "spec tracking.uri"
+) -> TrackingTarget:
+    """Where a command reads and writes runs, for every verb: the URI it was given (spec
+    `tracking.uri`, or a verb's --tracking-uri: `given_by` says which) >
+    $MLFLOW_TRACKING_URI > the tracking server of the cluster `deeprig cluster up` started
+    on this machine (its cluster.json), while it runs > the embedded store. A server this
+    home's cluster started is signed in to as its jobs user."""
+    from deeprig.tracking.auth import sign_in_if_local_server
+
+    home = home or deeprig_home()
+    if given_uri:
+        uri, chosen_by = given_uri, given_by
+    elif os.environ.get(TRACKING_URI_ENV):
+        uri, chosen_by = os.environ[TRACKING_URI_ENV], f"${TRACKING_URI_ENV}"
+    else:
+        from deeprig.cluster.local import running_cluster
+
+        cluster = running_cluster(home)
+        if cluster is None:
+            return embedded_target(home)
+        uri, chosen_by = cluster.tracking_uri, "the cluster `deeprig cluster up` started"
+    sign_in_if_local_server(uri, home)
+    return TrackingTarget(uri, None, chosen_by)

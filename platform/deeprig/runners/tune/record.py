@@ -9,9 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 from deeprig.runners.tune.trial import SearchBase, TuneChecked, TuneOutcome
 from deeprig.spec.tune import TuneSpec
+from deeprig.tracking.key_metric import record_key_metric
 from deeprig.tracking.tags import RunStatus, Tag
 
 if TYPE_CHECKING:  # (mlflow's import is ~2 s; `validate` needs none of it)
+    from deeprig.failures import JobFailure
     from deeprig.tracking.runs import RunRecorder
 
 # What the trials table keeps of each trial's last result, besides its config.
@@ -47,13 +49,14 @@ def record_search(
     errors = [r for r in results if r.error]
     ok = [r for r in results if not r.error and r.metrics and metric in r.metrics]
     if not ok:
-        raise RuntimeError(f"all {len(errors)} trials failed; first error: {errors[0].error}")
+        raise _all_trials_failed([r.error for r in errors])
     best = results.get_best_result(metric=metric, mode=mode, scope="all")
     best_frame = best.metrics_dataframe
     best_value = float(best_frame[metric].min() if mode == "min" else best_frame[metric].max())
     best_config = dict(best.config)
     best_trial = best.metrics.get("trial_id")
     children = parent.child_runs() if parent else {}
+    best_child = children.get(best_trial)
     stopped_early = sum(c.tags.get(Tag.STOPPED_EARLY) == "true" for c in children.values())
     outcome = TuneOutcome(
         job_name=spec.name,
@@ -61,6 +64,7 @@ def record_search(
         metric=metric,
         unit=base.unit,
         parent_run_id=parent.run_id if parent else None,
+        best_run_id=best_child.run_id if best_child else None,
         best_metric=best_value,
         best_config=best_config,
         num_trials=len(results),
@@ -70,9 +74,9 @@ def record_search(
     )
     if parent is None:
         return outcome
+    record_key_metric(parent, metric, best_value)
     parent.log_metrics(
         {
-            f"best_{metric}": best_value,
             "num_trials": len(results),
             "num_trials_stopped_early": stopped_early,
             "num_trials_failed": len(errors),
@@ -80,7 +84,6 @@ def record_search(
         }
     )
     parent.log_params({f"best.{k}": json.dumps(v) for k, v in best_config.items()})
-    best_child = children.get(best_trial)
     parent.set_tags(
         {
             Tag.BEST_TRIAL_ID: str(best_trial),
@@ -93,7 +96,8 @@ def record_search(
     keep = [c for c in frame.columns if c.startswith("config/") or c in TRIAL_COLUMNS]
     parent.log_csv(frame[keep], "trials.csv")
     stopped = {t for t, c in children.items() if c.tags.get(Tag.STOPPED_EARLY) == "true"}
-    _log_search_plot(parent, frames, metric, best_trial, base.unit, stopped, spec.name)
+    best_label = f"run {best_child.run_id[:8]}" if best_child else str(best_trial)
+    _log_search_plot(parent, frames, metric, best_trial, best_label, base.unit, stopped, spec.name)
     base.log_best(parent, spec, checked, best)
     parent.finish(RunStatus.FINISHED)
     return outcome
@@ -125,12 +129,13 @@ def _log_search_plot(
     frames: dict[str, Any],
     metric: str,
     best_trial: Any,
+    best_label: str,
     unit: str,
     stopped: set[str],
     name: str,
 ) -> None:
-    """Every trial's metric by epoch (or iteration), the best one bold, and a cross where
-    the scheduler stopped a trial early."""
+    """Every trial's metric by epoch (or iteration), the best one bold and named by its
+    run (`best_label`), and a cross where the scheduler stopped a trial early."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,7 +153,7 @@ def _log_search_plot(
             marker=".",
             linewidth=2.5 if is_best else 1,
             alpha=1 if is_best else 0.5,
-            label=f"{trial_id} (best)" if is_best else None,
+            label=f"{best_label} (best)" if is_best else None,
         )
         if trial_id in stopped and len(frame):
             ax.plot(frame["training_iteration"].iloc[-1], frame[metric].iloc[-1], "x", color="grey")
@@ -162,3 +167,12 @@ def _log_search_plot(
     fig.tight_layout()
     parent.log_figure(fig, "plots/search.png")
     plt.close(fig)
+
+
+def _all_trials_failed(errors: list[BaseException]) -> JobFailure:
+    """The search's failure: its trials' errors classified as one job's ranks' are."""
+    from deeprig.failures import JobFailure, classify_ranks
+
+    first = classify_ranks(errors)
+    detail = f"all {len(errors)} trials failed; the telling error: {first.detail}"
+    return JobFailure(first.kind, detail, first.where, first.frames)

@@ -50,6 +50,7 @@ class TuneOutcome:
     metric: str
     unit: str  # what a trial counts: epochs or iterations
     parent_run_id: str | None
+    best_run_id: str | None  # the best trial's MLflow run (Tune's trial ids are not in MLflow)
     best_metric: float | None
     best_config: dict[str, Any]
     num_trials: int
@@ -62,6 +63,8 @@ class TuneOutcome:
         table.add_column("")
         table.add_column("value", justify="right")
         table.add_row(f"best {self.metric}", f"{self.best_metric:.4g}")
+        if self.best_run_id:
+            table.add_row("best trial's run", self.best_run_id)
         for key, value in self.best_config.items():
             table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
         table.add_row("trials", str(self.num_trials))
