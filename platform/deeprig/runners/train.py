@@ -27,6 +27,7 @@ from deeprig.failures import classified, retry_classes
 from deeprig.models import InputShapeError, check_input_shape
 from deeprig.runners.closing import print_metrics_table
 from deeprig.runners.contract import Job, JobRun, run_job, user_frames
+from deeprig.runners.fsdp_checks import fsdp_note, fsdp_problems
 from deeprig.runners.stages import summary as stage_summary
 from deeprig.runners.train_metrics import CLOSING_METRICS, reported_metrics, score_metric
 from deeprig.runners.train_record import (
@@ -73,6 +74,7 @@ class TrainChecked:
             f"{what_trains(self.spec)} on {self.spec.data.source} ({self.data.task}, "
             f"{self.data.num_train} train rows, {self.data.num_outputs} outputs), "
             f"{self.spec.scaling.num_workers} worker(s) x {self.budget.cpus_per_worker:g} CPU"
+            f"{fsdp_note(self.spec)}"
         )
 
 
@@ -165,6 +167,7 @@ def check(spec: TrainSpec, resources: ClusterResources) -> TrainChecked:
                     f"{spec.scaling.num_workers} workers",
                 )
             )
+    problems += fsdp_problems(spec, data)
     try:
         budget = budget_workers(spec.scaling, resources)
     except ResourceProblems as exc:

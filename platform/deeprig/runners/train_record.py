@@ -103,7 +103,8 @@ def record_results(
         recorder.log_directory(directory, "checkpoints/best")
         if spec.loop is not None:
             return {}
-        state = TrainState.load(directory)
+        # (whole: a sharded checkpoint's model is gathered here, while its folder exists)
+        state = TrainState.load(directory).whole()
     classes = list(state.classes or [str(i) for i in range(state.num_outputs)])
     if state.confusion_matrix is not None:
         epoch = int(metrics.get("epoch", 0))

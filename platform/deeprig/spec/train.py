@@ -201,6 +201,26 @@ class OptimSpec(StrictModel):
 # ---------------------------------------------------------------- execution
 
 
+class FSDPSpec(StrictModel):
+    shard: Literal["auto"] | list[Annotated[str, Field(min_length=1)]] = Field(
+        default="auto",
+        description=(
+            "The FSDP units, each sharded on its own: `auto` (a built-in model's blocks; a "
+            "custom model's direct children over 100k parameters), or module class names."
+        ),
+    )
+    reshard_after_forward: bool = Field(
+        default=True,
+        description="Free a unit's gathered parameters after its forward (less memory).",
+    )
+    activation_checkpointing: bool = Field(
+        default=False, description="Recompute each unit's activations in the backward."
+    )
+    cpu_offload: bool = Field(
+        default=False, description="Keep the sharded parameters in CPU memory (GPU jobs)."
+    )
+
+
 class ScalingSpec(StrictModel):
     num_workers: int = Field(default=1, ge=1, description="Data-parallel training workers (DDP).")
     use_gpu: bool = Field(default=False, description="One GPU per worker.")
@@ -222,9 +242,24 @@ class ScalingSpec(StrictModel):
             "prefers different nodes, STRICT_SPREAD requires them."
         ),
     )
+    strategy: Literal["ddp", "fsdp"] = Field(
+        default="ddp",
+        description=(
+            "ddp: every worker holds the whole model. fsdp: parameters, gradients and "
+            "optimizer state sharded over the workers (FSDP2), checkpoints sharded too."
+        ),
+    )
+    fsdp: FSDPSpec = Field(default_factory=FSDPSpec, description="How `strategy: fsdp` shards.")
 
 
 class CheckpointSpec(StrictModel):
+    async_save: bool = Field(
+        default=False,
+        description=(
+            "`strategy: fsdp`: write the shards in the background (DCP's async save), so a "
+            "step does not wait for the disk."
+        ),
+    )
     num_to_keep: int = Field(default=2, ge=1, description="Checkpoints kept, best by `metric`.")
     metric: str = Field(default="val_loss", description="Metric that ranks checkpoints.")
     mode: Literal["min", "max"] = Field(default="min", description="Lower or higher is better.")

@@ -5,13 +5,14 @@ checkpoints happen, training/loop.py)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
 
 from deeprig.data.shard import ShardBatches
@@ -43,7 +44,7 @@ def reseed(seed: int, rank: int, position: Position) -> None:
 class StepParts:
     """What one optimiser step uses."""
 
-    model: nn.Module  # DDP-wrapped when world > 1
+    model: nn.Module  # DDP-wrapped or FSDP-sharded when world > 1
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     loss_fn: nn.Module  # reduction="sum"
@@ -64,26 +65,28 @@ def train_epoch(
     parts: StepParts, train: ShardBatches, position: Position, after_step: AfterStep
 ) -> torch.Tensor:
     """Train on this rank's shard from `position` to the epoch's end; adds (loss sum, rows)
-    to `position.totals` and returns it. `accumulate_steps` micro-batches make one optimiser step
-    (DDP syncs gradients on the last of them only). A non-finite loss on any rank stops
-    every rank at the same micro-batch (NonFiniteLoss): one tiny all-reduce each, overlapped
-    with the backward, is the price of never leaving a rank waiting in the next gradient
-    all-reduce."""
+    to `position.totals` and returns it. `accumulate_steps` micro-batches make one optimiser
+    step (gradients are averaged over the ranks on the last of them only: DDP's `no_sync`,
+    FSDP's `set_requires_gradient_sync`); the epoch's last micro-batch ends its group. A
+    non-finite loss on any rank stops every rank at the same micro-batch (NonFiniteLoss):
+    one tiny all-reduce each, overlapped with the backward, is the price of never leaving
+    a rank waiting in the next gradient all-reduce."""
     model, optimizer = parts.model, parts.optimizer
     model.train()
     pending = 0  # micro-batches whose gradients wait for the next optimiser step
     totals = position.totals
     step_loss = torch.zeros((), device=totals.device)
     skip = position.batches_done
-    for x, y in train.epoch(position.epoch, shuffle=True, skip_batches=skip):
+    batches = train.epoch(position.epoch, shuffle=True, skip_batches=skip)
+    for (x, y), last in _marking_last(batches):
         if pending == 0:
             optimizer.zero_grad(set_to_none=True)
             step_loss.zero_()
         pending += 1
         if parts.augment is not None:
             x = parts.augment(x)
-        syncs = pending == parts.accumulate_steps
-        with _no_sync(model, syncs), autocast(x.device, parts.autocast_dtype):
+        syncs = pending == parts.accumulate_steps or last
+        with _gradient_sync(model, syncs), autocast(x.device, parts.autocast_dtype):
             out = model(x)
             loss = loss_of(parts.loss_fn, out, y, parts.classification) / len(y)
             finite = _all_finite(loss, parts.world_size)
@@ -94,14 +97,25 @@ def train_epoch(
         totals[1] += len(y)
         position.batches_done += 1
         if syncs:
+            if pending < parts.accumulate_steps:  # the epoch's last, partial group
+                _scale_gradients(parts.model, parts.accumulate_steps / pending)
+                step_loss *= parts.accumulate_steps / pending
             _optimizer_step(parts)
             _advance(position, step_loss, after_step)
             pending = 0
-    if pending:  # the epoch's last, partial group: its gradients were never all-reduced
-        _finish_partial_group(parts, pending)
-        _optimizer_step(parts)
-        _advance(position, step_loss * parts.accumulate_steps / pending, after_step)
     return totals
+
+
+def _marking_last(
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+) -> Iterator[tuple[tuple[torch.Tensor, torch.Tensor], bool]]:
+    """Each batch with whether it is the epoch's last (read one batch ahead)."""
+    iterator = iter(batches)
+    current = next(iterator, None)
+    while current is not None:
+        following = next(iterator, None)
+        yield current, following is None
+        current = following
 
 
 def _advance(position: Position, loss: torch.Tensor, after_step: AfterStep) -> None:
@@ -113,22 +127,17 @@ def _advance(position: Position, loss: torch.Tensor, after_step: AfterStep) -> N
 def _optimizer_step(parts: StepParts) -> None:
     if parts.grad_clip_norm is not None:
         parts.scaler.unscale_(parts.optimizer)
+        # (sharded parameters: the norm is the global one, over every rank's shards)
         nn.utils.clip_grad_norm_(parts.model.parameters(), parts.grad_clip_norm)
     parts.scaler.step(parts.optimizer)
     parts.scaler.update()
 
 
-def _finish_partial_group(parts: StepParts, pending: int) -> None:
-    """Scale the partial group's gradients to a mean over its own micro-batches and, on
-    more than one rank, average them as DDP would have (its last backward ran in no_sync)."""
-    scale = parts.accumulate_steps / pending
-    for param in parts.model.parameters():
-        if param.grad is None:
-            continue
-        if parts.world_size > 1:
-            dist.all_reduce(param.grad)
-            param.grad /= parts.world_size
-        param.grad *= scale
+def _scale_gradients(model: nn.Module, scale: float) -> None:
+    """A partial group's gradients made a mean over its own micro-batches."""
+    for param in model.parameters():
+        if param.grad is not None:
+            param.grad *= scale
 
 
 def _all_finite(loss: torch.Tensor, world_size: int) -> tuple[torch.Tensor, Any]:
@@ -153,7 +162,11 @@ def _stop_if_not_finite(check: tuple[torch.Tensor, Any], position: Position) -> 
         raise NonFiniteLoss(position.epoch, position.batches_done)
 
 
-def _no_sync(model: nn.Module, syncs: bool) -> Any:
+def _gradient_sync(model: nn.Module, syncs: bool) -> Any:
+    """Gradients averaged over the ranks in this backward only when it `syncs`."""
+    if isinstance(model, FSDPModule):
+        model.set_requires_gradient_sync(syncs)
+        return contextlib.nullcontext()
     if syncs or not isinstance(model, DistributedDataParallel):
         return contextlib.nullcontext()
     return model.no_sync()

@@ -53,14 +53,26 @@ def split_metrics(
 
 @torch.no_grad()
 def evaluate(
-    model, batches: ShardBatches, loss_fn, scores: ClassScores | None, device, autocast_dtype
+    model,
+    batches: ShardBatches,
+    loss_fn,
+    scores: ClassScores | None,
+    device,
+    autocast_dtype,
+    sharded: bool = False,
 ):
     """This rank's validation (loss sum, hits, rows, absolute error sum); `scores` gathers
-    what F1, AUC and the confusion matrix need."""
+    what F1, AUC and the confusion matrix need. `sharded`: the model is FSDP-sharded, its
+    forward a collective that every rank runs as often (training/sharding.py)."""
     model.eval()
     totals = torch.zeros(4, device=device)
     classification = scores is not None
-    for x, y in batches.epoch(0, shuffle=False):
+    rows = batches.epoch(0, shuffle=False)
+    if sharded:
+        from deeprig.training.sharding import lockstep
+
+        rows = lockstep(rows, device)
+    for x, y in rows:
         with autocast(device, autocast_dtype):
             out = model(x)
         totals[0] += loss_of(loss_fn, out, y, classification)

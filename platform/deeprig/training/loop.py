@@ -1,10 +1,11 @@
-"""The training loop: run by Ray Train on every DDP worker, or inside a Tune trial.
+"""The training loop: run by Ray Train on every worker (DDP or FSDP), or inside a Tune trial.
 
 Every rank trains, evaluates its validation shard and reports each epoch (under Ray
 Train the report is a barrier). Only rank 0 has side effects: it writes the checkpoint
-and tags the run. What the loop needs from its surroundings comes through a
-`WorkerSession` (training/session.py); what it saves is a `TrainState` (training/state.py);
-one epoch's steps are training/epoch.py's, what happens every N steps training/step_hooks.py's.
+(under FSDP every rank writes its shards of it) and tags the run. What the loop needs
+from its surroundings comes through a `WorkerSession` (training/session.py); what it saves
+is a `TrainState` (training/state.py); one epoch's steps are training/epoch.py's, what
+happens every N steps training/step_hooks.py's.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ from deeprig.training.augment import image_augment
 from deeprig.training.epoch import Position, StepParts, reseed, train_epoch
 from deeprig.training.evaluate import evaluate, loss_function, split_metrics
 from deeprig.training.guards import EarlyStop
+from deeprig.training.memory import memory_metrics
 from deeprig.training.parts import TrainParts, build_parts
 from deeprig.training.report_keys import ENDED_AT, LAST_REPORT
 from deeprig.training.scores import ClassScores
 from deeprig.training.session import RayTrainSession, WorkerSession
+from deeprig.training.sharding import is_sharded
 from deeprig.training.state import TrainState
 from deeprig.training.step_hooks import StepHooks
 from deeprig.training.worker_config import WorkerConfig
@@ -41,7 +44,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # source file, so only the root level catches it); progress is the driver's job.
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("ray.train").setLevel(logging.WARNING)
-    run_training(config["worker"], RayTrainSession())
+    worker: WorkerConfig = config["worker"]
+    run_training(worker, RayTrainSession(worker.spec.checkpoint.async_save))
 
 
 def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
@@ -66,6 +70,7 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
     train, val = _open_shards(worker, session, device)
     loss_fn = loss_function(worker.data.task)
     step = _step_parts(parts, loss_fn, classification, spec, session.world_size)
+    sharded = is_sharded(parts.model)
     if isinstance(spec.data, ImagesData):
         step = dataclasses.replace(step, augment=image_augment(spec.data.augment))
     early_stop = EarlyStop(
@@ -87,7 +92,9 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
         lr = parts.optimizer.param_groups[0]["lr"]
         parts.scheduler.step()
         scores = ClassScores(worker.data.num_outputs, device) if classification else None
-        val_totals = evaluate(parts.raw_model, val, loss_fn, scores, device, parts.autocast_dtype)
+        val_totals = evaluate(
+            parts.raw_model, val, loss_fn, scores, device, parts.autocast_dtype, sharded
+        )
         both = torch.cat([train_totals, val_totals])
         if session.world_size > 1:
             dist.all_reduce(both)
@@ -98,6 +105,7 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
             both, epoch, lr, started, train_seconds, worker.data.task, rows_before, target_std
         )
         metrics |= _scores(scores, worker, session.world_size, hooks)
+        metrics |= memory_metrics(parts.model, session.world_size, device)
         if sink is not None:  # (under Ray Train the controller logs epochs: a no-op here)
             sink.log(metrics, step=epoch)
         stop = early_stop.should_stop(metrics)

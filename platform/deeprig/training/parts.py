@@ -20,8 +20,8 @@ from deeprig.training.worker_config import WorkerConfig
 
 @dataclass
 class TrainParts:
-    model: nn.Module  # what trains (DDP-wrapped when world > 1)
-    raw_model: nn.Module  # what is saved and evaluated
+    model: nn.Module  # what trains (DDP-wrapped or FSDP-sharded when world > 1)
+    raw_model: nn.Module  # what is saved and evaluated (the sharded model itself)
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
@@ -38,22 +38,49 @@ def build_parts(worker: WorkerConfig, session: WorkerSession, device: torch.devi
     data = worker.data
     model = build_model(spec.model, data.input_shape, data.num_outputs, data.vocab_size)
     restored = session.restore()
-    if restored is not None:
-        model.load_state_dict(restored.model)
-    model = session.prepare_model(model)
-    raw_model = model.module if isinstance(model, DistributedDataParallel) else model
+    if restored is not None and not restored.sharded:
+        restored.load_into(model, None)  # (a whole state: before the model is wrapped)
+    dtype = autocast_dtype(spec.scaling.mixed_precision, device)
+    if spec.scaling.strategy == "fsdp":
+        model = _sharded(model, worker, session.world_size, dtype, device)
+        raw_model = model
+        dtype = None  # (FSDP casts the gathered parameters itself: no autocast on top)
+    else:
+        model = session.prepare_model(model)
+        raw_model = model.module if isinstance(model, DistributedDataParallel) else model
     optimizer = build_optimizer(spec.optim, model.parameters())
     scheduler = build_scheduler(spec.optim, optimizer)
-    dtype = autocast_dtype(spec.scaling.mixed_precision, device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     start_epoch = 0
     if restored is not None:
-        optimizer.load_state_dict(restored.optimizer)
+        if restored.sharded:
+            restored.load_into(model, optimizer)
+        else:
+            optimizer.load_state_dict(restored.optimizer)
         scheduler.load_state_dict(restored.scheduler)
         scaler.load_state_dict(restored.scaler)
         start_epoch = restored.next_epoch
         _apply_changed_hyperparameters(restored, spec, optimizer, scheduler)
     return TrainParts(model, raw_model, optimizer, scheduler, scaler, dtype, start_epoch, restored)
+
+
+def _sharded(
+    model: nn.Module,
+    worker: WorkerConfig,
+    world_size: int,
+    dtype: torch.dtype | None,
+    device: torch.device,
+) -> nn.Module:
+    """The model sharded over the workers (one worker: whole, there is nobody to share
+    with; its checkpoints are sharded files all the same)."""
+    from deeprig.training.sharding import family_units, fsdp_units, shard_model
+
+    model = model.to(device)
+    if world_size == 1:
+        return model
+    spec = worker.spec
+    units = fsdp_units(model, spec.scaling.fsdp.shard, family_units(spec.model))
+    return shard_model(model, spec.scaling.fsdp, units, dtype, device)
 
 
 def train_state(
@@ -63,11 +90,18 @@ def train_state(
     metrics: dict[str, float],
     **position: Any,
 ) -> TrainState:
-    """What rank 0 saves; `position` (batches_done, epoch_totals, global_step, early-stop
-    state) places it inside the run."""
+    """What rank 0 saves (every rank its shards, under FSDP); `position` (batches_done,
+    epoch_totals, global_step, early-stop state) places it inside the run."""
+    sharded = worker.spec.scaling.strategy == "fsdp"
+    if sharded:  # (every rank: each saves its own shards)
+        from deeprig.training.shards import sharded_state_dicts
+
+        model_state, optimizer_state = sharded_state_dicts(parts.model, parts.optimizer)
+    else:
+        model_state, optimizer_state = parts.raw_model.state_dict(), parts.optimizer.state_dict()
     return TrainState(
-        model=parts.raw_model.state_dict(),
-        optimizer=parts.optimizer.state_dict(),
+        model=model_state,
+        optimizer=optimizer_state,
         scheduler=parts.scheduler.state_dict(),
         scaler=parts.scaler.state_dict(),
         epoch=epoch,
@@ -81,6 +115,7 @@ def train_state(
         vocab_size=worker.data.vocab_size,
         classes=worker.data.classes,
         fitted=dataclasses.asdict(worker.fitted),
+        sharded=sharded,
         **position,
     )
 

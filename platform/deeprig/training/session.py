@@ -1,6 +1,6 @@
 """Where the training loop runs: what it asks of its surroundings, and the two answers.
 
-- `RayTrainSession`: a Ray Train worker (one of N DDP ranks under a TorchTrainer).
+- `RayTrainSession`: a Ray Train worker (one of N DDP or FSDP ranks under a TorchTrainer).
 - `TuneTrialSession`: inside a Ray Tune trial itself, for a single-worker base spec. A
   search of small models then costs no worker group per trial (its start-up is ~8 s on
   2 CPUs, longer than many trials), and reports carry checkpoints straight to Tune,
@@ -33,8 +33,11 @@ class WorkerSession(Protocol):
 
 
 class RayTrainSession:
-    def __init__(self):
+    def __init__(self, background_checkpoints: bool = False):
         import ray.train
+
+        # checkpoint.async_save: a sharded state's files written while training goes on
+        self._background = background_checkpoints
 
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
@@ -65,15 +68,42 @@ class RayTrainSession:
             return TrainState.load(directory)
 
     def report(self, metrics: dict[str, float], state: TrainState | None) -> None:
-        """Every rank reports (it is a barrier); rank 0 alone writes the checkpoint."""
+        """Every rank reports (it is a barrier); rank 0 alone writes the checkpoint, or,
+        sharded, every rank its own folder of it (Ray Train merges them into one)."""
         import ray.train
 
-        if state is None or self.rank != 0:
+        if state is None or (self.rank != 0 and not state.sharded):
             ray.train.report(metrics)
             return
+        if state.sharded and self._background:
+            self._report_in_background(metrics, state)
+            return
         with tempfile.TemporaryDirectory() as directory:
-            state.save(directory)
+            state.save(directory, self.rank)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+    def _report_in_background(self, metrics: dict[str, float], state: TrainState) -> None:
+        """The shards are copied to memory and written by a thread; Ray Train's own
+        background upload waits for them, then persists the folder and reports."""
+        import ray.train
+        from ray.train import CheckpointUploadMode
+
+        directory = tempfile.mkdtemp(prefix="deeprig-shards-")
+        written = state.save(directory, self.rank, background=True)
+        storage = ray.train.get_context().get_storage()
+
+        def upload(checkpoint: ray.train.Checkpoint, name: str) -> ray.train.Checkpoint:
+            if written is not None:
+                written.result()
+            return storage.persist_current_checkpoint(checkpoint, name)
+
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(directory),
+            checkpoint_upload_mode=CheckpointUploadMode.ASYNC,
+            delete_local_checkpoint_after_upload=True,
+            checkpoint_upload_fn=upload,
+        )
 
     def report_step_checkpoint(self, metrics: dict[str, float], state: TrainState | None) -> None:
         """A checkpoint inside an epoch (rank 0's state; None on the other ranks): a

@@ -23,7 +23,9 @@ class TrainState:
     rebuild the model without the job's data (nanoGPT's habit: the checkpoint carries the
     model's arguments)."""
 
-    model: dict[str, Any]  # state_dict of the model (unwrapped from DDP)
+    # state_dict of the model (unwrapped from DDP) and of the optimizer; a sharded state
+    # (`sharded`) holds this rank's shards while it is saved, nothing once read.
+    model: dict[str, Any]
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     scaler: dict[str, Any]
@@ -49,6 +51,11 @@ class TrainState:
     # The validation split's confusion matrix at this epoch (rows: true class), summed
     # over every rank; classification only.
     confusion_matrix: list[list[int]] | None = None
+    # Sharded (scaling.strategy: fsdp): the model and optimizer are DCP files beside the
+    # checkpoint file, one per rank that wrote them (training/shards.py); `shards` is the
+    # folder they were read from (set by `load`, never saved).
+    sharded: bool = False
+    shards: str | None = None
 
     @property
     def mid_epoch(self) -> bool:
@@ -59,11 +66,25 @@ class TrainState:
         """The epoch training continues in (the same one when it stopped inside it)."""
         return self.epoch if self.mid_epoch else self.epoch + 1
 
-    def save(self, directory: str | Path) -> None:
-        torch.save(dataclasses.asdict(self), Path(directory) / CHECKPOINT_FILE)
+    def save(self, directory: str | Path, rank: int = 0, background: bool = False):
+        """Write the checkpoint into `directory`: rank 0 writes the file; a sharded state's
+        every rank also writes its shards (`background`: returns the future that ends when
+        they are written, training/shards.py)."""
+        written = None
+        fields = dataclasses.asdict(self)
+        if self.sharded:
+            from deeprig.training.shards import save_shards
+
+            written = save_shards(self.model, self.optimizer, directory, background)
+            fields |= {"model": {}, "optimizer": {}}
+        if rank == 0:
+            torch.save(fields | {"shards": None}, Path(directory) / CHECKPOINT_FILE)
+        return written
 
     @classmethod
     def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> TrainState:
+        """The checkpoint in `directory`. A sharded one's tensors stay in their files:
+        `load_into` reads them into a model of any sharding, `whole` into one model here."""
         # weights_only=False: the file holds the spec and plain Python values, written by us.
         saved = torch.load(
             Path(directory) / CHECKPOINT_FILE, map_location=map_location, weights_only=False
@@ -74,7 +95,34 @@ class TrainState:
         saved["epoch_totals"] = tuple(saved.get("epoch_totals", (0.0, 0.0)))
         if saved.get("classes") is not None:
             saved["classes"] = tuple(saved["classes"])
+        if saved.get("sharded"):
+            saved["shards"] = str(directory)
         return cls(**saved)
+
+    def load_into(self, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+        """The saved weights (and optimizer state) into `model` and `optimizer`. A whole
+        state loads before the model is sharded or wrapped, a sharded one after."""
+        if self.sharded:
+            from deeprig.training.shards import load_shards
+
+            assert self.shards is not None  # (set by `load`)
+            load_shards(self.shards, model, optimizer)
+            return
+        model.load_state_dict(self.model)
+        if optimizer is not None:
+            optimizer.load_state_dict(self.optimizer)
+
+    def whole(self) -> TrainState:
+        """This state with the whole model in memory (a sharded one read from its files on
+        one process; its optimizer state is left behind): for a reader that outlives the
+        checkpoint's folder, like the driver logging the model."""
+        if not self.sharded:
+            return self
+        model = self._built_model()
+        self.load_into(model, None)
+        return dataclasses.replace(
+            self, model=model.state_dict(), optimizer={}, sharded=False, shards=None
+        )
 
     def preprocessing(self):
         """The `Fitted` preprocessing this model was trained behind."""
@@ -89,11 +137,14 @@ class TrainState:
 
     def rebuild_model(self) -> nn.Module:
         """The trained network, weights loaded, built from the spec it was trained with."""
+        model = self._built_model()
+        self.load_into(model, None)
+        return model
+
+    def _built_model(self) -> nn.Module:
         from deeprig.models import build_model
         from deeprig.spec.train import TrainSpec
 
         spec = TrainSpec.model_validate(self.spec)
         assert spec.model is not None  # (deeprig's loop wrote this state: it had a model)
-        model = build_model(spec.model, self.input_shape, self.num_outputs, self.vocab_size)
-        model.load_state_dict(self.model)
-        return model
+        return build_model(spec.model, self.input_shape, self.num_outputs, self.vocab_size)

@@ -2,11 +2,12 @@
 (tracking.log_every_n_steps) and a checkpoint inside the epoch (checkpoint.every_n_steps).
 
 A mid-epoch checkpoint is a Ray Train report like an epoch's (every rank reports: it is
-a barrier) and carries what an exact resume needs: the weights, optimiser, scheduler and
-scaler, the micro-batches of the epoch done (the data order is fixed by seed and epoch,
-so the rest of it is the same batches), the epoch's running loss over every rank, and
-early stopping's patience. The randomness after it is reseeded from that position
-(training/epoch.py `reseed`), so it needs no generator state.
+a barrier; under FSDP every rank writes its shards) and carries what an exact resume
+needs: the weights, optimiser, scheduler and scaler, the micro-batches of the epoch done
+(the data order is fixed by seed and epoch, so the rest of it is the same batches), the
+epoch's running loss over every rank, and early stopping's patience. The randomness
+after it is reseeded from that position (training/epoch.py `reseed`), so it needs no
+generator state.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class StepHooks:
         # The epoch's running loss summed over every rank: rank 0 alone carries it on.
         totals = self._running_totals(position)
         state = None
-        if self._session.rank == 0:
+        if self._session.rank == 0 or self._worker.spec.scaling.strategy == "fsdp":
             state = self.state(
                 position,
                 self.last_metrics,

@@ -1,0 +1,240 @@
+"""FSDP and sharded checkpoints on plain torch.distributed (gloo, processes spawned here,
+no Ray): each rank holds about half the parameters, FSDP's gradient accumulation steps
+like one big batch and like DDP, and a checkpoint written by N ranks is read back whole by
+M = 1, 2 or 3 ranks (DCP reshards on load)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from deeprig.data.shard import ShardBatches
+from deeprig.models import build_model
+from deeprig.spec.train import MLPConfig, TrainSpec
+from deeprig.training.epoch import Position, StepParts, train_epoch
+from deeprig.training.sharding import (
+    AUTO_UNIT_MIN_PARAMS,
+    family_units,
+    fsdp_units,
+    parameters_held,
+    shard_model,
+)
+from deeprig.training.state import TrainState
+from torch import nn
+
+from tests.unit.test_training_steps import TableShard
+
+MLP = MLPConfig(name="mlp", hidden=[64, 32])
+SPEC = TrainSpec.model_validate(
+    {
+        "name": "sharded",
+        "kind": "train",
+        "model": MLP.model_dump(),
+        "data": {"source": "builtin:synthetic", "shape": [6], "num_classes": 3},
+        "scaling": {"strategy": "fsdp"},
+    }
+)
+ROWS_PER_RANK = 40  # batches of 8: five micro-batches, the last group of two a partial one
+
+
+def _model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(MLP, (6,), 3)
+
+
+def _sharded(model: nn.Module) -> nn.Module:
+    units = fsdp_units(model, "auto", family_units(MLP))
+    return shard_model(model, SPEC.scaling.fsdp, units, None, torch.device("cpu"))
+
+
+def _rank_rows(rank: int, world: int) -> TableShard:
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(ROWS_PER_RANK * world, 6, generator=gen)
+    y = torch.randint(0, 3, (ROWS_PER_RANK * world,), generator=gen)
+    return TableShard(x[rank::world], y[rank::world])
+
+
+def _train(model: nn.Module, rank: int, world: int, batch: int, accumulate: int):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    parts = StepParts(
+        model=model,
+        optimizer=optimizer,
+        scaler=torch.amp.GradScaler("cuda", enabled=False),
+        loss_fn=nn.CrossEntropyLoss(reduction="sum"),
+        classification=True,
+        autocast_dtype=None,
+        accumulate_steps=accumulate,
+        grad_clip_norm=1.0,  # the global norm over every rank's shards
+        world_size=world,
+    )
+    shard = ShardBatches(
+        _rank_rows(rank, world), batch, torch.device("cpu"), torch.long, True, seed=rank
+    )
+    train_epoch(parts, shard, Position(epoch=0), lambda *_: None)
+    return optimizer
+
+
+def _whole(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The full (model, optimizer) state, gathered from every rank into rank 0, by name."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    model_state, optimizer_state = get_state_dict(model, optimizer, options=options)
+    return {"model": model_state, "optimizer": optimizer_state.get("state", {})}
+
+
+def _state(model: nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:
+    from deeprig.training.shards import sharded_state_dicts
+
+    model_state, optimizer_state = sharded_state_dicts(model, optimizer)
+    return TrainState(
+        model=model_state,
+        optimizer=optimizer_state,
+        scheduler={},
+        scaler={},
+        epoch=0,
+        metrics={},
+        spec=SPEC.model_dump(mode="json"),
+        input_shape=(6,),
+        num_outputs=3,
+        task="classification",
+        run_id=None,
+        sharded=True,
+    )
+
+
+def _two_ranks(rank: int, world: int, folder: str) -> None:
+    """Train and save on 2 ranks; read the 1-process checkpoint back sharded."""
+    out = Path(folder)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=world
+    )
+    results: dict = {}
+    model = _sharded(_model())
+    results["held"] = parameters_held(model)
+    optimizer = _train(model, rank, world, batch=8, accumulate=2)
+    results["accumulated"] = _whole(model, optimizer)
+    big = _sharded(_model())
+    results["big_batch"] = _whole(big, _train(big, rank, world, batch=16, accumulate=1))
+    ddp = nn.parallel.DistributedDataParallel(_model())
+    ddp_optimizer = _train(ddp, rank, world, batch=8, accumulate=2)
+    results["ddp"] = {n: p.detach().clone() for n, p in ddp.module.named_parameters()}
+    del ddp_optimizer
+    # Every rank writes its own folder, as under Ray Train.
+    _state(model, optimizer).save(out / f"rank{rank}", rank)
+    restored = _sharded(_model(seed=7))
+    restored_optimizer = torch.optim.AdamW(restored.parameters(), lr=0.01)
+    TrainState.load(out / "one_process").load_into(restored, restored_optimizer)
+    results["from_one"] = _whole(restored, restored_optimizer)
+    if rank == 0:
+        torch.save(results, out / "two_ranks.pt")
+    dist.destroy_process_group()
+
+
+def _three_ranks(rank: int, world: int, folder: str) -> None:
+    out = Path(folder)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{out}/rendezvous3", rank=rank, world_size=world
+    )
+    model = _sharded(_model(seed=7))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    TrainState.load(out / "merged").load_into(model, optimizer)
+    whole = _whole(model, optimizer)
+    if rank == 0:
+        torch.save(whole, out / "three_ranks.pt")
+    dist.destroy_process_group()
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        if isinstance(value, dict):
+            _assert_same(value, b[key])
+        else:
+            torch.testing.assert_close(value, b[key], rtol=1e-6, atol=1e-7, msg=key)
+
+
+@pytest.fixture(scope="module")
+def sharded_runs(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("fsdp")
+    # A checkpoint of one process (no process group: a one-worker fsdp job).
+    one = _model(seed=1)
+    one_optimizer = _train(one, 0, 1, batch=8, accumulate=1)
+    (folder / "one_process").mkdir()
+    _state(one, one_optimizer).save(folder / "one_process")
+    mp.spawn(_two_ranks, args=(2, str(folder)), nprocs=2, join=True)
+    merged = folder / "merged"
+    for rank in (0, 1):  # what Ray Train does with every rank's folder
+        shutil.copytree(folder / f"rank{rank}", merged, dirs_exist_ok=True)
+    mp.spawn(_three_ranks, args=(3, str(folder)), nprocs=3, join=True)
+    return {
+        "folder": folder,
+        "one": _whole(one, one_optimizer),
+        "two": torch.load(folder / "two_ranks.pt", weights_only=False),
+        "three": torch.load(folder / "three_ranks.pt", weights_only=False),
+    }
+
+
+def test_each_of_two_ranks_holds_about_half_the_parameters(sharded_runs):
+    total = sum(p.numel() for p in _model().parameters())
+    assert abs(sharded_runs["two"]["held"] - total / 2) <= 0.02 * total
+
+
+def test_fsdp_accumulation_steps_like_one_big_batch_and_like_ddp(sharded_runs):
+    two = sharded_runs["two"]
+    _assert_same(two["accumulated"]["model"], two["big_batch"]["model"])
+    for name, weights in two["ddp"].items():
+        torch.testing.assert_close(two["accumulated"]["model"][name], weights, rtol=1e-5, atol=1e-6)
+    # (it could fail: the training moved the weights away from their start)
+    assert not torch.allclose(two["accumulated"]["model"]["net.1.weight"], _model().net[1].weight)
+
+
+def test_a_two_rank_checkpoint_is_one_folder_of_every_ranks_shards(sharded_runs):
+    files = {p.name for p in (sharded_runs["folder"] / "merged" / "shards").iterdir()}
+    assert files == {".metadata", "__0_0.distcp", "__1_0.distcp"}
+    assert not (sharded_runs["folder"] / "rank1" / "checkpoint.pt").exists()  # rank 0's
+
+
+def test_a_two_rank_checkpoint_resumes_on_one_process(sharded_runs):
+    state = TrainState.load(sharded_runs["folder"] / "merged")
+    model = _model(seed=7)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    state.load_into(model, optimizer)
+    _assert_same(_whole(model, optimizer), sharded_runs["two"]["accumulated"])
+
+
+def test_a_two_rank_checkpoint_resumes_on_three_ranks(sharded_runs):
+    _assert_same(sharded_runs["three"], sharded_runs["two"]["accumulated"])
+
+
+def test_a_one_process_checkpoint_resumes_on_two_ranks(sharded_runs):
+    _assert_same(sharded_runs["two"]["from_one"], sharded_runs["one"])
+
+
+def test_the_driver_reads_a_sharded_checkpoint_as_one_whole_model(sharded_runs):
+    whole = TrainState.load(sharded_runs["folder"] / "merged").whole()
+    assert not whole.sharded and whole.optimizer == {}
+    _assert_same(whole.model, sharded_runs["two"]["accumulated"]["model"])
+    rebuilt = TrainState.load(sharded_runs["folder"] / "merged").rebuild_model()
+    _assert_same(rebuilt.state_dict(), whole.model)
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(1000, 128)  # 128k parameters: a unit
+        self.head = nn.Linear(128, 3)  # small: stays with the root
+
+
+def test_auto_units_of_a_custom_model_are_its_large_children():
+    net = Net()
+    assert sum(p.numel() for p in net.embed.parameters()) > AUTO_UNIT_MIN_PARAMS
+    assert fsdp_units(net, "auto", None) == [net.embed]
+    assert fsdp_units(net, ["Linear"], None) == [net.head]
+    mlp = _model()
+    linears = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 3 and fsdp_units(mlp, "auto", (nn.Linear,)) == linears
