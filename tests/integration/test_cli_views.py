@@ -139,3 +139,25 @@ def test_eval_of_a_train_run_exits_2_before_rllib_saying_what_scores_its_model(
     assert "rolls out rl policies" in result.output
     assert f"runs:/{store_with_a_run}/model" in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_job_history_shows_each_jobs_key_metric_and_its_store(deeprig_home, tmp_path):
+    import json
+
+    from deeprig.tracking.key_metric import record_key_metric
+    from deeprig.tracking.tags import Tag
+
+    target = embedded_target(deeprig_home)
+    tags = {Tag.JOB_STATUS: "SUCCEEDED", Tag.RAY_SUBMISSION_ID: "deeprig-wine-1a2b3c4d"}
+    spec = {"name": "wine", "kind": "train"}
+    run = RunRecorder.create(target, "views", spec, "", tmp_path, extra_tags=tags)
+    record_key_metric(run, "val_accuracy", 0.972)
+    run.finish("FINISHED")
+    listed = CliRunner().invoke(app, ["list", "--history", "-o", "json"])
+    (record,) = json.loads(listed.output)
+    assert (record["metric"], record["value"]) == ("best_val_accuracy", 0.972)
+    assert record["store"] == target.uri
+    table = CliRunner().invoke(app, ["list", "--history"], env={"COLUMNS": "160"})
+    assert table.output.startswith(f"job history in {target.uri} (the embedded store)")
+    row = next(line for line in table.output.splitlines() if run.run_id in line)
+    assert "best val_accuracy 0.972" in " ".join(row.split())

@@ -100,7 +100,11 @@ def print_records(
         raise typer.Exit(ExitCode.BAD_INPUT)
 
 
-def fit_columns(columns: list[tuple[str, list[str], int | None]]) -> list[int] | None:
+# A table's columns for `fit_columns`: (header, cells, narrowest it may get: None, never).
+Columns = list[tuple[str, list[str], int | None]]
+
+
+def fit_columns(columns: Columns) -> list[int] | None:
     """Widths for a simple-head table of (header, cells, narrowest it may get: None for
     never) columns that fit the console: each as wide as its widest cell, then the widest
     of those that may narrow cut down one character at a time until the row fits (the

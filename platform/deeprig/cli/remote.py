@@ -15,11 +15,13 @@ from rich.table import Table
 from deeprig.cli.common import (
     OUTPUT_HELP,
     SET_HELP,
+    Columns,
     ExitCode,
     bad_spec,
     check_spec,
     console,
     errors,
+    fit_columns,
     load_spec_or_exit,
     print_records,
 )
@@ -322,17 +324,36 @@ def _print_history(tracking_uri: str | None, limit: int, output: str) -> None:
 
 
 def _history_table(records: list[dict[str, Any]]) -> Table:
-    wide = console.width >= 100
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    from deeprig.tracking.key_metric import label
+
     # The ids are what a user copies next (`logs ID --history`, `ui --run`): always whole.
-    table.add_column("submission id", no_wrap=True)
-    table.add_column("status", no_wrap=True)
-    if wide:
-        table.add_column("ended", no_wrap=True)
-    table.add_column("run id", no_wrap=True)
-    for r in records:
-        cells = [r["submission_id"], r["status"], *([r["ended"]] if wide else []), r["run_id"]]
-        table.add_row(*cells)
+    # The key metric and when the job ended only where they fit.
+    ids: Columns = [
+        ("submission id", [r["submission_id"] for r in records], None),
+        ("status", [r["status"] for r in records], None),
+    ]
+    run_ids: Columns = [("run id", [r["run_id"] for r in records], None)]
+    key: Columns = [
+        ("key metric", [label(r["metric"]) if r["metric"] else "" for r in records], 12),
+        ("value", [f"{r['value']:.4g}" if r["metric"] else "" for r in records], None),
+    ]
+    ended: Columns = [("ended", [r["ended"] for r in records], None)]
+    for columns in (ids + ended + run_ids + key, ids + run_ids + key, ids + run_ids):
+        widths = fit_columns(columns)
+        if widths is not None:
+            break
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0))
+    widths = widths or [len(header) for header, _, _ in columns]
+    for (header, _, _), width in zip(columns, widths, strict=True):
+        table.add_column(
+            header,
+            width=width,
+            no_wrap=header != "key metric",
+            overflow="ellipsis",
+            justify="right" if header == "value" else "left",
+        )
+    for i in range(len(records)):
+        table.add_row(*(cells[i] for _, cells, _ in columns))
     return table
 
 

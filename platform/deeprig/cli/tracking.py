@@ -10,7 +10,15 @@ import typer
 from rich import box
 from rich.table import Table
 
-from deeprig.cli.common import OUTPUT_HELP, ExitCode, console, errors, fit_columns, print_records
+from deeprig.cli.common import (
+    OUTPUT_HELP,
+    Columns,
+    ExitCode,
+    console,
+    errors,
+    fit_columns,
+    print_records,
+)
 
 
 def runs(
@@ -81,9 +89,7 @@ def _runs_table(records: list[dict[str, Any]]) -> Table:
     return table
 
 
-def _runs_columns(
-    records: list[dict[str, Any]], wide: bool
-) -> list[tuple[str, list[str], int | None]]:
+def _runs_columns(records: list[dict[str, Any]], wide: bool) -> Columns:
     """(header, cells, narrowest it may get) of `deeprig runs`' columns. The run id is what
     a user copies next: always whole. A name that does not fit ends in "…", never broken
     over two lines; a key metric's label may take two, broken between its words."""

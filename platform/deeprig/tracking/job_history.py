@@ -19,6 +19,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
+from deeprig.tracking.key_metric import key_metric
 from deeprig.tracking.store import TrackingTarget
 from deeprig.tracking.tags import RunStatus, Tag
 
@@ -29,7 +30,16 @@ RUN_STATUS_OF = {
     "STOPPED": RunStatus.KILLED,
     "FAILED": RunStatus.FAILED,
 }
-HISTORY_COLUMNS = ("submission_id", "job", "status", "ended", "run_id", "message")
+HISTORY_COLUMNS = (
+    "submission_id",
+    "job",
+    "status",
+    "ended",
+    "run_id",
+    "metric",
+    "value",
+    "message",
+)
 
 
 @dataclass(frozen=True)
@@ -102,17 +112,22 @@ def job_history(target: TrackingTarget, limit: int) -> list[dict[str, Any]]:
         order_by=["attributes.start_time DESC"],
         max_results=limit,
     )
-    return [
-        {
-            "submission_id": run.data.tags.get(Tag.RAY_SUBMISSION_ID, ""),
-            "job": run.data.tags.get(Tag.JOB_NAME, ""),
-            "status": run.data.tags.get(Tag.JOB_STATUS, ""),
-            "ended": _when(run.info.end_time),
-            "run_id": run.info.run_id,
-            "message": run.data.tags.get(Tag.JOB_MESSAGE, ""),
-        }
-        for run in runs
-    ]
+    records = []
+    for run in runs:
+        key = key_metric(run.data.tags, run.data.metrics)
+        records.append(
+            {
+                "submission_id": run.data.tags.get(Tag.RAY_SUBMISSION_ID, ""),
+                "job": run.data.tags.get(Tag.JOB_NAME, ""),
+                "status": run.data.tags.get(Tag.JOB_STATUS, ""),
+                "ended": _when(run.info.end_time),
+                "run_id": run.info.run_id,
+                "metric": key[0] if key else "",
+                "value": key[1] if key else None,
+                "message": run.data.tags.get(Tag.JOB_MESSAGE, ""),
+            }
+        )
+    return records
 
 
 def recorded_log(target: TrackingTarget, submission_id: str, artifacts_root: Path | None) -> str:
