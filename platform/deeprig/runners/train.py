@@ -320,7 +320,9 @@ def worker_config(
 
 
 def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
-    from deeprig.progress import EpochProgress
+    from functools import partial
+
+    from deeprig.progress import EpochProgress, epoch_rows
     from deeprig.tracking.sink import MlflowMetricsSink
 
     spec, checked, recorder, target = (
@@ -371,12 +373,20 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
 
         warm_up_result_logging()
     fit_started_at = time.time()
-    with EpochProgress(console, _epochs_expected(spec), poll, shown, waiting_for=waiting):
+    # (off a terminal: each epoch's line, when several ended between two polls)
+    history = partial(epoch_rows, recorder.metric_history, shown) if recorder else poll.history
+    with EpochProgress(
+        console, _epochs_expected(spec), poll, shown, waiting_for=waiting, history=history
+    ):
         result = trainer.fit()  # (a failure is classified and tagged by run_job)
     best = best_checkpoint(result, spec)
     metrics = dict(best[1]) if best else dict(result.metrics or {})
     checkpoint_path = best[0].path if best else None
     if recorder:
+        if best and spec.checkpoint.metric in best[1]:
+            from deeprig.tracking.key_metric import record_key_metric
+
+            record_key_metric(recorder, spec.checkpoint.metric, best[1][spec.checkpoint.metric])
         if not job_run.resumed and spec.loop is None:
             job_run.clock.read_epochs(recorder, fit_started_at)
         metrics |= record_results(recorder, spec, checked.code, best, score, console, prepared)
@@ -391,7 +401,8 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
         metrics=metrics,
         checkpoint_path=checkpoint_path,
         tracking_uri=target.uri if target else None,
-        seconds=time.perf_counter() - started,
+        # (the time line under the closing table counts from the process's start: so does it)
+        seconds=metrics.get("time.total_s", time.perf_counter() - started),
         run_url=recorder.page_url() if recorder else None,
     )
 
