@@ -38,6 +38,7 @@ class TrackingSpec(StrictModel):
         default=None,
         description=(
             "MLflow tracking URI (http://host:5000, sqlite:///...). Omitted: $MLFLOW_TRACKING_URI, "
+            "else the server of a `deeprig cluster up` cluster on this machine while it runs, "
             "else the embedded store under the deeprig home folder."
         ),
     )
