@@ -189,7 +189,7 @@ def _record_end(client, submission_id: str) -> None:
         log=client.get_job_logs(submission_id),
     )
     try:
-        run_id = record_job_end(resolve_tracking(uri), end)
+        run_id = record_job_end(resolve_tracking(uri, given_by="the job's metadata"), end)
     except Exception as exc:  # the job ran; only its record is missing: say so, go on
         errors.print(f"[yellow]could not record the job's history in {uri}:[/] {exc}")
         return

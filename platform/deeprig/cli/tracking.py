@@ -132,7 +132,7 @@ def _close_stale(target) -> None:
 
     checks = close_stale_runs(target)
     if not checks:
-        console.print(f"no RUNNING runs in {target.uri}")
+        console.print(f"no RUNNING runs in {target.described}")
         return
     table = Table(title="RUNNING runs and their drivers", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("run id", no_wrap=True, min_width=32)
@@ -185,17 +185,17 @@ def ui(
             "server asks for MLflow users' passwords."
         )
         raise typer.Exit(ExitCode.BAD_INPUT)
-    target = resolve_tracking(tracking_uri)
+    target = resolve_tracking(tracking_uri, given_by="--tracking-uri")
     base = target.uri if target.uri.startswith("http") else f"http://{host}:{port}"
     page = f"{base}/#/experiments"
     if run:
         recorder = find_run(target, run)
         if recorder is None:
-            errors.print(f"no run {run!r} in {target.uri}")
+            errors.print(f"no run {run!r} in {target.described}")
             raise typer.Exit(ExitCode.BAD_INPUT)
         page = recorder.page_url(base) or page
     if target.uri.startswith("http"):
-        console.print(f"runs live on a tracking server: open {page}", soft_wrap=True)
+        console.print(f"runs live on {target.described}: open {page}", soft_wrap=True)
         _where_the_credentials_are(target.uri)
         return
     command = [
@@ -213,7 +213,7 @@ def ui(
     if target.artifact_root:
         command += ["--default-artifact-root", target.artifact_root]
     console.print(
-        f"MLflow UI over {target.uri} (Ctrl-C stops)\n  open [bold]{page}[/]", soft_wrap=True
+        f"MLflow UI over {target.described} (Ctrl-C stops)\n  open [bold]{page}[/]", soft_wrap=True
     )
     # The UI's own server warns about its dependencies' deprecations on every start.
     env = dict(
