@@ -69,6 +69,9 @@ def test_a_new_embedded_store_and_its_checkpoints_are_their_owners_alone(deeprig
     RunRecorder.create(target, "private", spec, "name: private\n", deeprig_home)
     assert mode(deeprig_home / "mlflow.db") == 0o600
     assert mode(deeprig_home / "mlartifacts") == 0o700
+    (deeprig_home / "mlflow.db").chmod(0o644)  # a store made before they were kept private
+    prepare_store(target)
+    assert mode(deeprig_home / "mlflow.db") == 0o600
     assert mode(Path(checkpoint_storage(None, deeprig_home))) == 0o700
     a_cluster_json(deeprig_home, os.getpgid(0))
     assert mode(state_file(deeprig_home)) == 0o600
@@ -98,6 +101,7 @@ def test_two_jobs_in_one_process_each_record_to_their_own_store(tmp_path, monkey
     """A notebook running two jobs: the second must not record to a stray ./mlflow.db."""
     import numpy as np
     import torch
+    from deeprig.tracking.logged_model import ModelInterface, log_torch_model
     from deeprig.tracking.runs import RunRecorder
     from mlflow import MlflowClient
 
@@ -113,7 +117,8 @@ def test_two_jobs_in_one_process_each_record_to_their_own_store(tmp_path, monkey
         )
         sample = np.zeros((2, 4), dtype=np.float32)
         # (pickled: the fluent API's round trip is the point, torch.export's time is not)
-        recorder.log_torch_model(torch.nn.Linear(4, 2), sample, None, exportable=False)
+        net, interface = torch.nn.Linear(4, 2), ModelInterface("tensor", (4,))
+        log_torch_model(recorder, net, interface, sample, None, exportable=False)
         recorder.finish("FINISHED")
         recorded[job] = (home, recorder.run_id)
     assert "MLFLOW_TRACKING_URI" not in os.environ

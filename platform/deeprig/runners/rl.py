@@ -28,6 +28,7 @@ from deeprig.runners.closing import print_metrics_table
 from deeprig.runners.contract import Job, JobRun, run_job
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.rl import RLSpec
+from deeprig.tracking.store import private_folder
 from deeprig.tracking.tags import RunStatus, Tag
 
 # RLlib result paths -> deeprig's metric names (RLlib's own names where it has one, so a
@@ -296,8 +297,11 @@ def _train(job_run: JobRun[RLSpec, RLChecked]) -> RLOutcome:
     started = time.perf_counter()
     run_id = recorder.run_id if recorder else None
     sink = MlflowMetricsSink(recorder.target.uri, recorder.run_id) if recorder else None
-    folder = job_run.job.home / "rl" / (f"{spec.name}-{run_id[:8]}" if run_id else spec.name)
-    folder.mkdir(parents=True, exist_ok=True)
+    # (the checkpoints are their owner's alone, as the store's are)
+    folder = private_folder(job_run.job.home / "rl") / (
+        f"{spec.name}-{run_id[:8]}" if run_id else spec.name
+    )
+    folder.mkdir(exist_ok=True)
     algo = build_config(spec).build_algo()
     iteration = 0
     latest = _latest_checkpoint(folder)

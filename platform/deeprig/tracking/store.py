@@ -73,18 +73,20 @@ def embedded_target(home: Path) -> TrackingTarget:
 def prepare_store(target: TrackingTarget) -> None:
     """Before the first write to an embedded store: MLflow creates its "Default" experiment
     with the store, its artifacts in ./mlruns of whatever folder that happens in; made
-    here, they live under the home folder. (Not at resolve time: a bad spec must leave no
-    store behind.)"""
+    here, they live under the home folder. The database and the artifacts are made (or,
+    made before, kept) private. (Not at resolve time: a bad spec must leave no store
+    behind.)"""
     if not target.is_embedded or not target.uri.startswith("sqlite:///"):
         return
     database = Path(target.uri.removeprefix("sqlite:///"))
-    if database.exists():
+    assert target.artifact_root is not None  # (an embedded store has one)
+    private_folder(Path(target.artifact_root.removeprefix("file://")))
+    existed = database.exists()
+    private_file(database)  # (SQLite fills the empty file it finds; an older store's kept)
+    if existed:
         return
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    assert target.artifact_root is not None  # (an embedded store has one)
-    private_folder(Path(target.artifact_root.removeprefix("file://")))
-    private_file(database)  # (SQLite fills the empty file it finds)
     SqlAlchemyStore(target.uri, target.artifact_root)
 
 
