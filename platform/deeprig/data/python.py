@@ -3,7 +3,8 @@ value checked and turned into the same `x`/`y` Ray Datasets every source ends as
 
 Accepted returns: `(features, labels)` arrays (numpy, or anything `np.asarray` takes, such
 as torch tensors), features in each sample's natural shape; a pandas DataFrame or pyarrow
-Table with `data.features` / `data.label` columns; a `ray.data.Dataset` (streamed, never
+Table with `data.features` / `data.label` columns (scalar feature columns standardised,
+as Parquet's are); a `ray.data.Dataset` (streamed, never
 pulled to the driver; columns `x`/`y` unless named); a `torch.utils.data.Dataset` of
 `(x, y)` pairs (read once into arrays).
 """
@@ -17,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from deeprig.data.info import DataInfo, DataProblem, Task, num_val_rows
-from deeprig.data.pipeline import BuildOptions, PreparedData, split_arrays
+from deeprig.data.pipeline import BuildOptions, PreparedData, from_arrays, split_arrays
+from deeprig.data.standardize import fit_arrays, standardized_arrays
 from deeprig.spec.data import PythonData
 
 ACCEPTED = (
@@ -33,6 +35,8 @@ class LoadedData:
     x: np.ndarray | None  # in memory: every sample, natural shape
     y: np.ndarray | None
     dataset: Any = None  # streamed: a ray.data.Dataset with columns x and y
+    # x is a table's scalar columns, one value each: standardised as Parquet's are.
+    scalar_columns: bool = False
 
 
 # The data function runs once per driver process and spec (validate, then run, reuse it).
@@ -111,12 +115,14 @@ def _from_table(table: Any, spec: PythonData) -> LoadedData:
         raise DataProblem(
             field, f"column(s) {missing} not in the data (columns: {', '.join(table.column_names)})"
         )
-    x = np.stack([column_array(table.column(c)) for c in spec.features], axis=1)
+    columns = [column_array(table.column(c)) for c in spec.features]
+    x = np.stack(columns, axis=1)
     if len(spec.features) == 1:
         x = x[:, 0]
         x = x[:, None] if x.ndim == 1 else x
     y = table.column(spec.label).to_numpy(zero_copy_only=False)
-    return LoadedData(x.astype(np.float32), y)
+    scalar = all(c.ndim == 1 for c in columns)
+    return LoadedData(x.astype(np.float32), y, scalar_columns=scalar)
 
 
 def _from_ray_dataset(dataset: Any, spec: PythonData) -> LoadedData:
@@ -204,8 +210,10 @@ def infer_task(labels: np.ndarray, requested: str, field: str) -> tuple[Task, in
 
 
 def python_datasets(spec: PythonData, info: DataInfo, how: BuildOptions) -> PreparedData:
-    """The data function's arrays split as built-in data is, or its Ray Dataset split as
-    Parquet is (streamed, never pulled to the driver)."""
+    """The data function's arrays split as built-in data is (a table's scalar columns
+    standardised on the training split as Parquet's are, unless data.standardize is
+    false), or its Ray Dataset split as Parquet is (streamed, never pulled to the
+    driver)."""
     loaded = load_python_data(spec)
     if loaded.dataset is not None:
         train, val = loaded.dataset.train_test_split(
@@ -214,7 +222,13 @@ def python_datasets(spec: PythonData, info: DataInfo, how: BuildOptions) -> Prep
         return PreparedData(train, val)
     assert loaded.x is not None and loaded.y is not None
     y = loaded.y.astype(np.int64 if info.task == "classification" else np.float32)
-    return split_arrays(loaded.x, y, spec.val_fraction, how)
+    prepared = split_arrays(loaded.x, y, spec.val_fraction, how)
+    if not (spec.standardize and loaded.scalar_columns) or prepared.arrays is None:
+        return prepared
+    (x, y), (val_x, val_y) = prepared.arrays["train"], prepared.arrays["val"]
+    fitted = fit_arrays(x)
+    train = (standardized_arrays(x, fitted), y)
+    return from_arrays(how.num_workers, train, (standardized_arrays(val_x, fitted), val_y), fitted)
 
 
 def first_samples(spec: PythonData, count: int) -> np.ndarray:

@@ -1,7 +1,7 @@
-"""Mean/std statistics fitted on a training Ray Dataset (or summed over image bytes by
-the tasks that decode them) and applied to every split: the per-channel normalisation of
-images and the per-column standardisation of tabular features. `Fitted.stats_shape` says
-how the statistics broadcast over one sample."""
+"""Mean/std statistics fitted on the training split (a Ray Dataset, arrays in memory, or
+image bytes summed by the tasks that decode them) and applied to every split: the
+per-channel normalisation of images and the per-column standardisation of tabular
+features. `Fitted.stats_shape` says how the statistics broadcast over one sample."""
 
 from __future__ import annotations
 
@@ -27,6 +27,21 @@ def fit_statistics(
 
     parts = train.map_batches(sums, batch_format="numpy", batch_size=_ROWS).take_all()
     return fitted_from_sums(parts, stats_shape)
+
+
+def fit_arrays(x: np.ndarray) -> Fitted:
+    """Mean and std of every element of a sample over the training rows `x` held in
+    memory (a table's scalar columns: one statistic per column)."""
+    chunks = (_sums(x[i : i + _ROWS], ()) for i in range(0, len(x), _ROWS))
+    # one part per chunk, shaped as one row of fit_statistics' Ray Dataset of sums
+    parts = [{key: value[0] for key, value in chunk.items()} for chunk in chunks]
+    return fitted_from_sums(parts, tuple(x.shape[1:]))
+
+
+def standardized_arrays(x: np.ndarray, fitted: Fitted) -> np.ndarray:
+    """`x` -> (x - mean) / std, as float32."""
+    mean, std = fitted.broadcast_stats()
+    return ((x - mean) / std).astype(np.float32)
 
 
 def pixel_sums(pixels: np.ndarray, averaged_axes: tuple[int, ...]) -> dict[str, np.ndarray]:

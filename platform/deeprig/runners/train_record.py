@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from deeprig.data.pipeline import PreparedData
     from deeprig.tracking.datasets import DatasetRecord
+    from deeprig.tracking.logged_model import ModelInterface
     from deeprig.tracking.runs import RunRecorder
     from deeprig.usercode import CodeBundle
 
@@ -138,8 +139,11 @@ def log_trained_model(
     console: Console | None = None,
 ) -> None:
     """The checkpoint's model logged on the run with its signature (and registered),
-    behind its preprocessing: it reads raw inputs (models/wrappers.py)."""
+    behind its preprocessing: it reads raw inputs (models/wrappers.py), and its pyfunc
+    reads a table's columns by name and answers a classifier's label values."""
     import numpy as np
+
+    from deeprig.tracking.logged_model import log_torch_model
 
     model, exportable, requirements = servable_model(state)
     dtype = np.int64 if state.input_dtype == "int64" else np.float32
@@ -149,14 +153,44 @@ def log_trained_model(
         import deeprig
 
         code_paths = [*code_paths, str(Path(deeprig.__file__).parent)]
-    used = recorder.log_torch_model(
-        model, sample, register_as, code_paths or None, exportable, requirements
+    used = log_torch_model(
+        recorder,
+        model,
+        model_interface(state),
+        sample,
+        register_as,
+        code_paths,
+        exportable,
+        requirements,
     )
     if used != "pt2" and exportable and console is not None:
         console.print(
             "[yellow]the model could not be exported with torch.export; it is logged "
             "pickled, with its code (code.paths): loading it needs the same torch[/]"
         )
+
+
+def model_interface(state: TrainState) -> ModelInterface:
+    """What the logged model's pyfunc reads: the feature columns by name when they are a
+    table's scalar columns (one value each), sentences when it tokenises, else arrays in
+    the sample's shape; a classifier answers its label values (names, or the ids)."""
+    import math
+
+    from deeprig.tracking.logged_model import ModelInterface
+
+    data = TrainSpec.model_validate(state.spec).data
+    classes: tuple[str, ...] | tuple[int, ...] | None = None
+    if state.task == "classification":
+        classes = tuple(state.classes) if state.classes else tuple(range(state.num_outputs))
+    features = getattr(data, "features", None) or ()
+    text = getattr(data, "text", None)
+    if state.preprocessing().tokenizer_json is not None and text and classes is not None:
+        return ModelInterface("text", state.input_shape, state.input_dtype, (text,), classes)
+    if features and math.prod(state.input_shape) == len(features):
+        return ModelInterface(
+            "columns", state.input_shape, columns=tuple(features), classes=classes
+        )
+    return ModelInterface("tensor", state.input_shape, state.input_dtype, classes=classes)
 
 
 def servable_model(state: TrainState) -> tuple[nn.Module, bool, list[str]]:

@@ -43,6 +43,13 @@ class SyntheticData(_DataBase):
     )
 
 
+# What `standardize` does, for every source of tables.
+STANDARDIZE = (
+    "Scale scalar feature columns to mean 0, std 1 with statistics of the training split "
+    "(recorded in the run, applied by the logged model)."
+)
+
+
 class ParquetData(_DataBase):
     source: Literal["parquet"] = Field(description="User data in Parquet, read by Ray Data.")
     path: str = Field(
@@ -61,13 +68,7 @@ class ParquetData(_DataBase):
         default=None,
         description="Reshape each sample's features, e.g. [8, 8] for a CNN or an LSTM.",
     )
-    standardize: bool = Field(
-        default=True,
-        description=(
-            "Scale scalar feature columns to mean 0, std 1 with statistics of the training "
-            "split (recorded in the run, applied by the logged model)."
-        ),
-    )
+    standardize: bool = Field(default=True, description=STANDARDIZE)
 
 
 class AugmentSpec(StrictModel):
@@ -257,6 +258,10 @@ class PythonData(_DataBase):
     task: Literal["auto", "classification", "regression"] = Field(
         default="auto",
         description="`auto`: integer labels mean classification (ids 0..K-1), floats regression.",
+    )
+    standardize: bool = Field(
+        default=True,
+        description=f"{STANDARDIZE} (A DataFrame or Table; arrays are taken as given.)",
     )
 
 

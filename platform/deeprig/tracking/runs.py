@@ -1,13 +1,11 @@
-"""Driver-side MLflow records: create a run, finish it, log metrics, the model, plots and
-files, find a search's child runs."""
+"""Driver-side MLflow records: create a run, finish it, log metrics, plots and files, find
+a search's child runs (the model: logged_model.py)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import time
-import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -232,69 +230,6 @@ class RunRecorder:
             (Path(tmp) / "MANIFEST.sha256").write_text(manifest)
             self.client.log_artifacts(self.run_id, tmp, "code")
         self.set_tags({Tag.CODE_SHA256: sha256})
-
-    def log_torch_model(
-        self,
-        model,
-        sample_input,
-        register_as: str | None,
-        code_paths: list[str] | None = None,
-        exportable: bool = True,
-        pip_requirements: list[str] | None = None,
-    ) -> str:
-        """Log `model` with its input/output signature; register it when asked. The format
-        is torch.export's ("pt2": it loads without the model's code); a model torch.export
-        cannot trace is logged pickled instead, with `code_paths` (the modules it needs).
-        `exportable` False logs it pickled straight away (a model with methods beyond
-        `forward`, e.g. one that tokenises). Tags the format; returns it."""
-        import mlflow
-        import mlflow.pytorch
-        import torch
-        from mlflow.models import infer_signature
-
-        model.eval()
-        with torch.no_grad():
-            sample_output = model(torch.as_tensor(sample_input)).numpy()
-        signature = infer_signature(sample_input, sample_output)
-        # The fluent API is the only way to log a model; leaving this block marks the run
-        # FINISHED, so the runner calls this last, and re-marks it on any failure.
-        with (
-            fluent_api_on(self.target.uri),
-            mlflow.start_run(run_id=self.run_id),
-            warnings.catch_warnings(),
-        ):
-            # torch.export warns about RNN weight attributes; the exported model is
-            # correct.
-            warnings.simplefilter("ignore", UserWarning)
-            options = dict(
-                name="model",
-                signature=signature,
-                input_example=sample_input[:2],
-                # Declared, not inferred: inference imports and probes every package.
-                pip_requirements=[
-                    f"torch=={torch.__version__.split('+')[0]}",
-                    *(pip_requirements or []),
-                ],
-                registered_model_name=register_as,
-            )
-            try:
-                if not exportable:
-                    raise TypeError("logged pickled by request")
-                mlflow.pytorch.log_model(model, serialization_format="pt2", **options)
-                used = "pt2"
-            except Exception:  # torch.export cannot trace it (data-dependent control flow)
-                # (MLflow warns that pickles run code when loaded: they are this run's own)
-                quiet = logging.getLogger("mlflow.pytorch")
-                level, quiet.level = quiet.level, logging.ERROR
-                try:
-                    mlflow.pytorch.log_model(
-                        model, serialization_format="pickle", code_paths=code_paths, **options
-                    )
-                finally:
-                    quiet.setLevel(level)
-                used = "pickle"
-        self.set_tags({Tag.MODEL_FORMAT: used})
-        return used
 
 
 @contextmanager
