@@ -224,6 +224,9 @@ def example_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         data / "reviews.csv"
     )
     module_from_file("make_co2", JOBS / "make_co2_csv.py").write_co2_csv(data / "co2.csv")
+    module_from_file("make_stdlib", JOBS / "make_stdlib_corpus.py").write_stdlib_csv(
+        data / "stdlib.csv"
+    )
     if FASHION_SOURCE.is_dir():
         fashion = module_from_file("make_fashion", JOBS / "make_fashion_images.py")
         fashion.write_fashion_folders(data / "fashion", per_class=25)
