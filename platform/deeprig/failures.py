@@ -4,8 +4,9 @@
 Classification is by type, never by message: the exception and what wraps it (Ray Train's
 per-rank `WorkerGroupError`, its `ControllerError`, a dead worker's health-check error,
 `__cause__`) are walked, each type (and its bases) looked up by qualified name in
-`_CLASS_OF_TYPE` (so this module imports neither Ray nor torch), and an exception with a
-frame in the user's own modules is `user_code`, placed at the user's file:line. On a
+`_CLASS_OF_TYPE` (so this module imports neither Ray nor torch); else the deepest frame
+in the user's own modules makes it `user_code`, placed at the user's file:line, and the
+deepest in a module that reads the data (`_DATA_MODULES`) makes it `data`. On a
 worker `classified` turns an exception into a `JobFailure` while its traceback is alive
 (Ray ships tracebacks as text); on the controller and the driver `classify` reads what
 arrived. The table `FAILURES` holds each class's facts: what to say, the likeliest fix,
@@ -129,9 +130,14 @@ _CLASS_OF_TYPE: dict[str, FailureClass] = {
     "builtins.TimeoutError": FailureClass.INFRASTRUCTURE,
 }
 
-# Where Ray Train's wrappers keep what they wrap: a worker's exception (`_base_exc`, with no
-# public name) and a dead worker's error.
-_WRAPPED_AS = ("_base_exc", "health_check_failure")
+# Where Ray's wrappers keep what they wrap: Ray Train's of a worker's exception (`_base_exc`,
+# with no public name) and of a dead worker's error; Ray's of a task's or actor's error as
+# its caller gets it (`RayTaskError.cause`: a search's trial).
+_WRAPPED_AS = ("_base_exc", "health_check_failure", "cause")
+
+# Modules that read the data: an exception raised while one of them ran (a ragged column
+# met in a batch, a file gone) is the data's, unless the user's code ran deeper.
+_DATA_MODULES = ("ray.data", "pyarrow", "PIL", "deeprig.data")
 
 # A short traceback (an unknown failure's) keeps this many of its last lines.
 SHORT_TRACEBACK_LINES = 12
@@ -143,17 +149,25 @@ class JobFailure(Exception):
     crosses from a Ray Train worker to the controller and the driver."""
 
     def __init__(
-        self, kind: FailureClass, detail: str = "", where: str = "", frames: str = ""
+        self,
+        kind: FailureClass,
+        detail: str = "",
+        where: str = "",
+        frames: str = "",
+        trace: str = "",
     ) -> None:
         self.kind = FailureClass(kind)
         self.detail = detail  # the error itself, e.g. "ValueError: labels out of range"
         self.where = where
         self.frames = frames  # the user's frames (user_code) or a short traceback (unknown)
+        # The whole traceback where it was classified (a worker's travels with it): for the
+        # job's log, never the terminal.
+        self.trace = trace
         super().__init__(self.describe())
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickle rebuilds an exception from its args (its message): rebuild it from its parts.
-        return (JobFailure, (self.kind, self.detail, self.where, self.frames))
+        return (JobFailure, (self.kind, self.detail, self.where, self.frames, self.trace))
 
     @property
     def facts(self) -> FailureFacts:
@@ -198,34 +212,36 @@ def classify(exc: BaseException, user: UserCode | None = None) -> JobFailure:
     """The failure `exc` is: the most telling of its ranks' errors when it is Ray Train's,
     found by type along what wraps it, else user code where one of the user's frames
     raised it, else unknown (with a short traceback)."""
-    return classify_ranks(_rank_errors(exc), user)
+    return classify_ranks([exc], user)
 
 
 def classify_ranks(errors: Iterable[BaseException], user: UserCode | None = None) -> JobFailure:
-    """The job's failure among several ranks' errors: the first class in `FAILURES`."""
+    """The job's failure among several ranks' (or trials') errors: the first class in
+    `FAILURES`."""
     order = list(FAILURES)
-    found = [_classify_one(error, user or UserCode()) for error in errors]
+    found = [_classify_one(e, user or UserCode()) for error in errors for e in _rank_errors(error)]
     return min(found, key=lambda failure: order.index(failure.kind))
 
 
-def classified(function: Callable[..., Any], user: UserCode) -> Callable[..., Any]:
-    """`function` (a worker's entry point) raising a `JobFailure` instead of what it raised,
-    classified while the traceback is alive: only here are the user's frames known."""
+def classified(function: Callable[[dict[str, Any]], Any], user: UserCode) -> Callable[..., Any]:
+    """`function` (a worker's entry point, called with its config) raising a `JobFailure`
+    instead of what it raised, classified while the traceback is alive: only here are the
+    user's frames known."""
     return _Classified(function, user)
 
 
 @dataclass(frozen=True)
 class _Classified:
-    function: Callable[..., Any]
+    function: Callable[[dict[str, Any]], Any]
     user: UserCode
 
     @property
     def __name__(self) -> str:  # (Ray names the worker's thread after its function)
         return getattr(self.function, "__name__", "train_loop")
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, config: dict[str, Any]) -> Any:  # (Ray Train passes the config)
         try:
-            return self.function(*args, **kwargs)
+            return self.function(config)
         except JobFailure:
             raise
         except Exception as exc:
@@ -243,14 +259,18 @@ def retry_classes(retry_on: Iterable[str] | None) -> frozenset[FailureClass]:
 
 
 def _rank_errors(exc: BaseException) -> list[BaseException]:
-    """Ray Train's failure as its ranks' errors (a `WorkerGroupError`'s
-    `worker_failures`, a `ControllerError`'s `controller_failure`), else `exc` itself."""
-    inner = getattr(exc, "worker_failures", None)
-    if isinstance(inner, dict) and inner:
-        return [e for failure in inner.values() for e in _rank_errors(failure)]
-    controller = getattr(exc, "controller_failure", None)
-    if isinstance(controller, BaseException):
-        return _rank_errors(controller)
+    """Ray Train's failure, wherever it is along what `exc` wraps, as its ranks' errors (a
+    `WorkerGroupError`'s `worker_failures`, a `ControllerError`'s `controller_failure`),
+    else `exc` itself (a `JobFailure` is classified already: what it wraps is not read)."""
+    if isinstance(exc, JobFailure):
+        return [exc]
+    for error in _chain(exc):
+        ranks = getattr(error, "worker_failures", None)
+        if isinstance(ranks, dict) and ranks:
+            return [e for failure in ranks.values() for e in _rank_errors(failure)]
+        controller = getattr(error, "controller_failure", None)
+        if isinstance(controller, BaseException):
+            return _rank_errors(controller)
     return [exc]
 
 
@@ -259,21 +279,31 @@ def _classify_one(exc: BaseException, user: UserCode) -> JobFailure:
     for error in chain:
         if isinstance(error, JobFailure):
             return error
+    trace = _traceback_text(chain)
+    for error in chain:
         kind = _class_of_type(type(error))
         if kind is not None:
-            return JobFailure(kind, _detail(error))
+            return JobFailure(kind, _detail(error), trace=trace)
     for error in chain:
-        frames = [f for f in _frames(error.__traceback__) if user.owns(f[0])]
-        if frames:
-            _, last = frames[-1]
-            return JobFailure(
-                FailureClass.USER_CODE,
-                _detail(error),
-                f"{last.filename}:{last.lineno}, in {last.name}",
-                "".join(traceback.format_list([summary for _, summary in frames])).rstrip(),
-            )
-    unwrapped = next(e for e in chain if _wrapped(e) is None or not _is_wrapper(e))
-    return JobFailure(FailureClass.UNKNOWN, _detail(unwrapped), frames=_short_traceback(chain))
+        frames = _frames(error.__traceback__)
+        # The deepest frame of the user's or of the data's reading decides: the user's
+        # collate function under Ray Data is theirs, Ray Data under their loop is the data.
+        owner = next((m for m, _ in reversed(frames) if user.owns(m) or _reads_data(m)), None)
+        if owner is None:
+            continue
+        if _reads_data(owner) and not user.owns(owner):
+            return JobFailure(FailureClass.DATA, _detail(error), trace=trace)
+        mine = [summary for module, summary in frames if user.owns(module)]
+        return JobFailure(
+            FailureClass.USER_CODE,
+            _detail(error),
+            f"{mine[-1].filename}:{mine[-1].lineno}, in {mine[-1].name}",
+            "".join(traceback.format_list(mine)).rstrip(),
+            trace,
+        )
+    unwrapped = next((e for e in chain if not _is_wrapper(e)), exc)
+    short = "\n".join(trace.splitlines()[-SHORT_TRACEBACK_LINES:])
+    return JobFailure(FailureClass.UNKNOWN, _detail(unwrapped), frames=short, trace=trace)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -296,6 +326,10 @@ def _wrapped(exc: BaseException) -> BaseException | None:
     if exc.__cause__ is not None or exc.__suppress_context__:
         return exc.__cause__
     return exc.__context__
+
+
+def _reads_data(module: str | None) -> bool:
+    return any(module == m or str(module).startswith(f"{m}.") for m in _DATA_MODULES)
 
 
 def _is_wrapper(exc: BaseException) -> bool:
@@ -327,9 +361,8 @@ def _detail(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
-def _short_traceback(chain: list[BaseException]) -> str:
-    """The last lines of the innermost traceback there is: a live one, or the text Ray
-    made of a worker's."""
+def _traceback_text(chain: list[BaseException]) -> str:
+    """The innermost traceback there is: a live one, or the text Ray made of a worker's."""
     text = str(chain[-1]).rstrip()
     for error in reversed(chain):
         if error.__traceback__ is not None:
@@ -338,4 +371,4 @@ def _short_traceback(chain: list[BaseException]) -> str:
         if _is_wrapper(error):  # (Ray's text of a worker's traceback)
             text = str(error).rstrip()
             break
-    return "\n".join(text.splitlines()[-SHORT_TRACEBACK_LINES:])
+    return text

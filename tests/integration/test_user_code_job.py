@@ -81,7 +81,8 @@ def test_the_custom_model_loads_without_its_code_and_predicts(custom_model, tmp_
 @pytest.fixture(scope="module")
 def custom_loop(tmp_path_factory, ray_2_cpus):
     """custom_loop.yaml (myloop: plain Ray Train) for 4 epochs, its worker failing once at
-    epoch 2 (`max_failures: 1`): (the CLI's result, a client on its store, its runs)."""
+    epoch 2 (`max_failures: 1`; its code raises, so `retry_on` adds user_code to what a
+    restart is spent on): (the CLI's result, a client on its store, its runs)."""
     result, client = run_in_fresh_home(
         tmp_path_factory,
         "loop",
@@ -90,6 +91,8 @@ def custom_loop(tmp_path_factory, ray_2_cpus):
         "loop.config.epochs=4",
         "--set",
         "loop.config.fail_at_epoch=2",
+        "--set",
+        "failure.retry_on=[user_code, worker_lost]",
     )
     assert result.exit_code == 0, result.output
     return result, client, runs_in(client, "custom")
@@ -125,6 +128,71 @@ def test_a_failed_loop_worker_resumes_from_its_own_checkpoint(custom_loop, tmp_p
     saved = torch.load(f"{folder}/state.pt", weights_only=False)  # the loop's own format
     assert saved["epoch"] >= 2  # a checkpoint written after the restart
     assert run.data.tags["deeprig.best_epoch"] in {"2", "3"}  # as the loop counts
+
+
+# A user's loop whose own code raises ValueError at epoch 2; each worker start is a line
+# in the file `starts` names.
+RAISING_LOOP = """
+import ray.train
+
+
+def train(config):
+    with open(config["starts"], "a") as starts:
+        starts.write("started\\n")
+    for epoch in range(4):
+        if epoch == 2:
+            check_labels(epoch)
+        ray.train.report({"epoch": epoch, "val_accuracy": 0.5})
+
+
+def check_labels(epoch):
+    raise ValueError(f"labels out of range at epoch {epoch}")
+"""
+
+
+@pytest.fixture(scope="module")
+def raising_loop(tmp_path_factory, ray_2_cpus):
+    """A loop raising at epoch 2 on 2 workers with `max_failures: 2`: (the CLI's result, a
+    client on its store, its runs, how many workers started)."""
+    code = tmp_path_factory.mktemp("raising") / "code"
+    code.mkdir()
+    (code / "badloop.py").write_text(RAISING_LOOP)
+    starts = code.parent / "starts.txt"
+    result, client = run_in_fresh_home(
+        tmp_path_factory,
+        "raising",
+        str(JOBS / "custom_loop.yaml"),
+        "--set",
+        f"code.paths=[{code}]",
+        "--set",
+        "loop.function=badloop:train",
+        "--set",
+        f"loop.config={{starts: '{starts}'}}",
+        "--set",
+        "failure.max_failures=2",
+    )
+    return result, client, runs_in(client, "custom"), len(starts.read_text().splitlines())
+
+
+def test_a_loop_whose_code_raises_is_not_restarted(raising_loop):
+    result, _, runs, started = raising_loop
+    assert result.exit_code == 1, result.output
+    assert started == 2  # each of the 2 workers once: max_failures spent on nothing
+    (run,) = runs
+    assert run.info.status == "FAILED"
+    assert run.data.tags["deeprig.failure"] == "user_code"
+
+
+def test_a_loop_whose_code_raises_prints_one_block_with_the_users_frames(raising_loop):
+    result, *_ = raising_loop
+    block = result.output[result.output.index("job failed (user_code)") :].splitlines()
+    assert len(block) <= 12, result.output
+    text = "\n".join(block)
+    assert "ValueError: labels out of range at epoch 2" in text
+    assert "badloop.py:15, in check_labels" in text
+    frames = [line for line in block if line.strip().startswith("File ")]
+    assert len(frames) == 2 and all("badloop.py" in line for line in frames)
+    assert "full log: " in block[-1]
 
 
 @pytest.fixture(scope="module")

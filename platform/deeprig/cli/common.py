@@ -174,6 +174,8 @@ def report_failure(exc: BaseException, log: Path | None) -> ExitCode:
             fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             with open(fd, "a") as whole:
                 traceback.print_exception(exc, file=whole)
+                if failure.trace:  # (a worker's, which the driver's traceback lacks)
+                    whole.write(f"\nWhere it was raised:\n{failure.trace}\n")
     for line in failure.block(str(log) if log else None):
         errors.print(line, markup=False, highlight=False, soft_wrap=True)
     return ExitCode.RETRY_MAY_SUCCEED if failure.facts.restart_cures else ExitCode.FAILED

@@ -164,15 +164,15 @@ def _tagged_failure(
 
 def user_frames(spec: Any, code: CodeBundle | None) -> UserCode:
     """Whose frames are the user's: the modules under `code.paths` and those the spec's
-    targets name (a search's: its base's)."""
+    targets name (a search's: its base's; an rl job's env given as `module:Class`)."""
     from deeprig.failures import UserCode
 
     modules = {f.relative.split("/")[0].removesuffix(".py") for f in (code.files if code else ())}
     base = getattr(spec, "base", spec)
-    for part in ("model", "data", "loop"):
+    for part in ("model", "data", "loop", "env"):
         section = getattr(base, part, None)
-        target = getattr(section, "target", None) or getattr(section, "function", None)
-        if isinstance(target, str):
+        target = getattr(section, "target", None) or getattr(section, "function", section)
+        if isinstance(target, str) and ":" in target:
             modules.add(target.split(":")[0])
     return UserCode(frozenset(modules))
 

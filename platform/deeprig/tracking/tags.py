@@ -64,7 +64,9 @@ class Tag:
     TRIAL_VALUES = "deeprig.trial_values"
     STOPPED_EARLY = "deeprig.stopped_early"
     STOPPED_AT_EPOCH = "deeprig.stopped_at_epoch"  # a train job's early stop
-    FAILURE = "deeprig.failure"  # why a run FAILED, when deeprig knows (non_finite_loss)
+    # why a run FAILED: a deeprig.failures.FailureClass, or driver_lost (runs --close-stale),
+    # failed_before_training (a submitted job that made no run)
+    FAILURE = "deeprig.failure"
     EPOCHS_TRAINED = "deeprig.epochs_trained"
     BEST_TRIAL = "deeprig.best_trial"
     BEST_TRIAL_ID = "deeprig.best_trial_id"
