@@ -50,6 +50,10 @@ def test_ppo_iterations_are_recorded(ppo_run):
         assert steps == [1, 2, 3], key
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")}
     assert artifacts == {"checkpoints/iteration_000002", "checkpoints/iteration_000003"}
+    # The key metric `runs` shows: the return at the last checkpoint, the one eval restores.
+    returns = client.get_metric_history(run.info.run_id, "episode_return_mean")
+    assert run.data.tags["deeprig.key_metric"] == "last_episode_return_mean"
+    assert run.data.metrics["last_episode_return_mean"] == max(returns, key=lambda m: m.step).value
 
 
 @pytest.mark.timeout(300)

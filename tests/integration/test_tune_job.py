@@ -59,6 +59,7 @@ def test_search_records_one_parent_run(asha_search):
     assert parent.data.metrics["best_val_accuracy"] == pytest.approx(
         max(m.value for m in best_history)
     )
+    assert parent.data.tags["deeprig.key_metric"] == "best_val_accuracy"  # what `runs` shows
     assert "best.optim.lr" in parent.data.params
     assert parent.data.metrics["num_trials_stopped_early"] == sum(
         c.data.tags["deeprig.stopped_early"] == "true" for c in children
