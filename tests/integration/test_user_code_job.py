@@ -196,6 +196,69 @@ def test_a_loop_whose_code_raises_prints_one_block_with_the_users_frames(raising
 
 
 @pytest.fixture(scope="module")
+def raydocs_loop(tmp_path_factory, ray_2_cpus):
+    """raydocs_loop.yaml (a loop as Ray's PyTorch guide writes it: its own DataLoader,
+    epochs from 0, no `data:`, `model:` naming its network) for 3 epochs: (the CLI's
+    result, a client on its store, its one run)."""
+    result, client = run_in_fresh_home(
+        tmp_path_factory,
+        "raydocs",
+        str(JOBS / "raydocs_loop.yaml"),
+        "--set",
+        "loop.config.epochs=3",
+    )
+    assert result.exit_code == 0, result.output
+    return result, client, only_run(client, "custom")
+
+
+def test_a_guide_loop_keeps_its_first_epoch_and_claims_no_data(raydocs_loop):
+    result, client, run = raydocs_loop
+    history = client.get_metric_history(run.info.run_id, "accuracy")
+    assert sorted(m.step for m in history) == [0, 1, 2]  # epoch 0 included, as reported
+    params = run.data.params
+    assert not [k for k in params if k.split(".")[0] in {"optim", "data"}], params
+    assert params["loop.config.lr"] == "0.003" and "effective_batch_size" not in params
+    assert not run.inputs.dataset_inputs  # no data set it did not read
+    flat = " ".join(result.output.split())
+    assert "on its own data, 2 worker(s)" in flat and " train / " not in flat
+    assert "deeprig.unplaced_reports" not in run.data.tags
+
+
+def test_a_loops_key_metric_and_closing_table_are_its_best_checkpoints(raydocs_loop):
+    result, client, run = raydocs_loop
+    best = max(m.value for m in client.get_metric_history(run.info.run_id, "accuracy"))
+    assert run.data.tags["deeprig.key_metric"] == "best_accuracy"
+    assert run.data.metrics["best_accuracy"] == pytest.approx(best)
+    table = result.output.split("best checkpoint")[1]
+    assert "accuracy" in table and "loss" in table
+    assert f"{best:.4g}" in table
+
+
+def test_a_loops_model_is_logged_with_its_best_checkpoints_weights(raydocs_loop, tmp_path):
+    import mlflow.pytorch
+    import torch
+
+    _, client, run = raydocs_loop
+    folder = client.download_artifacts(run.info.run_id, "checkpoints/best", str(tmp_path))
+    saved = torch.load(f"{folder}/checkpoint.pt", weights_only=False)  # the loop's own
+    assert run.data.tags["deeprig.best_epoch"] == str(saved["epoch"])
+    (model,) = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+    )
+    logged = mlflow.pytorch.load_model(model.artifact_location)
+    x = torch.rand(4, 1, 8, 8)
+    sys.path.insert(0, str(JOBS / "examples"))
+    try:
+        from mynets import SmallResNet
+    finally:
+        sys.path.remove(str(JOBS / "examples"))
+    net = SmallResNet(num_outputs=10, input_shape=(1, 8, 8), width=8)
+    net.load_state_dict(saved["model"])
+    with torch.no_grad():
+        assert torch.allclose(logged(x), net.eval()(x), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
 def search_over_model_args(tmp_path_factory, ray_2_cpus):
     result, client = run_in_fresh_home(
         tmp_path_factory,

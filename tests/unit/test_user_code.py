@@ -163,18 +163,103 @@ def test_data_frames_with_named_columns_are_data(user_code, deeprig_home):
     assert "2 outputs" in result.output
 
 
-def test_a_loop_must_take_one_config_argument(user_code, deeprig_home):
-    loop = "loop={function: 'loops:two_args', metrics: [val_loss]}"
-    result = validate(user_code, loop)
+LOOP = """
+name: own-loop
+kind: train
+code: {paths: [mods]}
+loop: {function: "loops:good", config: {epochs: 2}, metrics: [epoch, loss]}
+checkpoint: {metric: loss}
+"""
+
+
+@pytest.fixture
+def loop_spec(user_code: Path) -> Path:
+    """A spec of the user's own loop that loads its own data (no `data:`), beside `mods/`."""
+    spec = user_code.parent / "loop.yaml"
+    spec.write_text(LOOP)
+    return spec
+
+
+def test_a_loop_must_take_one_config_argument(loop_spec, deeprig_home):
+    result = validate(loop_spec, "loop.function=loops:two_args")
     assert result.exit_code == 2
     assert "loop.function" in result.output and "must take one argument" in result.output
 
 
-def test_a_loops_checkpoint_metric_must_be_one_it_reports(user_code, deeprig_home):
-    result = validate(user_code, "loop={function: 'loops:good', metrics: [train_loss]}")
+def test_a_loops_checkpoint_metric_must_be_one_it_reports(loop_spec, deeprig_home):
+    result = validate(loop_spec, "checkpoint.metric=val_loss")
     assert result.exit_code == 2
     flat = " ".join(result.output.split())
     assert "checkpoint.metric: 'val_loss' is not reported by the loop" in flat
+
+
+def test_a_loop_that_loads_its_own_data_needs_no_data_section(loop_spec, deeprig_home):
+    result = validate(loop_spec)
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "loop loops:good on its own data" in flat
+
+
+def test_a_model_still_needs_data_naming_the_field_and_the_fix(loop_spec, deeprig_home):
+    (loop_spec.parent / "nodata.yaml").write_text("name: x\nkind: train\nmodel: {name: mlp}\n")
+    result = validate(loop_spec.parent / "nodata.yaml")
+    assert result.exit_code == 2
+    flat = " ".join(result.output.split())
+    assert "data: required field is missing, add where the rows come from" in flat
+    assert "or name your own loop (loop:)" in flat
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "message"),
+    [
+        (["optim={lr: 0.1}"], "optim", "your own loop has its own optimiser"),
+        (["early_stopping={metric: loss}"], "early_stopping", "your own loop decides when"),
+        (["model={name: mlp}"], "model.name", "'mlp' is deeprig's own network"),
+        (["checkpoint.every_n_steps=5"], "checkpoint.every_n_steps", "decides when it checkp"),
+        (
+            ["model={name: custom, target: 'nets:factory', args: {num_outputs: 10}}"],
+            "loop.input_shape",
+            "required with model and no data",
+        ),
+    ],
+)
+def test_what_a_loop_would_not_use_exits_2_naming_it(
+    loop_spec, deeprig_home, overrides, field, message
+):
+    result = validate(loop_spec, *overrides)
+    assert result.exit_code == 2, result.output
+    flat = " ".join(result.output.split())
+    assert f"{field}: " in flat and message in flat, result.output
+
+
+def test_a_loops_custom_model_without_data_takes_its_args_as_written(loop_spec, deeprig_home):
+    model = "model={name: custom, target: 'nets:Net', args: {num_outputs: 10, input_shape: [64]}}"
+    assert validate(loop_spec, model).exit_code == 0
+    # deeprig fills nothing without data: a parameter left out is the user's to give
+    bare = "model={name: custom, target: 'nets:Net', args: {}}"
+    result = validate(loop_spec, bare, "loop.input_shape=[64]")
+    assert result.exit_code == 2
+    assert "needs 'num_outputs'" in " ".join(result.output.split())
+
+
+def test_a_loop_runs_params_hold_no_optim_and_no_data(loop_spec):
+    from deeprig.spec.loader import load_spec
+    from deeprig.tracking.lineage import flatten
+
+    spec = load_spec(loop_spec)
+    params = flatten("", spec.model_dump(mode="json"), {})
+    assert not [k for k in params if k.split(".")[0] in {"optim", "data", "model"}]
+    assert params["loop.config.epochs"] == "2"
+    assert type(spec).model_validate(spec.model_dump(mode="json")) == spec  # round trip
+
+
+def test_a_loops_closing_table_shows_its_checkpoint_metric_first(loop_spec):
+    from deeprig.runners.train_metrics import CLOSING_METRICS, closing_metrics
+    from deeprig.spec.loader import load_spec
+
+    shown = closing_metrics(load_spec(loop_spec, ["loop.metrics=[epoch, loss, acc]"]))
+    assert shown == ("epoch", "step", "loss", "acc")
+    assert closing_metrics(load_spec(loop_spec.parent / "job.yaml")) == CLOSING_METRICS
 
 
 def test_a_search_checks_the_user_code_at_each_extreme(user_code, deeprig_home):
@@ -254,3 +339,36 @@ def test_a_module_from_outside_code_paths_is_named_before_a_cluster_job(user_cod
         sys.path.remove(str(elsewhere))
         sys.modules.pop("stray_helper_mod", None)
     assert str((elsewhere / "stray_helper_mod.py").resolve()) in outside
+
+
+def test_a_loop_counting_epochs_from_0_shows_its_first_report_as_epoch_1():
+    from deeprig.runners.train_metrics import LoopEpochsEnded
+
+    rows = [{"epoch": 0.0, "loss": 1.0}, {"epoch": 1.0, "loss": 0.5}]
+    shown = LoopEpochsEnded(lambda: rows[-1], lambda: rows)
+    assert shown.poll()["epoch"] == 2
+    assert [r["epoch"] for r in shown.history()] == [1, 2]
+    assert rows[0]["epoch"] == 0  # the records themselves are left as given
+    from_1 = [{"epoch": 1.0}]
+    assert LoopEpochsEnded(lambda: from_1[-1], lambda: from_1).poll()["epoch"] == 1
+
+
+def test_the_weights_are_found_where_rays_guide_saves_them(tmp_path):
+    import torch
+    from deeprig.runners.loop_model import state_dict_in
+    from torch import nn
+
+    net = nn.Linear(3, 2)
+    (tmp_path / "under_key").mkdir()
+    (tmp_path / "whole").mkdir()
+    torch.save({"model": net.state_dict(), "epoch": 3}, tmp_path / "under_key" / "checkpoint.pt")
+    wrapped = {f"module.{k}": v for k, v in net.state_dict().items()}  # saved from DDP
+    torch.save(wrapped, tmp_path / "whole" / "model.pt")
+
+    weights, where = state_dict_in(tmp_path / "under_key", "model")
+    assert where == "checkpoint.pt['model']"
+    assert weights is not None and torch.equal(weights["weight"], net.weight)
+    weights, where = state_dict_in(tmp_path / "whole", "model")
+    assert where == "model.pt" and weights is not None and set(weights) == {"weight", "bias"}
+    weights, looked = state_dict_in(tmp_path / "under_key", "net")
+    assert weights is None and looked == "checkpoint.pt"

@@ -28,8 +28,15 @@ from deeprig.models import InputShapeError, check_input_shape
 from deeprig.runners.closing import print_metrics_table
 from deeprig.runners.contract import Job, JobRun, run_job, user_frames
 from deeprig.runners.fsdp_checks import fsdp_note, fsdp_problems
+from deeprig.runners.loop_model import log_loop_model
 from deeprig.runners.stages import summary as stage_summary
-from deeprig.runners.train_metrics import CLOSING_METRICS, reported_metrics, score_metric
+from deeprig.runners.train_metrics import (
+    CLOSING_METRICS,
+    LoopEpochsEnded,
+    closing_metrics,
+    reported_metrics,
+    score_metric,
+)
 from deeprig.runners.train_record import (
     best_checkpoint,
     dataset_records,
@@ -63,7 +70,7 @@ class TrainChecked:
     """What the pre-flight learned: enough to set the job up without touching Ray."""
 
     spec: TrainSpec
-    data: DataInfo
+    data: DataInfo | None  # None: the user's loop loads its own data (no `data:`)
     budget: WorkerBudget
     in_memory: bool
     code: CodeBundle | None = None  # the user's modules, when code.paths names any
@@ -71,8 +78,7 @@ class TrainChecked:
     @property
     def summary(self) -> str:
         return (
-            f"{what_trains(self.spec)} on {self.spec.data.source} ({self.data.task}, "
-            f"{self.data.num_train} train rows, {self.data.num_outputs} outputs), "
+            f"{what_trains(self.spec)} on {what_it_reads(self.spec, self.data)}, "
             f"{self.spec.scaling.num_workers} worker(s) x {self.budget.cpus_per_worker:g} CPU"
             f"{fsdp_note(self.spec)}"
         )
@@ -88,13 +94,14 @@ class TrainOutcome:
     tracking_uri: str | None
     seconds: float
     run_url: str | None = None  # its page in MLflow's UI, where a server is known
+    shown: tuple[str, ...] = CLOSING_METRICS  # what the closing table shows, in order
 
     def render(self, console: Console) -> None:
         print_metrics_table(
             console,
             f"{self.job_name}: best checkpoint",
             self.metrics,
-            CLOSING_METRICS,
+            self.shown,
             self.seconds,
             self.checkpoint_path,
         )
@@ -118,46 +125,47 @@ def what_trains(spec: TrainSpec) -> str:
     return getattr(spec.model, "target", None) or spec.model.name
 
 
+def what_it_reads(spec: TrainSpec, data: DataInfo | None) -> str:
+    """The data a train job reads, in a few words (the user's loop may load its own)."""
+    if spec.data is None or data is None:
+        return "its own data"
+    return (
+        f"{spec.data.source} ({data.task}, {data.num_train} train / {data.num_val} val rows, "
+        f"{data.num_outputs} outputs)"
+    )
+
+
 def check(spec: TrainSpec, resources: ClusterResources) -> TrainChecked:
-    """Every check that needs the data or the hardware, all problems at once."""
+    """Every check that needs the data or the hardware, all problems at once (what the
+    user's loop reports is checked with the spec)."""
     code, problems = collect_code(spec)
     data: DataInfo | None = None
     budget: WorkerBudget | None = None
-    if not problems:
+    if not problems and spec.data is not None:
         try:
             data = describe_data(spec.data)
         except DataProblem as exc:
             problems.append(Problem(exc.path, str(exc)))
             problems += check_model_and_loop(spec, None)
+    if data is not None or spec.data is None and not problems:
+        problems += check_model_and_loop(spec, data)
     if data is not None:
         if spec.model is not None:
             try:
                 check_input_shape(spec.model, data.input_shape, data.vocab_size, data.task)
             except InputShapeError as exc:
                 problems.append(Problem(exc.field, str(exc)))
-        problems += check_model_and_loop(spec, data)
         allowed = reported_metrics(spec, data)
-        if spec.early_stopping is not None and spec.loop is not None:
-            problems.append(
-                Problem("early_stopping", "your own loop decides when it stops; remove this")
-            )
-        elif spec.early_stopping is not None and spec.early_stopping.metric not in allowed:
-            problems.append(
-                Problem(
-                    "early_stopping.metric",
-                    f"{spec.early_stopping.metric!r} is not reported by a {data.task} job "
-                    f"(one of: {', '.join(sorted(allowed))})",
+        for field in ("early_stopping", "checkpoint"):
+            section = getattr(spec, field)
+            if spec.loop is None and section is not None and section.metric not in allowed:
+                problems.append(
+                    Problem(
+                        f"{field}.metric",
+                        f"{section.metric!r} is not reported by a {data.task} job "
+                        f"(one of: {', '.join(sorted(allowed))})",
+                    )
                 )
-            )
-        if spec.checkpoint.metric not in allowed:
-            reporter = "the loop (loop.metrics)" if spec.loop else f"a {data.task} job"
-            problems.append(
-                Problem(
-                    "checkpoint.metric",
-                    f"{spec.checkpoint.metric!r} is not reported by {reporter} "
-                    f"(one of: {', '.join(sorted(allowed))})",
-                )
-            )
         train_rows_per_worker = data.num_train // spec.scaling.num_workers
         if train_rows_per_worker < 1:
             problems.append(
@@ -174,11 +182,13 @@ def check(spec: TrainSpec, resources: ClusterResources) -> TrainChecked:
         problems.extend(exc.problems)
     if problems:
         raise SpecError(problems)
-    assert data is not None and budget is not None
-    return TrainChecked(spec, data, budget, _keeps_shard_in_memory(spec, data), code)
+    assert budget is not None
+    in_memory = data is not None and _keeps_shard_in_memory(spec, data)
+    return TrainChecked(spec, data, budget, in_memory, code)
 
 
 def _keeps_shard_in_memory(spec: TrainSpec, data: DataInfo) -> bool:
+    assert spec.data is not None
     if spec.data.cache != "auto":
         return spec.data.cache == "memory"
     shard_bytes = data.num_rows * data.bytes_per_row / spec.scaling.num_workers
@@ -191,8 +201,11 @@ def run(spec: TrainSpec, job: Job) -> TrainOutcome:
     return run_job(spec, job, check, _fit_and_record, resumes=RESUMES)
 
 
-def prepare_data(spec: TrainSpec, checked: TrainChecked) -> PreparedData:
-    """The job's splits, preprocessing fitted on the training split (Ray is up)."""
+def prepare_data(spec: TrainSpec, checked: TrainChecked) -> PreparedData | None:
+    """The job's splits, preprocessing fitted on the training split (Ray is up); None when
+    the user's loop loads its own data."""
+    if spec.data is None or checked.data is None:
+        return None
     workers, data_cpus = spec.scaling.num_workers, checked.budget.data_cpus
     return build_datasets(spec.data, checked.data, spec.seed, workers, data_cpus, checked.in_memory)
 
@@ -200,7 +213,7 @@ def prepare_data(spec: TrainSpec, checked: TrainChecked) -> PreparedData:
 def build_trainer(
     spec: TrainSpec,
     checked: TrainChecked,
-    prepared: PreparedData,
+    prepared: PreparedData | None,
     run_id: str | None,
     sink: MlflowMetricsSink | None,
     storage: str,
@@ -257,7 +270,9 @@ def build_trainer(
             logging_config=LoggingConfig(log_level="WARNING"),
             callbacks=callbacks,
         ),
-        datasets=None if _hands_arrays(checked, prepared) else prepared.for_trainer(),
+        datasets=(
+            None if prepared is None or _hands_arrays(checked, prepared) else prepared.for_trainer()
+        ),
         dataset_config=DataConfig(datasets_to_split=["train", "val"]),
     )
 
@@ -265,7 +280,7 @@ def build_trainer(
 def _worker_entry(
     spec: TrainSpec,
     checked: TrainChecked,
-    prepared: PreparedData,
+    prepared: PreparedData | None,
     run_id: str | None,
     sink: MlflowMetricsSink | None,
 ) -> tuple[Any, dict[str, Any]]:
@@ -279,6 +294,7 @@ def _worker_entry(
     if spec.loop is not None:
         own = {"code": checked.code, "function": spec.loop.function}
         return classified(user_loop_per_worker, user), {**spec.loop.config, DEEPRIG_KEY: own}
+    assert prepared is not None  # (deeprig's loop always has data)
     arrays = None
     if _hands_arrays(checked, prepared):
         import ray
@@ -306,6 +322,7 @@ def worker_config(
     """What deeprig's loop needs on a worker, for a Ray Train worker and a Tune trial alike."""
     from deeprig.training.worker_config import WorkerConfig
 
+    assert checked.data is not None  # (deeprig's loop always has data)
     return WorkerConfig(
         spec=spec,
         data=checked.data,
@@ -346,26 +363,32 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
         queue = report_queue()
         callbacks.append(ReportsToQueue(queue))
         poll = LatestReport(queue)
-    console.print(f"[dim]preparing the data ({spec.data.source})...[/]")
-    with job_run.clock.stage("data"):
-        prepared = prepare_data(spec, checked)
+    prepared = None
+    if spec.data is not None:
+        console.print(f"[dim]preparing the data ({spec.data.source})...[/]")
+        with job_run.clock.stage("data"):
+            prepared = prepare_data(spec, checked)
     trainer = build_trainer(spec, checked, prepared, run_id, sink, storage, run_name, callbacks)
-    score = score_metric(checked.data.task)
-    if recorder and not job_run.resumed:
+    score = score_metric(checked.data.task) if checked.data else spec.checkpoint.metric
+    if recorder and not job_run.resumed and checked.data is not None and prepared is not None:
         from deeprig.tracking.datasets import log_datasets
 
         log_datasets(recorder, dataset_records(spec, checked.data))
         record_preprocessing(recorder, spec, checked.data, prepared.fitted)
-        if spec.model is not None:
-            recorder.log_params({"effective_batch_size": str(spec.effective_batch_size)})
+    if recorder and not job_run.resumed and spec.loop is None:
+        recorder.log_params({"effective_batch_size": str(spec.effective_batch_size)})
     console.print(
-        f"Training [bold]{what_trains(spec)}[/] on {spec.data.source}: "
-        f"{checked.data.num_train} train / {checked.data.num_val} val rows, "
+        f"Training [bold]{what_trains(spec)}[/] on {what_it_reads(spec, checked.data)}, "
         f"{spec.scaling.num_workers} worker(s) x {checked.budget.cpus_per_worker:g} CPU"
         + (" + 1 GPU" if spec.scaling.use_gpu else "")
     )
     # The score first: at 80 columns the metrics that do not fit are the ones dropped.
-    shown = (score, "val_loss", "train_loss") if spec.loop is None else tuple(spec.loop.metrics)
+    # (a loop's `epoch` is the counter's, not repeated among its metrics)
+    shown = (
+        (score, "val_loss", "train_loss")
+        if spec.loop is None
+        else tuple(m for m in spec.loop.metrics if m != "epoch")
+    )
     # (short: at 80 columns about 38 characters are left for it)
     waiting = f"{spec.scaling.num_workers} worker(s) + epoch 1"
     if recorder and spec.loop is None:
@@ -375,6 +398,9 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     fit_started_at = time.time()
     # (off a terminal: each epoch's line, when several ended between two polls)
     history = partial(epoch_rows, recorder.metric_history, shown) if recorder else poll.history
+    if spec.loop is not None:
+        epochs = LoopEpochsEnded(poll, history)
+        poll, history = epochs.poll, epochs.history
     with EpochProgress(
         console, _epochs_expected(spec), poll, shown, waiting_for=waiting, history=history
     ):
@@ -390,6 +416,8 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
         if not job_run.resumed and spec.loop is None:
             job_run.clock.read_epochs(recorder, fit_started_at)
         metrics |= record_results(recorder, spec, checked.code, best, score, console, prepared)
+        if spec.loop is not None and spec.model is not None and best is not None:
+            log_loop_model(recorder, spec, checked.data, checked.code, best[0], console)
         timing = job_run.clock.finished()
         recorder.log_metrics(timing)
         metrics |= timing
@@ -399,6 +427,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
         experiment=spec.experiment_name,
         run_id=run_id,
         metrics=metrics,
+        shown=closing_metrics(spec),
         checkpoint_path=checkpoint_path,
         tracking_uri=target.uri if target else None,
         # (the time line under the closing table counts from the process's start: so does it)

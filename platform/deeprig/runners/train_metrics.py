@@ -3,6 +3,9 @@ search's metric may name) and which of them its closing table shows."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from deeprig.data.info import DataInfo
 from deeprig.spec.data import TimeseriesData
 from deeprig.spec.train import TrainSpec
@@ -44,10 +47,12 @@ def closing_metrics(spec: TrainSpec) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*first, *spec.loop.metrics]))
 
 
-def reported_metrics(spec: TrainSpec, data: DataInfo) -> set[str]:
-    """What a job reports every epoch (the user's loop: what its spec says it reports)."""
+def reported_metrics(spec: TrainSpec, data: DataInfo | None) -> set[str]:
+    """What a job reports every epoch (the user's loop: what its spec says it reports;
+    only the user's loop may have no data)."""
     if spec.loop is not None:
         return set(spec.loop.metrics)
+    assert data is not None
     reported = {"train_loss", "val_loss", "epoch_time_s", "samples_per_s", "lr", "epoch"}
     if data.task == "classification":
         reported |= {"val_accuracy", "val_f1_macro"} | (
@@ -60,3 +65,33 @@ def reported_metrics(spec: TrainSpec, data: DataInfo) -> set[str]:
         if isinstance(spec.data, TimeseriesData):
             reported |= {"val_rmse_persistence", "val_mae_persistence"}
     return reported
+
+
+class LoopEpochsEnded:
+    """The progress display's poll and history for the user's own loop. The display counts
+    epochs ended by a report's `epoch`, as deeprig's loop reports it (from 1); a loop that
+    counts from 0, as Ray's guide does, is shown one up (its report of epoch 0 ends the
+    first epoch). The run records its epochs as given."""
+
+    def __init__(
+        self,
+        poll: Callable[[], dict[str, float]],
+        history: Callable[[], list[dict[str, float]]],
+    ):
+        self._poll = poll
+        self._history = history
+        self.offset: int | None = None  # known at the first report: 1 if it was epoch 0
+
+    def poll(self) -> dict[str, float]:
+        return self._shifted(dict(self._poll()))
+
+    def history(self) -> list[dict[str, float]]:
+        return [self._shifted(dict(row)) for row in self._history()]
+
+    def _shifted(self, row: dict[str, Any]) -> dict[str, float]:
+        if "epoch" in row:
+            if self.offset is None:
+                epochs = [r["epoch"] for r in self._history() if "epoch" in r]
+                self.offset = 1 if min(epochs, default=row["epoch"]) == 0 else 0
+            row["epoch"] += self.offset
+        return row

@@ -31,6 +31,7 @@ def dataset_records(spec: TrainSpec, data_info: DataInfo) -> list[DatasetRecord]
     from deeprig.tracking.datasets import DatasetRecord
 
     data = spec.data
+    assert data is not None  # (only a job given data records it)
     source = source_of(data).origin(data)
     name = spec.name.split("-")[0] if data.source.startswith("builtin") else spec.name
     label = "float32" if data_info.task == "regression" else "int64"
@@ -57,6 +58,7 @@ def record_preprocessing(
 ) -> None:
     """What was fitted on the training split (preprocessing.json, tokenizer.json) and the
     class names behind the ids (the `data.classes` param), before training starts."""
+    assert spec.data is not None  # (only a job given data fits preprocessing)
     record: dict[str, object] = {"source": spec.data.source, **fitted.record()}
     if data.classes:
         record["classes"] = list(data.classes)
@@ -78,8 +80,9 @@ def record_results(
     """Learning curve, the best checkpoint, its confusion matrix, its test-set scores
     (returned) and the final model (the best by the spec's metric), logged from the driver
     after training. The user's loop writes checkpoints deeprig cannot read: they are
-    logged as they are, without a model. Ray shuts down behind it as soon as nothing
-    left needs it (a test set may be a Ray dataset)."""
+    logged as they are (its network, when the spec names one, by runners/loop_model.py).
+    Ray shuts down behind it as soon as nothing left needs it (a test set may be a Ray
+    dataset)."""
     best_epoch = int(best[1]["epoch"]) if best and "epoch" in best[1] else None
     title = f"{spec.name} - run {recorder.run_id[:8]}"
     if spec.loop is not None:
@@ -197,6 +200,7 @@ def servable_model(state: TrainState) -> tuple[nn.Module, bool, list[str]]:
     """(the model MLflow serves, whether torch.export may trace it, its extra pip
     requirements): the network behind the preprocessing it was trained with."""
     data = TrainSpec.model_validate(state.spec).data
+    assert data is not None  # (a TrainState is deeprig's loop's, which always has data)
     classes = list(state.classes or [str(i) for i in range(state.num_outputs)])
     return source_of(data).serve(state.rebuild_model(), state.preprocessing(), data, classes)
 

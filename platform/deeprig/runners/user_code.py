@@ -24,11 +24,13 @@ def collect_code(spec: TrainSpec) -> tuple[CodeBundle | None, list[Problem]]:
 
 def check_model_and_loop(spec: TrainSpec, data: DataInfo | None) -> list[Problem]:
     """A custom model's target, args and dry run on real samples (without the data, when it
-    could not be read: the target and args only); the loop's function."""
+    could not be read, or a loop has none: the target and args only); the loop's function."""
     problems: list[Problem] = []
     if isinstance(spec.model, CustomModelConfig):
-        if data is None:
-            problems += check_custom_model(spec.model, None, 1, None)
+        if data is None or spec.data is None:
+            # (data that could not be read still fills num_outputs; no data fills nothing)
+            outputs = 1 if spec.data is not None else None
+            problems += check_custom_model(spec.model, None, outputs, None)
         else:
             from deeprig.data.sources import first_samples
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from deeprig.failures import RETRIED_BY_DEFAULT, FailureClass
 from deeprig.spec.common import NAME_PATTERN, StrictModel, Target, TrackingSpec
@@ -148,7 +148,25 @@ class LoopSpec(StrictModel):
     )
     metrics: list[str] = Field(
         min_length=1,
-        description="What it reports with ray.train.report (checkpoint.metric is one of them).",
+        description=(
+            "What it reports with ray.train.report (checkpoint.metric is one of them). Each "
+            "report is recorded at its `step`, else at its `epoch` as given (from 0 or 1)."
+        ),
+    )
+    model_key: str = Field(
+        default="model",
+        description=(
+            "With `model: {name: custom}`: the key of the model's state dict in the .pt file "
+            "the best checkpoint holds (a file that is the state dict itself works too); "
+            "those weights are logged as the run's MLflow model."
+        ),
+    )
+    input_shape: list[Annotated[int, Field(ge=1)]] | None = Field(
+        default=None,
+        description=(
+            "With `model:` and no `data:`: the shape of one input (no batch dimension), for "
+            "the logged model's signature; omitted, `model.args.input_shape`."
+        ),
     )
 
 
@@ -311,7 +329,6 @@ class FailureSpec(StrictModel):
     )
 
 
-
 class TrainTrackingSpec(TrackingSpec):
     log_every_n_steps: int | None = Field(
         default=None,
@@ -331,9 +348,19 @@ class TrainSpec(StrictModel):
     seed: int = Field(default=0, ge=0, description="Seed for the split, init and shuffling.")
     code: CodeSpec = Field(default_factory=CodeSpec, description="Your own modules.")
     model: ModelSpec | None = Field(
-        default=None, description="Architecture, looked up by `name` (not with `loop`)."
+        default=None,
+        description=(
+            "Architecture, looked up by `name`. With `loop`: only `custom`, the network the "
+            "loop trains, whose best weights are logged as the model."
+        ),
     )
-    data: DataSpec = Field(description="Where the rows come from, looked up by `source`.")
+    data: DataSpec | None = Field(
+        default=None,
+        description=(
+            "Where the rows come from, looked up by `source`. Optional with `loop`: a loop "
+            "may load its own data."
+        ),
+    )
     optim: OptimSpec = Field(default_factory=OptimSpec, description="Optimisation.")
     scaling: ScalingSpec = Field(default_factory=ScalingSpec, description="Workers and devices.")
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec, description="Checkpoints.")
@@ -354,11 +381,88 @@ class TrainSpec(StrictModel):
 
     @model_validator(mode="after")
     def _a_model_or_a_loop(self) -> TrainSpec:
-        if self.model is None and self.loop is None:
-            raise ValueError(
-                "model: required (e.g. model: {name: mlp}), unless loop names your own loop"
-            )
+        # (one error of `path: message` parts joined by "; ": the loader splits them)
+        if self.loop is None:
+            problems = []
+            if self.model is None:
+                problems.append(
+                    "model: required (e.g. model: {name: mlp}), unless loop names your own loop"
+                )
+            if self.data is None:
+                problems.append(
+                    "data: required field is missing, add where the rows come from (e.g. "
+                    "data: {source: 'builtin:digits'}), or name your own loop (loop:) that "
+                    "loads its own"
+                )
+            if problems:
+                raise ValueError("; ".join(problems))
+            return self
+        problems = [f"{path}: {why}" for path, why in self._loop_problems()]
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def _loop_problems(self) -> list[tuple[str, str]]:
+        """(field path, the fix) of each thing a spec with `loop` sets that nothing would
+        read, and a checkpoint metric the loop does not report."""
+        assert self.loop is not None
+        unused = []
+        if self.checkpoint.metric not in self.loop.metrics:
+            unused.append(
+                (
+                    "checkpoint.metric",
+                    f"{self.checkpoint.metric!r} is not reported by the loop (loop.metrics) "
+                    f"(one of: {', '.join(sorted(self.loop.metrics))})",
+                )
+            )
+        if self.early_stopping is not None:
+            unused.append(("early_stopping", "your own loop decides when it stops: remove this"))
+        if self.model is not None and not isinstance(self.model, CustomModelConfig):
+            unused.append(
+                (
+                    "model.name",
+                    f"{self.model.name!r} is deeprig's own network, your loop builds its own: "
+                    "remove model, or name your network (name: custom, target: module:attr) to "
+                    "have its best weights logged",
+                )
+            )
+        shape_given = (self.loop is not None and self.loop.input_shape is not None) or (
+            isinstance(self.model, CustomModelConfig) and "input_shape" in self.model.args
+        )
+        if self.model is not None and self.data is None and not shape_given:
+            unused.append(
+                (
+                    "loop.input_shape",
+                    "required with model and no data, the shape of one input for the logged "
+                    "model's signature (e.g. input_shape: [1, 8, 8])",
+                )
+            )
+        if "optim" in self.model_fields_set:
+            unused.append(("optim", "your own loop has its own optimiser: move it to loop.config"))
+        if self.checkpoint.every_n_steps is not None:
+            unused.append(
+                ("checkpoint.every_n_steps", "your own loop decides when it checkpoints: remove it")
+            )
+        if self.tracking.log_every_n_steps is not None:
+            unused.append(
+                (
+                    "tracking.log_every_n_steps",
+                    "your own loop's reports are what is recorded: remove it",
+                )
+            )
+        return unused
+
+    @model_serializer(mode="wrap")
+    def _only_what_applies(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """The spec as recorded (params, checkpoints): a loop's run holds no `optim` (the
+        loop optimises by its own config), and no section the job does not have."""
+        dumped = handler(self)
+        if self.loop is not None:
+            dumped.pop("optim", None)
+        for section in ("model", "data"):
+            if dumped.get(section, 0) is None:
+                dumped.pop(section)
+        return dumped
 
     @property
     def effective_batch_size(self) -> int:

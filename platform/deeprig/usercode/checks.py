@@ -15,9 +15,13 @@ from deeprig.usercode.targets import UserCodeProblem, resolve_target
 
 
 def build_custom_model(
-    cfg: Any, input_shape: tuple[int, ...], num_outputs: int, vocab_size: int | None = None
+    cfg: Any,
+    input_shape: tuple[int, ...] | None,
+    num_outputs: int | None,
+    vocab_size: int | None = None,
 ) -> Any:
-    """The user's network, built with the spec's args and what deeprig fills from the data.
+    """The user's network, built with the spec's args and what deeprig fills from the data
+    (`num_outputs` None: a user's loop without `data:`, nothing is filled).
     Raises UserCodeProblem (the problems were already reported by `check_custom_model` on
     the driver; a worker only meets them if its code differs)."""
     from torch import nn
@@ -36,9 +40,12 @@ def build_custom_model(
 
 
 def _filled(
-    num_outputs: int, input_shape: tuple[int, ...] | None, vocab_size: int | None
+    num_outputs: int | None, input_shape: tuple[int, ...] | None, vocab_size: int | None
 ) -> dict[str, Any]:
-    """What deeprig fills from the data into a model's parameters of these names."""
+    """What deeprig fills from the data into a model's parameters of these names (nothing
+    without data: `num_outputs` None)."""
+    if num_outputs is None:
+        return {}
     filled: dict[str, Any] = {"num_outputs": num_outputs, "input_shape": tuple(input_shape or ())}
     if vocab_size is not None:  # token ids (text data)
         filled["vocab_size"] = vocab_size
@@ -48,7 +55,7 @@ def _filled(
 def check_custom_model(
     cfg: Any,
     input_shape: tuple[int, ...] | None,
-    num_outputs: int,
+    num_outputs: int | None,
     samples: np.ndarray | None,
     vocab_size: int | None = None,
 ) -> list[Problem]:

@@ -35,7 +35,8 @@ def check_train_search(spec: TuneSpec, resources: ClusterResources) -> TuneCheck
             Problem(
                 "search.metric",
                 f"{spec.search.metric!r} is never reported by the base "
-                f"({base_checked.data.task}) job; one of: {', '.join(sorted(allowed))}",
+                f"({base_checked.data.task if base_checked.data else 'loop'}) job; one of: "
+                f"{', '.join(sorted(allowed))}",
             )
         )
     if spec.scheduler.name == "pbt" and spec.base.scaling.num_workers > 1:
@@ -98,8 +99,12 @@ def check_train_search(spec: TuneSpec, resources: ClusterResources) -> TuneCheck
         trial,
         concurrency,
         resources_per_trial,
-        base_summary=f"{train.what_trains(spec.base)} on {spec.base.data.source}",
+        base_summary=f"{train.what_trains(spec.base)} on {_source(spec.base)}",
     )
+
+
+def _source(base: TrainSpec) -> str:
+    return base.data.source if base.data is not None else "its own data"
 
 
 def _check_user_code_extremes(spec: TuneSpec, base_checked: Any) -> list[Problem]:
@@ -168,7 +173,7 @@ def _train_in_trial(spec: TrainSpec, ctx: TrialContext) -> None:
     from deeprig.training.session import TuneTrialSession
 
     checked = ctx.checked
-    assert checked is not None
+    assert checked is not None and spec.data is not None and checked.data is not None
     prepared = build_datasets(
         spec.data, checked.data, spec.seed, 1, checked.budget.data_cpus, checked.in_memory
     )
