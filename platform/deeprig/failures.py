@@ -66,8 +66,7 @@ FAILURES: dict[FailureClass, FailureFacts] = {
     ),
     FailureClass.USER_CODE: FailureFacts(
         "your code raised an exception",
-        "fix your code where it raised (your frames are above); `deeprig validate` runs "
-        "your model on real samples before a job starts",
+        "fix your code where it raised (your frames are above)",
         restart_cures=False,  # the same code on the same data raises again
     ),
     FailureClass.DATA: FailureFacts(
