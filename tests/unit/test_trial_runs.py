@@ -22,6 +22,10 @@ class Trial:  # the attributes of Tune's Trial the callback reads
     trial_id: str
     config: dict[str, Any]
     last_result: dict[str, Any] = field(default_factory=dict)
+    error: Exception | None = None
+
+    def get_pickled_error(self) -> Exception | None:
+        return self.error
 
 
 def epoch_result(epoch: int, val_loss: float) -> dict[str, Any]:
@@ -112,3 +116,21 @@ def test_a_new_driver_continues_a_trials_run_without_repeating_steps(tmp_path):
     assert run.data.tags[Tag.STOPPED_AT_EPOCH] == "3"
     history = MlflowClient(target.uri).get_metric_history(run.info.run_id, "val_loss")
     assert [m.step for m in history] == [0, 1, 2]
+
+
+def test_a_failed_trials_run_is_failed_with_its_class(tmp_path):
+    from deeprig.training.guards import NonFiniteLoss
+    from ray.train.v2.api.exceptions import ControllerError
+
+    target = embedded_target(tmp_path)
+    parent = RunRecorder.create(
+        target, "search", {"name": "search", "kind": "tune"}, "name: search", tmp_path
+    )
+    callback = make_callback(target, parent)
+    trial = Trial("t1", {"optim.lr": 9.0}, error=ControllerError(NonFiniteLoss(0, 3)))
+    callback.on_trial_start(0, [trial], trial)
+    callback.on_trial_error(0, [trial], trial)
+
+    run = MlflowClient(target.uri).get_run(parent.child_runs()["t1"].run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags[Tag.FAILURE] == "non_finite_loss"

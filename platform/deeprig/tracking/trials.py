@@ -93,7 +93,16 @@ class TrialRunsCallback(Callback):
             self.progress.ended(trial.trial_id, "stopped early" if early else "finished")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._close(trial.trial_id, RunStatus.FAILED, {Tag.STOPPED_EARLY: "false"})
+        from deeprig.failures import classify
+
+        tags = {Tag.STOPPED_EARLY: "false"}
+        try:  # (Tune keeps the trial's exception pickled; one that cannot be read back
+            error = trial.get_pickled_error()  # leaves the run without a class, not open)
+        except Exception:
+            error = None
+        if error is not None:
+            tags[Tag.FAILURE] = classify(error).kind.value
+        self._close(trial.trial_id, RunStatus.FAILED, tags)
         if self.progress:
             self.progress.ended(trial.trial_id, "failed")
 
