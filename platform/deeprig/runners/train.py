@@ -47,7 +47,7 @@ from deeprig.runners.user_code import check_model_and_loop, collect_code
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.train import TrainSpec
 from deeprig.tracking.store import checkpoint_storage
-from deeprig.tracking.tags import RunStatus
+from deeprig.tracking.tags import RunStatus, Tag
 
 if TYPE_CHECKING:
     from ray.train.torch import TorchTrainer
@@ -409,6 +409,10 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     metrics = dict(best[1]) if best else dict(result.metrics or {})
     checkpoint_path = best[0].path if best else None
     if recorder:
+        if spec.loop is not None and (unplaced := recorder.tags().get(Tag.UNPLACED_REPORTS)):
+            console.print(
+                f"[yellow]warning: {unplaced} (tag {Tag.UNPLACED_REPORTS})[/]", soft_wrap=True
+            )
         if best and spec.checkpoint.metric in best[1]:
             from deeprig.tracking.key_metric import record_key_metric
 
