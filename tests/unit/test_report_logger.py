@@ -114,3 +114,14 @@ def test_deeprigs_own_loop_records_its_1_based_epoch_at_step_epoch_less_1():
         report(logger, epoch=epoch, train_loss=0.1)
     report(logger, step_checkpoint=1, train_loss=0.1)
     assert sorted(sink.points) == [1, 2]
+
+
+def test_a_search_records_a_loops_trials_at_the_epoch_it_reports():
+    from deeprig.runners.tune.train_trial import TRAIN_BASE
+    from deeprig.training.report_keys import ENDED_AT
+
+    step_of = TRAIN_BASE.reports.step_of
+    assert step_of({"epoch": 0.0, "loss": 1.0}, 1) == 0  # the user's loop, from 0
+    assert step_of({"epoch": 1.0, ENDED_AT: 1.0e9}, 1) == 0  # deeprig's loop, from 1
+    assert step_of({"step": 40.0, "epoch": 0.0}, 1) == 40
+    assert step_of({"loss": 1.0}, 3) == 2  # neither: in the order reported

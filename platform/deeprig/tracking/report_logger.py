@@ -8,24 +8,18 @@ an epoch) off the training worker, whose single thread it would otherwise share 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from ray.train import UserCallback
 
 from deeprig.tracking.sink import MlflowMetricsSink, numeric_values
 from deeprig.tracking.tags import Tag
-from deeprig.training.report_keys import ENDED_AT, LAST_REPORT, STEP_CHECKPOINT
-
-
-def user_report_step(reported: Mapping[str, float]) -> int | None:
-    """Where a report of the user's own loop is recorded: its `step`, else its `epoch` as
-    given (a loop counting epochs from 0 or from 1 is recorded as it counts); None when it
-    carries neither."""
-    for key in ("step", "epoch"):
-        if key in reported:
-            return int(reported[key])
-    return None
+from deeprig.training.report_keys import (
+    ENDED_AT,
+    LAST_REPORT,
+    STEP_CHECKPOINT,
+    user_report_step,
+)
 
 
 class EpochMetricsLogger(UserCallback):

@@ -15,7 +15,12 @@ from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.train import TrainSpec
 from deeprig.spec.tune import TuneSpec, apply_overrides
 from deeprig.tracking.trial_reports import TrialReports
-from deeprig.training.report_keys import ENDED_AT, LAST_REPORT, STEP_CHECKPOINT
+from deeprig.training.report_keys import (
+    ENDED_AT,
+    LAST_REPORT,
+    STEP_CHECKPOINT,
+    user_report_step,
+)
 
 if TYPE_CHECKING:  # (mlflow's import is ~2 s; `validate` needs none of it)
     from deeprig.tracking.runs import RunRecorder
@@ -191,11 +196,13 @@ def _judge(base: TrainSpec, result: dict[str, Any]) -> tuple[int, bool]:
 
 
 def _step_of(result: dict[str, Any], reports: int) -> int:
-    """deeprig's loop reports each epoch; the user's loop its `epoch` or `step` when it
-    reports one, else the count of its reports (as a train job records them)."""
-    if "epoch" in result:
+    """deeprig's loop reports each epoch, from 1 (its reports carry ENDED_AT); the user's
+    loop is recorded at its `step` or `epoch` as given, else in the order it reports (as a
+    train job records them)."""
+    if ENDED_AT in result:
         return int(result["epoch"]) - 1
-    return int(result.get("step", reports - 1))
+    step = user_report_step(result)
+    return reports - 1 if step is None else step
 
 
 def _log_best_model(parent: RunRecorder, spec: TuneSpec, checked: TuneChecked, best: Any) -> None:
