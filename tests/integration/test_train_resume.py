@@ -213,3 +213,65 @@ def test_step_metrics_and_the_effective_batch_are_recorded(interrupted_and_strai
     for key in ("step/lr", "step/epoch", "step/in_epoch", "step/per_epoch"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 3 * 23, key
     assert run.data.metrics["step/per_epoch"] == 23
+
+
+FSDP = ["--set", "scaling.num_workers=2", "--set", "scaling.strategy=fsdp"]
+
+
+@pytest.fixture(scope="module")
+def fsdp_interrupted(tmp_path_factory, ray_2_cpus):
+    """A 2-worker fsdp job whose worker dies at its 30th step: restarted by Ray Train from
+    the sharded step checkpoint both ranks wrote. (its client, run and final TrainState)"""
+    folder = tmp_path_factory.mktemp("fsdp-code")
+    marker = folder / "died"
+    result, client = run_in_fresh_home(
+        tmp_path_factory, "fsdp", *_dies_once_job(folder, 30, marker), *FSDP
+    )
+    assert result.exit_code == 0, result.output
+    assert marker.exists()
+    run = only_run(client, "quickstart")
+    return client, run, TrainState.load(run.data.tags["deeprig.checkpoint_path"])
+
+
+def test_each_fsdp_worker_holds_half_the_parameters(fsdp_interrupted):
+    _, run, _ = fsdp_interrupted
+    total = run.data.metrics["model.parameters"]
+    for rank in (0, 1):
+        held = run.data.metrics[f"memory.params_held.rank{rank}"]
+        assert abs(held - total / 2) <= 0.01 * total, (rank, held, total)
+        assert run.data.metrics[f"memory.peak_bytes.rank{rank}"] > 0
+
+
+def test_a_killed_fsdp_worker_resumes_from_the_sharded_step_checkpoint(fsdp_interrupted):
+    client, run, state = fsdp_interrupted
+    assert run.info.status == "FINISHED"
+    assert "deeprig.resumed_from_step" in run.data.tags
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "step/train_loss"))
+    assert steps == sorted(set(steps)) and steps[-1] == state.global_step  # none twice
+    assert state.sharded  # the checkpoint is every rank's shards, read whole below
+
+
+def test_the_fsdp_runs_model_is_logged_whole_behind_its_preprocessing(fsdp_interrupted):
+    import mlflow
+    import numpy as np
+    from deeprig.runners.train_record import servable_model
+
+    client, run, state = fsdp_interrupted
+    mlflow.set_tracking_uri(client.tracking_uri)
+    logged = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    expected_model, _, _ = servable_model(state.whole())
+    sample = torch.from_numpy(np.random.default_rng(0).random((4, *state.input_shape), np.float32))
+    with torch.no_grad():
+        torch.testing.assert_close(logged(sample), expected_model.eval()(sample))
+    assert (Path(run.data.tags["deeprig.checkpoint_path"]) / "shards" / ".metadata").exists()
+
+
+@pytest.mark.slow
+def test_two_fsdp_workers_resumed_mid_epoch_end_where_they_would_have(tmp_path_factory, ray_2_cpus):
+    """The 2-worker fsdp job straight through and killed at its 30th step end at the same
+    weights: a sharded step checkpoint resumes exactly."""
+    runs = _interrupted_and_straight(tmp_path_factory, *FSDP)
+    resumed, straight = runs["interrupted"][2].whole(), runs["straight"][2].whole()
+    assert "deeprig.resumed_from_step" in runs["interrupted"][1].data.tags
+    for key, weights in straight.model.items():
+        torch.testing.assert_close(resumed.model[key], weights, rtol=1e-5, atol=1e-6)

@@ -32,7 +32,7 @@ from deeprig.training.parts import TrainParts, build_parts
 from deeprig.training.report_keys import ENDED_AT, LAST_REPORT
 from deeprig.training.scores import ClassScores
 from deeprig.training.session import RayTrainSession, WorkerSession
-from deeprig.training.sharding import is_sharded
+from deeprig.training.sharding import is_sharded, reshard
 from deeprig.training.state import TrainState
 from deeprig.training.step_hooks import StepHooks
 from deeprig.training.worker_config import WorkerConfig
@@ -95,6 +95,8 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
         val_totals = evaluate(
             parts.raw_model, val, loss_fn, scores, device, parts.autocast_dtype, sharded
         )
+        if sharded:
+            reshard(parts.model)
         both = torch.cat([train_totals, val_totals])
         if session.world_size > 1:
             dist.all_reduce(both)

@@ -118,6 +118,16 @@ def is_sharded(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
+def reshard(model: nn.Module) -> None:
+    """Free every gathered parameter: after a forward with no backward (validation) the
+    root keeps its parameters whole until the next step otherwise."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
 def parameters_held(model: nn.Module) -> int:
     """The parameter elements this rank holds (its shards under FSDP, all under DDP)."""
     from torch.distributed.tensor import DTensor

@@ -11,6 +11,9 @@ a whole model and a sharded one read the same files."""
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -45,7 +48,8 @@ def save_shards(
     state = {"model": model_state, "optimizer": optimizer_state}
     target = str(Path(directory) / SHARDS_DIR)
     if not background:
-        dcp.save(state, checkpoint_id=target, no_dist=not dist.is_initialized())
+        with _one_process_quietly():
+            dcp.save(state, checkpoint_id=target, no_dist=not dist.is_initialized())
         return None
     saved = dcp.async_save(state, checkpoint_id=target, process_group=_checkpoint_group())
     assert isinstance(saved, Future)
@@ -82,13 +86,27 @@ def load_shards(
     target = str(Path(directory) / SHARDS_DIR)
     if optimizer is None:
         model_state = get_model_state_dict(model)
-        dcp.load({"model": model_state}, checkpoint_id=target, no_dist=not dist.is_initialized())
+        with _one_process_quietly():
+            dcp.load(
+                {"model": model_state}, checkpoint_id=target, no_dist=not dist.is_initialized()
+            )
         set_model_state_dict(model, model_state)
         return
     model_state, optimizer_state = get_state_dict(model, optimizer)
-    dcp.load(
-        {"model": model_state, "optimizer": optimizer_state},
-        checkpoint_id=target,
-        no_dist=not dist.is_initialized(),
-    )
+    with _one_process_quietly():
+        dcp.load(
+            {"model": model_state, "optimizer": optimizer_state},
+            checkpoint_id=target,
+            no_dist=not dist.is_initialized(),
+        )
     set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optimizer_state)
+
+
+@contextlib.contextmanager
+def _one_process_quietly() -> Iterator[None]:
+    """DCP warns that it assumes one process wherever no process group exists: on the
+    driver and in a one-worker job, that is the intent."""
+    with warnings.catch_warnings():
+        if not dist.is_initialized():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
