@@ -91,6 +91,31 @@ def test_cluster_up_starts_a_tracking_server(cluster):
     assert tracking_healthy(state.tracking_uri)
 
 
+def test_what_the_cluster_keeps_on_disk_is_its_owners_alone(cluster):
+    # Every run and the password hashes are read through the server's login, not from disk.
+    import stat
+
+    home, _ = cluster
+    root = home / "cluster"
+    modes = {
+        path.relative_to(root).as_posix(): stat.S_IMODE(path.stat().st_mode)
+        for path in [
+            root,
+            root / "cluster.json",
+            root / "mlflow.db",
+            root / "mlartifacts",
+            root / "storage",
+            root / "logs",
+            *(root / "logs").glob("*.log"),
+            root / "auth",
+            root / "auth" / "basic_auth.db",
+            root / "auth" / "credentials.json",
+        ]
+    }
+    assert {p: m for p, m in modes.items() if m not in (0o600, 0o700)} == {}
+    assert modes["mlflow.db"] == modes["auth/basic_auth.db"] == 0o600
+
+
 @pytest.fixture(scope="module")
 def submitted_job(cluster) -> str:
     """jobs/digits_cnn.yaml for 2 epochs, its workers spread over the nodes, submitted with
@@ -176,6 +201,21 @@ def test_submitted_job_records_to_the_tracking_server(cluster, submitted_job):
         if previous is not None:
             os.environ["MLFLOW_TRACKING_URI"] = previous
     assert model is not None
+
+
+def test_runs_on_the_clusters_machine_reads_its_tracking_server(cluster, submitted_job):
+    import json
+
+    home, state = cluster
+    listed = deeprig("runs", "-o", "json", home=home)
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    records = json.loads(listed.stdout)
+    assert "digits-cnn" in {r["job"] for r in records}
+    assert {r["store"] for r in records} == {state.tracking_uri}
+    table = deeprig("runs", home=home)
+    assert table.stdout.splitlines()[0] == (
+        f"runs in {state.tracking_uri} (the cluster `deeprig cluster up` started)"
+    )
 
 
 def test_submitted_user_code_runs_on_both_nodes(cluster):
