@@ -216,6 +216,8 @@ def test_a_model_still_needs_data_naming_the_field_and_the_fix(loop_spec, deepri
         (["early_stopping={metric: loss}"], "early_stopping", "your own loop decides when"),
         (["model={name: mlp}"], "model.name", "'mlp' is deeprig's own network"),
         (["checkpoint.every_n_steps=5"], "checkpoint.every_n_steps", "decides when it checkp"),
+        (["checkpoint.every_n_epochs=2"], "checkpoint.every_n_epochs", "decides when it checkp"),
+        (["scaling.mixed_precision=bf16"], "scaling.mixed_precision", "decides its precision"),
         (
             ["model={name: custom, target: 'nets:factory', args: {num_outputs: 10}}"],
             "loop.input_shape",
@@ -249,6 +251,8 @@ def test_a_loop_runs_params_hold_no_optim_and_no_data(loop_spec):
     spec = load_spec(loop_spec)
     params = flatten("", spec.model_dump(mode="json"), {})
     assert not [k for k in params if k.split(".")[0] in {"optim", "data", "model"}]
+    unused = {"checkpoint.every_n_epochs", "scaling.mixed_precision", "early_stopping"}
+    assert not unused & set(params) and params["checkpoint.metric"] == "loss"
     assert params["loop.config.epochs"] == "2"
     assert type(spec).model_validate(spec.model_dump(mode="json")) == spec  # round trip
 

@@ -125,13 +125,15 @@ def what_trains(spec: TrainSpec) -> str:
     return getattr(spec.model, "target", None) or spec.model.name
 
 
-def what_it_reads(spec: TrainSpec, data: DataInfo | None) -> str:
-    """The data a train job reads, in a few words (the user's loop may load its own)."""
+def what_it_reads(spec: TrainSpec, data: DataInfo | None, splits: bool = False) -> str:
+    """The data a train job reads, in a few words (the user's loop may load its own):
+    its task and size, or (`splits`) the rows of its two splits."""
     if spec.data is None or data is None:
         return "its own data"
+    if splits:
+        return f"{spec.data.source}: {data.num_train} train / {data.num_val} val rows"
     return (
-        f"{spec.data.source} ({data.task}, {data.num_train} train / {data.num_val} val rows, "
-        f"{data.num_outputs} outputs)"
+        f"{spec.data.source} ({data.task}, {data.num_train} train rows, {data.num_outputs} outputs)"
     )
 
 
@@ -378,7 +380,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     if recorder and not job_run.resumed and spec.loop is None:
         recorder.log_params({"effective_batch_size": str(spec.effective_batch_size)})
     console.print(
-        f"Training [bold]{what_trains(spec)}[/] on {what_it_reads(spec, checked.data)}, "
+        f"Training [bold]{what_trains(spec)}[/] on {what_it_reads(spec, checked.data, True)}, "
         f"{spec.scaling.num_workers} worker(s) x {checked.budget.cpus_per_worker:g} CPU"
         + (" + 1 GPU" if spec.scaling.use_gpu else "")
     )

@@ -415,8 +415,7 @@ class TrainSpec(StrictModel):
                     f"(one of: {', '.join(sorted(self.loop.metrics))})",
                 )
             )
-        if self.early_stopping is not None:
-            unused.append(("early_stopping", "your own loop decides when it stops: remove this"))
+        unused += [(path, fix) for path, fix in LOOP_IGNORES.items() if _is_set(self, path)]
         if self.model is not None and not isinstance(self.model, CustomModelConfig):
             unused.append(
                 (
@@ -437,34 +436,48 @@ class TrainSpec(StrictModel):
                     "model's signature (e.g. input_shape: [1, 8, 8])",
                 )
             )
-        if "optim" in self.model_fields_set:
-            unused.append(("optim", "your own loop has its own optimiser: move it to loop.config"))
-        if self.checkpoint.every_n_steps is not None:
-            unused.append(
-                ("checkpoint.every_n_steps", "your own loop decides when it checkpoints: remove it")
-            )
-        if self.tracking.log_every_n_steps is not None:
-            unused.append(
-                (
-                    "tracking.log_every_n_steps",
-                    "your own loop's reports are what is recorded: remove it",
-                )
-            )
         return unused
 
     @model_serializer(mode="wrap")
     def _only_what_applies(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """The spec as recorded (params, checkpoints): a loop's run holds no `optim` (the
-        loop optimises by its own config), and no section the job does not have."""
+        """The spec as recorded (params, checkpoints): a loop's run holds nothing of
+        LOOP_IGNORES (the loop optimises and checkpoints by its own config), and no section
+        the job does not have."""
         dumped = handler(self)
-        if self.loop is not None:
-            dumped.pop("optim", None)
-        for section in ("model", "data"):
-            if dumped.get(section, 0) is None:
-                dumped.pop(section)
+        for path in LOOP_IGNORES if self.loop is not None else ():
+            *parents, name = path.split(".")
+            section = dumped
+            for parent in parents:
+                section = section.get(parent) or {}
+            section.pop(name, None)
+        for key in ("model", "data", "early_stopping"):
+            if dumped.get(key, 0) is None:
+                dumped.pop(key)
         return dumped
 
     @property
     def effective_batch_size(self) -> int:
         """Rows behind one optimiser step, summed over the workers."""
         return self.optim.accumulate_steps * self.optim.batch_size * self.scaling.num_workers
+
+
+# What only deeprig's own loop reads, with the fix: a spec with `loop` may not set it, and a
+# loop's recorded spec (its run's params) leaves it out.
+LOOP_IGNORES = {
+    "optim": "your own loop has its own optimiser: move it to loop.config",
+    "early_stopping": "your own loop decides when it stops: remove it",
+    "checkpoint.every_n_epochs": "your own loop decides when it checkpoints: remove it",
+    "checkpoint.every_n_steps": "your own loop decides when it checkpoints: remove it",
+    "scaling.mixed_precision": "your own loop decides its precision (autocast): remove it",
+    "tracking.log_every_n_steps": "your own loop's reports are what is recorded: remove it",
+}
+
+
+def _is_set(model: StrictModel, path: str) -> bool:
+    """Whether the spec's author wrote the field at `path` (dotted), not its default."""
+    *parents, name = path.split(".")
+    for parent in parents:
+        if parent not in model.model_fields_set:
+            return False
+        model = getattr(model, parent)
+    return name in model.model_fields_set
