@@ -111,7 +111,7 @@ _CLASS_OF_TYPE: dict[str, FailureClass] = {
     "ray.exceptions.WorkerCrashedError": FailureClass.WORKER_LOST,
     "ray.train.v2._internal.exceptions.WorkerHealthCheckFailedError": FailureClass.WORKER_LOST,
     "ray.train.v2._internal.exceptions.WorkerHealthCheckTimeoutError": FailureClass.WORKER_LOST,
-    "ray.train.v2.api.exceptions.PreemptionError": FailureClass.WORKER_LOST,
+    "ray.train.PreemptionError": FailureClass.WORKER_LOST,  # (Ray names it where it exports it)
     "ray.train.v2._internal.exceptions.WorkerGroupStartupTimeoutError": (
         FailureClass.INFRASTRUCTURE
     ),

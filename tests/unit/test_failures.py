@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from deeprig import failures
 from deeprig.failures import (
     FAILURES,
     RETRIED_BY_DEFAULT,
@@ -231,3 +232,12 @@ def test_an_error_raised_while_the_data_is_read_is_the_datas_unless_the_user_cod
     assert raised.detail == "ValueError: setting an array element with a sequence"
     deeper = _raised_on_worker(lambda rows: reader.batches(rows, users_collate), [1])
     assert deeper.kind == FailureClass.USER_CODE and "check_labels" in deeper.where
+
+
+@pytest.mark.parametrize("name", sorted(failures._CLASS_OF_TYPE))
+def test_every_type_the_table_names_is_a_real_class_by_that_name(name):
+    import importlib
+
+    module, _, attr = name.rpartition(".")
+    kind = getattr(importlib.import_module(module), attr)
+    assert f"{kind.__module__}.{kind.__qualname__}" == name
