@@ -18,6 +18,7 @@ import numpy as np
 
 from deeprig.data.arrow import label_classes
 from deeprig.data.builtin import split_indices
+from deeprig.data.image_decode import decode_images, decode_pixels
 from deeprig.data.info import DataInfo, DataProblem, Fitted, num_val_rows
 from deeprig.data.pipeline import BuildOptions, PreparedData, from_arrays
 from deeprig.data.standardize import (
@@ -321,28 +322,6 @@ def _test_dataset(spec: ImagesData, info: DataInfo, fitted: Fitted, data_cpus: f
     return standardized(test, fitted) if spec.normalize else test
 
 
-def decode_images(files: list, shape: tuple[int, ...]) -> np.ndarray:
-    """Encoded images (paths PIL opens, file objects or bytes) -> (rows, C, H, W) floats in
-    [0, 1], each converted to the channels and resized to the size of `shape`."""
-    return pixel_floats(decode_pixels(files, shape), None)
-
-
-def decode_pixels(files: list, shape: tuple[int, ...]) -> np.ndarray:
-    """decode_images, as (rows, C, H, W) bytes."""
-    from PIL import Image
-
-    channels, height, width = shape
-    mode = "L" if channels == 1 else "RGB"
-    images = []
-    for file in files:
-        with Image.open(io.BytesIO(file) if isinstance(file, bytes) else file) as encoded:
-            image = encoded if encoded.mode == mode else encoded.convert(mode)
-            if image.size != (width, height):
-                image = image.resize((width, height))
-            images.append(np.asarray(image))  # (decoded here, while the file is open)
-    return _channels_first(np.stack(images), channels)
-
-
 def _read_folder(folder: ImageFolder, rows: np.ndarray, info: DataInfo, data_cpus: float):
     """The folder's files at `rows`, in that order, decoded by Ray Data tasks.
 
@@ -402,13 +381,6 @@ def _read_parquet(spec: ImagesData, path: str, info: DataInfo, data_cpus: float)
     return ray.data.read_parquet(
         path, columns=[image_column, label], num_cpus=data_cpus
     ).map_batches(decode, batch_format="numpy", num_cpus=data_cpus)
-
-
-def _channels_first(images: np.ndarray, channels: int) -> np.ndarray:
-    """(rows, H, W) or (rows, H, W, C) -> (rows, C, H, W)."""
-    if images.ndim == 3:
-        return images[:, None, :, :]
-    return np.ascontiguousarray(images.transpose(0, 3, 1, 2)[:, :channels])
 
 
 def _ids(labels: np.ndarray, class_ids: dict[str, int]) -> np.ndarray:
