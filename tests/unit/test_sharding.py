@@ -238,3 +238,80 @@ def test_auto_units_of_a_custom_model_are_its_large_children():
     mlp = _model()
     linears = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
     assert len(linears) == 3 and fsdp_units(mlp, "auto", (nn.Linear,)) == linears
+
+
+def _validate(*settings: str, job: str = "quickstart.yaml"):
+    from deeprig.cli import app
+    from typer.testing import CliRunner
+
+    from tests.conftest import JOBS
+
+    args = [a for s in settings for a in ("--set", s)]
+    return CliRunner().invoke(app, ["validate", str(JOBS / job), *args], env={"COLUMNS": "200"})
+
+
+@pytest.mark.parametrize(
+    ("settings", "path", "reason"),
+    [
+        (
+            ["scaling.strategy=fsdp", "scaling.fsdp.shard=[Lineer]"],
+            "scaling.fsdp.shard",
+            "did you mean 'Linear'",
+        ),
+        (["checkpoint.async_save=true"], "checkpoint.async_save", "scaling.strategy: fsdp"),
+        (["scaling.fsdp.cpu_offload=true"], "scaling.fsdp", "strategy: fsdp"),
+        (
+            ["scaling.strategy=fsdp", "scaling.use_gpu=true", "scaling.mixed_precision=fp16"],
+            "scaling.mixed_precision",
+            "bf16",
+        ),
+    ],
+)
+def test_a_combination_fsdp_cannot_run_exits_2_naming_the_field(
+    settings, path, reason, deeprig_home
+):
+    result = _validate(*settings)
+    assert result.exit_code == 2, result.output
+    assert f"{path}:" in result.output and reason in result.output, result.output
+
+
+def test_fsdp_refuses_a_users_own_loop(deeprig_home):
+    result = _validate("scaling.strategy=fsdp", job="custom_loop.yaml")
+    assert result.exit_code == 2, result.output
+    assert "scaling.strategy:" in result.output and "your loop" in result.output
+
+
+def test_fsdp_with_named_units_validates_and_one_worker_is_said_to_train_whole(deeprig_home):
+    named = _validate("scaling.strategy=fsdp", "scaling.fsdp.shard=[Linear]")
+    assert named.exit_code == 0, named.output
+    one = _validate("scaling.strategy=fsdp", "scaling.num_workers=1")
+    assert one.exit_code == 0, one.output
+    assert "nothing to shard" in one.output
+
+
+GPU_CHECK = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+
+
+def _gpu_check(*args: str):
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, str(GPU_CHECK), *args], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_the_gpu_check_skips_cleanly_without_a_gpu():
+    done = _gpu_check()
+    assert done.returncode == 0, done.stderr
+    assert "no CUDA GPU" in done.stdout
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_gpu_check_trains_ddp_and_fsdp_in_bf16():
+    done = _gpu_check("--quick")
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()[2:]}
+    assert {"ddp", "fsdp"} <= rows.keys(), done.stdout

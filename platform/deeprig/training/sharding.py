@@ -45,7 +45,7 @@ def family_units(model_config: object) -> tuple[type[nn.Module], ...] | None:
     """The FSDP units a built-in family declares on its row of the architecture table."""
     from deeprig.models.registry import ARCHITECTURES
 
-    return getattr(ARCHITECTURES[type(model_config)], "shard_units", None)
+    return ARCHITECTURES[type(model_config)].shard_units
 
 
 def module_class_names(model: nn.Module) -> set[str]:

@@ -51,12 +51,17 @@ def save_shards(
         with _one_process_quietly():
             dcp.save(state, checkpoint_id=target, no_dist=not dist.is_initialized())
         return None
+    global _WRITING
+    if _WRITING is not None:  # one background save at a time: their collectives never mix
+        _WRITING.result()
     saved = dcp.async_save(state, checkpoint_id=target, process_group=_checkpoint_group())
     assert isinstance(saved, Future)
+    _WRITING = saved
     return saved
 
 
 _GROUP: Any = None
+_WRITING: Future | None = None  # the background save still writing, if any
 
 
 def _checkpoint_group() -> Any:
