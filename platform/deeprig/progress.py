@@ -229,7 +229,7 @@ class SearchProgress:
             "finished",
             "stopped early",
             "failed",
-            f"best {self._metric} (trial)",
+            f"best {self._metric} (run)",
         ):
             table.add_column(column, justify="right")
         best = f"{self._best[0]:.4g} ({self._best[1]})" if self._best else "-"

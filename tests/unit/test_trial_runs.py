@@ -134,3 +134,31 @@ def test_a_failed_trials_run_is_failed_with_its_class(tmp_path):
     run = MlflowClient(target.uri).get_run(parent.child_runs()["t1"].run_id)
     assert run.info.status == "FAILED"
     assert run.data.tags[Tag.FAILURE] == "non_finite_loss"
+
+
+def test_the_live_display_names_each_trial_by_its_mlflow_run(tmp_path):
+    """Tune's trial ids are nowhere in MLflow: the best so far is named by its run."""
+    import io
+
+    from deeprig.progress import SearchProgress
+    from rich.console import Console
+
+    target = embedded_target(tmp_path)
+    parent = RunRecorder.create(
+        target, "search", {"name": "search", "kind": "tune"}, "name: search", tmp_path
+    )
+    callback = make_callback(target, parent)
+    out = io.StringIO()
+    callback.progress = SearchProgress(Console(file=out, width=120), 1, "val_loss", "min")
+    trial = Trial("t1", {"optim.lr": 0.01})
+    with callback.progress:
+        callback.on_trial_start(0, [trial], trial)
+        trial.last_result = epoch_result(3, 0.6)
+        callback.on_trial_result(0, [trial], trial, trial.last_result)
+        callback.on_trial_complete(0, [trial], trial)
+    (child,) = parent.child_runs().values()
+    shown = out.getvalue().splitlines()
+    assert any(f"0.6 (run {child.run_id[:8]})" in line for line in shown)
+    # it ended under the name it started with: done, none left running
+    row = next(line for line in reversed(shown) if "1/1" in line)
+    assert [cell.strip() for cell in row.strip("│ ").split("│")][:3] == ["1/1", "0", "1"]

@@ -72,16 +72,17 @@ class TrialRunsCallback(Callback):
         if self.target is not None and trial.trial_id not in self._trials:
             self._trials[trial.trial_id] = self._open(trial.trial_id, trial.config)
         if self.progress:
-            self.progress.started(trial.trial_id)
+            self.progress.started(self._shown(trial.trial_id))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         record = self._trials.get(trial.trial_id)
         if record is not None:
             self._log(record, trial.config, result)
         if self.progress:
-            self.progress.result(trial.trial_id, result)
+            self.progress.result(self._shown(trial.trial_id), result)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        shown = self._shown(trial.trial_id)  # (before its run is closed)
         trained, early = self.judge(trial.last_result or {})
         tags = {Tag.STOPPED_EARLY: str(early).lower(), Tag.EPOCHS_TRAINED: str(trained)}
         if early:
@@ -90,11 +91,12 @@ class TrialRunsCallback(Callback):
         # raised on its way out, but it was stopped early, not failed.
         self._close(trial.trial_id, RunStatus.KILLED if early else RunStatus.FINISHED, tags)
         if self.progress:
-            self.progress.ended(trial.trial_id, "stopped early" if early else "finished")
+            self.progress.ended(shown, "stopped early" if early else "finished")
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         from deeprig.failures import classify
 
+        shown = self._shown(trial.trial_id)  # (before its run is closed)
         tags = {Tag.STOPPED_EARLY: "false"}
         try:  # (Tune keeps the trial's exception pickled; one that cannot be read back
             error = trial.get_pickled_error()  # leaves the run without a class, not open)
@@ -104,7 +106,13 @@ class TrialRunsCallback(Callback):
             tags[Tag.FAILURE] = classify(error).kind.value
         self._close(trial.trial_id, RunStatus.FAILED, tags)
         if self.progress:
-            self.progress.ended(trial.trial_id, "failed")
+            self.progress.ended(shown, "failed")
+
+    def _shown(self, trial_id: str) -> str:
+        """How the live display names a trial: by its MLflow run (Tune's trial ids are
+        nowhere in MLflow), by the trial id while it has none (tracking off)."""
+        record = self._trials.get(trial_id)
+        return f"run {record.recorder.run_id[:8]}" if record else trial_id
 
     def _open(self, trial_id: str, values: dict[str, Any]) -> TrialRecord:
         """The trial's child run: found again when the trial restarts, never duplicated."""
