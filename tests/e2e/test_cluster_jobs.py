@@ -116,6 +116,37 @@ def test_what_the_cluster_keeps_on_disk_is_its_owners_alone(cluster):
     assert modes["mlflow.db"] == modes["auth/basic_auth.db"] == 0o600
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming a second local user needs root")
+def test_a_second_local_user_reaches_runs_only_through_the_servers_login(cluster):
+    # The user `nobody` on the same machine: every folder above the cluster's is opened for
+    # it to pass through, so only the cluster's own modes stand between it and the files.
+    import stat
+    import urllib.error
+    import urllib.request
+
+    home, state = cluster
+    root = home / "cluster"
+    opened = [p for p in [*reversed(home.parents), home] if p != Path("/")]
+    before = {p: stat.S_IMODE(p.stat().st_mode) for p in opened}
+    try:
+        for path in opened:
+            path.chmod(before[path] | 0o001)
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        for private in ["mlflow.db", "auth/basic_auth.db", "cluster.json", "mlartifacts"]:
+            read = subprocess.run(
+                [*as_nobody, "ls", "-l", str(root / private)], capture_output=True, text=True
+            )
+            assert read.returncode != 0 and "Permission denied" in read.stderr, private
+        # ...while the server answers it only with a login.
+        request = f"{state.tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        assert refused.value.code == 401
+    finally:
+        for path, mode in before.items():
+            path.chmod(mode)
+
+
 @pytest.fixture(scope="module")
 def submitted_job(cluster) -> str:
     """jobs/digits_cnn.yaml for 2 epochs, its workers spread over the nodes, submitted with
