@@ -5,6 +5,7 @@ logged model continuing a prompt."""
 from __future__ import annotations
 
 import math
+import random
 
 import mlflow
 import mlflow.pytorch
@@ -22,7 +23,15 @@ def lm_job(tmp_path_factory):
     import pyarrow.csv as pacsv
 
     folder = tmp_path_factory.mktemp("corpus")
-    texts = [f"def add_{i}(x):\n    return x + {i % 7}\n" for i in range(300)]
+    # Each row names one of 8 fruits twice: a bigram cannot know the second from the token
+    # before it (perplexity ~8^(2/10) per row of ~10 tokens), a model reading the row can
+    # copy it (~8^(1/10)).
+    rng = random.Random(0)
+    fruits = ["apple", "berry", "cherry", "grape", "lemon", "mango", "olive", "peach"]
+    texts = []
+    for _ in range(300):
+        fruit = rng.choice(fruits)
+        texts.append(f"def keep(x, {fruit}):\n    return {fruit}\n")
     pacsv.write_csv(pa.table({"text": texts}), folder / "code.csv")
     spec = {
         "name": "tiny-lm",
@@ -36,7 +45,7 @@ def lm_job(tmp_path_factory):
             "block_size": 16,
             "tokenizer": {"kind": "byte_bpe", "vocab_size": 300, "lowercase": False},
         },
-        "optim": {"lr": 0.01, "batch_size": 32, "num_epochs": 3},
+        "optim": {"lr": 0.01, "batch_size": 32, "num_epochs": 8},
     }
     path = folder / "tiny-lm.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -58,6 +67,7 @@ def test_the_logged_language_model_continues_a_prompt(lm_job):
     client, run = lm_job
     mlflow.set_tracking_uri(client.tracking_uri)
     model = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
-    text = model.generate("def add_3(x):\n", max_new_tokens=8, temperature=0)
-    assert text.startswith("def add_3(x):\n") and len(text) > len("def add_3(x):\n")
+    prompt = "def keep(x, mango):\n    return"
+    # (greedy: the fruit its row named before, copied)
+    assert model.generate(prompt, max_new_tokens=3, temperature=0).startswith(prompt + " mango")
     assert run.data.tags["deeprig.model_format"] == "pickle"
