@@ -67,13 +67,13 @@ class TorchPyfunc:
         import pandas as pd
         import torch
 
+        # (MLflow has checked `data` against the signature: a table is a DataFrame holding
+        # the named columns)
         if self.inputs == "text":
-            if isinstance(data, pd.DataFrame):
-                column = self.columns[0] if self.columns[0] in data.columns else data.columns[0]
-                data = data[column]
-            return self.model.tokenize([str(s) for s in data])
+            sentences = data[self.columns[0]] if isinstance(data, pd.DataFrame) else data
+            return self.model.tokenize([str(s) for s in sentences])
         if self.inputs == "columns":
-            frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+            frame = data
             for name in self.columns:
                 if not pd.api.types.is_numeric_dtype(frame[name]):
                     raise ValueError(f"column {name!r} holds {frame[name].dtype}, not numbers")
