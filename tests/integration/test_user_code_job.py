@@ -217,7 +217,7 @@ def test_a_guide_loop_keeps_its_first_epoch_and_claims_no_data(raydocs_loop):
     assert sorted(m.step for m in history) == [0, 1, 2]  # epoch 0 included, as reported
     params = run.data.params
     assert not [k for k in params if k.split(".")[0] in {"optim", "data"}], params
-    assert params["loop.config.lr"] == "0.003" and "effective_batch_size" not in params
+    assert params["loop.config.lr"] == "0.01" and "effective_batch_size" not in params
     assert not run.inputs.dataset_inputs  # no data set it did not read
     flat = " ".join(result.output.split())
     assert "on its own data, 2 worker(s)" in flat and " train / " not in flat
