@@ -1,11 +1,13 @@
-"""Parquet tables of features and a label, read by Ray Data: what the driver learns of
-them (shape, task, classes, so bad data exits 2 before Ray starts), their splits, and a few
-samples."""
+"""Tables of features and a label, Parquet or CSV, read by Ray Data: what the driver learns
+of them (shape, task, classes, so bad data exits 2 before Ray starts), their splits, and a
+few samples. `table_format` and `read_rows` are how every table reader tells and streams the
+two formats."""
 
 from __future__ import annotations
 
 import difflib
 import math
+import os
 
 import numpy as np
 
@@ -16,20 +18,49 @@ from deeprig.data.standardize import fit_statistics, standardized
 from deeprig.spec.data import ParquetData
 
 
+def table_format(path: str) -> str:
+    """CSV for .csv files (compressed too) and folders of only them; Parquet otherwise."""
+    if os.path.isdir(path):
+        names = [n for n in os.listdir(path) if not n.startswith((".", "_"))]
+        return "csv" if names and all(".csv" in n.lower() for n in names) else "parquet"
+    return "csv" if ".csv" in os.path.basename(path).lower() else "parquet"
+
+
+def open_table(path: str, field: str = "data.path"):
+    """The pyarrow dataset of a Parquet or CSV file, folder or URI, with at least one file."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    kind = table_format(path)
+    try:
+        dataset = pads.dataset(path, format=kind)
+    except FileNotFoundError:
+        raise DataProblem(field, f"no Parquet or CSV data at {path!r}") from None
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise DataProblem(field, f"cannot read {kind.upper()} at {path!r}: {exc}") from None
+    if not dataset.files:
+        raise DataProblem(field, f"no {kind.upper()} files under {path!r}")
+    return dataset
+
+
+def read_rows(path: str, columns: list[str] | None, num_cpus: float | None = None):
+    """A Ray Dataset streaming `columns` (None: all) of a Parquet or CSV table."""
+    import ray.data
+
+    if table_format(path) == "parquet":
+        return ray.data.read_parquet(path, columns=columns, num_cpus=num_cpus)
+    import pyarrow.csv as pacsv
+
+    convert = pacsv.ConvertOptions(include_columns=columns) if columns else None
+    return ray.data.read_csv(path, convert_options=convert, num_cpus=num_cpus)
+
+
 def describe_parquet(spec: ParquetData) -> DataInfo:
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.dataset as pads
 
-    try:
-        dataset = pads.dataset(spec.path, format="parquet")
-    except FileNotFoundError:
-        raise DataProblem("data.path", f"no Parquet data at {spec.path!r}") from None
-    except (pa.ArrowInvalid, OSError, ValueError) as exc:
-        raise DataProblem("data.path", f"cannot read Parquet at {spec.path!r}: {exc}") from None
+    dataset = open_table(spec.path)
     schema = dataset.schema
-    if not dataset.files:
-        raise DataProblem("data.path", f"no Parquet files under {spec.path!r}")
 
     missing = [c for c in [*spec.features, spec.label] if c not in schema.names]
     if missing:
@@ -133,8 +164,6 @@ def _tensor_column_shape(name: str, dtype, dataset) -> tuple[int, ...]:
 
 
 def parquet_datasets(spec: ParquetData, info: DataInfo, how: BuildOptions) -> PreparedData:
-    import ray.data
-
     features, label, shape = list(spec.features), spec.label, info.input_shape
     label_dtype = np.int64 if info.task == "classification" else np.float32
     class_ids = {n: i for i, n in enumerate(info.classes)} if info.classes else None
@@ -150,9 +179,9 @@ def parquet_datasets(spec: ParquetData, info: DataInfo, how: BuildOptions) -> Pr
             y = column.to_numpy().astype(label_dtype)
         return {"x": x.reshape(batch.num_rows, *shape), "y": y}
 
-    ds = ray.data.read_parquet(
-        spec.path, columns=[*features, label], num_cpus=how.data_cpus
-    ).map_batches(to_xy, batch_format="pyarrow", num_cpus=how.data_cpus)
+    ds = read_rows(spec.path, [*features, label], how.data_cpus).map_batches(
+        to_xy, batch_format="pyarrow", num_cpus=how.data_cpus
+    )
     train, val = ds.train_test_split(test_size=info.num_val, shuffle=True, seed=how.seed)
     # Scalar columns are standardised (one statistic per column); a list column is taken
     # as it is (pixels, a signal), like any data a user already scaled.
@@ -163,8 +192,6 @@ def parquet_datasets(spec: ParquetData, info: DataInfo, how: BuildOptions) -> Pr
 
 
 def parquet_samples(spec: ParquetData, info: DataInfo, count: int) -> np.ndarray:
-    import pyarrow.dataset as pads
-
-    table = pads.dataset(spec.path, format="parquet").head(count, columns=spec.features)
+    table = open_table(spec.path).head(count, columns=spec.features)
     x = np.stack([column_array(table.column(c)) for c in spec.features], axis=1)
     return x.reshape(len(x), *info.input_shape).astype(np.float32)

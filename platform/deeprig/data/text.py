@@ -6,7 +6,6 @@ model, which then reads raw text."""
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,6 +13,7 @@ import numpy as np
 from deeprig.data.arrow import label_classes
 from deeprig.data.builtin import split_indices
 from deeprig.data.info import DataInfo, DataProblem, Fitted, num_val_rows
+from deeprig.data.parquet import table_format
 from deeprig.spec.data import TextData, TokenizerSpec
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ def read_table(path: str, columns: list[str], field: str = "data.path"):
     import pyarrow.dataset as pads
 
     try:
-        dataset = pads.dataset(path, format=_format_of(path))
+        dataset = pads.dataset(path, format=table_format(path))
         if not dataset.files:
             raise FileNotFoundError(path)
     except FileNotFoundError:
@@ -42,14 +42,6 @@ def read_table(path: str, columns: list[str], field: str = "data.path"):
             field, f"column(s) {missing} not in {path!r} (columns: {', '.join(names[:12])})"
         )
     return dataset.to_table(columns=columns)
-
-
-def _format_of(path: str) -> str:
-    """CSV for .csv files (compressed too) and folders of them; Parquet otherwise."""
-    if os.path.isdir(path):
-        names = os.listdir(path)
-        return "csv" if names and all(".csv" in n.lower() for n in names) else "parquet"
-    return "csv" if ".csv" in os.path.basename(path).lower() else "parquet"
 
 
 def text_column(table, name: str):

@@ -51,9 +51,15 @@ STANDARDIZE = (
 
 
 class ParquetData(_DataBase):
-    source: Literal["parquet"] = Field(description="User data in Parquet, read by Ray Data.")
+    source: Literal["parquet"] = Field(
+        description="A table in Parquet or CSV (by the files' extension), read by Ray Data."
+    )
     path: str = Field(
-        min_length=1, description="File, folder or URI (s3://, gs://, ...) of Parquet files."
+        min_length=1,
+        description=(
+            "File, folder or URI (s3://, gs://, ...) of Parquet files, or of .csv files "
+            "(compressed too)."
+        ),
     )
     features: list[str] = Field(
         min_length=1,
