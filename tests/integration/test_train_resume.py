@@ -221,11 +221,13 @@ FSDP = ["--set", "scaling.num_workers=2", "--set", "scaling.strategy=fsdp"]
 @pytest.fixture(scope="module")
 def fsdp_interrupted(tmp_path_factory, ray_2_cpus):
     """A 2-worker fsdp job whose worker dies at its 30th step: restarted by Ray Train from
-    the sharded step checkpoint both ranks wrote. (its client, run and final TrainState)"""
+    the sharded step checkpoint both ranks wrote, in the background (checkpoint.async_save;
+    the slow test below writes them in the step). (its client, run and final TrainState)"""
     folder = tmp_path_factory.mktemp("fsdp-code")
     marker = folder / "died"
+    background = ["--set", "checkpoint.async_save=true"]
     result, client = run_in_fresh_home(
-        tmp_path_factory, "fsdp", *_dies_once_job(folder, 30, marker), *FSDP
+        tmp_path_factory, "fsdp", *_dies_once_job(folder, 30, marker), *FSDP, *background
     )
     assert result.exit_code == 0, result.output
     assert marker.exists()

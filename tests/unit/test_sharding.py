@@ -14,12 +14,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from deeprig.data.shard import ShardBatches
 from deeprig.models import build_model
-from deeprig.spec.train import MLPConfig, TrainSpec
+from deeprig.spec.train import FSDPSpec, MLPConfig, TrainSpec
 from deeprig.training.epoch import Position, StepParts, train_epoch
 from deeprig.training.sharding import (
     AUTO_UNIT_MIN_PARAMS,
     family_units,
     fsdp_units,
+    lockstep,
     parameters_held,
     shard_model,
 )
@@ -46,9 +47,9 @@ def _model(seed: int = 0) -> nn.Module:
     return build_model(MLP, (6,), 3)
 
 
-def _sharded(model: nn.Module) -> nn.Module:
+def _sharded(model: nn.Module, fsdp: FSDPSpec = SPEC.scaling.fsdp) -> nn.Module:
     units = fsdp_units(model, "auto", family_units(MLP))
-    return shard_model(model, SPEC.scaling.fsdp, units, None, torch.device("cpu"))
+    return shard_model(model, fsdp, units, None, torch.device("cpu"))
 
 
 def _rank_rows(rank: int, world: int) -> TableShard:
@@ -118,6 +119,12 @@ def _two_ranks(rank: int, world: int, folder: str) -> None:
     results["held"] = parameters_held(model)
     optimizer = _train(model, rank, world, batch=8, accumulate=2)
     results["accumulated"] = _whole(model, optimizer)
+    recomputed = _sharded(_model(), FSDPSpec(activation_checkpointing=True))
+    recomputed_optimizer = _train(recomputed, rank, world, batch=8, accumulate=2)
+    results["recomputed"] = _whole(recomputed, recomputed_optimizer)
+    # Validation in lock-step: rank 0 has one batch, rank 1 three; both run three forwards.
+    batches = [(torch.zeros(2, 6), torch.zeros(2, dtype=torch.long))] * (1 + 2 * rank)
+    results["lockstep"] = [len(y) for _, y in lockstep(batches, torch.device("cpu"))]
     big = _sharded(_model())
     results["big_batch"] = _whole(big, _train(big, rank, world, batch=16, accumulate=1))
     ddp = nn.parallel.DistributedDataParallel(_model())
@@ -193,6 +200,14 @@ def test_fsdp_accumulation_steps_like_one_big_batch_and_like_ddp(sharded_runs):
     assert not torch.allclose(two["accumulated"]["model"]["net.1.weight"], _model().net[1].weight)
 
 
+def test_activation_checkpointing_recomputes_the_same_gradients(sharded_runs):
+    _assert_same(sharded_runs["two"]["recomputed"], sharded_runs["two"]["accumulated"])
+
+
+def test_a_rank_whose_validation_shard_ran_out_runs_empty_forwards(sharded_runs):
+    assert sharded_runs["two"]["lockstep"] == [2, 0, 0]  # rank 0's: one real batch
+
+
 def test_a_two_rank_checkpoint_is_one_folder_of_every_ranks_shards(sharded_runs):
     files = {p.name for p in (sharded_runs["folder"] / "merged" / "shards").iterdir()}
     assert files == {".metadata", "__0_0.distcp", "__1_0.distcp"}
@@ -260,6 +275,11 @@ def _validate(*settings: str, job: str = "quickstart.yaml"):
         ),
         (["checkpoint.async_save=true"], "checkpoint.async_save", "scaling.strategy: fsdp"),
         (["scaling.fsdp.cpu_offload=true"], "scaling.fsdp", "strategy: fsdp"),
+        (
+            ["scaling.strategy=fsdp", "scaling.fsdp.cpu_offload=true"],
+            "scaling.fsdp.cpu_offload",
+            "use_gpu",
+        ),
         (
             ["scaling.strategy=fsdp", "scaling.use_gpu=true", "scaling.mixed_precision=fp16"],
             "scaling.mixed_precision",

@@ -46,6 +46,14 @@ def fsdp_problems(spec: TrainSpec, data: DataInfo | None) -> list[Problem]:
                 "across shards: use bf16 or auto",
             )
         )
+    if scaling.fsdp.cpu_offload and not scaling.use_gpu:
+        problems.append(
+            Problem(
+                "scaling.fsdp.cpu_offload",
+                "offloads a GPU's shards to CPU memory; a CPU job's are there already: "
+                "remove it, or set scaling.use_gpu: true",
+            )
+        )
     if isinstance(scaling.fsdp.shard, list) and data is not None and spec.model is not None:
         problems += _unknown_units(spec, data, scaling.fsdp.shard)
     return problems
@@ -88,4 +96,4 @@ def fsdp_note(spec: TrainSpec) -> str:
         return ""
     if spec.scaling.num_workers == 1:
         return ", fsdp on 1 worker: nothing to shard with, the model trains whole"
-    return f", fsdp over {spec.scaling.num_workers} workers"
+    return f", fsdp over {spec.scaling.described()} workers"
