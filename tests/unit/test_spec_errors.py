@@ -83,7 +83,10 @@ def test_wrong_types_are_named():
 
 def test_out_of_range_values_name_the_bound():
     found = problems_of(GOOD + "scaling: {num_workers: 0}\n")
-    assert found == ["job.yaml:6: scaling.num_workers: must be >= 1 (got 0)"]
+    assert found == [
+        "job.yaml:6: scaling.num_workers: must be >= 1 (got 0), or {min: 1, max: 4} for an "
+        "elastic job"
+    ]
 
 
 def test_every_problem_is_listed_at_once():

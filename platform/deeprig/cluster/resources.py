@@ -76,10 +76,20 @@ def data_reserve(cpus: float) -> float:
 
 
 def budget_workers(scaling: ScalingSpec, resources: ClusterResources) -> WorkerBudget:
-    """Raise ResourceProblems when the cluster can never satisfy the request."""
-    n = scaling.num_workers
+    """Raise ResourceProblems when the cluster can never satisfy the request. An elastic
+    job is budgeted at `max` workers (every size it grows to fits beside Ray Data) and
+    refused only when its `min` can never fit (nodes may join to let it grow)."""
+    n, least = scaling.max_workers, scaling.min_workers
     problems: list[Problem] = []
-    if scaling.use_gpu and resources.gpus < n:
+    if scaling.placement_strategy == "STRICT_SPREAD" and least > resources.nodes:
+        problems.append(
+            Problem(
+                "scaling.placement_strategy",
+                f"STRICT_SPREAD puts each of {least} worker(s) on its own node; "
+                f"{resources.where} has {resources.nodes}. Use SPREAD, or fewer workers",
+            )
+        )
+    if scaling.use_gpu and resources.gpus < least:
         problems.append(
             Problem(
                 "scaling.use_gpu",
@@ -87,7 +97,7 @@ def budget_workers(scaling: ScalingSpec, resources: ClusterResources) -> WorkerB
                 "Set scaling.use_gpu: false, or run on a cluster with GPUs (--address)",
             )
         )
-    if not scaling.use_gpu and n > resources.cpus:
+    if not scaling.use_gpu and least > resources.cpus:
         problems.append(
             Problem(
                 "scaling.num_workers",
@@ -99,11 +109,11 @@ def budget_workers(scaling: ScalingSpec, resources: ClusterResources) -> WorkerB
     available = resources.cpus - reserve
     if scaling.cpus_per_worker is not None:
         per_worker = scaling.cpus_per_worker
-        if per_worker * n > available + 1e-9 or per_worker > resources.max_node_cpus:
+        if per_worker * least > available + 1e-9 or per_worker > resources.max_node_cpus:
             problems.append(
                 Problem(
                     "scaling.cpus_per_worker",
-                    f"{n} x {per_worker:g} CPUs plus {reserve:g} kept for Ray Data exceeds the "
+                    f"{least} x {per_worker:g} CPUs plus {reserve:g} kept for Ray Data exceeds the "
                     f"{resources.cpus:g} CPUs of {resources.where}; lower it or omit it to let "
                     "deeprig budget it",
                 )

@@ -45,7 +45,7 @@ from deeprig.runners.train_record import (
 )
 from deeprig.runners.user_code import check_model_and_loop, collect_code
 from deeprig.spec.errors import Problem, SpecError
-from deeprig.spec.train import TrainSpec
+from deeprig.spec.train import ScalingSpec, TrainSpec
 from deeprig.tracking.store import checkpoint_storage
 from deeprig.tracking.tags import RunStatus, Tag
 
@@ -79,7 +79,7 @@ class TrainChecked:
     def summary(self) -> str:
         return (
             f"{what_trains(self.spec)} on {what_it_reads(self.spec, self.data)}, "
-            f"{self.spec.scaling.num_workers} worker(s) x {self.budget.cpus_per_worker:g} CPU"
+            f"{self.spec.scaling.described()} worker(s) x {self.budget.cpus_per_worker:g} CPU"
             f"{fsdp_note(self.spec)}"
         )
 
@@ -168,13 +168,13 @@ def check(spec: TrainSpec, resources: ClusterResources) -> TrainChecked:
                         f"(one of: {', '.join(sorted(allowed))})",
                     )
                 )
-        train_rows_per_worker = data.num_train // spec.scaling.num_workers
+        train_rows_per_worker = data.num_train // spec.scaling.max_workers
         if train_rows_per_worker < 1:
             problems.append(
                 Problem(
                     "scaling.num_workers",
                     f"{data.num_train} training rows cannot feed "
-                    f"{spec.scaling.num_workers} workers",
+                    f"{spec.scaling.max_workers} workers",
                 )
             )
     problems += fsdp_problems(spec, data)
@@ -193,7 +193,8 @@ def _keeps_shard_in_memory(spec: TrainSpec, data: DataInfo) -> bool:
     assert spec.data is not None
     if spec.data.cache != "auto":
         return spec.data.cache == "memory"
-    shard_bytes = data.num_rows * data.bytes_per_row / spec.scaling.num_workers
+    # (an elastic job's smallest size holds the biggest shards)
+    shard_bytes = data.num_rows * data.bytes_per_row / spec.scaling.min_workers
     return shard_bytes <= IN_MEMORY_SHARD_BYTES
 
 
@@ -208,7 +209,7 @@ def prepare_data(spec: TrainSpec, checked: TrainChecked) -> PreparedData | None:
     the user's loop loads its own data."""
     if spec.data is None or checked.data is None:
         return None
-    workers, data_cpus = spec.scaling.num_workers, checked.budget.data_cpus
+    workers, data_cpus = spec.scaling.max_workers, checked.budget.data_cpus
     return build_datasets(spec.data, checked.data, spec.seed, workers, data_cpus, checked.in_memory)
 
 
@@ -240,21 +241,27 @@ def build_trainer(
 
         callbacks.append(EndUnlessRetried(retry_classes(spec.failure.retry_on)))
     if sink is not None:
-        from deeprig.tracking.report_logger import EpochMetricsLogger
+        from deeprig.tracking.report_logger import EpochMetricsLogger, WorldSizes
 
         # The user's loop reports when it likes: each report is sent as it comes.
         epochs = None if spec.loop is not None else spec.optim.num_epochs
-        callbacks.append(EpochMetricsLogger(sink, epochs))
+        sizes = None
+        if spec.scaling.elastic:
+            sizes = WorldSizes(None if spec.loop is not None else spec.batch_per_worker)
+        callbacks.append(EpochMetricsLogger(sink, epochs, sizes))
         sink = sink.tags_only()
     loop, loop_config = _worker_entry(spec, checked, prepared, run_id, sink)
     return TorchTrainer(
         loop,
         train_loop_config=loop_config,
-        scaling_config=ScalingConfig(
-            num_workers=spec.scaling.num_workers,
+        # (Train V2's ScalingConfig, the one Ray uses, takes (min, max) workers and the
+        # resize interval; the type Ray declares for `ray.train.ScalingConfig` is V1's.)
+        scaling_config=ScalingConfig(  # type: ignore[call-arg]
+            num_workers=ray_num_workers(spec.scaling),  # type: ignore[arg-type]
             use_gpu=spec.scaling.use_gpu,
             resources_per_worker=budget.resources_per_worker(),
             placement_strategy=spec.scaling.placement_strategy,
+            elastic_resize_monitor_interval_s=spec.scaling.resize_interval_s,
         ),
         # (Train V2's RunConfig, the one Ray uses, takes logging_config; the type Ray
         # declares for `ray.train.RunConfig` is V1's, which does not.)
@@ -277,6 +284,13 @@ def build_trainer(
         ),
         dataset_config=DataConfig(datasets_to_split=["train", "val"]),
     )
+
+
+def ray_num_workers(scaling: ScalingSpec) -> int | tuple[int, int]:
+    """Ray Train's `num_workers`: a fixed count, or (min, max), its elastic worker group."""
+    if scaling.elastic:
+        return (scaling.min_workers, scaling.max_workers)
+    return scaling.max_workers
 
 
 def _worker_entry(
@@ -381,7 +395,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
         recorder.log_params({"effective_batch_size": str(spec.effective_batch_size)})
     console.print(
         f"Training [bold]{what_trains(spec)}[/] on {what_it_reads(spec, checked.data, True)}, "
-        f"{spec.scaling.num_workers} worker(s) x {checked.budget.cpus_per_worker:g} CPU"
+        f"{spec.scaling.described()} worker(s) x {checked.budget.cpus_per_worker:g} CPU"
         + (" + 1 GPU" if spec.scaling.use_gpu else "")
     )
     # The score first: at 80 columns the metrics that do not fit are the ones dropped.
@@ -392,7 +406,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
         else tuple(m for m in spec.loop.metrics if m != "epoch")
     )
     # (short: at 80 columns about 38 characters are left for it)
-    waiting = f"{spec.scaling.num_workers} worker(s) + epoch 1"
+    waiting = f"{spec.scaling.min_workers} worker(s) + epoch 1"
     if recorder and spec.loop is None:
         from deeprig.tracking.warm_up import warm_up_result_logging
 

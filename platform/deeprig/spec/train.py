@@ -7,7 +7,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from deeprig.failures import RETRIED_BY_DEFAULT, FailureClass
 from deeprig.spec.common import NAME_PATTERN, StrictModel, Target, TrackingSpec
@@ -239,8 +247,48 @@ class FSDPSpec(StrictModel):
     )
 
 
+class WorkerRange(StrictModel):
+    """An elastic job's worker count: Ray Train starts it once `min` workers fit, grows it
+    toward `max` as resources join, and continues on the workers left after a loss."""
+
+    min: int = Field(ge=1, description="Workers the job needs to start or continue.")
+    max: int = Field(ge=1, description="Workers the job grows to when the cluster has room.")
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> WorkerRange:
+        if self.min > self.max:
+            raise ValueError(
+                f"min ({self.min}) must be <= max ({self.max}): e.g. "
+                f"num_workers: {{min: {self.max}, max: {self.min}}}"
+            )
+        return self
+
+
 class ScalingSpec(StrictModel):
-    num_workers: int = Field(default=1, ge=1, description="Data-parallel training workers (DDP).")
+    num_workers: int | WorkerRange = Field(
+        default=1,
+        description=(
+            "Data-parallel training workers: a number (fixed), or {min, max} (elastic: the "
+            "job starts once `min` fit, grows toward `max`, continues on those left after a "
+            "worker is lost, from the latest checkpoint)."
+        ),
+    )
+    keep_global_batch: bool = Field(
+        default=True,
+        description=(
+            "Elastic jobs: keep the global batch (accumulate_steps x batch_size x max) at "
+            "every size by giving each of N workers batch_size x max / N rows; false: each "
+            "worker keeps batch_size, the global batch shrinks with the job."
+        ),
+    )
+    resize_interval_s: float = Field(
+        default=60.0,
+        gt=0.0,
+        description=(
+            "Elastic jobs: how often a running job looks for room to grow (each resize "
+            "restarts the workers from the latest checkpoint)."
+        ),
+    )
     use_gpu: bool = Field(default=False, description="One GPU per worker.")
     cpus_per_worker: float | None = Field(
         default=None,
@@ -268,6 +316,51 @@ class ScalingSpec(StrictModel):
         ),
     )
     fsdp: FSDPSpec = Field(default_factory=FSDPSpec, description="How `strategy: fsdp` shards.")
+
+    @field_validator("num_workers", mode="wrap")
+    @classmethod
+    def _one_problem(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # (pydantic reports an int-or-range union's every member failing: one line is clear)
+        try:
+            workers = handler(value)
+        except ValidationError as exc:
+            if isinstance(value, dict):
+                error = exc.errors()[-1]
+                ctx, got = error.get("ctx") or {}, error.get("input")
+                if "ge" in ctx:
+                    why = f"must be >= {ctx['ge']} (got {got!r})"
+                else:
+                    why = str(ctx.get("error", error["msg"][0].lower() + error["msg"][1:]))
+                where = ".".join(str(p) for p in error["loc"][1:])
+                raise ValueError(f"{where} {why}" if where else why) from None
+            raise ValueError(
+                f"a number of workers, or {{min: 1, max: 4}} for an elastic job (got {value!r})"
+            ) from None
+        if isinstance(workers, int) and workers < 1:
+            raise ValueError(
+                f"must be >= 1 (got {workers}), or {{min: 1, max: 4}} for an elastic job"
+            )
+        return workers
+
+    @property
+    def elastic(self) -> bool:
+        return isinstance(self.num_workers, WorkerRange)
+
+    @property
+    def min_workers(self) -> int:
+        n = self.num_workers
+        return n.min if isinstance(n, WorkerRange) else n
+
+    @property
+    def max_workers(self) -> int:
+        n = self.num_workers
+        return n.max if isinstance(n, WorkerRange) else n
+
+    def described(self) -> str:
+        """The worker count in a few words: `2` or `1-4 (elastic)`."""
+        if self.min_workers == self.max_workers and not self.elastic:
+            return str(self.max_workers)
+        return f"{self.min_workers}-{self.max_workers} (elastic)"
 
 
 class CheckpointSpec(StrictModel):
@@ -457,8 +550,52 @@ class TrainSpec(StrictModel):
 
     @property
     def effective_batch_size(self) -> int:
-        """Rows behind one optimiser step, summed over the workers."""
-        return self.optim.accumulate_steps * self.optim.batch_size * self.scaling.num_workers
+        """Rows behind one optimiser step, summed over the workers (an elastic job's at
+        `max` workers: at every size when `keep_global_batch`)."""
+        return self.optim.accumulate_steps * self.optim.batch_size * self.scaling.max_workers
+
+    def batch_per_worker(self, world_size: int) -> int:
+        """Each worker's batch at `world_size` workers: `optim.batch_size` at `max` (or
+        fixed, or without `keep_global_batch`), else scaled so the global batch holds."""
+        scaling = self.scaling
+        if not scaling.elastic or not scaling.keep_global_batch:
+            return self.optim.batch_size
+        return self.optim.batch_size * scaling.max_workers // world_size
+
+    def uneven_sizes(self) -> list[int]:
+        """The world sizes of an elastic job at which `keep_global_batch` cannot split the
+        global batch evenly over the workers."""
+        scaling = self.scaling
+        if not scaling.elastic or not scaling.keep_global_batch:
+            return []
+        rows = self.optim.batch_size * scaling.max_workers
+        return [n for n in range(scaling.min_workers, scaling.max_workers + 1) if rows % n]
+
+    @model_validator(mode="after")
+    def _elastic_fits(self) -> TrainSpec:
+        """What an elastic worker count cannot be combined with (one `path: message` part
+        each, joined by "; ": the loader splits them)."""
+        if not self.scaling.elastic or self.loop is not None:
+            return self
+        problems = []
+        if uneven := self.uneven_sizes():
+            rows = self.optim.batch_size * self.scaling.max_workers
+            sizes = ", ".join(str(n) for n in uneven)
+            problems.append(
+                f"scaling.keep_global_batch: the global batch of {rows} rows per "
+                f"accumulation step (batch_size x max) does not divide over {sizes} "
+                "worker(s): choose optim.batch_size so that it does, narrow num_workers, or "
+                "set keep_global_batch: false"
+            )
+        if self.checkpoint.every_n_steps is not None:
+            problems.append(
+                "checkpoint.every_n_steps: a mid-epoch position holds for one worker count "
+                "only, and an elastic job resumes at epoch checkpoints: remove it, or fix "
+                "num_workers"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 # What only deeprig's own loop reads, with the fix: a spec with `loop` may not set it, and a
@@ -470,6 +607,10 @@ LOOP_IGNORES = {
     "checkpoint.every_n_steps": "your own loop decides when it checkpoints: remove it",
     "scaling.mixed_precision": "your own loop decides its precision (autocast): remove it",
     "tracking.log_every_n_steps": "your own loop's reports are what is recorded: remove it",
+    "scaling.keep_global_batch": (
+        "your own loop sets its batch: read the world size from "
+        "ray.train.get_context().get_world_size() and remove it"
+    ),
 }
 
 

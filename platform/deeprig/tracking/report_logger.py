@@ -8,6 +8,7 @@ an epoch) off the training worker, whose single thread it would otherwise share 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ray.train import UserCallback
@@ -22,6 +23,33 @@ from deeprig.training.report_keys import (
 )
 
 
+class WorldSizes:
+    """An elastic job's sizes, as its reports show them (one per rank): each epoch's
+    `world_size` (and deeprig's loop's `batch_per_worker`), the sizes the job ran at in
+    order (`deeprig.world_sizes`, "2,1,2") and its worker-group restarts after a failure
+    (`deeprig.restarts`); a resize restarts the workers too, and shows as a new size."""
+
+    def __init__(self, batch_per_worker: Callable[[int], int] | None = None):
+        self.batch_per_worker = batch_per_worker
+        self.sizes: list[int] = []
+        self.restarts = 0
+
+    def seen(self, world_size: int) -> dict[str, float]:
+        """The metrics an epoch reported by `world_size` ranks adds."""
+        if not self.sizes or self.sizes[-1] != world_size:
+            self.sizes.append(world_size)
+        added = {"world_size": float(world_size)}
+        if self.batch_per_worker is not None:
+            added["batch_per_worker"] = float(self.batch_per_worker(world_size))
+        return added
+
+    def tags(self) -> dict[str, str]:
+        return {
+            Tag.WORLD_SIZES: ",".join(str(n) for n in self.sizes),
+            Tag.RESTARTS: str(self.restarts),
+        }
+
+
 class EpochMetricsLogger(UserCallback):
     """`num_epochs`: deeprig's loop reports each epoch once, its `epoch` from 1, and the
     last is known; None for the user's own loop, whose every report is recorded at its own
@@ -29,9 +57,13 @@ class EpochMetricsLogger(UserCallback):
     carries neither, or repeats a step already recorded, outside a restart's replay) is
     named in the run's `deeprig.unplaced_reports` tag, which the driver prints."""
 
-    def __init__(self, sink: MlflowMetricsSink, num_epochs: int | None):
+    def __init__(
+        self, sink: MlflowMetricsSink, num_epochs: int | None, elastic: WorldSizes | None = None
+    ):
         self.sink = sink
         self.num_epochs = num_epochs
+        self.elastic = elastic  # an elastic job's sizes: recorded on each epoch and as tags
+        self.tagged_sizes: dict[str, str] = {}
         # The newest step the run already holds: a job resumed from a checkpoint (after a
         # worker or the driver died) trains again the epochs after it, and must not log
         # them twice. Asked of MLflow once, at the first report.
@@ -50,6 +82,9 @@ class EpochMetricsLogger(UserCallback):
             return
         last = bool(reported.pop(LAST_REPORT, 0))
         ended_at = reported.pop(ENDED_AT, None)
+        if self.elastic is not None:
+            reported |= self.elastic.seen(len(metrics))
+            self._tag_sizes()
         if self.num_epochs is not None:
             if "epoch" not in reported:
                 return
@@ -79,6 +114,16 @@ class EpochMetricsLogger(UserCallback):
 
     def after_exception(self, run_context, worker_exceptions: dict[int, Exception]) -> None:
         self.replaying = True  # the restarted workers resume from their last checkpoint
+        if self.elastic is not None:
+            self.elastic.restarts += 1
+            self._tag_sizes()
+
+    def _tag_sizes(self) -> None:
+        assert self.elastic is not None
+        for key, value in self.elastic.tags().items():
+            if self.tagged_sizes.get(key) != value:
+                self.sink.tag(key, value)
+                self.tagged_sizes[key] = value
 
     def _newest(self, reported: dict[str, float]) -> int:
         if self.recorded_through is None:

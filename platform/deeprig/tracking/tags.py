@@ -54,6 +54,10 @@ class Tag:
     RESUMED_FROM_EPOCH = "deeprig.resumed_from_epoch"
     RESUMED_FROM_ITERATION = "deeprig.resumed_from_iteration"
     RESUMED_FROM_STEP = "deeprig.resumed_from_step"  # a resume inside an epoch: global step
+    # an elastic job: the worker counts it ran at, in order ("2,1,2"), and its worker-group
+    # restarts after a failure (tracking/report_logger.py's WorldSizes)
+    WORLD_SIZES = "deeprig.world_sizes"
+    RESTARTS = "deeprig.restarts"
     # the process driving the run, so `deeprig runs --close-stale` can tell it is gone
     DRIVER_HOST = "deeprig.driver.host"
     DRIVER_PID = "deeprig.driver.pid"

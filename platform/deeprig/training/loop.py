@@ -190,7 +190,7 @@ def _open_shards(
 
     train = ShardBatches(
         shard("train"),
-        spec.optim.batch_size,
+        spec.batch_per_worker(session.world_size),  # (elastic: the global batch kept)
         device,
         label_dtype,
         worker.in_memory,

@@ -109,5 +109,5 @@ def _per_trial(checked: TuneChecked) -> str:
     if not isinstance(base, TrainSpec) or checked.trial is None:
         # An rl trial: its own process and its env runners.
         return f"{checked.base_summary}, {checked.trial_resources['CPU']:g} CPU"
-    workers = base.scaling.num_workers
+    workers = base.scaling.described()
     return f"{workers} worker(s) x {checked.trial.budget.cpus_per_worker:g} CPU"

@@ -44,7 +44,7 @@ def check_train_search(spec: TuneSpec, resources: ClusterResources) -> TuneCheck
                 f"{', '.join(sorted(allowed))}",
             )
         )
-    if spec.scheduler.name == "pbt" and spec.base.scaling.num_workers > 1:
+    if spec.scheduler.name == "pbt" and spec.base.scaling.num_workers != 1:  # (or elastic)
         problems.append(
             Problem(
                 "scheduler.name",
@@ -69,7 +69,7 @@ def check_train_search(spec: TuneSpec, resources: ClusterResources) -> TuneCheck
                 "report as an iteration); remove it from the base",
             )
         )
-    n = spec.base.scaling.num_workers
+    n = spec.base.scaling.max_workers
     available = resources.cpus - data_reserve(resources.cpus)
     fits = max(1, math.floor(available / (n * 0.5)))  # half a CPU per worker by default
     if spec.base.scaling.use_gpu:
