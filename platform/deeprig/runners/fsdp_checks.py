@@ -46,6 +46,14 @@ def fsdp_problems(spec: TrainSpec, data: DataInfo | None) -> list[Problem]:
                 "across shards: use bf16 or auto",
             )
         )
+    if scaling.fsdp.cpu_offload and not scaling.use_gpu:
+        problems.append(
+            Problem(
+                "scaling.fsdp.cpu_offload",
+                "offloads a GPU's shards to CPU memory; a CPU job's are there already: "
+                "remove it, or set scaling.use_gpu: true",
+            )
+        )
     if isinstance(scaling.fsdp.shard, list) and data is not None and spec.model is not None:
         problems += _unknown_units(spec, data, scaling.fsdp.shard)
     return problems
