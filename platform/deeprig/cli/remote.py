@@ -18,7 +18,6 @@ from deeprig.cli.common import (
     Columns,
     ExitCode,
     bad_spec,
-    check_spec,
     console,
     errors,
     fit_columns,
@@ -102,8 +101,8 @@ def submit(
     Example: deeprig submit jobs/digits_cnn.yaml --address http://127.0.0.1:8265
     """
     from deeprig.cluster import jobs
-    from deeprig.cluster.preflight import check_shared_state, storage_setting
-    from deeprig.runners.contract import check_code_reaches_workers, user_code_of
+    from deeprig.runners import RUNNERS
+    from deeprig.runners.contract import check_on_cluster
 
     spec = load_spec_or_exit(job, overrides)
     dashboard = _dashboard(address)
@@ -113,14 +112,8 @@ def submit(
         jobs.check_upload_size(upload)
         client = _client(dashboard)
         resources = jobs.dashboard_resources(dashboard)
-        summary = check_spec(spec, resources)
-        check_shared_state(
-            spec,
-            resources,
-            spec.tracking.uri or job_tracking,
-            storage_setting(spec) or job_storage,
-        )
-        check_code_reaches_workers(user_code_of(spec))
+        check = RUNNERS[spec.kind].check
+        summary = check_on_cluster(spec, resources, job_tracking, job_storage, check).summary
         env = {}
         if job_tracking:
             env[jobs.TRACKING_ENV] = job_tracking
@@ -309,10 +302,12 @@ def _history_store(tracking_uri: str | None):
 
 
 def _print_history(tracking_uri: str | None, limit: int, output: str) -> None:
+    from deeprig.runners import key_metrics_by_kind
     from deeprig.tracking.job_history import HISTORY_COLUMNS, job_history
 
     target, _ = _history_store(tracking_uri)
-    records = [r | {"store": target.uri} for r in job_history(target, limit)]
+    history = job_history(target, limit, key_metrics_by_kind())
+    records = [r | {"store": target.uri} for r in history]
     print_records(
         records,
         (*HISTORY_COLUMNS, "store"),

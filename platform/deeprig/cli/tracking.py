@@ -44,6 +44,7 @@ def runs(
 
     Example: deeprig runs --experiment digits --limit 5   (or -o json for scripts)
     """
+    from deeprig.runners import key_metrics_by_kind
     from deeprig.tracking.listing import COLUMNS, NoSuchExperiment, list_runs
     from deeprig.tracking.store import resolve_tracking
 
@@ -52,7 +53,7 @@ def runs(
         _close_stale(target)
         return
     try:
-        records = list_runs(target, experiment, limit, trials)
+        records = list_runs(target, experiment, limit, key_metrics_by_kind(), trials)
     except NoSuchExperiment as exc:
         known = ", ".join(exc.known) or "none yet"
         errors.print(f"no experiment {exc.name!r} in {target.described} (experiments: {known})")

@@ -70,6 +70,10 @@ def _local_gpu_count() -> int:
         return 0
 
 
+# Below this a search's trial worker would crawl: fewer trials at a time instead.
+MIN_CPUS_PER_TRIAL_WORKER = 0.1
+
+
 def data_reserve(cpus: float) -> float:
     """CPUs kept free for Ray Data: one, or half of a machine smaller than two."""
     return min(1.0, cpus / 2)
@@ -126,12 +130,44 @@ def budget_workers(scaling: ScalingSpec, resources: ClusterResources) -> WorkerB
         per_worker = math.floor(per_worker * 100) / 100
     if problems:
         raise ResourceProblems(problems)
-    per_worker = max(per_worker, 0.01)
+    return _budget(max(per_worker, 0.01), scaling, resources)
+
+
+def budget_trials(
+    scaling: ScalingSpec, resources: ClusterResources, num_trials: int, max_concurrent: int | None
+) -> tuple[int, WorkerBudget]:
+    """(trials at a time, each trial's worker budget) of a search whose trials each run
+    `scaling`'s workers side by side: as many trials as half a CPU per worker allows (or
+    `max_concurrent`), sharing what Ray Data's reserve leaves. ResourceProblems when
+    `max_concurrent` trials would leave a worker under MIN_CPUS_PER_TRIAL_WORKER."""
+    n = scaling.max_workers
+    available = resources.cpus - data_reserve(resources.cpus)
+    fits = max(1, math.floor(available / (n * 0.5)))  # half a CPU per worker by default
+    if scaling.use_gpu:
+        fits = min(fits, int(resources.gpus // n))
+    concurrency = min(max_concurrent or fits, num_trials)
+    per_worker = math.floor(available / (concurrency * n) * 100) / 100
+    if per_worker < MIN_CPUS_PER_TRIAL_WORKER:
+        raise ResourceProblems(
+            [
+                Problem(
+                    "search.max_concurrent_trials",
+                    f"{concurrency} trials x {n} workers leave {per_worker:g} CPU per worker "
+                    f"on {resources.where} ({resources.cpus:g} CPUs); use at most {fits}",
+                )
+            ]
+        )
+    if scaling.cpus_per_worker is not None:
+        per_worker = min(per_worker, scaling.cpus_per_worker)
+    return concurrency, _budget(per_worker, scaling, resources)
+
+
+def _budget(per_worker: float, scaling: ScalingSpec, resources: ClusterResources) -> WorkerBudget:
     return WorkerBudget(
         cpus_per_worker=per_worker,
         gpus_per_worker=1.0 if scaling.use_gpu else 0.0,
         threads_per_worker=max(1, math.floor(per_worker + 1e-9)),
-        data_cpus=min(1.0, reserve),
+        data_cpus=min(1.0, data_reserve(resources.cpus)),
     )
 
 

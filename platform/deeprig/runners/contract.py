@@ -1,6 +1,7 @@
 """What every runner is, and the skeleton every runner's `run` shares.
 
-A runner is one kind of work (train, tune, rl). It offers two things:
+A runner is one kind of work (train, tune, rl); its `Runner` row (runners/__init__.py) holds
+every fact about the kind. It offers two things:
 - `check(spec, resources) -> Checked`: every pre-flight check that needs the data, the
   environment or the hardware, all problems at once (SpecError: exit 2, nothing started);
   `Checked.summary` is the one line `deeprig validate` prints.
@@ -9,7 +10,7 @@ A runner is one kind of work (train, tune, rl). It offers two things:
   MLflow run (`deeprig.failure`), marks the run FAILED (Ctrl-C: KILLED) and propagates.
 
 `run_job` is the skeleton each `run` hands its body to: check before Ray starts when the
-job runs here (against the cluster's resources once connected when it runs there), find
+job runs here (`check_on_cluster` once connected when it runs there), find
 the run to resume, start or join Ray, open the MLflow run, and close it on any failure.
 """
 
@@ -27,8 +28,11 @@ from deeprig.spec.errors import SpecError
 from deeprig.tracking.store import TrackingTarget, deeprig_home
 
 if TYPE_CHECKING:  # (importing them costs mlflow's import; `--help` should not pay it)
+    from deeprig.cluster.preflight import CheckpointStorage
     from deeprig.cluster.resources import ClusterResources
     from deeprig.failures import JobFailure, UserCode
+    from deeprig.runners.tune.trial import SearchBase
+    from deeprig.spec.loader import JobSpec
     from deeprig.tracking.runs import RunRecorder
     from deeprig.usercode import CodeBundle
 
@@ -47,6 +51,7 @@ class Outcome(Protocol):
 
 
 SpecT = TypeVar("SpecT")
+KindSpecT = TypeVar("KindSpecT", bound="JobSpec")
 CheckedT = TypeVar("CheckedT", bound=Checked)
 
 
@@ -65,13 +70,21 @@ class Job:
 
 
 @dataclass(frozen=True)
-class Runner:
-    """One row of the runner table (runners/__init__.py)."""
+class Runner(Generic[KindSpecT]):
+    """One row of the runner table (runners/__init__.py): every fact about one kind."""
 
-    check: Callable[[Any, ClusterResources], Checked]
-    run: Callable[[Any, Job], Outcome]
+    check: Callable[[KindSpecT, ClusterResources], Checked]
+    run: Callable[[KindSpecT, Job], Outcome]
     # What `--resume` continues for this kind ("search", "rl run"); None: it cannot.
     resumes: str | None
+    # Where the job's workers write checkpoints that every node of a cluster must reach;
+    # None when the driver keeps them (an rl job's; MLflow gets a copy).
+    storage: Callable[[KindSpecT], CheckpointStorage | None]
+    # The metrics that say how good a run of this kind is, most telling first: what
+    # `deeprig runs` shows for a run recorded before its deeprig.key_metric tag.
+    key_metrics: tuple[str, ...]
+    # How a search runs over a spec of this kind; None: it cannot be a search's base.
+    search_base: SearchBase | None
 
 
 @dataclass(frozen=True)
@@ -98,10 +111,9 @@ def run_job(
     run FAILED / KILLED if anything on the way fails."""
     import ray
 
-    from deeprig.cluster.preflight import check_connected_cluster
     from deeprig.cluster.resources import connected_resources, local_resources
     from deeprig.cluster.session import ray_session
-    from deeprig.tracking.store import resolve_tracking
+    from deeprig.tracking.store import configured_storage, resolve_tracking
     from deeprig.tracking.warm_up import warm_up_store
 
     clock = StageClock()
@@ -126,10 +138,13 @@ def run_job(
         clock.end("ray_start")
         if checked is None:
             with clock.stage("checks"):
-                resources = connected_resources()
-                checked = check(spec, resources)
-                check_connected_cluster(spec, resources, target)
-                check_code_reaches_workers(code)
+                checked = check_on_cluster(
+                    spec,
+                    connected_resources(),
+                    target.uri if target else None,
+                    configured_storage(None),
+                    check,
+                )
         with clock.stage("run_create"):
             if store_ready is not None:
                 store_ready.join()
@@ -146,6 +161,29 @@ def run_job(
                 raise
             except Exception as exc:
                 raise _tagged_failure(exc, spec, code, recorder) from exc
+
+
+def check_on_cluster(
+    spec: Any,
+    resources: ClusterResources,
+    tracking_uri: str | None,
+    storage: str | None,
+    check: Callable[[Any, ClusterResources], CheckedT],
+) -> CheckedT:
+    """Every check of a job bound for a running cluster, the same for `submit` (before the
+    upload) and `run --address` (on the cluster): the kind's own (`check`, its row's)
+    against the cluster's resources, runs and checkpoints every node reaches, user code
+    that travels with the job. `tracking_uri` / `storage`: where the job records and
+    checkpoints unless its spec says (None: the embedded defaults). SpecError on any
+    problem."""
+    from deeprig.cluster.preflight import check_shared_state
+    from deeprig.runners import RUNNERS
+
+    checked = check(spec, resources)
+    kept = RUNNERS[spec.kind].storage(spec)
+    check_shared_state(spec, resources, tracking_uri, kept, storage)
+    check_code_reaches_workers(user_code_of(spec))
+    return checked
 
 
 def _tagged_failure(

@@ -11,6 +11,7 @@ log. `deeprig list --history` reads these back.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -100,8 +101,10 @@ def find_job_run(client: MlflowClient, submission_id: str) -> Any:
     return runs[0] if runs else None
 
 
-def job_history(target: TrackingTarget, limit: int) -> list[dict[str, Any]]:
-    """The submitted jobs the store recorded, newest first."""
+def job_history(
+    target: TrackingTarget, limit: int, untagged: Mapping[str, Sequence[str]]
+) -> list[dict[str, Any]]:
+    """The submitted jobs the store recorded, newest first; `untagged` as list_runs'."""
     client = MlflowClient(target.uri)
     experiments = [e.experiment_id for e in client.search_experiments(ViewType.ACTIVE_ONLY)]
     if not experiments:
@@ -114,7 +117,7 @@ def job_history(target: TrackingTarget, limit: int) -> list[dict[str, Any]]:
     )
     records = []
     for run in runs:
-        key = key_metric(run.data.tags, run.data.metrics)
+        key = key_metric(run.data.tags, run.data.metrics, untagged)
         records.append(
             {
                 "submission_id": run.data.tags.get(Tag.RAY_SUBMISSION_ID, ""),

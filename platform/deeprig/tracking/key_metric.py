@@ -6,7 +6,7 @@ through `record_key_metric`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from deeprig.tracking.tags import Tag
@@ -17,14 +17,6 @@ if TYPE_CHECKING:
 # Where the value comes from: the best checkpoint by the job's checkpoint metric (train, a
 # search's best trial), or the last one (rl keeps its latest checkpoints).
 AT_BEST, AT_LAST = "best", "last"
-# Runs recorded before the tag: the metric that most likely says how good they are.
-UNTAGGED_KEY_METRICS = (
-    "val_accuracy",
-    "val_rmse",
-    "episode_return_mean",
-    "best_val_accuracy",
-    "val_loss",
-)
 
 
 def record_key_metric(
@@ -38,13 +30,21 @@ def record_key_metric(
     return key
 
 
-def key_metric(tags: Mapping[str, str], metrics: Mapping[str, float]) -> tuple[str, float] | None:
+def key_metric(
+    tags: Mapping[str, str],
+    metrics: Mapping[str, float],
+    untagged: Mapping[str, Sequence[str]],
+) -> tuple[str, float] | None:
     """(the run's key metric, its value): the tagged one, else for an older run the first
-    of UNTAGGED_KEY_METRICS it has; None when it has none of them."""
+    its kind names in `untagged` (kind -> metrics, most telling first: the runner table's
+    key_metrics; every kind's for a run without a kind) that it has; None when it has none
+    of them."""
     tagged = tags.get(Tag.KEY_METRIC)
     if tagged and tagged in metrics:
         return tagged, metrics[tagged]
-    found = next((k for k in UNTAGGED_KEY_METRICS if k in metrics), None)
+    kind = tags.get(Tag.KIND, "")
+    names = untagged[kind] if kind in untagged else [n for ns in untagged.values() for n in ns]
+    found = next((k for k in names if k in metrics), None)
     return (found, metrics[found]) if found else None
 
 

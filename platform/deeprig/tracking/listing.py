@@ -4,6 +4,7 @@ asked for: the newest runs of the store are jobs, not the trials of one search."
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -38,11 +39,16 @@ class NoSuchExperiment(LookupError):
 
 
 def list_runs(
-    target: TrackingTarget, experiment: str | None, limit: int, trials: bool = False
+    target: TrackingTarget,
+    experiment: str | None,
+    limit: int,
+    untagged: Mapping[str, Sequence[str]],
+    trials: bool = False,
 ) -> list[dict[str, Any]]:
     """The newest `limit` runs that are not a search's trials (of `experiment`, else of
     every experiment), newest first; with `trials`, each search's trial runs right after
-    it. NoSuchExperiment when `experiment` is not in the store."""
+    it. `untagged`: each kind's key metrics for runs recorded before their key metric tag
+    (key_metric.py). NoSuchExperiment when `experiment` is not in the store."""
     client = MlflowClient(target.uri)
     experiments = list(client.search_experiments(view_type=ViewType.ACTIVE_ONLY))
     if experiment:
@@ -62,9 +68,9 @@ def list_runs(
     records = []
     for run in runs:
         children = _trial_runs(client, run) if run.data.tags.get(Tag.KIND) == "tune" else []
-        records.append(_record(run, names, target, len(children)))
+        records.append(_record(run, names, target, untagged, len(children)))
         if trials:
-            records += [_record(child, names, target, 0) for child in children]
+            records += [_record(child, names, target, untagged, 0) for child in children]
     return records
 
 
@@ -79,9 +85,15 @@ def _trial_runs(client: MlflowClient, parent: Run) -> list[Run]:
     )
 
 
-def _record(run: Run, names: dict[str, str], target: TrackingTarget, trials: int) -> dict[str, Any]:
+def _record(
+    run: Run,
+    names: dict[str, str],
+    target: TrackingTarget,
+    untagged: Mapping[str, Sequence[str]],
+    trials: int,
+) -> dict[str, Any]:
     info, data = run.info, run.data
-    key = key_metric(data.tags, data.metrics)
+    key = key_metric(data.tags, data.metrics, untagged)
     end = info.end_time or int(datetime.now().timestamp() * 1000)
     return {
         "run_id": info.run_id,

@@ -145,6 +145,7 @@ def _log_best_checkpoint(
 
 RL_BASE = SearchBase(
     unit="iterations",
+    in_trial=lambda base: True,  # the algorithm runs in the trial's own process
     check=check_rl_search,
     trial=run_rl_trial,
     # ASHA's longest trial: the iteration limit, or a large bound when the trial stops on

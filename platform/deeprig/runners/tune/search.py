@@ -10,21 +10,26 @@ from typing import Any
 from deeprig.cluster.resources import ClusterResources
 from deeprig.runners.contract import Job, JobRun, run_job
 from deeprig.runners.tune.record import drop_orphan_runs, record_search
-from deeprig.runners.tune.rl_trial import RL_BASE
-from deeprig.runners.tune.train_trial import TRAIN_BASE
 from deeprig.runners.tune.trial import SearchBase, TrialContext, TuneChecked, TuneOutcome
 from deeprig.spec.train import TrainSpec
 from deeprig.spec.tune import TuneSpec, apply_overrides
 
 # What `--resume` continues: the newest unfinished search of this name.
 RESUMES = "search"
-# The kind of a search's base spec -> what the search does with it.
-BASES: dict[str, SearchBase] = {"train": TRAIN_BASE, "rl": RL_BASE}
+
+
+def search_base(spec: TuneSpec) -> SearchBase:
+    """What the search does with its base spec: its kind's row says."""
+    from deeprig.runners import RUNNERS  # (the table holds this module's runner)
+
+    base = RUNNERS[spec.base.kind].search_base
+    assert base is not None, "spec/tune.py's base union admits only kinds with a search base"
+    return base
 
 
 def check(spec: TuneSpec, resources: ClusterResources) -> TuneChecked:
     """The base's checks (data, shapes, resources) plus the search's own."""
-    return BASES[spec.base.kind].check(spec, resources)
+    return search_base(spec).check(spec, resources)
 
 
 def run(spec: TuneSpec, job: Job) -> TuneOutcome:
@@ -36,24 +41,27 @@ def run(spec: TuneSpec, job: Job) -> TuneOutcome:
 def _search(job_run: JobRun[TuneSpec, TuneChecked]) -> TuneOutcome:
     from ray import tune
 
-    from deeprig.cluster.preflight import storage_setting
     from deeprig.progress import SearchProgress
     from deeprig.runners.tune.tuner import build_tuner, restore_tuner
     from deeprig.tracking.store import checkpoint_storage
     from deeprig.tracking.trials import TrialRunsCallback, finished_trial_metrics
 
     spec, checked, parent, job = job_run.spec, job_run.checked, job_run.recorder, job_run.job
-    base = BASES[spec.base.kind]
+    base = search_base(spec)
     started = time.perf_counter()
     parent_id = parent.run_id if parent else None
     name = f"{spec.name}-{parent_id[:8]}" if parent_id else f"{spec.name}-{int(time.time())}"
-    storage = f"{checkpoint_storage(storage_setting(spec), job.home)}/tune"
+    from deeprig.runners import RUNNERS
+
+    kept = RUNNERS[spec.kind].storage(spec)  # (an rl base's: none, the home folder's)
+    storage = f"{checkpoint_storage(kept.setting if kept else None, job.home)}/tune"
     if "://" not in storage:
         Path(storage).mkdir(parents=True, exist_ok=True)
     ctx = TrialContext(
         base=spec.base,
         checked=checked.trial,
         storage=f"{storage}/{name}/train",
+        in_trial=base.in_trial(spec.base),
         finished=finished_trial_metrics(parent) if job_run.resumed and parent else {},
     )
     job.console.print(

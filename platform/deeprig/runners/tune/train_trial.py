@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import TYPE_CHECKING, Any
 
-from deeprig.cluster.resources import ClusterResources, WorkerBudget, data_reserve
+from deeprig.cluster.resources import ClusterResources, ResourceProblems, budget_trials
 from deeprig.runners import train
 from deeprig.runners.train_metrics import reported_metrics
 from deeprig.runners.train_record import log_trained_model
@@ -24,8 +23,6 @@ from deeprig.training.report_keys import (
 
 if TYPE_CHECKING:  # (mlflow's import is ~2 s; `validate` needs none of it)
     from deeprig.tracking.runs import RunRecorder
-
-MIN_CPUS_PER_TRIAL_WORKER = 0.1
 
 
 def check_train_search(spec: TuneSpec, resources: ClusterResources) -> TuneChecked:
@@ -69,36 +66,20 @@ def check_train_search(spec: TuneSpec, resources: ClusterResources) -> TuneCheck
                 "report as an iteration); remove it from the base",
             )
         )
-    n = spec.base.scaling.max_workers
-    available = resources.cpus - data_reserve(resources.cpus)
-    fits = max(1, math.floor(available / (n * 0.5)))  # half a CPU per worker by default
-    if spec.base.scaling.use_gpu:
-        fits = min(fits, int(resources.gpus // n))
-    concurrency = min(spec.search.max_concurrent_trials or fits, spec.num_trials)
-    per_worker = math.floor(available / (concurrency * n) * 100) / 100
-    if per_worker < MIN_CPUS_PER_TRIAL_WORKER:
-        problems.append(
-            Problem(
-                "search.max_concurrent_trials",
-                f"{concurrency} trials x {n} workers leave {per_worker:g} CPU per worker on "
-                f"{resources.where} ({resources.cpus:g} CPUs); use at most {fits}",
-            )
+    try:
+        concurrency, budget = budget_trials(
+            spec.base.scaling, resources, spec.num_trials, spec.search.max_concurrent_trials
         )
+    except ResourceProblems as exc:
+        problems += exc.problems
     if problems:
         raise SpecError(problems)
-    if spec.base.scaling.cpus_per_worker is not None:
-        per_worker = min(per_worker, spec.base.scaling.cpus_per_worker)
-    budget = WorkerBudget(
-        cpus_per_worker=per_worker,
-        gpus_per_worker=base_checked.budget.gpus_per_worker,
-        threads_per_worker=max(1, math.floor(per_worker + 1e-9)),
-        data_cpus=base_checked.budget.data_cpus,
-    )
     trial = dataclasses.replace(base_checked, budget=budget)
     # A single-worker trial trains itself, so it holds the worker's resources; otherwise
     # the trial only drives its TorchTrainer, whose workers hold the CPUs (a zero request
     # is refused, so a token one).
-    resources_per_trial = budget.resources_per_worker() if n == 1 else {"CPU": 0.01}
+    one_worker = spec.base.scaling.num_workers == 1  # (an elastic base's trial drives Train)
+    resources_per_trial = budget.resources_per_worker() if one_worker else {"CPU": 0.01}
     return TuneChecked(
         spec,
         trial,
@@ -232,6 +213,9 @@ def _log_best_model(parent: RunRecorder, spec: TuneSpec, checked: TuneChecked, b
 
 TRAIN_BASE = SearchBase(
     unit="epochs",
+    # One worker trains inside the Tune trial itself (no worker group); the user's own loop
+    # runs under Ray Train, as it was written for.
+    in_trial=lambda base: base.scaling.num_workers == 1 and base.loop is None,
     check=check_train_search,
     trial=run_train_trial,
     max_iterations=lambda base: base.optim.num_epochs,

@@ -87,19 +87,11 @@ class TrialContext:
     base: TrainSpec | RLSpec
     checked: TrainChecked | None
     storage: str  # where a TorchTrainer trial keeps its Train checkpoints
+    in_trial: bool  # the trial trains in its own process (its base's SearchBase.in_trial)
     # A restored search: trial id -> final metrics of each trial whose run finished before
     # the old driver died. Tune reruns such a trial when its saved state missed the end;
     # the trial hands Tune these instead of training again.
     finished: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    @property
-    def in_trial(self) -> bool:
-        """A single-worker trial trains inside the Tune trial itself (no worker group);
-        so does an rl trial (its algorithm runs in the trial's process). The user's own
-        loop runs under Ray Train, as it was written for."""
-        if self.base.kind == "rl":
-            return True
-        return self.base.scaling.num_workers == 1 and self.base.loop is None
 
 
 class Trainable(Protocol):
@@ -110,9 +102,11 @@ class Trainable(Protocol):
 
 @dataclass(frozen=True)
 class SearchBase:
-    """What a search needs from the kind of its base spec (one per kind, in search.py)."""
+    """What a search needs from the kind of its base spec (its `Runner.search_base`)."""
 
     unit: str  # what a trial reports once per: "epochs" / "iterations"
+    # Whether a trial trains inside the Tune trial itself (no worker group of its own).
+    in_trial: Callable[[Any], bool]
     check: Callable[[TuneSpec, ClusterResources], TuneChecked]
     trial: Trainable
     # ASHA's longest trial, in reports.
