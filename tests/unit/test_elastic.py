@@ -156,3 +156,69 @@ def test_a_fixed_size_job_records_no_sizes():
     logger = EpochMetricsLogger(sink, 2)  # type: ignore[arg-type]
     epoch_report(logger, 1, 2)
     assert "world_size" not in sink.points[0] and Tag.WORLD_SIZES not in sink.tags
+
+
+class RunningState:
+    """Stand-ins named as Ray Train's controller states: the callback reads only names."""
+
+
+class RestartingState:
+    pass
+
+
+def waiting_callback(monkeypatch, limit_s: float, nodes: list[list[dict]]):
+    from deeprig.runners import resource_wait
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(resource_wait.time, "monotonic", lambda: clock["now"])
+    views = iter(nodes)
+    monkeypatch.setattr(
+        resource_wait, "_nodes", lambda: [resource_wait.NodeView.of(n) for n in next(views)]
+    )
+    needs = resource_wait.WorkerNeeds(3, 0.5, 0.0, one_node_each=True)
+    return resource_wait.WaitForResources(limit_s, needs), clock
+
+
+def node(node_id: str, address: str, alive: bool = True) -> dict:
+    return {
+        "NodeID": node_id,
+        "NodeManagerAddress": address,
+        "Alive": alive,
+        "Resources": {"CPU": 1.0},
+    }
+
+
+def test_a_job_waiting_for_room_past_its_limit_fails_naming_the_lost_node(monkeypatch):
+    from deeprig.failures import FailureClass, JobFailure
+
+    three = [
+        node("aaaa1111", "127.0.0.1"),
+        node("bbbb2222", "127.0.0.2"),
+        node("cccc3333", "127.0.0.3"),
+    ]
+    after = [three[0], three[1], node("cccc3333", "127.0.0.3", alive=False)]
+    callback, clock = waiting_callback(monkeypatch, 30, [three, after])
+    callback.after_controller_start(None)
+    callback.after_controller_state_update(None, RunningState())
+    callback.after_controller_state_update(None, RestartingState())  # its node died
+    clock["now"] = 20.0
+    callback.after_controller_state_update(None, RestartingState())  # within the limit
+    clock["now"] = 31.0
+    with pytest.raises(JobFailure) as info:
+        callback.after_controller_state_update(None, RestartingState())
+    failure = info.value
+    assert failure.kind == FailureClass.WORKER_LOST
+    assert "nodes lost: 127.0.0.3 (cccc3333, 1 CPU)" in failure.detail
+    assert "3 worker(s) x 0.5 CPU on 3 nodes (STRICT_SPREAD)" in failure.detail
+    assert "the cluster now has 2 node(s), 2 CPU" in failure.detail
+
+
+def test_running_again_within_the_limit_resets_the_wait(monkeypatch):
+    callback, clock = waiting_callback(monkeypatch, 30, [[node("aaaa1111", "127.0.0.1")]])
+    callback.after_controller_start(None)
+    callback.after_controller_state_update(None, RestartingState())
+    clock["now"] = 25.0
+    callback.after_controller_state_update(None, RunningState())  # a node came back
+    callback.after_controller_state_update(None, RestartingState())
+    clock["now"] = 50.0
+    callback.after_controller_state_update(None, RestartingState())  # 25 s of this wait

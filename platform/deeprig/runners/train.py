@@ -236,6 +236,15 @@ def build_trainer(
 
     budget = checked.budget
     callbacks = list(callbacks or [])
+    from deeprig.runners.resource_wait import WaitForResources, WorkerNeeds
+
+    needs = WorkerNeeds(
+        spec.scaling.min_workers,
+        budget.cpus_per_worker,
+        budget.gpus_per_worker,
+        spec.scaling.placement_strategy == "STRICT_SPREAD",
+    )
+    callbacks.append(WaitForResources(spec.failure.wait_for_resources_s, needs))
     if spec.failure.max_failures != 0:
         from deeprig.runners.retries import EndUnlessRetried
 
@@ -336,6 +345,7 @@ def worker_config(
     arrays: dict[str, Any] | None = None,
 ) -> WorkerConfig:
     """What deeprig's loop needs on a worker, for a Ray Train worker and a Tune trial alike."""
+    from deeprig.tracking.null import NullSink
     from deeprig.training.worker_config import WorkerConfig
 
     assert checked.data is not None  # (deeprig's loop always has data)
@@ -345,7 +355,7 @@ def worker_config(
         threads_per_worker=checked.budget.threads_per_worker,
         in_memory=checked.in_memory,
         run_id=run_id,
-        sink=sink,
+        sink=sink or NullSink(),  # (a search's trials and tracking off: nothing records)
         code=checked.code,
         fitted=fitted,
         arrays=arrays,
@@ -366,7 +376,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     )
     console = job_run.job.console
     started = time.perf_counter()
-    run_id = recorder.run_id if recorder else None
+    run_id = recorder.run_id
     sink = MlflowMetricsSink(target.uri, run_id) if recorder and target and run_id else None
     run_name = f"{spec.name}-{run_id[:8]}" if run_id else f"{spec.name}-{int(time.time())}"
     storage = checkpoint_storage(spec.checkpoint.storage, job_run.job.home)
@@ -391,7 +401,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
 
         log_datasets(recorder, dataset_records(spec, checked.data))
         record_preprocessing(recorder, spec, checked.data, prepared.fitted)
-    if recorder and not job_run.resumed and spec.loop is None:
+    if not job_run.resumed and spec.loop is None:
         recorder.log_params({"effective_batch_size": str(spec.effective_batch_size)})
     console.print(
         f"Training [bold]{what_trains(spec)}[/] on {what_it_reads(spec, checked.data, True)}, "
@@ -452,7 +462,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
         tracking_uri=target.uri if target else None,
         # (the time line under the closing table counts from the process's start: so does it)
         seconds=metrics.get("time.total_s", time.perf_counter() - started),
-        run_url=recorder.page_url() if recorder else None,
+        run_url=recorder.page_url(),
     )
 
 

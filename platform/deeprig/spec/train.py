@@ -420,6 +420,16 @@ class FailureSpec(StrictModel):
             "failure (e.g. user_code, non_finite_loss) ends the job at once."
         ),
     )
+    wait_for_resources_s: float = Field(
+        default=300.0,
+        ge=0.0,
+        description=(
+            "How long the workers may wait for room (a node lost, none joined; an elastic "
+            "job below `min`) before the job fails as worker_lost, naming the lost nodes and "
+            "what it lacks. A fixed-size job learns it at each worker-group start attempt "
+            "(every 60 s, Ray Train's start timeout)."
+        ),
+    )
 
 
 class TrainTrackingSpec(TrackingSpec):
