@@ -1,14 +1,14 @@
 """What a sharded checkpoint costs a step, written in the step (`checkpoint.async_save:
 false`) or in the background (`true`): 2 FSDP ranks over gloo (plain torch.distributed
-processes, no Ray), an MLP of ~17M parameters under AdamW (a checkpoint of ~200 MB, half
+processes, no Ray), an MLP of ~13M parameters under AdamW (a checkpoint of ~160 MB, half
 per rank), a checkpoint every `--every` steps through deeprig's own shard writer
-(training/shards.py), each mode timed from the same seed side by side.
+(training/shards.py), the modes interleaved `--rounds` times from the same seed.
 
 The table: the mean step time with no checkpoints, with synchronous and with background
 checkpoints, and what a checkpoint step adds to a step in each mode (its mean step time
 less the no-checkpoint one, times `--every`).
 
-    python benchmarks/async_checkpoint.py            # ~1-2 minutes on 2 CPUs
+    python benchmarks/async_checkpoint.py            # ~3 minutes on 2 CPUs
     python benchmarks/async_checkpoint.py --steps 12 --every 4 --width 1024   # smoke
 """
 
@@ -51,7 +51,8 @@ def _rank(rank: int, world: int, folder: str, args: argparse.Namespace, queue) -
     torch.set_num_threads(1)
     rendezvous = f"file://{folder}/rendezvous"
     dist.init_process_group("gloo", init_method=rendezvous, rank=rank, world_size=world)
-    for mode in MODES:
+    measured: dict[str, list[float]] = {mode: [] for mode in MODES}
+    for mode in [m for _ in range(args.rounds) for m in MODES]:  # interleaved: same load
         model = _model(args.width)
         units = [m for m in model.modules() if isinstance(m, nn.Linear)]
         shard_model(model, FSDPSpec(), units, None, torch.device("cpu"))
@@ -67,14 +68,14 @@ def _rank(rank: int, world: int, folder: str, args: argparse.Namespace, queue) -
             optimizer.step()
             if mode != "none" and step % args.every == 0:
                 model_state, optimizer_state = sharded_state_dicts(model, optimizer)
-                target = Path(folder) / f"{mode}-{step}-rank{rank}"
-                target.mkdir()
+                target = Path(tempfile.mkdtemp(prefix=f"{mode}-{step}-rank{rank}-", dir=folder))
                 written = save_shards(model_state, optimizer_state, target, mode == "async")
             times.append(time.perf_counter() - started)
         if written is not None:
             written.result()
-        if rank == 0:
-            queue.put((mode, times[args.every :]))  # (the first steps warm up)
+        measured[mode] += times[args.every :]  # (the first steps warm up)
+    if rank == 0:
+        queue.put(measured)
     dist.destroy_process_group()
 
 
@@ -84,14 +85,15 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=5, help="steps between checkpoints")
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each mode, interleaved")
     args = parser.parse_args()
     context = mp.get_context("spawn")
     queue = context.SimpleQueue()
     with tempfile.TemporaryDirectory() as folder:
         mp.spawn(_rank, args=(2, folder, args, queue), nprocs=2, join=True)
-        results = dict(queue.get() for _ in MODES)
+        results = queue.get()
         size = sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
-        checkpoints = 2 * (args.steps // args.every)
+        checkpoints = 2 * args.rounds * (args.steps // args.every)
     base = sum(results["none"]) / len(results["none"])
     params = sum(p.numel() for p in _model(args.width).parameters())
     print(

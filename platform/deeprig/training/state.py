@@ -71,12 +71,14 @@ class TrainState:
         every rank also writes its shards (`background`: returns the future that ends when
         they are written, training/shards.py)."""
         written = None
-        fields = dataclasses.asdict(self)
+        saved = self
         if self.sharded:
             from deeprig.training.shards import save_shards
 
             written = save_shards(self.model, self.optimizer, directory, background)
-            fields |= {"model": {}, "optimizer": {}}
+            # (before asdict, which would deep-copy every shard)
+            saved = dataclasses.replace(self, model={}, optimizer={})
+        fields = dataclasses.asdict(saved)
         if rank == 0:
             torch.save(fields | {"shards": None}, Path(directory) / CHECKPOINT_FILE)
         return written
