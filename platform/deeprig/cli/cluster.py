@@ -1,4 +1,4 @@
-"""`deeprig cluster up|status|down`: a multi-node Ray cluster and an MLflow tracking
+"""`deeprig cluster up|add-node|status|down`: a multi-node Ray cluster and an MLflow tracking
 server on this machine. Parsing and printing only; the work is in deeprig.cluster.local."""
 
 from __future__ import annotations
@@ -64,6 +64,26 @@ def cluster_up(
         f"[green]cluster up[/]: dashboard {cluster.dashboard}, tracking {cluster.tracking_uri}\n"
         "  submit: deeprig submit jobs/digits_cnn.yaml   stop it all: deeprig cluster down"
     )
+
+
+@cluster_app.command("add-node")
+def cluster_add_node() -> None:
+    """Start one more worker node and join it to the running local cluster.
+
+    A lost node's replacement: a fixed-size job waiting for room continues on it,
+    and an elastic job (scaling.num_workers: {min, max}) grows into it at its next
+    look for room (scaling.resize_interval_s).
+
+    Example: deeprig cluster add-node
+    """
+    from deeprig.cluster.local import ClusterError, add_node
+
+    try:
+        role = add_node(say=lambda text: console.print(f"  {text}", soft_wrap=True))
+    except ClusterError as exc:
+        errors.print(f"[bold red]cluster add-node failed:[/] {exc}")
+        raise typer.Exit(ExitCode.FAILED) from None
+    console.print(f"[green]node added[/]: {role} (deeprig cluster status lists the nodes)")
 
 
 @cluster_app.command("status")

@@ -126,16 +126,7 @@ def up(
         env = _node_env(cluster, home)
         for index in range(workers):
             say(f"Ray worker node {index + 1} of {workers}")
-            joined = [
-                f"--address={cluster.gcs_address}",
-                f"--node-ip-address={host}",
-                # Each node unpacks jobs' working directories under its own temp folder: two
-                # nodes sharing one would replace the folder a running driver works in.
-                f"--temp-dir={temp_dir}-w{index + 1}",
-            ]
-            cluster.process_groups[f"worker-{index + 1}"] = _ray_start(
-                joined, cpus, logs / f"worker-{index + 1}.log", env
-            )
+            _start_worker_node(cluster, index + 1, env)
         cluster.save(state_file(home))
         _wait_until_ready(cluster, workers + 1, timeout_s)
         say(f"ready: {workers + 1} nodes x {cpus:g} CPU")
@@ -143,6 +134,39 @@ def up(
         down(cluster, home)
         raise
     return cluster
+
+
+def add_node(home: Path | None = None, timeout_s: float = 120.0, say=print) -> str:
+    """One more worker node joining the running cluster (a lost node's replacement, or room
+    for an elastic job to grow into); its role name (`worker-3`)."""
+    home = home or deeprig_home()
+    cluster = running_cluster(home)
+    if cluster is None:
+        raise ClusterError("no cluster is up; `deeprig cluster up` starts one")
+    from deeprig.cluster.jobs import dashboard_resources
+
+    alive = dashboard_resources(cluster.dashboard).nodes
+    cluster.workers += 1
+    role = f"worker-{cluster.workers}"
+    say(f"Ray worker node {cluster.workers} ({role}) joining {cluster.gcs_address}")
+    _start_worker_node(cluster, cluster.workers, _node_env(cluster, home))
+    cluster.save(state_file(home))
+    _wait_until_ready(cluster, alive + 1, timeout_s, roles=(role,))
+    return role
+
+
+def _start_worker_node(cluster: LocalCluster, number: int, env: dict[str, str]) -> None:
+    host = cluster.gcs_address.rpartition(":")[0]
+    joined = [
+        f"--address={cluster.gcs_address}",
+        f"--node-ip-address={host}",
+        # Each node unpacks jobs' working directories under its own temp folder: two
+        # nodes sharing one would replace the folder a running driver works in.
+        f"--temp-dir={cluster.temp_dir}-w{number}",
+    ]
+    cluster.process_groups[f"worker-{number}"] = _ray_start(
+        joined, cluster.cpus_per_node, Path(cluster.logs) / f"worker-{number}.log", env
+    )
 
 
 def _new_cluster(
@@ -320,13 +344,18 @@ def _spawn(command: list[str], log: Path, env: dict[str, str]) -> int:
     return process.pid
 
 
-def _wait_until_ready(cluster: LocalCluster, nodes: int, timeout_s: float) -> None:
+def _wait_until_ready(
+    cluster: LocalCluster, nodes: int, timeout_s: float, roles: tuple[str, ...] | None = None
+) -> None:
+    """Until `nodes` nodes are alive and the tracking server answers; ClusterError when one
+    of `roles` (default: every process group; a lost node's is gone) exits meanwhile."""
     from deeprig.cluster.jobs import dashboard_resources
 
     deadline = time.monotonic() + timeout_s
     last_error = "not started"
+    watched = {r: g for r, g in cluster.process_groups.items() if roles is None or r in roles}
     while time.monotonic() < deadline:
-        for role, pgid in cluster.process_groups.items():
+        for role, pgid in watched.items():
             if not _group_alive(pgid):
                 raise ClusterError(f"{role} exited during start-up; see {cluster.logs}/")
         try:
