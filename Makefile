@@ -34,12 +34,13 @@ bench: install  ## side-by-side benchmarks (~20-22 min on 2 CPUs); prints a tabl
 	$(BIN)/python -c "import stable_baselines3" 2>/dev/null || $(BIN)/python -m pip install -q -c requirements.lock -e ".[bench]"
 	$(BIN)/python benchmarks/run_all.py
 
-data: install  ## the example data sets under jobs/data/ (Fashion-MNIST: apt-get install dataset-fashion-mnist)
+data: install  ## the example data sets under jobs/data/ (apt-get install dataset-fashion-mnist espeak-ng)
 	$(BIN)/python jobs/make_digits_parquet.py
 	$(BIN)/python jobs/make_reviews_csv.py
 	$(BIN)/python jobs/make_co2_csv.py
 	$(BIN)/python jobs/make_stdlib_corpus.py
 	$(BIN)/python jobs/make_fashion_images.py
+	$(BIN)/python jobs/make_speech_wavs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -213,7 +214,8 @@ FASHION_SOURCE: Path = module_from_file("make_fashion", JOBS / "make_fashion_ima
 def example_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding jobs/data/ the way `make data` writes it, so that a job whose data
     path is `jobs/data/...` validates as written with this folder as the working directory.
-    Fashion-MNIST is cut to 25 images a class per split (when its Debian package is here)."""
+    Fashion-MNIST is cut to 25 images a class per split (when its Debian package is here),
+    the spoken words to one voice a split (when espeak-ng is)."""
     root = tmp_path_factory.mktemp("example-data")
     data = root / "jobs" / "data"
     data.mkdir(parents=True)
@@ -230,4 +232,7 @@ def example_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if FASHION_SOURCE.is_dir():
         fashion = module_from_file("make_fashion", JOBS / "make_fashion_images.py")
         fashion.write_fashion_folders(data / "fashion", per_class=25)
+    if shutil.which("espeak-ng"):  # one voice a split, one take: 24 clips
+        speech = module_from_file("make_speech", JOBS / "make_speech_wavs.py")
+        speech.write_speech(data / "speech", takes=1, voices=1)
     return root

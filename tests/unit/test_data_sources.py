@@ -19,6 +19,7 @@ from deeprig.data.info import Fitted
 from deeprig.data.sources import SOURCES, build_datasets, describe_data, first_samples, source_of
 from deeprig.spec.data import (
     DATA_CONFIGS,
+    AudioData,
     DigitsData,
     ImagesData,
     ParquetData,
@@ -54,6 +55,17 @@ def _data_function(folder: Path) -> PythonData:
         "    return rng.normal(size=(rows, 5)).astype('float32'), np.arange(rows) % 2\n"
     )
     return PythonData(source="python", target="tiny_arrays:arrays", args={"rows": 20})
+
+
+def _tones(folder: Path) -> AudioData:
+    import soundfile
+
+    for label, hz in (("low", 300), ("high", 2000)):
+        (folder / "tones" / label).mkdir(parents=True)
+        for i in range(3):
+            wave = np.sin(2 * np.pi * hz * np.arange(4000) / 8000) * (0.2 + 0.1 * i)
+            soundfile.write(folder / "tones" / label / f"{i}.wav", wave, 8000)
+    return AudioData(source="audio", path=str(folder / "tones"), duration_s=0.25, n_mels=8)
 
 
 def _pets(folder: Path) -> ImagesData:
@@ -94,6 +106,7 @@ TINY_SPECS: dict[type, Callable[[Path], Any]] = {
     ImagesData: _pets,
     TextData: _reviews,
     TimeseriesData: _series,
+    AudioData: _tones,
 }
 # Where each source's MLflow datasets say their rows come from (None: the spec's path).
 ORIGINS = {
@@ -124,7 +137,7 @@ def test_a_source_describes_and_samples_tiny_data(data_class, tiny_spec):
 
 
 # Sources born as arrays: their splits are made on the driver, without Ray.
-ARRAY_SOURCES = [DigitsData, SyntheticData, PythonData, TextData, TimeseriesData]
+ARRAY_SOURCES = [DigitsData, SyntheticData, PythonData, TextData, TimeseriesData, AudioData]
 
 
 @pytest.mark.parametrize("data_class", ARRAY_SOURCES, ids=_source_name)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from deeprig.cli import app
 from typer.testing import CliRunner
@@ -22,6 +24,8 @@ def test_job_validates(job, deeprig_home, example_data_root, monkeypatch):
     assert text.startswith("#"), "each job starts with a how-to-run / expected-result comment"
     if "jobs/data/fashion" in text and not FASHION_SOURCE.is_dir():
         pytest.skip("apt-get install dataset-fashion-mnist (CI installs it)")
+    if "jobs/data/speech" in text and shutil.which("espeak-ng") is None:
+        pytest.skip("apt-get install espeak-ng (CI installs it)")
     monkeypatch.chdir(example_data_root)  # its jobs/data/ is what `make data` writes
     result = CliRunner().invoke(app, ["validate", str(job)])
     assert result.exit_code == 0, result.output

@@ -69,6 +69,7 @@ class Fitted:
     # Metrics of an obvious baseline on the validation split (time series: persistence).
     baseline: tuple[tuple[str, float], ...] = ()
     fitted_on_rows: int = 0  # training rows the statistics came from
+    sample_rate: int | None = None  # audio: the rate every clip was read at (Hz)
 
     def broadcast_stats(self):
         """(mean, std) as float32 arrays of shape (1, *stats_shape)."""
@@ -90,6 +91,8 @@ class Fitted:
             out |= {"target_mean": self.target_mean, "target_std": self.target_std}
         if self.baseline:
             out["baseline"] = dict(self.baseline)
+        if self.sample_rate is not None:
+            out["sample_rate"] = self.sample_rate
         return out
 
 

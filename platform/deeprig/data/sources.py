@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
+from deeprig.data.audio import audio_model, audio_samples, build_audio, describe_audio
 from deeprig.data.builtin import (
     describe_digits,
     describe_synthetic,
@@ -27,6 +28,7 @@ from deeprig.data.standardize import standardized_model
 from deeprig.data.text import describe_text, text_arrays, text_model, text_samples
 from deeprig.data.timeseries import describe_series, series_arrays, series_model
 from deeprig.spec.data import (
+    AudioData,
     DataSpec,
     DigitsData,
     ImagesData,
@@ -117,6 +119,13 @@ SOURCES: dict[type, Source[Any]] = {
         samples=lambda spec, info, count: series_arrays(spec, info)[0][0][:count],
         origin=lambda spec: spec.path,
         serve=series_model,
+    ),
+    AudioData: Source[AudioData](
+        describe_audio,
+        build=build_audio,
+        samples=audio_samples,
+        origin=lambda spec: spec.path,
+        serve=audio_model,
     ),
 }
 

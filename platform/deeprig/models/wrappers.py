@@ -1,6 +1,6 @@
 """The logged model: the trained network behind the preprocessing its data was fitted with
 (data.info.Fitted), so what MLflow serves reads raw inputs: pixels in [0, 1], unscaled
-feature columns, the series' own values, or sentences. Free of Ray and MLflow."""
+feature columns, the series' own values, sentences, or waveforms. Free of Ray and MLflow."""
 
 from __future__ import annotations
 
@@ -154,3 +154,35 @@ class LanguageModel(nn.Module):
         state = dict(self.__dict__)
         state["_tokenizer"] = None  # rebuilt from the JSON on first use
         return state
+
+
+class AudioClassifier(nn.Module):
+    """Waveforms (batch, samples) at the training clips' rate in, logits out: each clip
+    padded with silence or cut to the training length, made a log-mel spectrogram,
+    standardised per mel band and laid out as the network read it (`view`)."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        log_mel: nn.Module,
+        mean: Tensor,
+        std: Tensor,
+        num_samples: int,
+        view: str,
+    ):
+        super().__init__()
+        self.net = net
+        self.log_mel = log_mel
+        self.mean: Tensor
+        self.std: Tensor
+        self.register_buffer("mean", mean)  # (1, n_mels, 1)
+        self.register_buffer("std", std)
+        self.num_samples = num_samples
+        self.view = view
+        self.raw_input_shape = (num_samples,)
+
+    def forward(self, waves: Tensor) -> Tensor:
+        waves = waves[:, : self.num_samples]
+        waves = torch.nn.functional.pad(waves, (0, self.num_samples - waves.shape[1]))
+        mels = (self.log_mel(waves) - self.mean) / self.std
+        return self.net(mels.transpose(1, 2) if self.view == "frames" else mels[:, None])

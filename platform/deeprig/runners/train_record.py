@@ -3,6 +3,7 @@ MLflow datasets, the learning curve, the best checkpoint, and the model."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -150,7 +151,9 @@ def log_trained_model(
 
     model, exportable, requirements = servable_model(state)
     dtype = np.int64 if state.input_dtype == "int64" else np.float32
-    sample = np.zeros((2, *state.input_shape), dtype=dtype)
+    # (a wrapper that featurises raw inputs of another shape says so: audio's waveforms)
+    raw_shape = tuple(getattr(model, "raw_input_shape", state.input_shape))
+    sample = np.zeros((2, *raw_shape), dtype=dtype)
     code_paths = code.py_modules() if code else []
     if not exportable:  # pickled: the wrapper's class must import where it is loaded
         import deeprig
@@ -159,7 +162,7 @@ def log_trained_model(
     used = log_torch_model(
         recorder,
         model,
-        model_interface(state),
+        dataclasses.replace(model_interface(state), input_shape=raw_shape),
         sample,
         register_as,
         code_paths,

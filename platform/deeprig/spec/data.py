@@ -132,6 +132,86 @@ class ImagesData(_DataBase):
         return self
 
 
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+
+
+class MaskSpec(StrictModel):
+    time_mask: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="Frames of each training clip's spectrogram masked, up to this many (0: none).",
+    )
+    freq_mask: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="Mel bands of each training clip's spectrogram masked, up to this many.",
+    )
+
+
+class AudioData(_DataBase):
+    source: Literal["audio"] = Field(
+        description=(
+            "Sound clips as log-mel spectrograms: a folder with one sub-folder per class "
+            f"({', '.join(AUDIO_SUFFIXES)} files), or a CSV/Parquet of file paths and labels."
+        )
+    )
+    path: str = Field(
+        min_length=1,
+        description="The class folders' parent, or a .csv/.parquet table (paths relative to it).",
+    )
+    path_column: str = Field(default="path", min_length=1, description="Table: the file column.")
+    label: str = Field(default="label", min_length=1, description="Table: the label column.")
+    sample_rate: int | None = Field(
+        default=None,
+        ge=1000,
+        le=192_000,
+        description="Hz every clip is resampled to (needed when the files' rates differ).",
+    )
+    duration_s: float = Field(
+        default=1.0, gt=0.0, le=60.0, description="Seconds every clip is padded or cut to."
+    )
+    n_mels: int = Field(default=40, ge=4, le=256, description="Mel bands of the spectrogram.")
+    window_ms: float = Field(default=25.0, gt=0.0, le=1000.0, description="STFT window length.")
+    hop_ms: float = Field(default=10.0, gt=0.0, le=1000.0, description="STFT hop between frames.")
+    view: Literal["frames", "image"] = Field(
+        default="frames",
+        description=(
+            "`frames`: (frames, n_mels), time steps for an LSTM/GRU or transformer, a "
+            "1-channel image for a CNN; `image`: (1, n_mels, frames), the spectrogram as "
+            "a picture (for your own model)."
+        ),
+    )
+    masking: MaskSpec = Field(
+        default_factory=MaskSpec,
+        description=(
+            "SpecAugment's time and frequency masks on training clips (augmentation, done on "
+            "the workers)."
+        ),
+    )
+    val_path: str | None = Field(
+        default=None,
+        description=(
+            "A validation set in the same layout (e.g. speakers never in training) instead of "
+            "a random val_fraction of path."
+        ),
+    )
+    test_path: str | None = Field(
+        default=None,
+        description=(
+            "A held-out test set in the same layout: the best model is scored on it at the end "
+            "(test_accuracy, test_f1_macro)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _hop_within_window(self) -> AudioData:
+        if self.hop_ms > self.window_ms:
+            raise ValueError("hop_ms is longer than window_ms: samples between frames are lost")
+        return self
+
+
 class TokenizerSpec(StrictModel):
     kind: Literal["word", "bpe", "byte_bpe"] = Field(
         default="word",
@@ -272,7 +352,14 @@ class PythonData(_DataBase):
 
 
 DataSpec = Annotated[
-    DigitsData | SyntheticData | ParquetData | PythonData | ImagesData | TextData | TimeseriesData,
+    DigitsData
+    | SyntheticData
+    | ParquetData
+    | PythonData
+    | ImagesData
+    | TextData
+    | TimeseriesData
+    | AudioData,
     Field(discriminator="source"),
 ]
 # Every data class (the union's members), for code that dispatches on the source.

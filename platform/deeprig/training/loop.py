@@ -20,10 +20,9 @@ import torch.distributed as dist
 from torch import nn
 
 from deeprig.data.shard import ShardBatches, array_shard
-from deeprig.spec.data import ImagesData
 from deeprig.spec.train import TrainSpec
 from deeprig.tracking.tags import Tag
-from deeprig.training.augment import image_augment
+from deeprig.training.augment import batch_augment
 from deeprig.training.epoch import Position, StepParts, reseed, train_epoch
 from deeprig.training.evaluate import evaluate, loss_function, split_metrics
 from deeprig.training.guards import EarlyStop
@@ -71,8 +70,7 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
     loss_fn = loss_function(worker.data.task)
     step = _step_parts(parts, loss_fn, classification, spec, session.world_size)
     sharded = is_sharded(parts.model)
-    if isinstance(spec.data, ImagesData):
-        step = dataclasses.replace(step, augment=image_augment(spec.data.augment))
+    step = dataclasses.replace(step, augment=batch_augment(spec.data))
     early_stop = EarlyStop(
         spec.early_stopping,
         restored.early_stop_best if restored else None,
@@ -235,10 +233,13 @@ def _scores(
 ) -> dict[str, float]:
     """The epoch's metrics beyond loss and accuracy: macro F1 and AUC (classification;
     the confusion matrix goes into the checkpoint), or the regression errors in the
-    target's own units beside the baseline's (time series)."""
+    target's own units, each beside its baseline's (audio: a logistic regression's
+    accuracy; time series: persistence's errors)."""
     if scores is not None:
         extra, hooks.last_confusion = scores.compute(world_size)
-        return {f"val_{name}": value for name, value in extra.items()}
+        return {f"val_{name}": value for name, value in extra.items()} | dict(
+            worker.fitted.baseline
+        )
     return dict(worker.fitted.baseline)
 
 
