@@ -179,3 +179,15 @@ def test_masks_zero_whole_frames_and_bands_of_training_clips(view, tmp_path):
     zeros = (mels == 0).sum(dim=(1, 2))
     assert torch.all(zeros <= dead_frames * 16 + dead_bands * 20)  # nothing else touched
     assert spectrogram_masks(_spec(tmp_path)) is None  # no masks asked for
+
+
+def test_an_audio_job_reports_its_baseline_beside_its_accuracy(tmp_path):
+    from deeprig.runners.train_metrics import CLOSING_METRICS, reported_metrics
+    from deeprig.spec.train import TrainSpec
+
+    data = _spec(_folder(tmp_path))
+    spec = TrainSpec.model_validate(
+        {"name": "words", "kind": "train", "model": {"name": "gru"}, "data": data.model_dump()}
+    )
+    assert {"val_accuracy", "val_accuracy_logreg"} <= reported_metrics(spec, describe_audio(data))
+    assert "val_accuracy_logreg" in CLOSING_METRICS

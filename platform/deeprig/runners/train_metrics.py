@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from deeprig.data.info import DataInfo
-from deeprig.spec.data import TimeseriesData
+from deeprig.spec.data import AudioData, TimeseriesData
 from deeprig.spec.train import TrainSpec
 
 # What the closing table shows, in this order, of the best checkpoint's metrics.
@@ -16,6 +16,7 @@ CLOSING_METRICS = (
     "train_loss",
     "val_loss",
     "val_accuracy",
+    "val_accuracy_logreg",
     "val_f1_macro",
     "val_auc",
     "test_accuracy",
@@ -58,6 +59,8 @@ def reported_metrics(spec: TrainSpec, data: DataInfo | None) -> set[str]:
         reported |= {"val_accuracy", "val_f1_macro"} | (
             {"val_auc"} if data.num_outputs == 2 else set()
         )
+        if isinstance(spec.data, AudioData):  # beside its logistic regression (data/audio.py)
+            reported.add("val_accuracy_logreg")
     elif data.task == "language_model":  # beside its n-gram baselines (data/corpus.py)
         reported |= {"val_perplexity", "val_perplexity_unigram", "val_perplexity_bigram"}
     else:
