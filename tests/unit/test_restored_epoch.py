@@ -60,8 +60,9 @@ def _worker(num_epochs: int, tracked: bool):
     spec = load_spec(JOB, [f"optim.num_epochs={num_epochs}", "scaling.num_workers=1"])
     checked = train.check(spec, ClusterResources(cpus=2, gpus=0, max_node_cpus=2))
     prepared = build_datasets(spec.data, checked.data, spec.seed, 1, 1, True)
-    sink = TagsOnlySink() if tracked else None
-    return train.worker_config(spec, checked, prepared.fitted, None, sink, prepared.arrays)
+    # (tracked: the job records into a run, whose epochs a restored worker replays)
+    run_id, sink = ("run-1", TagsOnlySink()) if tracked else (None, None)
+    return train.worker_config(spec, checked, prepared.fitted, run_id, sink, prepared.arrays)
 
 
 @pytest.fixture(scope="module")

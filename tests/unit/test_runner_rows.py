@@ -28,6 +28,7 @@ THREE_NODES = ClusterResources(cpus=12, gpus=0, max_node_cpus=4, nodes=3, where=
 
 
 def test_every_kind_of_spec_has_a_runner_row_and_an_example_here():
+    # (a new kind: its row in RUNNERS, and a job of it under jobs/ in EXAMPLES)
     assert RUNNERS.keys() == SPEC_BY_KIND.keys() == EXAMPLES.keys()
 
 
@@ -39,7 +40,6 @@ def test_every_row_holds_every_fact_of_its_kind(kind):
     kept = row.storage(spec)
     assert kept is None or kept.field.endswith("checkpoint.storage")
     assert row.key_metrics and all(isinstance(name, str) for name in row.key_metrics)
-    assert row.resumes
 
 
 def test_the_kinds_a_search_runs_over_are_the_rows_with_a_search_base():

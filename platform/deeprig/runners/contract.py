@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # (importing them costs mlflow's import; `--help` should not 
     from deeprig.failures import JobFailure, UserCode
     from deeprig.runners.tune.trial import SearchBase
     from deeprig.spec.loader import JobSpec
+    from deeprig.tracking.null import NullRecorder
     from deeprig.tracking.runs import RunRecorder
     from deeprig.usercode import CodeBundle
 
@@ -93,7 +94,7 @@ class JobRun(Generic[SpecT, CheckedT]):
 
     spec: SpecT
     checked: CheckedT
-    recorder: RunRecorder | None  # None when tracking is off
+    recorder: RunRecorder | NullRecorder  # a NullRecorder (falsy) when tracking is off
     target: TrackingTarget | None
     job: Job
     resumed: bool
@@ -151,8 +152,8 @@ def run_job(
             recorder = _open_run(spec, job, target, resumed)
         from deeprig.tracking.runs import closed_on_failure
 
-        with closed_on_failure(recorder), _system_metrics(recorder):
-            if recorder is not None and resumed is None and code is not None:
+        with closed_on_failure(recorder), recorder.system_metrics():
+            if resumed is None and code is not None:
                 recorder.log_code(code.artifact_files(), code.manifest(), code.sha256)
             run = JobRun(spec, checked, recorder, target, job, resumed is not None, clock)
             try:
@@ -187,7 +188,7 @@ def check_on_cluster(
 
 
 def _tagged_failure(
-    exc: Exception, spec: Any, code: CodeBundle | None, recorder: RunRecorder | None
+    exc: Exception, spec: Any, code: CodeBundle | None, recorder: RunRecorder | NullRecorder
 ) -> JobFailure:
     """`exc` classified (deeprig.failures), its class tagged on the run (closed_on_failure
     then marks it FAILED)."""
@@ -195,8 +196,7 @@ def _tagged_failure(
     from deeprig.tracking.tags import Tag
 
     failure = classify(exc, user_frames(spec, code))
-    if recorder is not None:
-        recorder.set_tags({Tag.FAILURE: failure.kind.value})
+    recorder.set_tags({Tag.FAILURE: failure.kind.value})
     return failure
 
 
@@ -213,16 +213,6 @@ def user_frames(spec: Any, code: CodeBundle | None) -> UserCode:
         if isinstance(target, str) and ":" in target:
             modules.add(target.split(":")[0])
     return UserCode(frozenset(modules))
-
-
-def _system_metrics(recorder: RunRecorder | None) -> Any:
-    import contextlib
-
-    if recorder is None:
-        return contextlib.nullcontext()
-    from deeprig.tracking.datasets import SystemMetrics
-
-    return SystemMetrics(recorder)
 
 
 def check_code_reaches_workers(code: CodeBundle | None) -> None:
@@ -265,7 +255,7 @@ def user_code_of(spec: Any) -> CodeBundle | None:
 
 def _open_run(
     spec: Any, job: Job, target: TrackingTarget | None, resumed: RunRecorder | None
-) -> RunRecorder | None:
+) -> RunRecorder | NullRecorder:
     import ray
 
     from deeprig.tracking.drivers import driver_tags
@@ -277,7 +267,9 @@ def _open_run(
         job.console.print(f"Resuming MLflow run [bold]{resumed.run_id}[/]")
         return resumed
     if target is None:
-        return None
+        from deeprig.tracking.null import NullRecorder
+
+        return NullRecorder()
     recorder = create_job_run(
         spec, job.spec_text, job.spec_path, target, ray.get_runtime_context().get_job_id()
     )

@@ -291,12 +291,10 @@ def run(spec: RLSpec, job: Job) -> RLOutcome:
 def _train(job_run: JobRun[RLSpec, RLChecked]) -> RLOutcome:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from deeprig.tracking.sink import MlflowMetricsSink
-
     spec, recorder, console = job_run.spec, job_run.recorder, job_run.job.console
     started = time.perf_counter()
-    run_id = recorder.run_id if recorder else None
-    sink = MlflowMetricsSink(recorder.target.uri, recorder.run_id) if recorder else None
+    run_id = recorder.run_id
+    sink = recorder.metrics_sink()
     # (the checkpoints are their owner's alone, as the store's are)
     folder = private_folder(job_run.job.home / "rl") / (
         f"{spec.name}-{run_id[:8]}" if run_id else spec.name
@@ -308,8 +306,7 @@ def _train(job_run: JobRun[RLSpec, RLChecked]) -> RLOutcome:
     if latest is not None:
         algo.restore_from_path(str(latest))
         iteration = int(latest.name.split("_")[-1])
-        if recorder:
-            recorder.set_tags({Tag.RESUMED_FROM_ITERATION: str(iteration)})
+        recorder.set_tags({Tag.RESUMED_FROM_ITERATION: str(iteration)})
         console.print(f"resumed from {latest} (iteration {iteration})")
     metrics: dict[str, float] = {}
     checkpoint: Path | None = latest
@@ -328,33 +325,27 @@ def _train(job_run: JobRun[RLSpec, RLChecked]) -> RLOutcome:
                 result = algo.train()
                 iteration += 1
                 metrics = flatten_result(result)
-                if sink:
-                    sink.log(metrics, step=iteration)
+                sink.log(metrics, step=iteration)
                 done = should_stop(spec, metrics, iteration, time.perf_counter() - started)
                 train_seconds = time.perf_counter() - loop_started
                 if done or iteration % spec.checkpoint.every_n_iterations == 0:
                     checkpoint = _save(algo, folder, iteration, spec.checkpoint.num_to_keep)
-                    if recorder and sink:
-                        # The metrics up to a checkpoint are recorded before it is: a resume
-                        # from it then neither loses nor repeats an iteration's record.
-                        sink.flush()
-                        recorder.log_directory(checkpoint, f"checkpoints/{checkpoint.name}")
+                    # The metrics up to a checkpoint are recorded before it is: a resume
+                    # from it then neither loses nor repeats an iteration's record.
+                    sink.flush()
+                    recorder.log_directory(checkpoint, f"checkpoints/{checkpoint.name}")
                 progress.update(task, completed=iteration, status=_status_line(metrics))
                 if done:
                     break
     finally:
         algo.stop()
-        if sink:
-            sink.flush()
-    if recorder:
-        recorder.set_tags({Tag.CHECKPOINT_PATH: str(checkpoint), Tag.ITERATIONS: str(iteration)})
-        if "episode_return_mean" in metrics:  # (the last checkpoint's: rl keeps the latest)
-            from deeprig.tracking.key_metric import AT_LAST, record_key_metric
+        sink.flush()
+    recorder.set_tags({Tag.CHECKPOINT_PATH: str(checkpoint), Tag.ITERATIONS: str(iteration)})
+    if "episode_return_mean" in metrics:  # (the last checkpoint's: rl keeps the latest)
+        from deeprig.tracking.key_metric import AT_LAST, record_key_metric
 
-            record_key_metric(
-                recorder, "episode_return_mean", metrics["episode_return_mean"], AT_LAST
-            )
-        recorder.finish(RunStatus.FINISHED)
+        record_key_metric(recorder, "episode_return_mean", metrics["episode_return_mean"], AT_LAST)
+    recorder.finish(RunStatus.FINISHED)
     return RLOutcome(
         spec.name,
         run_id,

@@ -4,11 +4,13 @@ MLflow datasets, the learning curve, the best checkpoint, and the model."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from deeprig import plots
 from deeprig.cluster.session import release_ray
 from deeprig.data.info import DataInfo, Fitted
 from deeprig.data.sources import source_of
@@ -90,9 +92,9 @@ def record_results(
         losses = [m for m in spec.loop.metrics if "loss" in m]
         metric = spec.checkpoint.metric
         score_key = None if "loss" in metric else metric
-        recorder.log_learning_curve(losses, score_key, title, best_epoch)
+        _log_learning_curve(recorder, losses, score_key, title, best_epoch)
     else:
-        recorder.log_learning_curve(("train_loss", "val_loss"), score, title, best_epoch)
+        _log_learning_curve(recorder, ("train_loss", "val_loss"), score, title, best_epoch)
     if prepared is None or prepared.test is None:
         release_ray()  # (a test set may stream through Ray Data: scored first)
     if best is None:
@@ -113,10 +115,10 @@ def record_results(
     classes = list(state.classes or [str(i) for i in range(state.num_outputs)])
     if state.confusion_matrix is not None:
         epoch = int(metrics.get("epoch", 0))
-        recorder.log_confusion_matrix(
-            state.confusion_matrix,
-            classes,
-            f"{spec.name}: validation, epoch {epoch}",
+        recorder.log_figure(
+            plots.confusion_matrix(
+                state.confusion_matrix, classes, f"{spec.name}: validation, epoch {epoch}"
+            ),
             "plots/confusion_matrix_val.png",
         )
     test_metrics: dict[str, float] = {}
@@ -127,12 +129,27 @@ def record_results(
         test_metrics, confusion = score_test_set(state, prepared.test)
         recorder.log_metrics(test_metrics, step=int(metrics.get("epoch", 0)))
         if confusion is not None:
-            recorder.log_confusion_matrix(
-                confusion, classes, f"{spec.name}: test set", "plots/confusion_matrix_test.png"
+            recorder.log_figure(
+                plots.confusion_matrix(confusion, classes, f"{spec.name}: test set"),
+                "plots/confusion_matrix_test.png",
             )
     release_ray()
     log_trained_model(recorder, state, spec.tracking.register_as, code, console)
     return test_metrics
+
+
+def _log_learning_curve(
+    recorder: RunRecorder,
+    loss_keys: Sequence[str],
+    score_key: str | None,
+    title: str,
+    best_epoch: int | None,
+) -> None:
+    """plots/learning_curve.png, from the run's own metric history."""
+    keys = [*loss_keys, *([score_key] if score_key else []), "lr"]
+    curves = {key: recorder.metric_history(key) for key in keys}
+    figure = plots.learning_curve(curves, loss_keys, score_key, title, best_epoch)
+    recorder.log_figure(figure, "plots/learning_curve.png")
 
 
 def log_trained_model(

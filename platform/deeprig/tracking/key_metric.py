@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from deeprig.tracking.tags import Tag
 
 if TYPE_CHECKING:
+    from deeprig.tracking.null import NullRecorder
     from deeprig.tracking.runs import RunRecorder
 
 # Where the value comes from: the best checkpoint by the job's checkpoint metric (train, a
@@ -20,7 +21,11 @@ AT_BEST, AT_LAST = "best", "last"
 
 
 def record_key_metric(
-    recorder: RunRecorder, metric: str, value: float, at: str = AT_BEST, step: int = 0
+    recorder: RunRecorder | NullRecorder,
+    metric: str,
+    value: float,
+    at: str = AT_BEST,
+    step: int = 0,
 ) -> str:
     """Log `value` of `metric` at the kept checkpoint as `<at>_<metric>` and tag the run
     with that name; the name."""

@@ -1,13 +1,13 @@
-"""Driver-side MLflow records: create a run, finish it, log metrics, plots and files, find
-a search's child runs (the model: logged_model.py)."""
+"""Driver-side MLflow records: create a run, finish it, log metrics, figures and files, find
+a search's child runs (the figures: deeprig/plots.py; the model: logged_model.py)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from deeprig.tracking.lineage import flatten, lineage_tags, standard_tags
+from deeprig.tracking.null import NullRecorder
+from deeprig.tracking.sink import MlflowMetricsSink
 from deeprig.tracking.store import TRACKING_URI_ENV, TrackingTarget, prepare_store
 from deeprig.tracking.tags import MLFLOW_PARENT_RUN_ID, RunStatus, Tag
 
@@ -86,7 +88,18 @@ class RunRecorder:
         for start in range(0, len(items), _PARAM_BATCH):
             self.client.log_batch(self.run_id, params=items[start : start + _PARAM_BATCH])
 
+    def metrics_sink(self) -> MlflowMetricsSink:
+        """A sink that streams metrics into this run (batched, off the caller's thread)."""
+        return MlflowMetricsSink(self.target.uri, self.run_id)
+
+    def system_metrics(self) -> AbstractContextManager[Any]:
+        """MLflow's system metrics of this machine, logged on the run inside the block."""
+        from deeprig.tracking.datasets import SystemMetrics
+
+        return SystemMetrics(self)
+
     def log_figure(self, figure: Any, artifact_file: str) -> None:
+        """A matplotlib figure (deeprig/plots.py draws them) as an image artifact."""
         self.client.log_figure(self.run_id, figure, artifact_file)
 
     def log_csv(self, frame: Any, artifact_file: str) -> None:
@@ -134,81 +147,6 @@ class RunRecorder:
     def metric_history(self, key: str) -> list[tuple[int, float]]:
         return [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)]
 
-    def log_learning_curve(
-        self,
-        loss_keys: Iterable[str],
-        score_key: str | None,
-        title: str = "",
-        best_epoch: int | None = None,
-    ) -> None:
-        """plots/learning_curve.png: losses (log scale), the score, and the learning rate
-        when it changes; epochs as integer ticks; the best epoch marked on every panel."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        from matplotlib.ticker import MaxNLocator
-
-        curves = {key: self.metric_history(key) for key in [*loss_keys, score_key, "lr"] if key}
-        lr_values = {v for _, v in curves.get("lr", [])}
-        panels = [("loss", [k for k in loss_keys if curves.get(k)], True)]
-        if score_key and curves.get(score_key):
-            panels.append((score_key, [score_key], False))
-        if len(lr_values) > 1:
-            panels.append(("learning rate", ["lr"], False))
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
-        for ax, (label, keys, log_scale) in zip(axes[0], panels, strict=True):
-            for key in keys:
-                points = curves[key]
-                ax.plot([s + 1 for s, _ in points], [v for _, v in points], marker=".", label=key)
-            if log_scale and all(v > 0 for k in keys for _, v in curves[k]):
-                ax.set_yscale("log")
-            if best_epoch is not None:
-                ax.axvline(best_epoch, color="tab:red", linestyle="--", linewidth=1, alpha=0.7)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set(xlabel="epoch", ylabel=label, title=label)
-            ax.grid(alpha=0.3)
-            if len(keys) > 1:
-                ax.legend()
-        if best_epoch is not None:
-            axes[0][0].plot(
-                [], [], color="tab:red", linestyle="--", label=f"best (epoch {best_epoch})"
-            )
-            axes[0][0].legend()
-        fig.suptitle(title or self.run_id)
-        fig.tight_layout()
-        self.log_figure(fig, "plots/learning_curve.png")
-        plt.close(fig)
-
-    def log_confusion_matrix(
-        self, matrix: list[list[int]], classes: list[str], title: str, artifact_file: str
-    ) -> None:
-        """A confusion matrix as an image: counts in every cell, rows the true class,
-        shaded by each row's share (a rare class reads as clearly as a common one)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import numpy as np
-
-        counts = np.asarray(matrix)
-        shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-        size = min(2.2 + 0.6 * len(classes), 12.0)
-        fig, ax = plt.subplots(figsize=(size + 1.2, size))
-        image = ax.imshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
-        ticks = range(len(classes))
-        ax.set_xticks(ticks, classes, rotation=45, ha="right")
-        ax.set_yticks(ticks, classes)
-        if len(classes) <= 20:
-            for (row, col), count in np.ndenumerate(counts):
-                colour = "white" if shares[row, col] > 0.5 else "black"
-                ax.text(col, row, str(count), ha="center", va="center", color=colour, fontsize=8)
-        ax.set(xlabel="predicted", ylabel="true", title=title)
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-        fig.tight_layout()
-        self.log_figure(fig, artifact_file)
-        plt.close(fig)
-
     def log_dict(self, content: dict[str, Any], artifact_file: str) -> None:
         """A JSON (or YAML, by the file's suffix) artifact."""
         self.client.log_dict(self.run_id, content, artifact_file)
@@ -250,17 +188,15 @@ def fluent_api_on(uri: str) -> Iterator[None]:
 
 
 @contextmanager
-def closed_on_failure(recorder: RunRecorder | None) -> Iterator[None]:
+def closed_on_failure(recorder: RunRecorder | NullRecorder) -> Iterator[None]:
     """A run never stays RUNNING: an interrupted job ends KILLED, a failed one FAILED."""
     try:
         yield
     except KeyboardInterrupt:
-        if recorder:
-            recorder.finish(RunStatus.KILLED)
+        recorder.finish(RunStatus.KILLED)
         raise
     except BaseException:
-        if recorder:
-            recorder.finish(RunStatus.FAILED)
+        recorder.finish(RunStatus.FAILED)
         raise
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from deeprig.tracking.null import NullRecorder
 from deeprig.tracking.runs import RunRecorder, find_child_run
 from deeprig.tracking.sink import MlflowMetricsSink, numeric_values
 from deeprig.tracking.store import TrackingTarget
@@ -174,7 +175,7 @@ def _newest_step(sink: MlflowMetricsSink) -> int:
     return max((sink.newest_step(k) for k in keys), default=-1)
 
 
-def finished_trial_metrics(parent: RunRecorder) -> dict[str, dict[str, float]]:
+def finished_trial_metrics(parent: RunRecorder | NullRecorder) -> dict[str, dict[str, float]]:
     """trial id -> final metrics of each trial whose run finished: a restored search hands
     these to Tune instead of training the trial again (the dead driver closed its run, but
     Tune's saved state missed the trial's end)."""

@@ -21,6 +21,7 @@ from torch import nn
 
 from deeprig.data.shard import ShardBatches, array_shard
 from deeprig.spec.train import TrainSpec
+from deeprig.tracking.null import NullSink
 from deeprig.tracking.tags import Tag
 from deeprig.training.augment import batch_augment
 from deeprig.training.epoch import Position, StepParts, reseed, train_epoch
@@ -57,8 +58,8 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
     device = session.device()
     parts = build_parts(worker, session, device)
     restored = parts.restored
-    sink = worker.sink if session.rank == 0 else None
-    if sink is not None and restored is not None:
+    sink = worker.sink if session.rank == 0 else NullSink()
+    if restored is not None:
         sink.tag(Tag.RESUMED_FROM_EPOCH, str(parts.start_epoch))
         if restored.mid_epoch:
             sink.tag(Tag.RESUMED_FROM_STEP, str(restored.global_step))
@@ -106,24 +107,22 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
         )
         metrics |= _scores(scores, worker, session.world_size, hooks)
         metrics |= memory_metrics(parts.model, session.world_size, device)
-        if sink is not None:  # (under Ray Train the controller logs epochs: a no-op here)
-            sink.log(metrics, step=epoch)
+        sink.log(metrics, step=epoch)  # (under Ray Train the controller logs epochs: a no-op)
         stop = early_stop.should_stop(metrics)
-        if stop and sink is not None:
+        if stop:
             sink.tag(Tag.STOPPED_EARLY, "true")
             sink.tag(Tag.STOPPED_AT_EPOCH, str(epoch + 1))
         due = (epoch + 1) % spec.checkpoint.every_n_epochs == 0
         last = epoch + 1 == spec.optim.num_epochs or stop
         hooks.last_metrics = metrics
         state = hooks.state(position, metrics) if due or last else None
-        if sink is not None and state is not None:
+        if state is not None:
             sink.flush()  # every step point up to a checkpoint is recorded before it exists
         report = {**metrics, ENDED_AT: time.time()} | ({LAST_REPORT: 1.0} if last else {})
         session.report(report, state)
         if stop:
             break
-    if sink is not None:
-        sink.flush()
+    sink.flush()
 
 
 def _report_restored(
@@ -134,15 +133,15 @@ def _report_restored(
     The controller logs an epoch's metrics asynchronously, after its checkpoint exists: a
     driver killed in between leaves a checkpoint whose epoch the run lacks. Reported again,
     the controller's logger records it where the run lacks it and passes over it where the
-    run holds it. Every rank reports (a report is a barrier). A search's trials have no
-    sink and no replay: Tune counts every report as an iteration, and their driver records
-    each trial from Tune's results.
+    run holds it. Every rank reports (a report is a barrier). No run, no replay: a job with
+    tracking off, and a search's trials (Tune counts every report as an iteration, and
+    their driver records each trial from Tune's results).
     """
     # Restored from the final checkpoint (its driver died while recording the end):
     # nothing left to train, but the caller still needs the final metrics, replay or not.
     done = start_epoch >= worker.spec.optim.num_epochs
     # (a checkpoint inside the first epoch has no finished epoch's metrics)
-    replay = worker.sink is not None and "epoch" in restored.metrics
+    replay = worker.run_id is not None and "epoch" in restored.metrics
     if replay or done:
         session.report(restored.metrics, None)
     return done

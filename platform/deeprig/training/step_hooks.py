@@ -35,12 +35,12 @@ class StepHooks:
         parts: TrainParts,
         early_stop: EarlyStop,
         batches_per_epoch: int | None,
-        sink: MetricsSink | None,
+        sink: MetricsSink,
     ):
         spec = worker.spec
         self._worker, self._session, self._parts = worker, session, parts
         self._early_stop = early_stop
-        self._sink = sink  # rank 0's, None elsewhere
+        self._sink = sink  # rank 0's; a NullSink elsewhere
         self._log_every = spec.tracking.log_every_n_steps
         self._checkpoint_every = spec.checkpoint.every_n_steps
         accumulate = spec.optim.accumulate_steps
@@ -59,7 +59,7 @@ class StepHooks:
 
     def after_step(self, position: Position, loss: torch.Tensor) -> None:
         step = position.global_step
-        if self._sink is not None and self._log_every and step % self._log_every == 0:
+        if self._log_every and step % self._log_every == 0:
             self._log_step(position, loss)
         # (not on the epoch's last step: the epoch's own checkpoint follows it)
         due = bool(self._checkpoint_every) and step % (self._checkpoint_every or 1) == 0
@@ -82,7 +82,6 @@ class StepHooks:
         )
 
     def _log_step(self, position: Position, loss: torch.Tensor) -> None:
-        assert self._sink is not None
         point = {
             "step/train_loss": float(loss.item()),
             "step/lr": self._parts.optimizer.param_groups[0]["lr"],
@@ -104,8 +103,7 @@ class StepHooks:
                 batches_done=position.batches_done,
                 epoch_totals=totals,
             )
-        if self._sink is not None:
-            self._sink.flush()  # the step points up to it are recorded before it exists
+        self._sink.flush()  # the step points up to it are recorded before it exists
         report = {**self._unranked, "global_step": float(position.global_step)}
         self._session.report_step_checkpoint(report, state)
         reseed(self._worker.spec.seed, self._session.rank, position)

@@ -11,7 +11,8 @@ from deeprig.usercode import CodeBundle
 
 
 class MetricsSink(Protocol):
-    """Where rank 0 sends per-epoch metrics and tags (tracking.sink provides the real one)."""
+    """Where rank 0 sends per-epoch metrics and tags (tracking.sink provides the real one;
+    tracking.null's keeps nothing: tracking off, and every other rank)."""
 
     def log(self, metrics: dict[str, float], step: int) -> None: ...
     def log_step(self, metrics: dict[str, float], step: int) -> None: ...
@@ -26,7 +27,7 @@ class WorkerConfig:
     threads_per_worker: int
     in_memory: bool
     run_id: str | None  # the MLflow run this job writes to; travels in checkpoints too
-    sink: MetricsSink | None  # None when tracking is off
+    sink: MetricsSink  # a NullSink when tracking is off
     code: CodeBundle | None = None  # the user's modules (code.paths), installed first
     fitted: Fitted = Fitted()  # what the driver fitted on the training split
     # split name -> (x, y), or an object-store reference to them: each worker takes its

@@ -7,6 +7,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from deeprig.plots import search_trials
 from deeprig.runners.tune.trial import SearchBase, TuneChecked, TuneOutcome
 from deeprig.spec.tune import TuneSpec
 from deeprig.tracking.key_metric import record_key_metric
@@ -14,6 +15,7 @@ from deeprig.tracking.tags import RunStatus, Tag
 
 if TYPE_CHECKING:  # (mlflow's import is ~2 s; `validate` needs none of it)
     from deeprig.failures import JobFailure
+    from deeprig.tracking.null import NullRecorder
     from deeprig.tracking.runs import RunRecorder
 
 # What the trials table keeps of each trial's last result, besides its config.
@@ -36,7 +38,7 @@ def record_search(
     checked: TuneChecked,
     base: SearchBase,
     results: Any,
-    parent: RunRecorder | None,
+    parent: RunRecorder | NullRecorder,
     started: float,
 ) -> TuneOutcome:
     metric, mode = spec.search.metric, spec.search.mode
@@ -55,7 +57,7 @@ def record_search(
     best_value = float(best_frame[metric].min() if mode == "min" else best_frame[metric].max())
     best_config = dict(best.config)
     best_trial = best.metrics.get("trial_id")
-    children = parent.child_runs() if parent else {}
+    children = parent.child_runs()
     best_child = children.get(best_trial)
     stopped_early = sum(c.tags.get(Tag.STOPPED_EARLY) == "true" for c in children.values())
     outcome = TuneOutcome(
@@ -63,7 +65,7 @@ def record_search(
         experiment=spec.experiment_name,
         metric=metric,
         unit=base.unit,
-        parent_run_id=parent.run_id if parent else None,
+        parent_run_id=parent.run_id,
         best_run_id=best_child.run_id if best_child else None,
         best_metric=best_value,
         best_config=best_config,
@@ -72,7 +74,7 @@ def record_search(
         total_epochs=total_epochs,
         seconds=time.perf_counter() - started,
     )
-    if parent is None:
+    if not parent:  # nothing records: no figure drawn, no model exported for nothing
         return outcome
     record_key_metric(parent, metric, best_value)
     parent.log_metrics(
@@ -97,13 +99,14 @@ def record_search(
     parent.log_csv(frame[keep], "trials.csv")
     stopped = {t for t, c in children.items() if c.tags.get(Tag.STOPPED_EARLY) == "true"}
     best_label = f"run {best_child.run_id[:8]}" if best_child else str(best_trial)
-    _log_search_plot(parent, frames, metric, best_trial, best_label, base.unit, stopped, spec.name)
+    figure = search_trials(frames, metric, best_trial, best_label, base.unit, stopped, spec.name)
+    parent.log_figure(figure, "plots/search.png")
     base.log_best(parent, spec, checked, best)
     parent.finish(RunStatus.FINISHED)
     return outcome
 
 
-def drop_orphan_runs(parent: RunRecorder, results: Any) -> None:
+def drop_orphan_runs(parent: RunRecorder | NullRecorder, results: Any) -> None:
     """Trials the dead driver started but never saved in Tune's state do not exist for the
     restored search (it ran replacements): their child runs are deleted (MLflow keeps
     them restorable) and listed on the parent, so each trial has exactly one run."""
@@ -122,51 +125,6 @@ def drop_orphan_runs(parent: RunRecorder, results: Any) -> None:
     if orphans:
         deleted = ",".join(sorted(c.run_id for c in orphans.values()))
         parent.set_tags({Tag.ORPHAN_RUNS_DELETED: deleted})
-
-
-def _log_search_plot(
-    parent: RunRecorder,
-    frames: dict[str, Any],
-    metric: str,
-    best_trial: Any,
-    best_label: str,
-    unit: str,
-    stopped: set[str],
-    name: str,
-) -> None:
-    """Every trial's metric by epoch (or iteration), the best one bold and named by its
-    run (`best_label`), and a cross where the scheduler stopped a trial early."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for trial_id, frame in frames.items():
-        if metric not in frame:
-            continue
-        is_best = trial_id == best_trial
-        ax.plot(
-            frame["training_iteration"],
-            frame[metric],
-            marker=".",
-            linewidth=2.5 if is_best else 1,
-            alpha=1 if is_best else 0.5,
-            label=f"{best_label} (best)" if is_best else None,
-        )
-        if trial_id in stopped and len(frame):
-            ax.plot(frame["training_iteration"].iloc[-1], frame[metric].iloc[-1], "x", color="grey")
-    if stopped:
-        ax.plot([], [], "x", color="grey", label="stopped early")
-    x_label = unit.rstrip("s")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set(xlabel=x_label, ylabel=metric, title=f"{name}: {metric} by {x_label}, all trials")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    parent.log_figure(fig, "plots/search.png")
-    plt.close(fig)
 
 
 def _all_trials_failed(errors: list[BaseException]) -> JobFailure:

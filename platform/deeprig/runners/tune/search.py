@@ -49,7 +49,7 @@ def _search(job_run: JobRun[TuneSpec, TuneChecked]) -> TuneOutcome:
     spec, checked, parent, job = job_run.spec, job_run.checked, job_run.recorder, job_run.job
     base = search_base(spec)
     started = time.perf_counter()
-    parent_id = parent.run_id if parent else None
+    parent_id = parent.run_id
     name = f"{spec.name}-{parent_id[:8]}" if parent_id else f"{spec.name}-{int(time.time())}"
     from deeprig.runners import RUNNERS
 
@@ -62,7 +62,7 @@ def _search(job_run: JobRun[TuneSpec, TuneChecked]) -> TuneOutcome:
         checked=checked.trial,
         storage=f"{storage}/{name}/train",
         in_trial=base.in_trial(spec.base),
-        finished=finished_trial_metrics(parent) if job_run.resumed and parent else {},
+        finished=finished_trial_metrics(parent) if job_run.resumed else {},
     )
     job.console.print(
         f"Searching {len(spec.search_space)} hyperparameter(s) of {spec.base.name}: "
@@ -98,7 +98,7 @@ def _search(job_run: JobRun[TuneSpec, TuneChecked]) -> TuneOutcome:
         )
     with progress:
         results = tuner.fit()
-    if job_run.resumed and parent is not None:
+    if job_run.resumed:
         drop_orphan_runs(parent, results)
     return record_search(spec, checked, base, results, parent, started)
 
