@@ -23,6 +23,7 @@ EXAMPLES = {
     "train": "digits_mlp.yaml",
     "rl": "rl_ppo_cartpole.yaml",
     "tune": "tune_digits_mlp_random.yaml",
+    "predict": "scoring/predict_wine.yaml",
 }
 THREE_NODES = ClusterResources(cpus=12, gpus=0, max_node_cpus=4, nodes=3, where="the cluster")
 

@@ -18,7 +18,7 @@ import typer
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
-from deeprig.cli import cluster, jobs, remote, tracking, users  # noqa: E402
+from deeprig.cli import cluster, jobs, predict, remote, tracking, users  # noqa: E402
 
 
 def _plain_value_names() -> None:
@@ -57,6 +57,7 @@ app = typer.Typer(
 app.command()(jobs.validate)
 app.command()(jobs.run)
 app.command(name="eval")(jobs.evaluate)
+app.command()(predict.predict)
 app.command()(tracking.runs)
 app.command()(tracking.ui)
 app.command()(remote.submit)

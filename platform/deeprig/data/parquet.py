@@ -32,14 +32,15 @@ def open_table(path: str, field: str = "data.path"):
     import pyarrow.dataset as pads
 
     kind = table_format(path)
+    name = "CSV" if kind == "csv" else "Parquet"
     try:
         dataset = pads.dataset(path, format=kind)
     except FileNotFoundError:
-        raise DataProblem(field, f"no Parquet or CSV data at {path!r}") from None
+        raise DataProblem(field, f"no {name} data at {path!r}") from None
     except (pa.ArrowInvalid, OSError, ValueError) as exc:
-        raise DataProblem(field, f"cannot read {kind.upper()} at {path!r}: {exc}") from None
+        raise DataProblem(field, f"cannot read {name} at {path!r}: {exc}") from None
     if not dataset.files:
-        raise DataProblem(field, f"no {kind.upper()} files under {path!r}")
+        raise DataProblem(field, f"no {name} files under {path!r}")
     return dataset
 
 

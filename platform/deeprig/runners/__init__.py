@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from deeprig.cluster.preflight import CheckpointStorage
-from deeprig.runners import rl, train, tune
+from deeprig.runners import predict, rl, train, tune
 from deeprig.runners.contract import Job, Runner
 from deeprig.runners.tune.rl_trial import RL_BASE
 from deeprig.runners.tune.train_trial import TRAIN_BASE
@@ -59,6 +59,14 @@ RUNNERS: dict[str, Runner[Any]] = {
         storage=_rl_storage,
         key_metrics=("episode_return_mean",),
         search_base=RL_BASE,
+    ),
+    "predict": Runner(
+        check=predict.check,
+        run=predict.run,
+        resumes=predict.RESUMES,
+        storage=lambda spec: None,  # no checkpoints: the driver writes the output
+        key_metrics=("accuracy", "rmse", "rows_per_s"),
+        search_base=None,  # nothing to search over
     ),
 }
 

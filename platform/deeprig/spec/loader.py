@@ -17,14 +17,20 @@ from pydantic_core import ErrorDetails
 from deeprig.spec.common import StrictModel
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.paths import resolve_code_paths, resolve_data_paths
+from deeprig.spec.predict import PredictSpec
 from deeprig.spec.rl import RLSpec
 from deeprig.spec.train import TrainSpec
 from deeprig.spec.tune import TuneSpec
 
 # The kinds of spec (each has its runner in deeprig.runners.RUNNERS; a test keeps the two
 # in step).
-SPEC_BY_KIND: dict[str, type[StrictModel]] = {"train": TrainSpec, "tune": TuneSpec, "rl": RLSpec}
-JobSpec = TrainSpec | TuneSpec | RLSpec
+SPEC_BY_KIND: dict[str, type[StrictModel]] = {
+    "train": TrainSpec,
+    "tune": TuneSpec,
+    "rl": RLSpec,
+    "predict": PredictSpec,
+}
+JobSpec = TrainSpec | TuneSpec | RLSpec | PredictSpec
 
 
 def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:

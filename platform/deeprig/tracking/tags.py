@@ -51,6 +51,13 @@ class Tag:
     UNPLACED_REPORTS = "deeprig.unplaced_reports"  # a user loop's reports not at their step
     ITERATIONS = "deeprig.iterations"
     MODEL_FORMAT = "deeprig.model_format"  # how the model was logged: pt2 or pickle
+    # a predict run: the model it used (tracking/model_source.py) and the file it wrote
+    MODEL_RUN_ID = "deeprig.model.run_id"
+    MODEL_URI = "deeprig.model.uri"
+    MODEL_NAME = "deeprig.model.name"  # registered name and version, when named so
+    MODEL_VERSION = "deeprig.model.version"
+    OUTPUT_PATH = "deeprig.output.path"
+    OUTPUT_SHA256 = "deeprig.output.sha256"
     RESUMED_FROM_EPOCH = "deeprig.resumed_from_epoch"
     RESUMED_FROM_ITERATION = "deeprig.resumed_from_iteration"
     RESUMED_FROM_STEP = "deeprig.resumed_from_step"  # a resume inside an epoch: global step

@@ -1,0 +1,178 @@
+"""Which logged model a predict job uses: a train run's id, runs:/ID/PATH,
+models:/NAME/VERSION or models:/NAME@ALIAS (MLflow's registry, aliases included), found in
+the store before Ray starts, with its lineage (run, experiment, registry name and version)
+and what its pyfunc reads (the model_config it was logged with). An actor loads it with
+`load_pyfunc`. Any problem is a SpecError on `model`, saying what exists."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from deeprig.spec.errors import Problem, SpecError
+from deeprig.tracking.store import TrackingTarget
+from deeprig.tracking.tags import Tag
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A MODEL argument, parsed (nothing looked up yet)."""
+
+    run_id: str | None = None
+    artifact_path: str = "model"
+    registry_name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+
+
+def parse_model_ref(text: str) -> ModelRef:
+    """ValueError saying which forms are accepted when `text` is none of them."""
+    if _RUN_ID.match(text):
+        return ModelRef(run_id=text)
+    if text.startswith("runs:/"):
+        run_id, _, path = text.removeprefix("runs:/").partition("/")
+        if _RUN_ID.match(run_id):
+            return ModelRef(run_id=run_id, artifact_path=path.strip("/") or "model")
+    if text.startswith("models:/"):
+        rest = text.removeprefix("models:/")
+        name, at, alias = rest.partition("@")
+        if at and name and alias:
+            return ModelRef(registry_name=name, alias=alias)
+        name, slash, version = rest.rpartition("/")
+        if slash and name and version.isdigit():
+            return ModelRef(registry_name=name, version=version)
+    raise ValueError(
+        f"{text!r} is not a model: give a run id (32 hex digits), runs:/ID/model, "
+        "models:/NAME/VERSION, models:/NAME@ALIAS or a train checkpoint folder"
+    )
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A logged model found in the store: where to load it from and where it came from."""
+
+    uri: str  # what mlflow.pyfunc.load_model reads
+    run_id: str  # the train run that logged it
+    experiment: str  # that run's experiment's name
+    config: dict[str, Any]  # its pyfunc's model_config (tracking/torch_pyfunc.py)
+    label: str | None  # the label column it trained on (data.label), if the run says
+    registry_name: str | None = None
+    registry_version: str | None = None
+
+    def lineage_tags(self) -> dict[str, str]:
+        """The predict run's deeprig.model.* tags."""
+        tags = {Tag.MODEL_RUN_ID: self.run_id, Tag.MODEL_URI: self.uri}
+        if self.registry_name:
+            tags[Tag.MODEL_NAME] = self.registry_name
+            tags[Tag.MODEL_VERSION] = str(self.registry_version)
+        return tags
+
+
+def resolve_model(ref: ModelRef, target: TrackingTarget) -> ResolvedModel:
+    """The model `ref` names in `target`'s store; SpecError naming what exists when it is
+    not there, when its run logged no model, or when the run is an rl run's."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(target.uri)
+    if ref.registry_name is not None:
+        version = _registry_version(client, ref)
+        uri = f"models:/{ref.registry_name}/{version.version}"
+        return _from_run(client, target, version.run_id, uri, ref, str(version.version))
+    assert ref.run_id is not None
+    return _from_run(
+        client, target, ref.run_id, f"runs:/{ref.run_id}/{ref.artifact_path}", ref, None
+    )
+
+
+def _refused(message: str) -> SpecError:
+    return SpecError([Problem("model", message)])
+
+
+def _registry_version(client: Any, ref: ModelRef) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    name = ref.registry_name
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        known = [m.name for m in client.search_registered_models(max_results=20)]
+        shown = ", ".join(known) if known else "none"
+        raise _refused(f"no registered model {name!r} (registered: {shown})") from None
+    versions = sorted((v.version for v in client.search_model_versions(f"name='{name}'")), key=int)
+    try:
+        if ref.alias is not None:
+            return client.get_model_version_by_alias(name, ref.alias)
+        return client.get_model_version(name, ref.version)
+    except MlflowException:
+        aliases = ", ".join(f"@{a} -> {v}" for a, v in sorted(model.aliases.items())) or "none"
+        wanted = f"alias @{ref.alias}" if ref.alias else f"version {ref.version}"
+        raise _refused(
+            f"{name!r} has no {wanted} (versions: {', '.join(versions) or 'none'}; "
+            f"aliases: {aliases})"
+        ) from None
+
+
+def _from_run(
+    client: Any,
+    target: TrackingTarget,
+    run_id: str,
+    uri: str,
+    ref: ModelRef,
+    registry_version: str | None,
+) -> ResolvedModel:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise _refused(f"no run {run_id} in the store {target.uri}") from None
+    if run.data.tags.get(Tag.KIND) == "rl":
+        raise _refused(
+            f"run {run_id} is an rl run: its policy acts in an environment; score it with "
+            f"`deeprig eval {run_id}`"
+        )
+    config = _pyfunc_config(target, uri)
+    if config is None:
+        raise _refused(
+            f"run {run_id} has no logged model at {ref.artifact_path!r} (a train run logs "
+            "`model` when it ends; a failed or killed run may have none)"
+        )
+    experiment = client.get_experiment(run.info.experiment_id).name
+    return ResolvedModel(
+        uri,
+        run_id,
+        experiment,
+        config,
+        run.data.params.get("data.label"),
+        ref.registry_name,
+        registry_version,
+    )
+
+
+def _pyfunc_config(target: TrackingTarget, uri: str) -> dict[str, Any] | None:
+    """The model's pyfunc model_config, None when there is no model there."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import get_model_info
+
+    from deeprig.tracking.runs import fluent_api_on
+
+    try:
+        with fluent_api_on(target.uri):
+            info = get_model_info(uri)
+    except (MlflowException, OSError):
+        return None
+    pyfunc = info.flavors.get("python_function") or {}
+    return dict(pyfunc.get("model_config") or {})
+
+
+def load_pyfunc(uri: str, tracking_uri: str) -> Any:
+    """The model's python_function flavour, loaded once per actor."""
+    import mlflow.pyfunc
+
+    from deeprig.tracking.runs import fluent_api_on
+
+    with fluent_api_on(tracking_uri):
+        return mlflow.pyfunc.load_model(uri)
