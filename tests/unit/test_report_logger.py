@@ -117,8 +117,8 @@ def test_deeprigs_own_loop_records_its_1_based_epoch_at_step_epoch_less_1():
 
 
 def test_a_search_records_a_loops_trials_at_the_epoch_it_reports():
+    from deeprig.report_keys import ENDED_AT
     from deeprig.runners.tune.train_trial import TRAIN_BASE
-    from deeprig.training.report_keys import ENDED_AT
 
     step_of = TRAIN_BASE.reports.step_of
     assert step_of({"epoch": 0.0, "loss": 1.0}, 1) == 0  # the user's loop, from 0

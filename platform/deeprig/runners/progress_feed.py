@@ -7,7 +7,7 @@ from typing import Any
 
 from ray.train import UserCallback
 
-from deeprig.training.report_keys import STEP_CHECKPOINT
+from deeprig.report_keys import STEP_CHECKPOINT
 
 
 class ReportsToQueue(UserCallback):

@@ -228,7 +228,7 @@ def servable_model(state: TrainState) -> tuple[nn.Module, bool, list[str]]:
 def best_checkpoint(result: Result, spec: TrainSpec) -> tuple[Checkpoint, dict] | None:
     """The checkpoint kept as best by the spec's metric (mid-epoch step checkpoints are
     not candidates), with its metrics; the latest when none carries the metric."""
-    from deeprig.training.report_keys import STEP_CHECKPOINT
+    from deeprig.report_keys import STEP_CHECKPOINT
 
     ranked = [
         (c, m)

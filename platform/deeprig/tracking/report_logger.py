@@ -13,14 +13,14 @@ from typing import Any
 
 from ray.train import UserCallback
 
-from deeprig.tracking.sink import MlflowMetricsSink, numeric_values
-from deeprig.tracking.tags import Tag
-from deeprig.training.report_keys import (
+from deeprig.report_keys import (
     ENDED_AT,
     LAST_REPORT,
     STEP_CHECKPOINT,
     user_report_step,
 )
+from deeprig.tracking.sink import MlflowMetricsSink, numeric_values
+from deeprig.tracking.tags import Tag
 
 
 class WorldSizes:

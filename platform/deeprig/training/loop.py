@@ -20,6 +20,7 @@ import torch.distributed as dist
 from torch import nn
 
 from deeprig.data.shard import ShardBatches, array_shard
+from deeprig.report_keys import ENDED_AT, LAST_REPORT
 from deeprig.spec.train import TrainSpec
 from deeprig.tracking.null import NullSink
 from deeprig.tracking.tags import Tag
@@ -29,7 +30,6 @@ from deeprig.training.evaluate import evaluate, loss_function, split_metrics
 from deeprig.training.guards import EarlyStop
 from deeprig.training.memory import memory_metrics
 from deeprig.training.parts import TrainParts, build_parts
-from deeprig.training.report_keys import ENDED_AT, LAST_REPORT
 from deeprig.training.scores import ClassScores
 from deeprig.training.session import RayTrainSession, WorkerSession
 from deeprig.training.sharding import is_sharded, reshard

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from deeprig.report_keys import STEP_CHECKPOINT
 from deeprig.training.epoch import Position, reseed
 from deeprig.training.guards import EarlyStop
 from deeprig.training.parts import TrainParts, train_state
-from deeprig.training.report_keys import STEP_CHECKPOINT
 from deeprig.training.session import WorkerSession
 from deeprig.training.state import TrainState
 from deeprig.training.worker_config import MetricsSink, WorkerConfig

@@ -6,6 +6,12 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from deeprig.cluster.resources import ClusterResources, ResourceProblems, budget_trials
+from deeprig.report_keys import (
+    ENDED_AT,
+    LAST_REPORT,
+    STEP_CHECKPOINT,
+    user_report_step,
+)
 from deeprig.runners import train
 from deeprig.runners.train_metrics import reported_metrics
 from deeprig.runners.train_record import log_trained_model
@@ -14,12 +20,6 @@ from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.train import TrainSpec
 from deeprig.spec.tune import TuneSpec, apply_overrides
 from deeprig.tracking.trial_reports import TrialReports
-from deeprig.training.report_keys import (
-    ENDED_AT,
-    LAST_REPORT,
-    STEP_CHECKPOINT,
-    user_report_step,
-)
 
 if TYPE_CHECKING:  # (mlflow's import is ~2 s; `validate` needs none of it)
     from deeprig.tracking.runs import RunRecorder
