@@ -168,3 +168,27 @@ def test_the_output_appears_whole_under_its_name_or_not_at_all(tmp_path, name):
         writer.write(batch)
         raise KeyboardInterrupt
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no partial file left
+
+
+def test_import_deeprig_stays_light_with_its_python_entries():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, deeprig; "
+        "assert callable(deeprig.run) and callable(deeprig.predict); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'ray', 'mlflow', 'torch', "
+        "'pandas', 'pyarrow'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_deeprig_run_refuses_a_bad_spec_dict_before_anything_starts():
+    import deeprig
+
+    with pytest.raises(SpecError) as caught:
+        deeprig.run({"name": "x", "kind": "predict", "model": "m"}, **{"workers": 0})
+    paths = {p.path for p in caught.value.problems}
+    assert {"input", "output", "workers"} <= paths
