@@ -9,7 +9,7 @@ from collections.abc import Mapping
 # In an epoch's report when it is the job's last (the end, or an early stop): the logger
 # waits for it to be recorded before training ends.
 LAST_REPORT = "last_report"
-# In a mid-epoch checkpoint's report (training/step_hooks.py): its metrics are placeholders
+# In a mid-epoch checkpoint's report (training/checkpointer.py): its metrics are placeholders
 # that rank it below every epoch's checkpoint; neither logged nor shown.
 STEP_CHECKPOINT = "step_checkpoint"
 # When the epoch ended on the worker (unix seconds): the MLflow timestamp of its metrics,

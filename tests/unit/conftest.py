@@ -1,15 +1,73 @@
 """Shared fixtures of the unit tests: what the cluster configs and the deploy manifests are
-checked against (the lock's versions, the project's metadata), and a user's module with
-real frames (failure classification)."""
+checked against (the lock's versions, the project's metadata), a user's module with
+real frames (failure classification), and the training loop's surroundings in-process
+(`InProcessSession`, `EventSink`: a worker with no Ray and a run with no MLflow)."""
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from collections.abc import Callable
 
 import pytest
+import torch
+from deeprig.training.state import TrainState
 
 from tests.conftest import REPO
+
+
+class InProcessSession:
+    """training/session.py's `WorkerSession` for one worker, no Ray: keeps every report it
+    is handed, epochs' and mid-epoch checkpoints' alike, and hands back `restored`."""
+
+    rank, world_size = 0, 1
+
+    def __init__(self, restored: TrainState | None = None):
+        self.restored = restored
+        self.reports: list[tuple[dict[str, float], TrainState | None]] = []
+        self.step_checkpoints: list[tuple[dict[str, float], TrainState | None]] = []
+
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def prepare_model(self, model):
+        return model
+
+    def dataset(self, name: str):
+        raise AssertionError("the splits are in memory")
+
+    def restore(self) -> TrainState | None:
+        return self.restored
+
+    def report(self, metrics, state) -> None:
+        # (a copy, as a checkpoint on disk is: the state's tensors are the live model's)
+        self.reports.append((dict(metrics), copy.deepcopy(state)))
+
+    def report_step_checkpoint(self, metrics, state) -> None:
+        self.step_checkpoints.append((dict(metrics), copy.deepcopy(state)))
+
+
+class EventSink:
+    """training/worker_config.py's `MetricsSink`, keeping what reaches it in order:
+    ("step", step, metrics), ("tag", key, value), ("flush",)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple] = []
+
+    def log(self, metrics, step) -> None:
+        self.events.append(("epoch", step, dict(metrics)))
+
+    def log_step(self, metrics, step) -> None:
+        self.events.append(("step", step, dict(metrics)))
+
+    def tag(self, key, value) -> None:
+        self.events.append(("tag", key, value))
+
+    def flush(self) -> None:
+        self.events.append(("flush",))
+
+    def tags(self) -> dict[str, str]:
+        return {event[1]: event[2] for event in self.events if event[0] == "tag"}
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,11 @@
 """deeprig's loop, restored from a checkpoint, reports the checkpoint's epoch again before
 it trains on: a driver killed between an epoch's checkpoint and its metrics reaching MLflow
 would otherwise leave the run without that epoch (the controller's logger records the
-replay only where the run lacks it). Run in-process through a fake worker session."""
+replay only where the run lacks it). Run in-process through the shared fake worker
+session (tests/unit/conftest.py)."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
@@ -17,43 +17,9 @@ from deeprig.spec.loader import load_spec
 from deeprig.training.loop import run_training
 from deeprig.training.state import TrainState
 
+from tests.unit.conftest import EventSink, InProcessSession
+
 JOB = Path(__file__).parents[2] / "jobs" / "quickstart.yaml"
-
-
-class InProcessSession:
-    """One worker, no Ray: keeps what it is handed to report."""
-
-    rank, world_size = 0, 1
-
-    def __init__(self, restored: TrainState | None = None):
-        self.restored = restored
-        self.reports: list[tuple[dict[str, float], TrainState | None]] = []
-
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    def prepare_model(self, model):
-        return model
-
-    def dataset(self, name: str):
-        raise AssertionError("the splits are in memory")
-
-    def restore(self) -> TrainState | None:
-        return self.restored
-
-    def report(self, metrics, state) -> None:
-        # (a copy, as a checkpoint on disk is: the state's tensors are the live model's)
-        self.reports.append((dict(metrics), copy.deepcopy(state)))
-
-    def report_step_checkpoint(self, metrics, state) -> None:
-        pass
-
-
-class TagsOnlySink:
-    def log(self, metrics, step) -> None: ...
-    def log_step(self, metrics, step) -> None: ...
-    def tag(self, key, value) -> None: ...
-    def flush(self) -> None: ...
 
 
 def _worker(num_epochs: int, tracked: bool):
@@ -61,7 +27,7 @@ def _worker(num_epochs: int, tracked: bool):
     checked = train.check(spec, ClusterResources(cpus=2, gpus=0, max_node_cpus=2))
     prepared = build_datasets(spec.data, checked.data, spec.seed, 1, 1, True)
     # (tracked: the job records into a run, whose epochs a restored worker replays)
-    run_id, sink = ("run-1", TagsOnlySink()) if tracked else (None, None)
+    run_id, sink = ("run-1", EventSink()) if tracked else (None, None)
     return train.worker_config(spec, checked, prepared.fitted, run_id, sink, prepared.arrays)
 
 

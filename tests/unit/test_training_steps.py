@@ -8,7 +8,8 @@ import copy
 import pytest
 import torch
 from deeprig.data.shard import ShardBatches
-from deeprig.training.epoch import Position, StepParts, reseed, train_epoch
+from deeprig.training.checkpointer import reseed
+from deeprig.training.epoch import Position, StepParts, train_epoch
 from deeprig.training.guards import NonFiniteLoss
 from deeprig.training.state import TrainState
 from torch import nn

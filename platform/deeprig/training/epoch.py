@@ -1,6 +1,6 @@
 """One pass over a worker's shard: micro-batches, gradient accumulation, the divergence
-guard, and a call after every optimiser step (where step metrics and mid-epoch
-checkpoints happen, training/loop.py)."""
+guard, and a call after every optimiser step (where the loop's components take step
+metrics and mid-epoch checkpoints: training/step_metrics.py, training/checkpointer.py)."""
 
 from __future__ import annotations
 
@@ -29,15 +29,9 @@ class Position:
     steps_in_epoch: int = 0  # optimiser steps of this epoch (counted from its start)
     # The epoch's running (loss sum, rows) on this rank.
     totals: torch.Tensor = field(default_factory=lambda: torch.zeros(2))
-
-
-def reseed(seed: int, rank: int, position: Position) -> None:
-    """Dropout (and any other torch randomness) drawn from a stream fixed by (seed, rank,
-    epoch, micro-batch), reseeded where an epoch starts and after each mid-epoch
-    checkpoint. A resume from either point draws what the uninterrupted run drew, on every
-    rank, without gathering each rank's generator state into rank 0's checkpoint."""
-    mixed = seed * 1_000_003 + rank * 7919 + position.epoch * 104_729 + position.batches_done
-    torch.manual_seed(mixed % 2**63)
+    # Rows of this epoch trained before a resume inside it, over every rank: in its loss,
+    # not in its throughput.
+    rows_before: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from deeprig.failures import FailureClass, JobFailure
+from deeprig.tracking.tags import Tag
+
+if TYPE_CHECKING:
+    from deeprig.spec.train import EarlyStoppingSpec
+    from deeprig.training.state import TrainState
+    from deeprig.training.worker_config import MetricsSink
 
 
 class NonFiniteLoss(JobFailure):
@@ -23,14 +29,21 @@ class NonFiniteLoss(JobFailure):
 class EarlyStop:
     """Patience on the all-reduced epoch metrics: every rank decides the same. Its two
     numbers travel in the checkpoint, so a restarted job waits no longer than it would
-    have."""
+    have. Always built: without `early_stopping` it never stops."""
 
-    def __init__(self, spec: Any, best: float | None = None, stale: int = 0):
+    def __init__(
+        self,
+        spec: EarlyStoppingSpec | None,
+        sink: MetricsSink,
+        restored: TrainState | None = None,
+    ):
         self.spec = spec
-        self.best = best
-        self.stale = stale
+        self._sink = sink  # rank 0's; a NullSink elsewhere
+        self.best = restored.early_stop_best if restored else None
+        self.stale = restored.early_stop_stale if restored else 0
 
     def should_stop(self, metrics: dict[str, float]) -> bool:
+        """Whether the epoch that reported `metrics` is the last (tagged on the run)."""
         if self.spec is None or self.spec.metric not in metrics:
             return False
         value = metrics[self.spec.metric]
@@ -39,4 +52,8 @@ class EarlyStop:
             self.best, self.stale = value, 0
             return False
         self.stale += 1
-        return self.stale >= self.spec.patience
+        if self.stale < self.spec.patience:
+            return False
+        self._sink.tag(Tag.STOPPED_EARLY, "true")
+        self._sink.tag(Tag.STOPPED_AT_EPOCH, str(int(metrics["epoch"])))
+        return True

@@ -2,10 +2,13 @@
 
 Every rank trains, evaluates its validation shard and reports each epoch (under Ray
 Train the report is a barrier). Only rank 0 has side effects: it writes the checkpoint
-(under FSDP every rank writes its shards of it) and tags the run. What the loop needs
-from its surroundings comes through a `WorkerSession` (training/session.py); what it saves
-is a `TrainState` (training/state.py); one epoch's steps are training/epoch.py's, what
-happens every N steps training/step_hooks.py's.
+(under FSDP every rank writes its shards of it) and tags the run. The loop coordinates
+and decides nothing for its components, always built, each owning its cadence and its
+state: the `Checkpointer` (when a checkpoint is due, what it holds, where a restored
+epoch starts: exact resume, training/checkpointer.py), `EarlyStop` (patience,
+training/guards.py) and `StepMetrics` (step points and when they are sent,
+training/step_metrics.py). What the loop needs from its surroundings comes through a
+`WorkerSession` (training/session.py); one epoch's steps are training/epoch.py's.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from deeprig.data.shard import ShardBatches, array_shard
 from deeprig.report_keys import ENDED_AT, LAST_REPORT
 from deeprig.spec.train import TrainSpec
 from deeprig.tracking.null import NullSink
-from deeprig.tracking.tags import Tag
 from deeprig.training.augment import batch_augment
-from deeprig.training.epoch import Position, StepParts, reseed, train_epoch
+from deeprig.training.checkpointer import Checkpointer, resume
+from deeprig.training.epoch import Position, StepParts, train_epoch
 from deeprig.training.evaluate import evaluate, loss_function, split_metrics
 from deeprig.training.guards import EarlyStop
 from deeprig.training.memory import memory_metrics
@@ -33,8 +36,7 @@ from deeprig.training.parts import TrainParts, build_parts
 from deeprig.training.scores import ClassScores
 from deeprig.training.session import RayTrainSession, WorkerSession
 from deeprig.training.sharding import is_sharded, reshard
-from deeprig.training.state import TrainState
-from deeprig.training.step_hooks import StepHooks
+from deeprig.training.step_metrics import StepMetrics
 from deeprig.training.worker_config import WorkerConfig
 
 
@@ -49,6 +51,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 
 def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
+    """Coordinates: each epoch trains, evaluates and reports; when to checkpoint, to stop
+    and to send step points is asked of its components, which hold their own state."""
     spec = worker.spec
     if worker.code is not None:
         worker.code.install()
@@ -57,13 +61,8 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
     torch.manual_seed(spec.seed)
     device = session.device()
     parts = build_parts(worker, session, device)
-    restored = parts.restored
     sink = worker.sink if session.rank == 0 else NullSink()
-    if restored is not None:
-        sink.tag(Tag.RESUMED_FROM_EPOCH, str(parts.start_epoch))
-        if restored.mid_epoch:
-            sink.tag(Tag.RESUMED_FROM_STEP, str(restored.global_step))
-    if restored is not None and _report_restored(worker, session, restored, parts.start_epoch):
+    if resume(worker, session, parts.restored, sink):
         return
 
     classification = worker.data.task == "classification"
@@ -72,21 +71,23 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
     step = _step_parts(parts, loss_fn, classification, spec, session.world_size)
     sharded = is_sharded(parts.model)
     step = dataclasses.replace(step, augment=batch_augment(spec.data))
-    early_stop = EarlyStop(
-        spec.early_stopping,
-        restored.early_stop_best if restored else None,
-        restored.early_stop_stale if restored else 0,
+    batches = train.num_batches()
+    steps_per_epoch = None if batches is None else -(-batches // spec.optim.accumulate_steps)
+    early_stop = EarlyStop(spec.early_stopping, sink, parts.restored)
+    step_metrics = StepMetrics(
+        spec.tracking.log_every_n_steps, sink, parts.optimizer, steps_per_epoch
     )
-    position = _start_position(restored, parts.start_epoch, spec.optim.accumulate_steps)
-    hooks = StepHooks(worker, session, parts, early_stop, train.num_batches(), sink)
+    checkpointer = Checkpointer(worker, session, parts, early_stop, step_metrics, steps_per_epoch)
+
+    def after_step(position: Position, loss: torch.Tensor) -> None:
+        step_metrics.after_step(position, loss)
+        checkpointer.after_step(position, loss)
+
+    position = None
     for epoch in range(parts.start_epoch, spec.optim.num_epochs):
-        if position.epoch != epoch:
-            position = Position(epoch, global_step=position.global_step)
-        inside = _resumed_inside(restored, epoch)
-        position.totals = _running_totals(inside, session.rank, device)
-        reseed(spec.seed, session.rank, position)
+        position = checkpointer.epoch_start(epoch, position)
         started = time.perf_counter()
-        train_totals = train_epoch(step, train, position, hooks.after_step)
+        train_totals = train_epoch(step, train, position, after_step)
         train_seconds = time.perf_counter() - started
         lr = parts.optimizer.param_groups[0]["lr"]
         parts.scheduler.step()
@@ -99,78 +100,20 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
         both = torch.cat([train_totals, val_totals])
         if session.world_size > 1:
             dist.all_reduce(both)
-        # (resumed inside this epoch: its rows before the checkpoint took no time here)
-        rows_before = inside.epoch_totals[1] if inside else 0.0
         target_std = worker.fitted.target_std or 1.0
         metrics = _epoch_metrics(
-            both, epoch, lr, started, train_seconds, worker.data.task, rows_before, target_std
+            both, position, lr, started, train_seconds, worker.data.task, target_std
         )
-        metrics |= _scores(scores, worker, session.world_size, hooks)
-        metrics |= memory_metrics(parts.model, session.world_size, device)
-        sink.log(metrics, step=epoch)  # (under Ray Train the controller logs epochs: a no-op)
+        extra, confusion = _scores(scores, worker, session.world_size)
+        metrics |= extra | memory_metrics(parts.model, session.world_size, device)
         stop = early_stop.should_stop(metrics)
-        if stop:
-            sink.tag(Tag.STOPPED_EARLY, "true")
-            sink.tag(Tag.STOPPED_AT_EPOCH, str(epoch + 1))
-        due = (epoch + 1) % spec.checkpoint.every_n_epochs == 0
-        last = epoch + 1 == spec.optim.num_epochs or stop
-        hooks.last_metrics = metrics
-        state = hooks.state(position, metrics) if due or last else None
-        if state is not None:
-            sink.flush()  # every step point up to a checkpoint is recorded before it exists
+        last = stop or epoch + 1 == spec.optim.num_epochs
+        state = checkpointer.save(position, metrics, confusion, last=last)
         report = {**metrics, ENDED_AT: time.time()} | ({LAST_REPORT: 1.0} if last else {})
         session.report(report, state)
         if stop:
             break
-    sink.flush()
-
-
-def _report_restored(
-    worker: WorkerConfig, session: WorkerSession, restored: TrainState, start_epoch: int
-) -> bool:
-    """Report the restored checkpoint's epoch again; True when no epoch is left to train.
-
-    The controller logs an epoch's metrics asynchronously, after its checkpoint exists: a
-    driver killed in between leaves a checkpoint whose epoch the run lacks. Reported again,
-    the controller's logger records it where the run lacks it and passes over it where the
-    run holds it. Every rank reports (a report is a barrier). No run, no replay: a job with
-    tracking off, and a search's trials (Tune counts every report as an iteration, and
-    their driver records each trial from Tune's results).
-    """
-    # Restored from the final checkpoint (its driver died while recording the end):
-    # nothing left to train, but the caller still needs the final metrics, replay or not.
-    done = start_epoch >= worker.spec.optim.num_epochs
-    # (a checkpoint inside the first epoch has no finished epoch's metrics)
-    replay = worker.run_id is not None and "epoch" in restored.metrics
-    if replay or done:
-        session.report(restored.metrics, None)
-    return done
-
-
-def _start_position(restored: TrainState | None, start_epoch: int, accumulate: int) -> Position:
-    if restored is None:
-        return Position(start_epoch)
-    if restored.mid_epoch:
-        steps = restored.batches_done // accumulate  # (checkpoints fall on step boundaries)
-        return Position(restored.epoch, restored.batches_done, restored.global_step, steps)
-    return Position(start_epoch, global_step=restored.global_step)
-
-
-def _resumed_inside(restored: TrainState | None, epoch: int) -> TrainState | None:
-    """The mid-epoch checkpoint training resumed from, when it lies inside `epoch`."""
-    if restored is not None and restored.mid_epoch and restored.epoch == epoch:
-        return restored
-    return None
-
-
-def _running_totals(inside: TrainState | None, rank: int, device: torch.device) -> torch.Tensor:
-    """The epoch's running (loss sum, rows) at its start: zero, or, resuming inside it,
-    the sum over every rank saved at the checkpoint, held by rank 0 (the epoch's
-    all-reduce then adds it up once)."""
-    totals = torch.zeros(2, device=device)
-    if inside is not None and rank == 0:
-        totals += torch.tensor(inside.epoch_totals, device=device)
-    return totals
+    step_metrics.close()
 
 
 def _open_shards(
@@ -228,39 +171,37 @@ def _step_parts(
 
 
 def _scores(
-    scores: ClassScores | None, worker: WorkerConfig, world_size: int, hooks: StepHooks
-) -> dict[str, float]:
-    """The epoch's metrics beyond loss and accuracy: macro F1 and AUC (classification;
-    the confusion matrix goes into the checkpoint), or the regression errors in the
-    target's own units, each beside its baseline's (audio: a logistic regression's
+    scores: ClassScores | None, worker: WorkerConfig, world_size: int
+) -> tuple[dict[str, float], list[list[int]] | None]:
+    """The epoch's metrics beyond loss and accuracy, and its validation confusion matrix
+    (classification: for the checkpoint): macro F1 and AUC, or the regression errors in
+    the target's own units, each beside its baseline's (audio: a logistic regression's
     accuracy; time series: persistence's errors)."""
-    if scores is not None:
-        extra, hooks.last_confusion = scores.compute(world_size)
-        return {f"val_{name}": value for name, value in extra.items()} | dict(
-            worker.fitted.baseline
-        )
-    return dict(worker.fitted.baseline)
+    baseline = dict(worker.fitted.baseline)
+    if scores is None:
+        return baseline, None
+    extra, confusion = scores.compute(world_size)
+    return {f"val_{name}": value for name, value in extra.items()} | baseline, confusion
 
 
 def _epoch_metrics(
     totals: torch.Tensor,
-    epoch: int,
+    position: Position,
     lr: float,
     started: float,
     train_seconds: float,
     task: str,
-    rows_before: float = 0.0,
     target_std: float = 1.0,
 ) -> dict[str, float]:
-    """The epoch's report from the totals summed over every rank (`rows_before`: rows of
-    it trained before a mid-epoch resume, in the loss but not in the throughput)."""
+    """The epoch's report from the totals summed over every rank (rows of it trained
+    before a resume inside it are in the loss but not in the throughput)."""
     train_loss_sum, train_rows, val_loss_sum, val_hits, val_rows, val_abs = totals.tolist()
     metrics = {
-        "epoch": epoch + 1,
+        "epoch": position.epoch + 1,
         "train_loss": train_loss_sum / max(train_rows, 1),
         "lr": lr,
         "epoch_time_s": time.perf_counter() - started,
-        "samples_per_s": (train_rows - rows_before) / max(train_seconds, 1e-9),
+        "samples_per_s": (train_rows - position.rows_before) / max(train_seconds, 1e-9),
     }
     scores = split_metrics(task, val_loss_sum, val_hits, val_rows, val_abs, target_std)
     return metrics | {f"val_{name}": value for name, value in scores.items()}
