@@ -6,7 +6,6 @@ ended."""
 
 from __future__ import annotations
 
-import dataclasses
 from functools import cache
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from deeprig.training.epoch import Position
 from deeprig.training.guards import EarlyStop
 from deeprig.training.loop import run_training
 from deeprig.training.parts import build_parts
+from deeprig.training.state import TrainState
 from deeprig.training.step_metrics import StepMetrics
 from deeprig.training.worker_config import WorkerConfig
 
@@ -46,12 +46,17 @@ def _worker(*overrides: str, run_id: str | None = None, sink=None) -> WorkerConf
     return train.worker_config(spec, checked, prepared.fitted, run_id, sink, prepared.arrays)
 
 
-def _checkpointer(*overrides: str, steps_per_epoch: int = 6):
+def _checkpointer(
+    *overrides: str,
+    restored: TrainState | None = None,
+    early_stop: EarlyStop | None = None,
+    steps_per_epoch: int = 6,
+):
     worker = _worker(*overrides)
-    session = InProcessSession()
+    session = InProcessSession(restored)
     parts = build_parts(worker, session, torch.device("cpu"))
     sink = EventSink()
-    early_stop = EarlyStop(None, sink)
+    early_stop = early_stop or EarlyStop(None, sink)
     step_metrics = StepMetrics(None, sink, parts.optimizer, steps_per_epoch)
     checkpointer = Checkpointer(worker, session, parts, early_stop, step_metrics, steps_per_epoch)
     return checkpointer, session, sink
@@ -107,8 +112,7 @@ def test_a_restored_mid_epoch_checkpoint_places_its_epoch_and_rank_0_carries_the
     checkpointer, session, _ = _checkpointer("checkpoint.every_n_steps=4")
     _run_epoch(checkpointer, 0, None)
     restored = session.step_checkpoints[0][1]
-    again, *_ = _checkpointer("checkpoint.every_n_steps=4")
-    again._restored = restored  # (as build_parts hands it over from the session)
+    again, *_ = _checkpointer("checkpoint.every_n_steps=4", restored=restored)
     position = again.epoch_start(0, None)
     assert (position.batches_done, position.global_step, position.steps_in_epoch) == (4, 4, 4)
     assert position.totals.tolist() == [64.0, 128.0] and position.rows_before == 128.0
@@ -133,13 +137,12 @@ def test_early_stopping_waits_its_patience_then_tags_the_run():
 
 
 def test_a_restarted_early_stopper_waits_no_longer_and_a_disabled_one_never_stops():
-    checkpointer, _, _ = _checkpointer()
     first = _early_stop(EventSink())
     first.should_stop({"epoch": 1, "val_accuracy": 0.6})
     first.should_stop({"epoch": 2, "val_accuracy": 0.6})  # one stale epoch of two
-    saved = dataclasses.replace(
-        checkpointer._state(Position(1), {}), early_stop_best=first.best, early_stop_stale=1
-    )
+    checkpointer, _, _ = _checkpointer(early_stop=first)
+    saved = checkpointer.save(_run_epoch(checkpointer, 1, None), {"epoch": 2}, None, last=True)
+    assert saved is not None and (saved.early_stop_best, saved.early_stop_stale) == (0.6, 1)
     assert _early_stop(EventSink(), saved).should_stop({"epoch": 3, "val_accuracy": 0.6})
     assert not _early_stop(EventSink()).should_stop({"epoch": 3, "val_accuracy": 0.6})
     sink = EventSink()
