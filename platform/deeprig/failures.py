@@ -257,6 +257,12 @@ def retry_classes(retry_on: Iterable[str] | None) -> frozenset[FailureClass]:
     return frozenset(FailureClass(name) for name in retry_on)
 
 
+# What a collective (gloo, NCCL) raises on the ranks left when another rank's process or
+# node dies: a plain RuntimeError, told apart only by its text. The dead rank's own error
+# may reach the controller later than these: they are that rank's loss, not a bug.
+PEER_LOST = ("Connection reset by peer", "Connection closed by peer")
+
+
 def _rank_errors(exc: BaseException) -> list[BaseException]:
     """Ray Train's failure, wherever it is along what `exc` wraps, as its ranks' errors (a
     `WorkerGroupError`'s `worker_failures`, a `ControllerError`'s `controller_failure`),
@@ -283,6 +289,9 @@ def _classify_one(exc: BaseException, user: UserCode) -> JobFailure:
         kind = _class_of_type(type(error))
         if kind is not None:
             return JobFailure(kind, _detail(error), trace=trace)
+    for error in chain:
+        if isinstance(error, RuntimeError) and any(p in str(error) for p in PEER_LOST):
+            return JobFailure(FailureClass.WORKER_LOST, _detail(error), trace=trace)
     for error in chain:
         frames = _frames(error.__traceback__)
         # The deepest frame of the user's or of the data's reading decides: the user's

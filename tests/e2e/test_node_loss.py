@@ -90,12 +90,17 @@ def node_lost_and_back(three_nodes):
         history = client.get_metric_history(runs[0].info.run_id, "world_size")
         return {m.step: int(m.value) for m in history}
 
+    jobs = jobs_client(state.dashboard)
+
+    def running() -> bool:
+        return str(jobs.get_job_status(job_id)).split(".")[-1] in ("PENDING", "RUNNING")
+
     timings = {}
     assert poll_until(lambda: len(sizes()) >= 3, timeout_s=240, every_s=1), "no 3 epochs"
     assert set(sizes().values()) == {3}  # started on all 3 nodes
     killed_at = time.monotonic()
     kill_node(home, "worker-2")
-    shrunk = poll_until(lambda: 2 in sizes().values(), timeout_s=300, every_s=1)
+    shrunk = poll_until(lambda: 2 in sizes().values(), timeout_s=300, every_s=1, while_=running)
     assert shrunk, deeprig("logs", job_id, home=home).stdout[-3000:]
     timings["loss -> first epoch on 2"] = time.monotonic() - killed_at
     added = deeprig("cluster", "add-node", home=home)
@@ -107,9 +112,8 @@ def node_lost_and_back(three_nodes):
         last_two = max((s for s, n in seen.items() if n == 2), default=None)
         return any(n == 3 and s > last_two for s, n in seen.items()) if last_two else False
 
-    assert poll_until(grown, timeout_s=300, every_s=1), "did not grow into the new node"
+    assert poll_until(grown, timeout_s=300, every_s=1, while_=running), "did not grow back"
     timings["node added -> first epoch on 3"] = time.monotonic() - added_at
-    jobs = jobs_client(state.dashboard)
     ended = poll_until(
         lambda: str(jobs.get_job_status(job_id)).split(".")[-1] in ("SUCCEEDED", "FAILED"),
         timeout_s=420,

@@ -222,3 +222,16 @@ def test_running_again_within_the_limit_resets_the_wait(monkeypatch):
     callback.after_controller_state_update(None, RestartingState())
     clock["now"] = 50.0
     callback.after_controller_state_update(None, RestartingState())  # 25 s of this wait
+
+
+def test_a_collective_broken_by_a_lost_peer_is_the_workers_loss_and_retried():
+    # What a surviving DDP rank raises when the node of another dies (gloo, on this machine)
+    from deeprig.failures import RETRIED_BY_DEFAULT, FailureClass, classify
+
+    error = RuntimeError(
+        "[../third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:32452: "
+        "Connection reset by peer. This is typically caused by a remote worker hanging"
+    )
+    assert classify(error).kind == FailureClass.WORKER_LOST
+    assert FailureClass.WORKER_LOST in RETRIED_BY_DEFAULT
+    assert classify(RuntimeError("shape mismatch")).kind == FailureClass.UNKNOWN
