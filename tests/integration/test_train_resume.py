@@ -194,7 +194,8 @@ def test_the_resumed_run_ends_bitwise_where_the_straight_one_does(interrupted_an
         assert torch.equal(weights, resumed.model[key]), key
     timing = ("epoch_time_s", "samples_per_s")
     for key, value in straight.metrics.items():
-        if key not in timing:
+        # (the process's memory high-water mark is the machine's, not the training's)
+        if key not in timing and not key.startswith("memory.peak_bytes"):
             assert resumed.metrics[key] == value, key
 
 

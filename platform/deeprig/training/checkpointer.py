@@ -25,11 +25,12 @@ every rule of it is here:
 from __future__ import annotations
 
 import sys
+import time
 
 import torch
 import torch.distributed as dist
 
-from deeprig.report_keys import STEP_CHECKPOINT
+from deeprig.report_keys import ENDED_AT, STEP_CHECKPOINT
 from deeprig.tracking.tags import Tag
 from deeprig.training.epoch import Position
 from deeprig.training.guards import EarlyStop
@@ -67,7 +68,9 @@ def resume(
     # (a checkpoint inside the first epoch has no finished epoch's metrics)
     replay = worker.run_id is not None and "epoch" in restored.metrics
     if replay or done:
-        session.report(restored.metrics, None)
+        # Marked as this loop's report (ENDED_AT: now, when it reaches the run), so a
+        # trial's recorder places it at `epoch - 1` as every other, not as a user's loop's.
+        session.report({**restored.metrics, ENDED_AT: time.time()}, None)
     return done
 
 
