@@ -5,9 +5,9 @@ one rate (scipy's polyphase filter), padded or cut to `duration_s` and made log-
 spectrograms with torch's STFT (data/mel.py), standardised per mel band with statistics
 of the training split. The spectrograms are made once, on the driver: the statistics need
 the training split's anyway, and the workers get them as arrays (a quarter of the
-waveforms' size at a 10 ms hop and 40 bands). A logistic regression on the same features is the baseline the
-network is logged beside. Masking, the augmentation, happens on the workers
-(training/augment.py)."""
+waveforms' size at a 10 ms hop and 40 bands). A logistic regression on the same features
+is the baseline the network is logged beside. Masking, the augmentation, happens on the
+workers (training/augment.py)."""
 
 from __future__ import annotations
 
