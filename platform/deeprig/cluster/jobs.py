@@ -69,7 +69,14 @@ def dashboard_resources(address: str) -> ClusterResources:
     from ray.util.state import list_nodes
 
     use_token_auth_if_available()
-    nodes = list_nodes(address=address, filters=[("state", "=", "ALIVE")], detail=True)
+    # (a dead node cannot answer: without raise_on_missing_output=False Ray's state API
+    # refuses the whole listing once any node of the cluster has died)
+    nodes = list_nodes(
+        address=address,
+        filters=[("state", "=", "ALIVE")],
+        detail=True,
+        raise_on_missing_output=False,
+    )
     totals = [node.resources_total or {} for node in nodes]
     node_cpus = [t.get("CPU", 0.0) for t in totals]
     return ClusterResources(
