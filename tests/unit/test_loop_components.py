@@ -13,6 +13,7 @@ import pytest
 import torch
 from deeprig.cluster.resources import ClusterResources
 from deeprig.data import build_datasets
+from deeprig.report_keys import ENDED_AT
 from deeprig.runners import train
 from deeprig.spec.loader import load_spec
 from deeprig.spec.train import EarlyStoppingSpec
@@ -202,7 +203,9 @@ def test_a_run_restored_inside_an_epoch_reports_each_epoch_once_and_ends_the_sam
 
     epochs = [metrics["epoch"] for metrics, _ in restored.reports]
     assert epochs == [1, 2, 3]  # epoch 1 replayed (the controller logs it where it lacks it)
-    assert restored.reports[0] == (at_step_50.metrics, None)
+    replayed, replayed_state = restored.reports[0]
+    assert replayed_state is None and replayed.pop(ENDED_AT) > 0
+    assert replayed == at_step_50.metrics
     assert straight.reports[0][0].items() >= at_step_50.metrics.items()
     for again, first in zip(restored.reports[1:], straight.reports[1:], strict=True):
         for key in ("train_loss", "val_loss", "val_accuracy"):

@@ -12,6 +12,7 @@ import pytest
 import torch
 from deeprig.cluster.resources import ClusterResources
 from deeprig.data import build_datasets
+from deeprig.report_keys import ENDED_AT
 from deeprig.runners import train
 from deeprig.spec.loader import load_spec
 from deeprig.training.loop import run_training
@@ -46,7 +47,9 @@ def test_a_restored_job_reports_its_checkpoints_epoch_again_then_trains_on(first
     run_training(_worker(2, tracked=True), session)
     epochs = [metrics["epoch"] for metrics, _ in session.reports]
     assert epochs == [1.0, 2.0]  # epoch 1 again (its checkpoint's), then epoch 2
-    assert session.reports[0] == (first_state.metrics, None)  # no second checkpoint of it
+    replayed, replayed_state = session.reports[0]
+    assert replayed_state is None  # no second checkpoint of it
+    assert replayed.pop(ENDED_AT) > 0 and replayed == first_state.metrics
     assert session.reports[1][0]["train_loss"] == second["train_loss"]  # the same training
     assert second_state is not None and session.reports[1][1] is not None
     for key, weights in second_state.model.items():
