@@ -6,7 +6,10 @@ and what its pyfunc reads (the model_config it was logged with). An actor loads 
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +18,7 @@ from deeprig.tracking.store import TrackingTarget
 from deeprig.tracking.tags import Tag
 
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,8 @@ def _registry_version(client: Any, ref: ModelRef) -> Any:
         known = [m.name for m in client.search_registered_models(max_results=20)]
         shown = ", ".join(known) if known else "none"
         raise _refused(f"no registered model {name!r} (registered: {shown})") from None
-    versions = sorted((v.version for v in client.search_model_versions(f"name='{name}'")), key=int)
+    found = client.search_model_versions(f"name='{name}'")
+    versions = sorted((str(v.version) for v in found), key=int)
     try:
         if ref.alias is not None:
             return client.get_model_version_by_alias(name, ref.alias)
@@ -156,23 +161,39 @@ def _pyfunc_config(target: TrackingTarget, uri: str) -> dict[str, Any] | None:
     """The model's pyfunc model_config, None when there is no model there."""
     from mlflow.exceptions import MlflowException
     from mlflow.models import get_model_info
-
-    from deeprig.tracking.runs import fluent_api_on
+    from mlflow.pyfunc import FLAVOR_NAME, MODEL_CONFIG
 
     try:
-        with fluent_api_on(target.uri):
+        with _quiet_store(target.uri):
             info = get_model_info(uri)
     except (MlflowException, OSError):
         return None
-    pyfunc = info.flavors.get("python_function") or {}
-    return dict(pyfunc.get("model_config") or {})
+    if FLAVOR_NAME not in info.flavors:
+        return None
+    return dict(info.flavors[FLAVOR_NAME].get(MODEL_CONFIG) or {})
+
+
+@contextmanager
+def _quiet_store(tracking_uri: str) -> Iterator[None]:
+    """MLflow's fluent API on the store, without its download progress bars (deeprig
+    prints its own progress)."""
+    from deeprig.tracking.runs import fluent_api_on
+
+    saved = os.environ.get(_PROGRESS_BAR)
+    os.environ[_PROGRESS_BAR] = "false"
+    try:
+        with fluent_api_on(tracking_uri):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop(_PROGRESS_BAR, None)
+        else:
+            os.environ[_PROGRESS_BAR] = saved
 
 
 def load_pyfunc(uri: str, tracking_uri: str) -> Any:
     """The model's python_function flavour, loaded once per actor."""
     import mlflow.pyfunc
 
-    from deeprig.tracking.runs import fluent_api_on
-
-    with fluent_api_on(tracking_uri):
+    with _quiet_store(tracking_uri):
         return mlflow.pyfunc.load_model(uri)
