@@ -22,6 +22,7 @@ class ClusterResources:
     max_node_cpus: float  # a worker's CPUs must fit on one node
     nodes: int = 1
     where: str = "this machine"
+    node_memory: float = 0.0  # bytes of the largest node's memory; 0: not known
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,10 @@ def local_resources() -> ClusterResources:
     cpus = float(
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     )
-    return ClusterResources(cpus=cpus, gpus=float(_local_gpu_count()), max_node_cpus=cpus)
+    memory = float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    return ClusterResources(
+        cpus=cpus, gpus=float(_local_gpu_count()), max_node_cpus=cpus, node_memory=memory
+    )
 
 
 def connected_resources() -> ClusterResources:
@@ -58,6 +62,11 @@ def connected_resources() -> ClusterResources:
         max_node_cpus=max(node_cpus, default=0.0),
         nodes=len(node_cpus),
         where="the cluster",
+        # (Ray's `memory` resource: what it lets tasks and actors on the node reserve)
+        node_memory=max(
+            (n["Resources"].get("memory", 0.0) for n in ray.nodes() if n.get("Alive")),
+            default=0.0,
+        ),
     )
 
 

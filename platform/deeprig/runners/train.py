@@ -27,7 +27,13 @@ from deeprig.failures import classified, retry_classes
 from deeprig.models import InputShapeError, check_input_shape
 from deeprig.runners.closing import print_metrics_table
 from deeprig.runners.contract import Job, JobRun, run_job, user_frames
-from deeprig.runners.fsdp_checks import fsdp_note, fsdp_problems
+from deeprig.runners.fsdp_checks import (
+    fsdp_note,
+    fsdp_problems,
+    memory_estimate,
+    memory_note,
+    memory_problems,
+)
 from deeprig.runners.loop_model import log_loop_model
 from deeprig.runners.stages import summary as stage_summary
 from deeprig.runners.train_metrics import (
@@ -74,13 +80,15 @@ class TrainChecked:
     budget: WorkerBudget
     in_memory: bool
     code: CodeBundle | None = None  # the user's modules, when code.paths names any
+    memory: str = ""  # a worker's memory estimate under ddp and fsdp, two lines
 
     @property
     def summary(self) -> str:
+        memory = f"\n  {self.memory}" if self.memory else ""
         return (
             f"{what_trains(self.spec)} on {what_it_reads(self.spec, self.data)}, "
             f"{self.spec.scaling.described()} worker(s) x {self.budget.cpus_per_worker:g} CPU"
-            f"{fsdp_note(self.spec)}"
+            f"{fsdp_note(self.spec)}{memory}"
         )
 
 
@@ -185,8 +193,11 @@ def check(spec: TrainSpec, resources: ClusterResources) -> TrainChecked:
     if problems:
         raise SpecError(problems)
     assert budget is not None
+    estimate = memory_estimate(spec, data)
+    if memory_too_big := memory_problems(spec, estimate, resources, budget.cpus_per_worker):
+        raise SpecError(memory_too_big)
     in_memory = data is not None and _keeps_shard_in_memory(spec, data)
-    return TrainChecked(spec, data, budget, in_memory, code)
+    return TrainChecked(spec, data, budget, in_memory, code, memory_note(spec, estimate))
 
 
 def _keeps_shard_in_memory(spec: TrainSpec, data: DataInfo) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    ByteSize,
     Field,
     SerializerFunctionWrapHandler,
     ValidationError,
@@ -316,6 +317,13 @@ class ScalingSpec(StrictModel):
         ),
     )
     fsdp: FSDPSpec = Field(default_factory=FSDPSpec, description="How `strategy: fsdp` shards.")
+    memory_per_worker: ByteSize | None = Field(
+        default=None,
+        description=(
+            "The memory one worker can have, like `8GiB`: a job whose estimate exceeds it is "
+            "refused before it starts. Omitted: a node's memory divided by its workers."
+        ),
+    )
 
     @field_validator("num_workers", mode="wrap")
     @classmethod
