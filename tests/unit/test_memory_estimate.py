@@ -38,6 +38,35 @@ def test_activations_measured_on_one_real_sample_scale_with_the_batch():
     assert estimate_memory(model, torch.zeros(10), 8, [], "adamw").activations == 8 * (10 + 20) * 4
 
 
+class ReadsItsData(nn.Module):
+    """A forward the meta device cannot run: it branches on its input's values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(10, 20)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).relu() if bool(x.ge(0).all()) else x
+
+
+def test_a_forward_that_reads_its_data_is_measured_on_one_cpu_sample_unless_too_big(
+    monkeypatch,
+):
+    import deeprig.training.memory_estimate as memory_estimate
+
+    with torch.device("meta"):
+        model = ReadsItsData()
+    # the Linear's input and its output (saved by relu), one sample, times 8
+    assert estimate_memory(model, torch.zeros(10), 8, [], "adamw").activations == 8 * 30 * 4
+
+    monkeypatch.setattr(memory_estimate, "CPU_SAMPLE_MAX_BYTES", 0)
+    with torch.device("meta"):
+        model = ReadsItsData()
+    unmeasured = estimate_memory(model, torch.zeros(10), 8, [], "adamw")
+    assert unmeasured.activations is None
+    assert unmeasured.per_worker("ddp", 1) == 4 * (10 * 20 + 20) * 4
+
+
 def test_fsdp_divides_the_state_by_about_the_worker_count():
     with torch.device("meta"):
         model = nn.Sequential(*(nn.Linear(256, 256) for _ in range(8)))
@@ -93,4 +122,5 @@ def test_a_job_bigger_than_a_worker_exits_2_naming_fsdp_and_the_workers_that_fit
 def test_a_batch_too_big_for_any_worker_count_names_the_batch_size(deeprig_home):
     result = _validate("scaling.memory_per_worker=50KiB")
     assert result.exit_code == 2, result.output
-    assert "optim.batch_size" in " ".join(result.output.split()), result.output
+    output = " ".join(result.output.split())
+    assert "optim.batch_size" in output and "no fsdp worker count fits" in output, output

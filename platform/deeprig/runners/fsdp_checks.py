@@ -182,8 +182,10 @@ def memory_problems(
     fits = fitting_workers(estimate, limit, workers)
     if fits is None:
         fix = (
-            f"no fsdp worker count fits either: lower optim.batch_size (its activations: "
-            f"~{human_bytes(estimate.activations)})"
+            "no fsdp worker count fits either: a worker still holds its largest unit whole "
+            f"(~{human_bytes(estimate.largest_unit)}) and a batch's activations "
+            f"(~{human_bytes(estimate.activations or 0)}): lower optim.batch_size, or shard "
+            "finer units (scaling.fsdp.shard)"
         )
     else:
         fix = (
@@ -206,5 +208,9 @@ def memory_note(spec: TrainSpec, estimate: MemoryEstimate | None) -> str:
         f"fsdp over {workers} {human_bytes(e.per_worker('fsdp', workers))}\n"
         f"  params {human_bytes(e.parameters)}, grads {human_bytes(e.gradients)}, "
         f"{spec.optim.name} {human_bytes(e.optimizer)}, "
-        f"a {e.batch_size}-row batch {human_bytes(e.activations)}"
+        + (
+            f"a {e.batch_size}-row batch {human_bytes(e.activations)}"
+            if e.activations is not None
+            else "activations unmeasured"
+        )
     )

@@ -8,7 +8,9 @@ Activations are measured, not guessed: the tensors autograd saves for backward d
 forward (`torch.autograd.graph.saved_tensors_hooks`), each storage counted once and the
 parameters left out. The forward runs on the meta device over a whole batch (no memory, no
 arithmetic); a network whose forward reads its data (a padding mask it tests, say) cannot
-run there, so it runs once on CPU over one sample and the bytes are scaled by the batch.
+run there, so it runs once on CPU over one sample and the bytes are scaled by the batch:
+only for a model whose parameters the driver can hold easily (CPU_SAMPLE_MAX_BYTES); a
+bigger one's activations are left unmeasured, and said to be.
 Everything is float32 as built: mixed precision keeps less, so this is an upper bound of the
 model's own tensors; the process around them (torch, Ray's worker) is not in it."""
 
@@ -23,6 +25,9 @@ import torch
 from torch import nn
 
 Strategy = Literal["ddp", "fsdp"]
+
+# The largest model built for real to measure its activations on one sample.
+CPU_SAMPLE_MAX_BYTES = 2 * 1024**3
 
 # Tensors each optimizer keeps per parameter: Adam's two moments; SGD's momentum buffer,
 # none without momentum.
@@ -40,15 +45,16 @@ class MemoryEstimate:
     parameters: int
     gradients: int
     optimizer: int
-    activations: int  # one batch of `batch_size` rows on one worker
+    activations: int | None  # one batch of `batch_size` rows on one worker; None: unmeasured
     largest_unit: int  # the parameters of the biggest FSDP unit (the root's own, if bigger)
     batch_size: int
 
     def per_worker(self, strategy: Strategy, workers: int) -> int:
         state = self.parameters + self.gradients + self.optimizer
+        activations = self.activations or 0
         if strategy == "ddp" or workers == 1:
-            return state + self.activations
-        return math.ceil(state / workers) + self.largest_unit + self.activations
+            return state + activations
+        return math.ceil(state / workers) + self.largest_unit + activations
 
 
 def estimate_memory(
@@ -78,14 +84,17 @@ def estimate_memory(
     )
 
 
-def activation_bytes(model: nn.Module, sample: torch.Tensor, batch_size: int) -> int:
-    """What one forward over `batch_size` rows saves for backward."""
+def activation_bytes(model: nn.Module, sample: torch.Tensor, batch_size: int) -> int | None:
+    """What one forward over `batch_size` rows saves for backward; None when it would take
+    building a model over CPU_SAMPLE_MAX_BYTES."""
     on_meta = any(p.is_meta for p in model.parameters())
     if on_meta:
         batch = sample.to("meta").unsqueeze(0).expand(batch_size, *sample.shape).contiguous()
         try:
             return _saved_bytes(model, batch)
         except (RuntimeError, NotImplementedError):  # the forward reads its data
+            if sum(_nbytes(p) for p in model.parameters()) > CPU_SAMPLE_MAX_BYTES:
+                return None
             model = model.to_empty(device="cpu")
     return _saved_bytes(model, sample.to("cpu").unsqueeze(0)) * batch_size
 
