@@ -11,8 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deeprig.data import DataProblem, describe_data
-from deeprig.data.text import encode, text_arrays, train_tokenizer
+from deeprig.data.text import encode, text_arrays
 from deeprig.data.timeseries import series_arrays
+from deeprig.data.tokenizer import train_tokenizer
 from deeprig.spec.data import ImagesData, ParquetData, TextData, TimeseriesData, TokenizerSpec
 from PIL import Image
 from pydantic import ValidationError

@@ -111,7 +111,7 @@ def test_the_series_forecaster_adds_the_change_to_the_last_value():
 
 
 def test_the_text_classifier_pickles_and_predicts_names_from_sentences():
-    from deeprig.data.text import train_tokenizer
+    from deeprig.data.tokenizer import train_tokenizer
     from deeprig.spec.data import TokenizerSpec
 
     tokenizer = train_tokenizer(["good great", "bad awful"] * 5, TokenizerSpec(max_length=4))

@@ -42,7 +42,8 @@ class Corpus:
 def read_corpus(spec: TextData) -> Corpus:
     """The corpus split, its tokenizer trained on the training rows and both splits
     encoded. Cached: describing the data and building its splits read it once."""
-    from deeprig.data.text import read_table, text_column, train_tokenizer
+    from deeprig.data.parquet import read_table
+    from deeprig.data.tokenizer import text_column, train_tokenizer
 
     column = text_column(read_table(spec.path, [spec.text]), spec.text)
     texts = [t for t in column.to_pylist() if t]

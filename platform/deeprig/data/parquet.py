@@ -1,7 +1,7 @@
 """Tables of features and a label, Parquet or CSV, read by Ray Data: what the driver learns
 of them (shape, task, classes, so bad data exits 2 before Ray starts), their splits, and a
-few samples. `table_format` and `read_rows` are how every table reader tells and streams the
-two formats."""
+few samples. `table_format`, `read_table` and `read_rows` are how every table reader tells,
+reads and streams the two formats."""
 
 from __future__ import annotations
 
@@ -42,6 +42,28 @@ def open_table(path: str, field: str = "data.path"):
     if not dataset.files:
         raise DataProblem(field, f"no {name} files under {path!r}")
     return dataset
+
+
+def read_table(path: str, columns: list[str], field: str = "data.path"):
+    """A CSV or Parquet file (or a folder of them) as one pyarrow Table of `columns`."""
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+
+    try:
+        dataset = pads.dataset(path, format=table_format(path))
+        if not dataset.files:
+            raise FileNotFoundError(path)
+    except FileNotFoundError:
+        raise DataProblem(field, f"no CSV or Parquet data at {path!r}") from None
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise DataProblem(field, f"cannot read {path!r}: {exc}") from None
+    names = dataset.schema.names
+    missing = [c for c in columns if c not in names]
+    if missing:
+        raise DataProblem(
+            field, f"column(s) {missing} not in {path!r} (columns: {', '.join(names[:12])})"
+        )
+    return dataset.to_table(columns=columns)
 
 
 def read_rows(path: str, columns: list[str] | None, num_cpus: float | None = None):

@@ -13,47 +13,12 @@ import numpy as np
 from deeprig.data.arrow import label_classes
 from deeprig.data.builtin import split_indices
 from deeprig.data.info import DataInfo, DataProblem, Fitted, num_val_rows
-from deeprig.data.parquet import table_format
-from deeprig.spec.data import TextData, TokenizerSpec
+from deeprig.data.parquet import read_table
+from deeprig.data.tokenizer import text_column, train_tokenizer
+from deeprig.spec.data import TextData
 
 if TYPE_CHECKING:
     from torch import nn
-
-PAD, UNKNOWN = "[PAD]", "[UNK]"  # ids 0 and 1: padding is id 0 (the models mask it)
-
-
-def read_table(path: str, columns: list[str], field: str = "data.path"):
-    """A CSV or Parquet file (or a folder of them) as one pyarrow Table of `columns`."""
-    import pyarrow as pa
-    import pyarrow.dataset as pads
-
-    try:
-        dataset = pads.dataset(path, format=table_format(path))
-        if not dataset.files:
-            raise FileNotFoundError(path)
-    except FileNotFoundError:
-        raise DataProblem(field, f"no CSV or Parquet data at {path!r}") from None
-    except (pa.ArrowInvalid, OSError, ValueError) as exc:
-        raise DataProblem(field, f"cannot read {path!r}: {exc}") from None
-    names = dataset.schema.names
-    missing = [c for c in columns if c not in names]
-    if missing:
-        raise DataProblem(
-            field, f"column(s) {missing} not in {path!r} (columns: {', '.join(names[:12])})"
-        )
-    return dataset.to_table(columns=columns)
-
-
-def text_column(table, name: str):
-    """The table's column `name`, checked to hold some text."""
-    import pyarrow as pa
-
-    texts = table.column(name)
-    if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
-        raise DataProblem("data.text", f"column {name!r} holds {texts.type}, not text")
-    if texts.null_count == len(texts):
-        raise DataProblem("data.text", f"column {name!r} is empty")
-    return texts
 
 
 def describe_text(spec: TextData) -> DataInfo:
@@ -78,55 +43,6 @@ def describe_text(spec: TextData) -> DataInfo:
         vocab_size=spec.tokenizer.vocab_size,
         classes=classes,
     )
-
-
-def train_tokenizer(
-    texts: list[str], spec: TokenizerSpec, fixed_length: bool = True, ends: str | None = None
-):
-    """A word-level, BPE or byte-level BPE tokenizer learned from `texts`; `fixed_length`:
-    padding and truncating to max_length; `ends`: a special token that ends a text."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-
-    special = [PAD, UNKNOWN] + ([ends] if ends else [])
-    if spec.kind == "byte_bpe":  # every byte a token to start from: nothing is unknown
-        tokenizer = Tokenizer(models.BPE())
-        trainer: object = trainers.BpeTrainer(
-            vocab_size=spec.vocab_size,
-            min_frequency=spec.min_frequency,
-            special_tokens=special,
-            show_progress=False,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        )
-    elif spec.kind == "bpe":
-        tokenizer = Tokenizer(models.BPE(unk_token=UNKNOWN))
-        trainer = trainers.BpeTrainer(
-            vocab_size=spec.vocab_size,
-            min_frequency=spec.min_frequency,
-            special_tokens=special,
-            show_progress=False,
-        )
-    else:
-        tokenizer = Tokenizer(models.WordLevel(unk_token=UNKNOWN))
-        trainer = trainers.WordLevelTrainer(
-            vocab_size=spec.vocab_size,
-            min_frequency=spec.min_frequency,
-            special_tokens=special,
-            show_progress=False,
-        )
-    if spec.lowercase:
-        tokenizer.normalizer = normalizers.Sequence(
-            [normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()]
-        )
-    if spec.kind == "byte_bpe":
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tokenizer.decoder = decoders.ByteLevel()
-    else:
-        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.train_from_iterator(texts, trainer=trainer)  # type: ignore[arg-type]
-    if fixed_length:
-        tokenizer.enable_padding(pad_id=0, pad_token=PAD, length=spec.max_length)
-        tokenizer.enable_truncation(max_length=spec.max_length)
-    return tokenizer
 
 
 def encode(tokenizer, texts: list[str]) -> np.ndarray:

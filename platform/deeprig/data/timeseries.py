@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from deeprig.data.info import DataInfo, DataProblem, Fitted, num_val_rows
-from deeprig.data.text import read_table
+from deeprig.data.parquet import read_table
 from deeprig.spec.data import TimeseriesData
 
 if TYPE_CHECKING:
