@@ -6,8 +6,9 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from deeprig.runners.contract import closed_on_failure
 from deeprig.tracking.null import NullRecorder, NullSink
-from deeprig.tracking.runs import RunRecorder, closed_on_failure
+from deeprig.tracking.runs import RunRecorder
 from deeprig.tracking.sink import MlflowMetricsSink
 from deeprig.tracking.tags import RunStatus
 

@@ -16,7 +16,8 @@ the run to resume, start or join Ray, open the MLflow run, and close it on any f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -26,6 +27,7 @@ from rich.console import Console
 from deeprig.runners.stages import StageClock
 from deeprig.spec.errors import SpecError
 from deeprig.tracking.store import TrackingTarget, deeprig_home
+from deeprig.tracking.tags import RunStatus
 
 if TYPE_CHECKING:  # (importing them costs mlflow's import; `--help` should not pay it)
     from deeprig.cluster.preflight import CheckpointStorage
@@ -150,8 +152,6 @@ def run_job(
             if store_ready is not None:
                 store_ready.join()
             recorder = _open_run(spec, job, target, resumed)
-        from deeprig.tracking.runs import closed_on_failure
-
         with closed_on_failure(recorder), recorder.system_metrics():
             if resumed is None and code is not None:
                 recorder.log_code(code.artifact_files(), code.manifest(), code.sha256)
@@ -162,6 +162,19 @@ def run_job(
                 raise
             except Exception as exc:
                 raise _tagged_failure(exc, spec, code, recorder) from exc
+
+
+@contextmanager
+def closed_on_failure(recorder: RunRecorder | NullRecorder) -> Iterator[None]:
+    """A run never stays RUNNING: an interrupted job ends KILLED, a failed one FAILED."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        recorder.finish(RunStatus.KILLED)
+        raise
+    except BaseException:
+        recorder.finish(RunStatus.FAILED)
+        raise
 
 
 def check_on_cluster(

@@ -54,24 +54,3 @@ def log_datasets(recorder: RunRecorder, records: list[DatasetRecord]) -> None:
         ]
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags))
     recorder.client.log_inputs(recorder.run_id, datasets=inputs)
-
-
-class SystemMetrics:
-    """MLflow's own system-metrics logging (CPU, memory, disk, network; GPU where there is
-    one) of the driver's machine, for the life of the job."""
-
-    def __init__(self, recorder: RunRecorder, sampling_interval_s: float = 5.0):
-        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-
-        self._monitor = SystemMetricsMonitor(
-            recorder.run_id,
-            sampling_interval=sampling_interval_s,
-            tracking_uri=recorder.target.uri,
-        )
-
-    def __enter__(self) -> SystemMetrics:
-        self._monitor.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._monitor.finish()

@@ -18,7 +18,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from deeprig.tracking.lineage import flatten, lineage_tags, standard_tags
-from deeprig.tracking.null import NullRecorder
 from deeprig.tracking.sink import MlflowMetricsSink
 from deeprig.tracking.store import TRACKING_URI_ENV, TrackingTarget, prepare_store
 from deeprig.tracking.tags import MLFLOW_PARENT_RUN_ID, RunStatus, Tag
@@ -94,8 +93,6 @@ class RunRecorder:
 
     def system_metrics(self) -> AbstractContextManager[Any]:
         """MLflow's system metrics of this machine, logged on the run inside the block."""
-        from deeprig.tracking.datasets import SystemMetrics
-
         return SystemMetrics(self)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
@@ -187,19 +184,6 @@ def fluent_api_on(uri: str) -> Iterator[None]:
             os.environ[TRACKING_URI_ENV] = saved
 
 
-@contextmanager
-def closed_on_failure(recorder: RunRecorder | NullRecorder) -> Iterator[None]:
-    """A run never stays RUNNING: an interrupted job ends KILLED, a failed one FAILED."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        recorder.finish(RunStatus.KILLED)
-        raise
-    except BaseException:
-        recorder.finish(RunStatus.FAILED)
-        raise
-
-
 @dataclass(frozen=True)
 class ChildRun:
     """A search trial's run as its parent sees it."""
@@ -272,3 +256,24 @@ def download_latest_checkpoint(recorder: RunRecorder) -> str | None:
     if not logged:
         return None
     return client.download_artifacts(run_id, logged[-1], tempfile.mkdtemp(prefix="deeprig-"))
+
+
+class SystemMetrics:
+    """MLflow's own system-metrics logging (CPU, memory, disk, network; GPU where there is
+    one) of the driver's machine, for the life of the job."""
+
+    def __init__(self, recorder: RunRecorder, sampling_interval_s: float = 5.0):
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        self._monitor = SystemMetricsMonitor(
+            recorder.run_id,
+            sampling_interval=sampling_interval_s,
+            tracking_uri=recorder.target.uri,
+        )
+
+    def __enter__(self) -> SystemMetrics:
+        self._monitor.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._monitor.finish()
