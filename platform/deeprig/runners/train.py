@@ -28,7 +28,6 @@ from deeprig.models import InputShapeError, check_input_shape
 from deeprig.runners.closing import print_metrics_table
 from deeprig.runners.contract import Job, JobRun, run_job, user_frames
 from deeprig.runners.fsdp_checks import (
-    fsdp_note,
     fsdp_problems,
     memory_estimate,
     memory_note,
@@ -36,6 +35,7 @@ from deeprig.runners.fsdp_checks import (
 )
 from deeprig.runners.loop_model import log_loop_model
 from deeprig.runners.stages import summary as stage_summary
+from deeprig.runners.train_checked import TrainChecked, what_it_reads, what_trains
 from deeprig.runners.train_metrics import (
     CLOSING_METRICS,
     LoopEpochsEnded,
@@ -60,7 +60,6 @@ if TYPE_CHECKING:
 
     from deeprig.tracking.sink import MlflowMetricsSink
     from deeprig.training.worker_config import MetricsSink, WorkerConfig
-    from deeprig.usercode import CodeBundle
 
 # A worker keeps its shard in memory when it is at most this big (data.cache: auto).
 IN_MEMORY_SHARD_BYTES = 512 * 1024 * 1024
@@ -69,27 +68,6 @@ IN_MEMORY_SHARD_BYTES = 512 * 1024 * 1024
 # What `--resume` continues after the driver died: the newest unfinished run of the job,
 # from its latest checkpoint (Ray Train finds it again under the run's own name).
 RESUMES = "train run"
-
-
-@dataclass(frozen=True)
-class TrainChecked:
-    """What the pre-flight learned: enough to set the job up without touching Ray."""
-
-    spec: TrainSpec
-    data: DataInfo | None  # None: the user's loop loads its own data (no `data:`)
-    budget: WorkerBudget
-    in_memory: bool
-    code: CodeBundle | None = None  # the user's modules, when code.paths names any
-    memory: str = ""  # a worker's memory estimate under ddp and fsdp, two lines
-
-    @property
-    def summary(self) -> str:
-        memory = f"\n  {self.memory}" if self.memory else ""
-        return (
-            f"{what_trains(self.spec)} on {what_it_reads(self.spec, self.data)}, "
-            f"{self.spec.scaling.described()} worker(s) x {self.budget.cpus_per_worker:g} CPU"
-            f"{fsdp_note(self.spec)}{memory}"
-        )
 
 
 @dataclass(frozen=True)
@@ -123,26 +101,6 @@ class TrainOutcome:
                 f"  see it: [bold]deeprig ui --run {self.run_id}[/], or [bold]deeprig runs[/]",
                 soft_wrap=True,
             )
-
-
-def what_trains(spec: TrainSpec) -> str:
-    """The model (or the user's loop) a train spec trains, in a few words."""
-    if spec.loop is not None:
-        return f"loop {spec.loop.function}"
-    assert spec.model is not None
-    return getattr(spec.model, "target", None) or spec.model.name
-
-
-def what_it_reads(spec: TrainSpec, data: DataInfo | None, splits: bool = False) -> str:
-    """The data a train job reads, in a few words (the user's loop may load its own):
-    its task and size, or (`splits`) the rows of its two splits."""
-    if spec.data is None or data is None:
-        return "its own data"
-    if splits:
-        return f"{spec.data.source}: {data.num_train} train / {data.num_val} val rows"
-    return (
-        f"{spec.data.source} ({data.task}, {data.num_train} train rows, {data.num_outputs} outputs)"
-    )
 
 
 def check(spec: TrainSpec, resources: ClusterResources) -> TrainChecked:

@@ -13,6 +13,7 @@ from deeprig.report_keys import (
     user_report_step,
 )
 from deeprig.runners import train
+from deeprig.runners.train_checked import what_trains
 from deeprig.runners.train_metrics import reported_metrics
 from deeprig.runners.train_record import log_trained_model
 from deeprig.runners.tune.trial import SearchBase, TrialContext, TuneChecked, hand_back_finished
@@ -85,7 +86,7 @@ def check_train_search(spec: TuneSpec, resources: ClusterResources) -> TuneCheck
         trial,
         concurrency,
         resources_per_trial,
-        base_summary=f"{train.what_trains(spec.base)} on {_source(spec.base)}",
+        base_summary=f"{what_trains(spec.base)} on {_source(spec.base)}",
     )
 
 

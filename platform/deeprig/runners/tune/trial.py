@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ray.tune import Result
 
     from deeprig.cluster.resources import ClusterResources
-    from deeprig.runners.train import TrainChecked
+    from deeprig.runners.train_checked import TrainChecked
     from deeprig.tracking.runs import RunRecorder
 
 
