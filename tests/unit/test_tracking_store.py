@@ -1,4 +1,4 @@
-"""Where a command reads and writes runs (one rule, tracking/store.py), what deeprig creates
+"""Where a command reads and writes runs (one rule, tracking/resolve.py), what deeprig creates
 for a store being its owner's alone, and MLflow's fluent API leaving the process as found."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from deeprig.cluster.local import LocalCluster, state_file
+from deeprig.tracking.resolve import resolve_tracking
 from deeprig.tracking.store import (
     EMBEDDED,
     checkpoint_storage,
     embedded_target,
     prepare_store,
-    resolve_tracking,
 )
 
 

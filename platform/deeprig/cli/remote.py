@@ -168,7 +168,7 @@ def _record_end(client, submission_id: str) -> None:
     if str(info.status.value) not in ("SUCCEEDED", "FAILED", "STOPPED") or not uri:
         return
     from deeprig.tracking.job_history import JobEnd, record_job_end
-    from deeprig.tracking.store import resolve_tracking
+    from deeprig.tracking.resolve import resolve_tracking
 
     end = JobEnd(
         submission_id=submission_id,
@@ -289,7 +289,8 @@ def _history_store(tracking_uri: str | None):
     that the cluster `deeprig cluster up` made here is read from its database on disk,
     running or not (its server may be down, and submitted jobs recorded there)."""
     from deeprig.cluster.local import find_cluster, tracking_store
-    from deeprig.tracking.store import EMBEDDED, TrackingTarget, resolve_tracking
+    from deeprig.tracking.resolve import resolve_tracking
+    from deeprig.tracking.store import EMBEDDED, TrackingTarget
 
     target = resolve_tracking(tracking_uri, given_by="--tracking-uri")
     local = tracking_store()

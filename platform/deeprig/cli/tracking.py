@@ -46,7 +46,7 @@ def runs(
     """
     from deeprig.runners import key_metrics_by_kind
     from deeprig.tracking.listing import COLUMNS, NoSuchExperiment, list_runs
-    from deeprig.tracking.store import resolve_tracking
+    from deeprig.tracking.resolve import resolve_tracking
 
     target = resolve_tracking(tracking_uri, given_by="--tracking-uri")
     if close_stale:
@@ -176,8 +176,8 @@ def ui(
     Example: deeprig ui --run 3f2a...e1, then browse the page it prints
     """
     from deeprig.cluster.local import is_loopback
+    from deeprig.tracking.resolve import resolve_tracking
     from deeprig.tracking.runs import find_run
-    from deeprig.tracking.store import resolve_tracking
 
     if not is_loopback(host):
         errors.print(

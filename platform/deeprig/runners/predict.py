@@ -57,7 +57,7 @@ class PredictModel:
 def find_model(spec: PredictSpec, tracking_uri: str | None = None) -> PredictModel:
     """The model `spec.model` names; SpecError on `model` when there is none or it cannot
     score a table."""
-    from deeprig.tracking.store import resolve_tracking
+    from deeprig.tracking.resolve import resolve_tracking
 
     folder = Path(spec.model)
     if folder.is_dir():
@@ -488,7 +488,7 @@ def _scored_batches(spec: PredictSpec, checked: PredictChecked, job_run: JobRun)
 
 
 def _store_uri(spec: PredictSpec) -> str:
-    from deeprig.tracking.store import resolve_tracking
+    from deeprig.tracking.resolve import resolve_tracking
 
     return resolve_tracking(spec.tracking.uri).uri
 

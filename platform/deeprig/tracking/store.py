@@ -1,7 +1,6 @@
 """Where runs are stored: the embedded SQLite store under the deeprig home folder, the
 tracking server of a `deeprig cluster up` cluster on this machine, or a tracking server /
-database the spec or $MLFLOW_TRACKING_URI names. `resolve_tracking` is the one rule every
-verb follows, and says which of them chose the store.
+database the spec or $MLFLOW_TRACKING_URI names (tracking/resolve.py chooses among them).
 
 What deeprig creates here for a store or a server is its owner's alone: folders 0700,
 files 0600 (`private_folder`, `private_file`)."""
@@ -118,29 +117,3 @@ def is_node_local_uri(uri: str) -> bool:
 
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
-
-
-def resolve_tracking(
-    given_uri: str | None, home: Path | None = None, given_by: str = "spec tracking.uri"
-) -> TrackingTarget:
-    """Where a command reads and writes runs, for every verb: the URI it was given (spec
-    `tracking.uri`, or a verb's --tracking-uri: `given_by` says which) >
-    $MLFLOW_TRACKING_URI > the tracking server of the cluster `deeprig cluster up` started
-    on this machine (its cluster.json), while it runs > the embedded store. A server this
-    home's cluster started is signed in to as its jobs user."""
-    from deeprig.tracking.auth import sign_in_if_local_server
-
-    home = home or deeprig_home()
-    if given_uri:
-        uri, chosen_by = given_uri, given_by
-    elif os.environ.get(TRACKING_URI_ENV):
-        uri, chosen_by = os.environ[TRACKING_URI_ENV], f"${TRACKING_URI_ENV}"
-    else:
-        from deeprig.cluster.local import running_cluster
-
-        cluster = running_cluster(home)
-        if cluster is None:
-            return embedded_target(home)
-        uri, chosen_by = cluster.tracking_uri, "the cluster `deeprig cluster up` started"
-    sign_in_if_local_server(uri, home)
-    return TrackingTarget(uri, None, chosen_by)
