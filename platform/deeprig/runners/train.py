@@ -56,8 +56,10 @@ from deeprig.tracking.store import checkpoint_storage
 from deeprig.tracking.tags import RunStatus, Tag
 
 if TYPE_CHECKING:
+    from ray.train import Checkpoint
     from ray.train.torch import TorchTrainer
 
+    from deeprig.tracking.runs import RunRecorder
     from deeprig.tracking.sink import MlflowMetricsSink
     from deeprig.training.worker_config import MetricsSink, WorkerConfig
 
@@ -365,25 +367,14 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
             prepared = prepare_data(spec, checked)
     trainer = build_trainer(spec, checked, prepared, run_id, sink, storage, run_name, callbacks)
     score = score_metric(checked.data.task) if checked.data else spec.checkpoint.metric
-    if recorder and not job_run.resumed and checked.data is not None and prepared is not None:
-        from deeprig.tracking.datasets import log_datasets
-
-        log_datasets(recorder, dataset_records(spec, checked.data))
-        record_preprocessing(recorder, spec, checked.data, prepared.fitted)
-    if not job_run.resumed and spec.loop is None:
-        recorder.log_params({"effective_batch_size": str(spec.effective_batch_size)})
+    if not job_run.resumed:
+        _record_inputs(job_run, prepared)
     console.print(
         f"Training [bold]{what_trains(spec)}[/] on {what_it_reads(spec, checked.data, True)}, "
         f"{spec.scaling.described()} worker(s) x {checked.budget.cpus_per_worker:g} CPU"
         + (" + 1 GPU" if spec.scaling.use_gpu else "")
     )
-    # The score first: at 80 columns the metrics that do not fit are the ones dropped.
-    # (a loop's `epoch` is the counter's, not repeated among its metrics)
-    shown = (
-        (score, "val_loss", "train_loss")
-        if spec.loop is None
-        else tuple(m for m in spec.loop.metrics if m != "epoch")
-    )
+    shown = _progress_metrics(spec, score)
     # (short: at 80 columns about 38 characters are left for it)
     waiting = f"{spec.scaling.min_workers} worker(s) + epoch 1"
     if recorder and spec.loop is None:
@@ -404,23 +395,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     metrics = dict(best[1]) if best else dict(result.metrics or {})
     checkpoint_path = best[0].path if best else None
     if recorder:
-        if spec.loop is not None and (unplaced := recorder.tags().get(Tag.UNPLACED_REPORTS)):
-            console.print(
-                f"[yellow]warning: {unplaced} (tag {Tag.UNPLACED_REPORTS})[/]", soft_wrap=True
-            )
-        if best and spec.checkpoint.metric in best[1]:
-            from deeprig.tracking.key_metric import record_key_metric
-
-            record_key_metric(recorder, spec.checkpoint.metric, best[1][spec.checkpoint.metric])
-        if not job_run.resumed and spec.loop is None:
-            job_run.clock.read_epochs(recorder, fit_started_at)
-        metrics |= record_results(recorder, spec, checked.code, best, score, console, prepared)
-        if spec.loop is not None and spec.model is not None and best is not None:
-            log_loop_model(recorder, spec, checked.data, checked.code, best[0], console)
-        timing = job_run.clock.finished()
-        recorder.log_metrics(timing)
-        metrics |= timing
-        recorder.finish(RunStatus.FINISHED)
+        metrics |= _record_outcome(job_run, recorder, best, score, prepared, fit_started_at)
     return TrainOutcome(
         job_name=spec.name,
         experiment=spec.experiment_name,
@@ -433,6 +408,57 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
         seconds=metrics.get("time.total_s", time.perf_counter() - started),
         run_url=recorder.page_url(),
     )
+
+
+def _progress_metrics(spec: TrainSpec, score: str) -> tuple[str, ...]:
+    """The metrics the progress display shows, the score first: at 80 columns the metrics
+    that do not fit are the ones dropped. (A loop's `epoch` is the counter's, not repeated
+    among its metrics.)"""
+    if spec.loop is None:
+        return (score, "val_loss", "train_loss")
+    return tuple(m for m in spec.loop.metrics if m != "epoch")
+
+
+def _record_inputs(job_run: JobRun[TrainSpec, TrainChecked], prepared: PreparedData | None) -> None:
+    """A new run's inputs: its datasets, its preprocessing, the effective batch size."""
+    spec, checked, recorder = job_run.spec, job_run.checked, job_run.recorder
+    if recorder and checked.data is not None and prepared is not None:
+        from deeprig.tracking.datasets import log_datasets
+
+        log_datasets(recorder, dataset_records(spec, checked.data))
+        record_preprocessing(recorder, spec, checked.data, prepared.fitted)
+    if spec.loop is None:
+        recorder.log_params({"effective_batch_size": str(spec.effective_batch_size)})
+
+
+def _record_outcome(
+    job_run: JobRun[TrainSpec, TrainChecked],
+    recorder: RunRecorder,
+    best: tuple[Checkpoint, dict] | None,
+    score: str,
+    prepared: PreparedData | None,
+    fit_started_at: float,
+) -> dict[str, float]:
+    """What a finished fit leaves on its run (the key metric, the best checkpoint's results
+    and model, the time metrics), the run marked FINISHED; the metrics it adds."""
+    spec, checked, console = job_run.spec, job_run.checked, job_run.job.console
+    if spec.loop is not None and (unplaced := recorder.tags().get(Tag.UNPLACED_REPORTS)):
+        console.print(
+            f"[yellow]warning: {unplaced} (tag {Tag.UNPLACED_REPORTS})[/]", soft_wrap=True
+        )
+    if best and spec.checkpoint.metric in best[1]:
+        from deeprig.tracking.key_metric import record_key_metric
+
+        record_key_metric(recorder, spec.checkpoint.metric, best[1][spec.checkpoint.metric])
+    if not job_run.resumed and spec.loop is None:
+        job_run.clock.read_epochs(recorder, fit_started_at)
+    metrics = record_results(recorder, spec, checked.code, best, score, console, prepared)
+    if spec.loop is not None and spec.model is not None and best is not None:
+        log_loop_model(recorder, spec, checked.data, checked.code, best[0], console)
+    timing = job_run.clock.finished()
+    recorder.log_metrics(timing)
+    recorder.finish(RunStatus.FINISHED)
+    return metrics | timing
 
 
 def _epochs_expected(spec: TrainSpec) -> int | None:
