@@ -16,6 +16,9 @@ STEP_CHECKPOINT = "step_checkpoint"
 # which the job's stage timing reads back (runners/stages.py). Every epoch report of
 # deeprig's loop carries it (its `epoch` counts from 1); a user's loop's never does.
 ENDED_AT = "ended_at"
+# In the one report of a search trial that finished under a dead driver, handed back to Tune
+# by the restored search (runners/tune/trial.py): its run already holds every point.
+HANDED_BACK = "handed_back"
 
 
 def user_report_step(report: Mapping[str, float]) -> int | None:

@@ -11,7 +11,8 @@ from tests.conftest import JOBS, runs_in
 
 SETTINGS = [
     "--set",
-    "search.num_samples=4",
+    # 6 trials, 2 at a time: after the first pair ends, two more pairs are left to kill in.
+    "search.num_samples=6",
     "--set",
     "base.optim.num_epochs=4",
     "--set",
@@ -35,9 +36,9 @@ def test_killed_search_driver_resumes_without_duplicate_runs(
         ]
 
     # The first driver runs in its own process (and session) so it can be killed outright.
-    finished_before = driver_killed_once(job, SETTINGS, finished_trials, timeout_s=300, every_s=1)
+    finished_before = driver_killed_once(job, SETTINGS, finished_trials, timeout_s=300, every_s=0.5)
     assert finished_before, "no trial finished before the deadline"
-    assert len(finished_before) < 4, "the search ended before the driver could be killed"
+    assert len(finished_before) < 6, "the search ended before the driver could be killed"
     (parent,) = runs_in(mlflow_client, "resume", kind="tune")
     assert parent.info.status == "RUNNING"  # the dead driver could not close it
 
@@ -48,8 +49,8 @@ def test_killed_search_driver_resumes_without_duplicate_runs(
     children = runs_in(mlflow_client, "resume", kind="train")
     assert [p.info.run_id for p in parents] == [parent.info.run_id]
     assert parents[0].info.status == "FINISHED"
-    assert len(children) == 4
-    assert len({c.data.tags["deeprig.trial_id"] for c in children}) == 4
+    assert len(children) == 6
+    assert len({c.data.tags["deeprig.trial_id"] for c in children}) == 6
     assert all(c.info.status == "FINISHED" for c in children)
     # A trial that finished before the crash was not trained again.
     done = finished_before[0].info.run_id

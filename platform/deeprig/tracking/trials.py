@@ -19,6 +19,7 @@ from typing import Any
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from deeprig.report_keys import HANDED_BACK
 from deeprig.tracking.null import NullRecorder
 from deeprig.tracking.runs import RunRecorder, find_child_run
 from deeprig.tracking.sink import MlflowMetricsSink, numeric_values
@@ -142,6 +143,8 @@ class TrialRunsCallback(Callback):
     def _log(self, record: TrialRecord, values: dict[str, Any], result: dict[str, Any]) -> None:
         """One report's metrics, and the trial's values as `hp.*` metrics at the same step:
         PBT changes them mid-trial, and MLflow params are write-once."""
+        if HANDED_BACK in result:  # (a finished trial's metrics, read back from its run)
+            return
         reports = self.reports
         reported = {
             k: v

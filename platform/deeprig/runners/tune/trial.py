@@ -127,5 +127,7 @@ def hand_back_finished(ctx: TrialContext, trial_id: str) -> bool:
         return False
     import ray.tune
 
-    ray.tune.report(metrics, checkpoint=ray.tune.get_checkpoint())
+    from deeprig.report_keys import HANDED_BACK
+
+    ray.tune.report({**metrics, HANDED_BACK: 1.0}, checkpoint=ray.tune.get_checkpoint())
     return True
