@@ -4,10 +4,14 @@ the pre-flight check of any kind of spec."""
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import typer
 from rich.console import Console
@@ -186,3 +190,40 @@ def check_spec(spec: Any, resources: ClusterResources) -> str:
     from deeprig.runners import RUNNERS
 
     return RUNNERS[spec.kind].check(spec, resources).summary
+
+
+class _Rendered(Protocol):
+    def render(self, console: Console) -> None: ...
+
+
+def run_to_its_end(
+    run: Callable[[], _Rendered],
+    home: Path,
+    log_prefix: str,
+    verbose: bool,
+    spec_path: Path,
+    interrupted: str,
+) -> None:
+    """A job run the way every verb that runs one does: `deeprig stop` / `ray job stop`
+    (SIGTERM) end it like Ctrl-C, its run marked KILLED; libraries' output goes to the
+    job's log unless --verbose; a failure prints its one short block; else the closing
+    table."""
+    if threading.current_thread() is threading.main_thread():  # (tests run it in threads)
+        signal.signal(signal.SIGTERM, _interrupt)
+    log = home / "logs" / f"{log_prefix}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    quiet = contextlib.nullcontext() if verbose else library_output_to(log)
+    try:
+        with quiet:
+            outcome = run()
+    except SpecError as exc:
+        bad_spec(exc, spec_path)
+    except KeyboardInterrupt:
+        errors.print(f"[yellow]interrupted: {interrupted}[/]")
+        raise typer.Exit(ExitCode.INTERRUPTED) from None
+    except Exception as exc:  # the job failed; its run is already marked FAILED
+        raise typer.Exit(report_failure(exc, None if verbose else log)) from None
+    outcome.render(console)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
-import time
 from pathlib import Path
-from types import FrameType
 from typing import Any, NoReturn
 
 import typer
@@ -19,9 +14,8 @@ from deeprig.cli.common import (
     check_spec,
     console,
     errors,
-    library_output_to,
     load_spec_or_exit,
-    report_failure,
+    run_to_its_end,
 )
 from deeprig.cluster.session import job_address
 from deeprig.spec import SpecError
@@ -106,26 +100,14 @@ def run(
         verbose=verbose,
         console=console,
     )
-    # `deeprig stop` / `ray job stop` send SIGTERM: end like Ctrl-C, the run marked KILLED.
-    if threading.current_thread() is threading.main_thread():  # (tests run it in threads)
-        signal.signal(signal.SIGTERM, _interrupt)
-    log = context.home / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    quiet = contextlib.nullcontext() if verbose else library_output_to(log)
-    try:
-        with quiet:
-            outcome = runner.run(spec, context)
-    except SpecError as exc:
-        bad_spec(exc, job)
-    except KeyboardInterrupt:
-        errors.print("[yellow]interrupted: the MLflow run is marked KILLED[/]")
-        raise typer.Exit(ExitCode.INTERRUPTED) from None
-    except Exception as exc:  # the job failed; its run is already marked FAILED
-        raise typer.Exit(report_failure(exc, None if verbose else log)) from None
-    outcome.render(console)
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    run_to_its_end(
+        lambda: runner.run(spec, context),
+        context.home,
+        "run",
+        verbose,
+        job,
+        "the MLflow run is marked KILLED",
+    )
 
 
 def _resolved_spec_text(job: Path, overrides: list[str], spec: Any) -> str:

@@ -3,16 +3,11 @@ predict run in MLflow."""
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
-import time
 from pathlib import Path
-from types import FrameType
 
 import typer
 
-from deeprig.cli.common import ExitCode, bad_spec, console, errors, library_output_to
+from deeprig.cli.common import bad_spec, console, run_to_its_end
 from deeprig.cluster.session import job_address
 from deeprig.spec import SpecError
 
@@ -78,24 +73,11 @@ def predict(
     except SpecError as exc:
         bad_spec(exc, Path("deeprig predict"))
     job = command_job(spec, console, job_address(address), verbose)
-    if threading.current_thread() is threading.main_thread():  # (tests run it in threads)
-        signal.signal(signal.SIGTERM, _interrupt)
-    log = job.home / "logs" / f"predict-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    quiet = contextlib.nullcontext() if verbose else library_output_to(log)
-    try:
-        with quiet:
-            outcome = run(spec, job)
-    except SpecError as exc:
-        bad_spec(exc, Path("deeprig predict"))
-    except KeyboardInterrupt:
-        errors.print("[yellow]interrupted: no output written; the MLflow run is KILLED[/]")
-        raise typer.Exit(ExitCode.INTERRUPTED) from None
-    except Exception as exc:  # the job failed; its run is already marked FAILED
-        from deeprig.cli.common import report_failure
-
-        raise typer.Exit(report_failure(exc, None if verbose else log)) from None
-    outcome.render(console)
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+    run_to_its_end(
+        lambda: run(spec, job),
+        job.home,
+        "predict",
+        verbose,
+        Path("deeprig predict"),
+        "no output written; the MLflow run is KILLED",
+    )
