@@ -44,7 +44,7 @@ def _model(width: int) -> nn.Module:
 
 
 def _rank(rank: int, world: int, folder: str, args: argparse.Namespace, queue) -> None:
-    from deeprig.spec.train import FSDPSpec
+    from deeprig.spec.scaling import FSDPSpec
     from deeprig.training.sharding import shard_model
     from deeprig.training.shards import save_shards, sharded_state_dicts
 

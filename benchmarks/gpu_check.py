@@ -87,7 +87,7 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def _rank(rank: int, world: int, folder: str, args: argparse.Namespace, queue) -> None:
-    from deeprig.spec.train import FSDPSpec
+    from deeprig.spec.scaling import FSDPSpec
     from deeprig.training.memory import peak_bytes
     from deeprig.training.sharding import parameters_held, shard_model
 

@@ -119,7 +119,7 @@ def deeprig_pass(root: Path, budget, in_memory: bool) -> tuple[int, float]:
 def ingest_rows(count: int, repeats: int, console: Console) -> list[Row]:
     from deeprig.cluster.resources import budget_workers, connected_resources
     from deeprig.cluster.session import ray_session
-    from deeprig.spec.train import ScalingSpec
+    from deeprig.spec.scaling import ScalingSpec
 
     workers = os.cpu_count() or 1
     rates: dict[str, list[float]] = {"memory": [], "stream": [], "plain": []}

@@ -114,7 +114,7 @@ def ingest_rows(
     from deeprig.data import build_datasets, describe_data
     from deeprig.data.shard import ShardBatches
     from deeprig.spec.data import ParquetData
-    from deeprig.spec.train import ScalingSpec
+    from deeprig.spec.scaling import ScalingSpec
 
     console = console or Console()
     results: dict[str, list[float]] = {

@@ -9,7 +9,7 @@ from deeprig.cluster.resources import (
     budget_trials,
     budget_workers,
 )
-from deeprig.spec.train import ScalingSpec
+from deeprig.spec.scaling import ScalingSpec
 
 TWO_CPUS = ClusterResources(cpus=2, gpus=0, max_node_cpus=2)
 

@@ -8,7 +8,8 @@ import dataclasses
 import torch
 from deeprig.runners import RUNNERS
 from deeprig.spec.loader import SPEC_BY_KIND
-from deeprig.spec.train import MLPConfig, TrainSpec
+from deeprig.spec.model import MLPConfig
+from deeprig.spec.train import TrainSpec
 from deeprig.tracking import tags
 from deeprig.training.state import CHECKPOINT_FILE, TrainState
 

@@ -11,7 +11,8 @@ from deeprig.cli import app
 from deeprig.cluster.resources import ClusterResources, ResourceProblems, budget_workers
 from deeprig.runners.train import ray_num_workers
 from deeprig.spec import SpecError, load_spec_text
-from deeprig.spec.train import ScalingSpec, TrainSpec, WorkerRange
+from deeprig.spec.scaling import ScalingSpec, WorkerRange
+from deeprig.spec.train import TrainSpec
 from deeprig.tracking.report_logger import EpochMetricsLogger, WorldSizes
 from deeprig.tracking.tags import Tag
 from typer.testing import CliRunner

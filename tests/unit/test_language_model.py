@@ -21,7 +21,7 @@ from deeprig.data.corpus import (
 from deeprig.data.info import DataProblem
 from deeprig.models import build_model
 from deeprig.spec.data import TextData
-from deeprig.spec.train import TransformerConfig
+from deeprig.spec.model import TransformerConfig
 from deeprig.training.evaluate import NextTokenLoss, loss_function, split_metrics
 from pydantic import ValidationError
 

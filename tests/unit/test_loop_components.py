@@ -16,7 +16,7 @@ from deeprig.data import build_datasets
 from deeprig.report_keys import ENDED_AT
 from deeprig.runners import train
 from deeprig.spec.loader import load_spec
-from deeprig.spec.train import EarlyStoppingSpec
+from deeprig.spec.optim import EarlyStoppingSpec
 from deeprig.tracking.tags import Tag
 from deeprig.training.checkpointer import Checkpointer
 from deeprig.training.epoch import Position

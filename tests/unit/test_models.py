@@ -9,7 +9,7 @@ import pytest
 import torch
 from deeprig.models import ARCHITECTURES, InputShapeError, build_model, check_input_shape
 from deeprig.models.transformer import TransformerBlock
-from deeprig.spec.train import (
+from deeprig.spec.model import (
     MODEL_CONFIGS,
     CNNConfig,
     CustomModelConfig,

@@ -12,8 +12,8 @@ def test_readme_spec_reference_is_current():
 
 def test_the_reference_has_a_section_for_every_model_family_and_data_source():
     from deeprig.spec.data import DATA_CONFIGS
+    from deeprig.spec.model import MODEL_CONFIGS
     from deeprig.spec.reference import sections
-    from deeprig.spec.train import MODEL_CONFIGS
 
     documented = [model for _, model in sections()]
     assert set(DATA_CONFIGS) | set(MODEL_CONFIGS) <= set(documented)

@@ -12,7 +12,7 @@ from deeprig.models import InputShapeError, build_model, check_input_shape
 from deeprig.models.rnn import RecurrentNet
 from deeprig.models.wrappers import SeriesForecaster, Standardized, TextClassifier
 from deeprig.spec.data import AugmentSpec
-from deeprig.spec.train import MLPConfig, RNNConfig
+from deeprig.spec.model import MLPConfig, RNNConfig
 from deeprig.training.augment import image_augment, random_crop
 from deeprig.training.scores import ClassScores, macro_f1, roc_auc
 from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score

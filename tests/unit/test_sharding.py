@@ -14,7 +14,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from deeprig.data.shard import ShardBatches
 from deeprig.models import build_model
-from deeprig.spec.train import FSDPSpec, MLPConfig, TrainSpec
+from deeprig.spec.model import MLPConfig
+from deeprig.spec.scaling import FSDPSpec
+from deeprig.spec.train import TrainSpec
 from deeprig.training.epoch import Position, StepParts, train_epoch
 from deeprig.training.sharding import (
     AUTO_UNIT_MIN_PARAMS,

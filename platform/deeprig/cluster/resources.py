@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 
 from deeprig.spec.errors import Problem
-from deeprig.spec.train import ScalingSpec
+from deeprig.spec.scaling import ScalingSpec
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from deeprig.models.mlp import MLP
 from deeprig.models.rnn import RecurrentNet
 from deeprig.models.shapes import InputShapeError, as_image, as_sequence
 from deeprig.models.transformer import Transformer, TransformerBlock, check_transformer_input
-from deeprig.spec.train import (
+from deeprig.spec.model import (
     CNNConfig,
     CustomModelConfig,
     MLPConfig,

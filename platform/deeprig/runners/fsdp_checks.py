@@ -11,7 +11,8 @@ from collections.abc import Callable
 from deeprig.cluster.resources import ClusterResources
 from deeprig.data.info import DataInfo
 from deeprig.spec.errors import Problem
-from deeprig.spec.train import FSDPSpec, TrainSpec
+from deeprig.spec.scaling import FSDPSpec
+from deeprig.spec.train import TrainSpec
 from deeprig.training.memory_estimate import (
     MemoryEstimate,
     fitting_workers,

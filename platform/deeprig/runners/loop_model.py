@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 
 from deeprig.data.info import DataInfo
-from deeprig.spec.train import CustomModelConfig, TrainSpec
+from deeprig.spec.model import CustomModelConfig
+from deeprig.spec.train import TrainSpec
 
 if TYPE_CHECKING:
     from ray.train import Checkpoint

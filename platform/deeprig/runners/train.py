@@ -51,7 +51,8 @@ from deeprig.runners.train_record import (
 )
 from deeprig.runners.user_code import check_model_and_loop, collect_code
 from deeprig.spec.errors import Problem, SpecError
-from deeprig.spec.train import ScalingSpec, TrainSpec
+from deeprig.spec.scaling import ScalingSpec
+from deeprig.spec.train import TrainSpec
 from deeprig.tracking.store import checkpoint_storage
 from deeprig.tracking.tags import RunStatus, Tag
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from deeprig.data.info import DataInfo
 from deeprig.spec.errors import Problem
-from deeprig.spec.train import CustomModelConfig, TrainSpec
+from deeprig.spec.model import CustomModelConfig
+from deeprig.spec.train import TrainSpec
 from deeprig.usercode import CodeBundle, UserCodeProblem
 from deeprig.usercode.checks import check_custom_model, check_loop_function
 

@@ -8,7 +8,7 @@ from deeprig.failures import FailureClass, JobFailure
 from deeprig.tracking.tags import Tag
 
 if TYPE_CHECKING:
-    from deeprig.spec.train import EarlyStoppingSpec
+    from deeprig.spec.optim import EarlyStoppingSpec
     from deeprig.training.state import TrainState
     from deeprig.training.worker_config import MetricsSink
 

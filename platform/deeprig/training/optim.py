@@ -12,7 +12,7 @@ from torch.optim.lr_scheduler import (
     StepLR,
 )
 
-from deeprig.spec.train import OptimSpec
+from deeprig.spec.optim import OptimSpec
 
 
 def build_optimizer(spec: OptimSpec, params) -> torch.optim.Optimizer:

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from deeprig.spec.train import FSDPSpec
+from deeprig.spec.scaling import FSDPSpec
 
 # `shard: auto` on a model with no blocks of its own (a custom one, an MLP): each direct
 # child holding more parameters than this is a unit; the rest stay with the root.
