@@ -9,16 +9,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from deeprig.runners.predict import (
-    PredictModel,
-    Scores,
-    _Writer,
-    check_input,
-    check_output,
-    output_columns,
-    predict_frame,
-    predict_spec,
-)
+from deeprig.runners.predict import predict_spec
+from deeprig.runners.predict.inputs import PredictInput
+from deeprig.runners.predict.model import PredictModel
+from deeprig.runners.predict.scorer import output_columns, predict_frame
+from deeprig.runners.predict.scores import Scores
+from deeprig.runners.predict.table_input import check_table as check_input
+from deeprig.runners.predict.writer import OutputWriter, check_output
 from deeprig.spec import SpecError
 from deeprig.tracking.model_source import ModelRef, parse_model_ref
 
@@ -100,14 +97,16 @@ def test_an_output_folder_that_does_not_exist_is_refused(tmp_path):
 def test_output_columns_are_ids_label_prediction_then_probabilities(tmp_path):
     model = classifier()
     proba = spec(tmp_path, "in.csv", id_columns=["id"], proba=True)
-    assert output_columns(model, proba, "kind") == [
+    labelled = PredictInput([], {}, 1, "kind", ["id"])
+    assert output_columns(model, proba, labelled) == [
         "id",
         "kind",
         "prediction",
         "proba_cat",
         "proba_dog",
     ]
-    assert output_columns(model, spec(tmp_path, "in.csv"), None) == ["prediction"]
+    unlabelled = PredictInput([], {}, 1, None, [])
+    assert output_columns(model, spec(tmp_path, "in.csv"), unlabelled) == ["prediction"]
 
 
 class FixedProbabilities:
@@ -122,7 +121,7 @@ class FixedProbabilities:
 def test_a_batch_becomes_the_output_columns_with_class_names():
     batch = pd.DataFrame({"id": [7, 8], "a": [1.0, -1.0], "b": [0, 0], "kind": ["dog", "dog"]})
     columns = ["id", "kind", "prediction", "proba_cat", "proba_dog"]
-    out = predict_frame(FixedProbabilities(), classifier(), batch, columns)
+    out = predict_frame(FixedProbabilities(), classifier(), batch[["a", "b"]], batch, columns)
     assert list(out.columns) == columns
     assert out["prediction"].tolist() == ["dog", "cat"]
     np.testing.assert_allclose(out["proba_dog"], [0.9, 0.2])
@@ -158,13 +157,13 @@ def test_regression_scores_are_rmse_and_mae():
 @pytest.mark.parametrize("name", ["out.csv", "out.parquet"])
 def test_the_output_appears_whole_under_its_name_or_not_at_all(tmp_path, name):
     batch = pa.table({"id": [1, 2], "prediction": ["cat", "dog"]})
-    with _Writer(str(tmp_path / name)) as writer:
+    with OutputWriter(str(tmp_path / name)) as writer:
         writer.write(batch)
         writer.write(batch)
         assert not (tmp_path / name).exists()  # (a temporary name until complete)
     read = pd.read_csv if name.endswith(".csv") else pd.read_parquet
     assert read(tmp_path / name)["prediction"].tolist() == ["cat", "dog"] * 2
-    with pytest.raises(KeyboardInterrupt), _Writer(str(tmp_path / "cut.csv")) as writer:
+    with pytest.raises(KeyboardInterrupt), OutputWriter(str(tmp_path / "cut.csv")) as writer:
         writer.write(batch)
         raise KeyboardInterrupt
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no partial file left

@@ -1,4 +1,4 @@
-"""`deeprig predict`: a trained model scores a table (runners/predict.py), recorded as a
+"""`deeprig predict`: a trained model scores new rows (runners/predict/), recorded as a
 predict run in MLflow."""
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ def predict(
         "or a train checkpoint folder.",
     ),
     input: str = typer.Argument(
-        ..., help="Parquet or CSV file, folder or URI with the model's feature columns."
+        ...,
+        help="What the model trained on, laid out the same: a Parquet/CSV table (file, folder "
+        "or URI), an image or audio folder, a series.",
     ),
     output: Path = typer.Option(
         ..., "--output", "-o", help="Predictions: .csv writes CSV, anything else Parquet."
@@ -34,6 +36,12 @@ def predict(
     experiment: str = typer.Option(None, help="MLflow experiment (default: the model's)."),
     tracking_uri: str = typer.Option(None, help="MLflow store (default: as for `run`)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output."),
+    skip_bad_rows: bool = typer.Option(
+        False,
+        "--skip-bad-rows",
+        help="Leave out rows found unreadable mid-stream (counted, listed on the run); "
+        "without it such a row fails the job.",
+    ),
     log_output: bool = typer.Option(
         False, "--log-output", help="Log the output on the run (under 100 MiB)."
     ),
@@ -44,12 +52,13 @@ def predict(
         False, "--verbose", help="Show Ray's and MLflow's own messages here too."
     ),
 ) -> None:
-    """Score a table with a trained model on Ray Data; record a predict run.
+    """Score new rows with a trained model on Ray Data; record a predict run.
 
-    The input is checked against the model's columns before Ray starts (exit 2
-    naming what is missing). The output holds the id columns, the label when the
-    input has it, `prediction` and, with --proba, proba_<class> columns; with
-    labels the run records the scores (accuracy, f1_macro / rmse).
+    The input is checked against the model before Ray starts (exit 2 naming what
+    is missing). The output holds the id columns (an image's or clip's `path`, a
+    series window's last `row`), the label when the input has it, `prediction`
+    and, with --proba, proba_<class> columns; with labels the run records the
+    scores (accuracy, f1_macro / rmse).
 
     Example: deeprig predict models:/wine@champion new.csv -o out.csv --proba
     """
@@ -66,6 +75,7 @@ def predict(
             proba=proba,
             id_columns=[c.strip() for c in id_columns.split(",")] if id_columns else None,
             overwrite=overwrite,
+            skip_bad_rows=skip_bad_rows,
             log_output=log_output,
             experiment=experiment,
             tracking_uri=tracking_uri,

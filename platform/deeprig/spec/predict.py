@@ -1,5 +1,6 @@
-"""`kind: predict`: a trained model scores a table, streamed through Ray Data's actors.
-`deeprig predict MODEL INPUT -o OUTPUT` makes one of these from its arguments."""
+"""`kind: predict`: a trained model scores new rows (a table, text, image or audio files, a
+series), streamed through Ray Data's actors. `deeprig predict MODEL INPUT -o OUTPUT` makes
+one of these from its arguments."""
 
 from __future__ import annotations
 
@@ -26,8 +27,10 @@ class PredictSpec(StrictModel):
         min_length=1,
         description=(
             "The rows to score, in the layout the model trained on: a Parquet or CSV file, "
-            "folder or URI holding the model's feature columns (or its text column); the "
-            "label column is optional (with it, the run records the scores)."
+            "folder or URI holding the model's feature columns (or its text column, or a "
+            "series' columns: one row per window); an image or audio folder (one row per "
+            "file, named by its path). Labels are optional (a table's label column, or "
+            "class sub-folders): with them, the run records the scores."
         ),
     )
     output: str = Field(
@@ -45,6 +48,14 @@ class PredictSpec(StrictModel):
         default_factory=list, description="Input columns copied to the output beside each row."
     )
     overwrite: bool = Field(default=False, description="Replace an existing output file.")
+    skip_bad_rows: bool = Field(
+        default=False,
+        description=(
+            "Leave out a row found unreadable mid-stream (a corrupt image or clip), counted "
+            "as `rows_skipped` and listed in the run's skipped_rows.csv; without it, such a "
+            "row fails the job, naming its file."
+        ),
+    )
     log_output: bool = Field(
         default=False,
         description=(

@@ -63,6 +63,7 @@ class ResolvedModel:
     experiment: str  # that run's experiment's name
     config: dict[str, Any]  # its pyfunc's model_config (tracking/torch_pyfunc.py)
     label: str | None  # the label column it trained on (data.label), if the run says
+    data: dict[str, Any] | None = None  # the train spec's `data`, from the run's params
     registry_name: str | None = None
     registry_version: str | None = None
 
@@ -152,9 +153,34 @@ def _from_run(
         experiment,
         config,
         run.data.params.get("data.label"),
+        trained_data(run.data.params),
         ref.registry_name,
         registry_version,
     )
+
+
+def trained_data(params: dict[str, str]) -> dict[str, Any] | None:
+    """The `data` section of the spec a run recorded as params (flattened, values as
+    strings, lists and nulls as JSON): a train run's `data.*`, a search's `base.data.*`.
+    None when the run recorded none."""
+    import json
+
+    for prefix in ("data.", "base.data."):
+        flat = {k.removeprefix(prefix): v for k, v in params.items() if k.startswith(prefix)}
+        if "source" not in flat:
+            continue
+        data: dict[str, Any] = {}
+        for key, text in flat.items():
+            *parents, leaf = key.split(".")
+            node = data
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            try:
+                node[leaf] = json.loads(text) if text[:1] in "[n" and text else text
+            except json.JSONDecodeError:
+                node[leaf] = text
+        return data
+    return None
 
 
 def _pyfunc_config(target: TrackingTarget, uri: str) -> dict[str, Any] | None:

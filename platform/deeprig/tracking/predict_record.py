@@ -1,7 +1,7 @@
 """What a predict job records on its run besides the spec (params) and lineage: the model
 it used (deeprig.model.*), its input as an MLflow dataset, its rows and speed, the scores
-when the input had labels, and its output (an artifact under a size limit; its path and
-sha256 tagged either way)."""
+when the input had labels, the rows it skipped, and its output (an artifact under a size
+limit; its path and sha256 tagged either way)."""
 
 from __future__ import annotations
 
@@ -97,3 +97,11 @@ def record_scores(
 
         figure = confusion_matrix(confusion, classes, "Confusion matrix (predict)")
         recorder.log_figure(figure, "plots/confusion_matrix.png")
+
+
+def record_skipped(recorder: RunRecorder, rows: list[tuple[str, str]]) -> None:
+    """The rows left out as unreadable (`skip_bad_rows`): `skipped_rows.csv`, each row's
+    name (its file) and why."""
+    import pandas as pd
+
+    recorder.log_csv(pd.DataFrame(rows, columns=["row", "error"]), "skipped_rows.csv")

@@ -1,0 +1,45 @@
+"""What every predict input reader is (`Reader`) and what it learns before Ray starts
+(`PredictInput`); the readers themselves are one module per layout, and `readers.py` the
+table that routes a model to its reader by the data source it trained on."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from ray.data import Dataset
+
+    from deeprig.runners.predict.model import PredictModel
+    from deeprig.spec.predict import PredictSpec
+
+# (row position in the batch, what went wrong) of each row a reader could not read
+BadRows = list[tuple[int, str]]
+
+
+@dataclass(frozen=True)
+class PredictInput:
+    """What the driver learned of the input before Ray starts."""
+
+    files: list[str]  # what the input's digest is made of
+    columns: dict[str, str]  # the columns of the rows streamed: name -> Arrow type
+    rows: int  # rows to score: the progress bar's total
+    label: str | None  # the column holding the true answers, when the input has them
+    passed: list[str]  # columns copied to the output beside each prediction
+    key: str | None = None  # the column that names a row when it cannot be read
+    labels: list[str] | None = None  # a folder's: each file's class folder
+
+
+@dataclass(frozen=True)
+class Reader:
+    """How predict reads one layout of input, as a train job of the model read it."""
+
+    # Before Ray starts: the input checked against the model (SpecError: exit 2).
+    check: Callable[[PredictSpec, PredictModel], PredictInput]
+    # The rows streamed to the actors (spec, model, input, CPUs of a read task).
+    rows: Callable[[PredictSpec, PredictModel, PredictInput, float], Dataset]
+    # On an actor: a pandas batch of those rows -> what the model's pyfunc reads, and the
+    # rows that could not be read (left out of what it reads).
+    features: Callable[[PredictModel, pd.DataFrame], tuple[Any, BadRows]]

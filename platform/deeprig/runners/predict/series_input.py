@@ -1,0 +1,105 @@
+"""A series CSV/Parquet scored by a forecaster (`source: timeseries`): the model's input
+columns read whole on the driver (a series is windowed across rows, as training read it),
+then every window of `window` rows, one row each, named by `row`, the position of its last
+row in the file (and any id columns' values there). Its forecast is of the target
+`horizon` steps after that row; scaling and changes are inside the model."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from deeprig.runners.predict.inputs import BadRows, PredictInput
+from deeprig.spec.errors import Problem, SpecError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from deeprig.runners.predict.model import PredictModel
+    from deeprig.spec.predict import PredictSpec
+
+ROW = "row"  # the window's last row in the file, from 0
+WINDOW = "window"  # the window's values, flattened (window x input columns)
+_BLOCK_ROWS = 4096
+
+
+def check_series(spec: PredictSpec, model: PredictModel) -> PredictInput:
+    import pyarrow as pa
+
+    from deeprig.data.info import DataProblem
+    from deeprig.data.parquet import open_table
+
+    data = model.data
+    try:
+        dataset = open_table(spec.input, field="input")
+    except DataProblem as exc:
+        raise SpecError([Problem(exc.path, str(exc))]) from None
+    schema = dataset.schema
+    problems = []
+    missing = [c for c in data.columns if c not in schema.names]
+    if missing:
+        problems.append(
+            Problem("input", f"column(s) {missing} missing: the model reads {data.columns}")
+        )
+    wrong = [
+        f"{c} ({schema.field(c).type})"
+        for c in data.columns
+        if c in schema.names
+        and not (
+            pa.types.is_integer(schema.field(c).type) or pa.types.is_floating(schema.field(c).type)
+        )
+    ]
+    if wrong:
+        problems.append(Problem("input", f"column(s) {', '.join(wrong)} hold no numbers"))
+    absent_ids = [c for c in spec.id_columns if c not in schema.names]
+    if absent_ids:
+        problems.append(Problem("id_columns", f"column(s) {absent_ids} not in {spec.input!r}"))
+    if problems:
+        raise SpecError(problems)
+    windows = dataset.count_rows() - data.window + 1
+    if windows < 1:
+        raise SpecError(
+            [Problem("input", f"{spec.input!r} holds fewer rows than one window ({data.window})")]
+        )
+    columns = {ROW: "int64", **{c: str(schema.field(c).type) for c in spec.id_columns}}
+    return PredictInput(
+        list(dataset.files),
+        columns | {WINDOW: "list<float>"},
+        windows,
+        None,
+        [ROW, *spec.id_columns],
+    )
+
+
+def series_windows(spec: PredictSpec, data: Any) -> Any:
+    """Every window of the series as an Arrow table: its last row, the id columns' values
+    there, and its values flattened."""
+    import numpy as np
+    import pyarrow as pa
+
+    from deeprig.data.parquet import read_table
+
+    table = read_table(spec.input, list(dict.fromkeys([*data.columns, *spec.id_columns])), "input")
+    values = np.stack([table.column(c).to_numpy().astype(np.float32) for c in data.columns], axis=1)
+    ends = np.arange(data.window - 1, len(values))
+    steps = ends[:, None] - np.arange(data.window)[::-1][None, :]  # (windows, window) rows
+    flat = values[steps].reshape(len(ends), -1)
+    columns = {ROW: pa.array(ends, pa.int64())}
+    columns |= {c: table.column(c).take(pa.array(ends)) for c in spec.id_columns}
+    columns[WINDOW] = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1])
+    return pa.table(columns)
+
+
+def series_rows(
+    spec: PredictSpec, model: PredictModel, found: PredictInput, read_cpus: float
+) -> Any:
+    import ray.data
+
+    windows = series_windows(spec, model.data)
+    return ray.data.from_arrow(windows.to_batches(max_chunksize=_BLOCK_ROWS))
+
+
+def series_features(model: PredictModel, batch: pd.DataFrame) -> tuple[Any, BadRows]:
+    import numpy as np
+
+    windows = np.stack([np.asarray(w, dtype=np.float32) for w in batch[WINDOW]])
+    return windows.reshape(len(windows), *model.input_shape), []

@@ -1,0 +1,87 @@
+"""A Parquet or CSV table (file, folder or URI) holding the model's feature columns, or
+its text column: checked against them before Ray starts (missing columns, wrong types, no
+rows), streamed by Ray Data's readers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from deeprig.runners.predict.inputs import BadRows, PredictInput
+from deeprig.spec.errors import Problem, SpecError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from deeprig.runners.predict.model import PredictModel
+    from deeprig.spec.predict import PredictSpec
+
+
+def check_table(spec: PredictSpec, model: PredictModel) -> PredictInput:
+    """The input's columns against the model's: missing ones, wrong types, no rows."""
+    import pyarrow as pa
+
+    from deeprig.data.info import DataProblem
+    from deeprig.data.parquet import open_table
+
+    if model.config.get("inputs") not in ("columns", "text"):
+        raise SpecError(
+            [
+                Problem(
+                    "model",
+                    "this model reads arrays, and predict cannot tell which data source it "
+                    "trained on: it scores tables (feature columns), text, image and audio "
+                    "folders and series of a train run that recorded its data",
+                )
+            ]
+        )
+    try:
+        dataset = open_table(spec.input, field="input")
+    except DataProblem as exc:
+        raise SpecError([Problem(exc.path, str(exc))]) from None
+    schema = dataset.schema
+    reads = model.reads()
+    problems = []
+    missing = [c for c in reads if c not in schema.names]
+    if missing:
+        problems.append(
+            Problem(
+                "input",
+                f"column(s) {missing} missing from {spec.input!r}: the model reads "
+                f"{', '.join(reads)} (the input has {', '.join(schema.names[:20])})",
+            )
+        )
+    rows = dataset.count_rows()
+    if rows == 0:
+        raise SpecError([Problem("input", f"{spec.input!r} holds no rows")])
+    wants_text = model.config.get("inputs") == "text"
+    wrong = []
+    for name in (c for c in reads if c in schema.names):
+        kind = schema.field(name).type
+        numeric = pa.types.is_integer(kind) or pa.types.is_floating(kind)
+        text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        if (text if wants_text else numeric or pa.types.is_boolean(kind)) is False:
+            wrong.append(f"{name} ({kind})")
+    if wrong:
+        needed = "text" if wants_text else "numbers"
+        problems.append(Problem("input", f"column(s) {', '.join(wrong)} hold no {needed}"))
+    absent_ids = [c for c in spec.id_columns if c not in schema.names]
+    if absent_ids:
+        problems.append(Problem("id_columns", f"column(s) {absent_ids} not in {spec.input!r}"))
+    if problems:
+        raise SpecError(problems)
+    label = model.label if model.label in schema.names else None
+    names = [*spec.id_columns, *reads, *([label] if label else [])]
+    columns = {n: str(schema.field(n).type) for n in dict.fromkeys(names)}
+    return PredictInput(list(dataset.files), columns, rows, label, list(spec.id_columns))
+
+
+def table_rows(
+    spec: PredictSpec, model: PredictModel, found: PredictInput, read_cpus: float
+) -> Any:
+    from deeprig.data.parquet import read_rows
+
+    return read_rows(spec.input, list(found.columns))
+
+
+def table_features(model: PredictModel, batch: pd.DataFrame) -> tuple[Any, BadRows]:
+    return batch[model.reads()], []
