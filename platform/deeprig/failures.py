@@ -11,17 +11,19 @@ worker `classified` turns an exception into a `JobFailure` while its traceback i
 (Ray ships tracebacks as text); on the controller and the driver `classify` reads what
 arrived. The table `FAILURES` holds each class's facts: what to say, the likeliest fix,
 and whether a restart can cure it (`failure.max_failures` restarts only those by default;
-`failure.retry_on` changes the set).
+`failure.retry_on` changes the set). `RetryPolicy` decides a restart: the first
+`failure.log_patterns` rule found in the error's text, else the class.
 """
 
 from __future__ import annotations
 
+import re
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 
 class FailureClass(StrEnum):
@@ -255,6 +257,49 @@ def retry_classes(retry_on: Iterable[str] | None) -> frozenset[FailureClass]:
     if retry_on is None:
         return frozenset(RETRIED_BY_DEFAULT)
     return frozenset(FailureClass(name) for name in retry_on)
+
+
+@dataclass(frozen=True)
+class LogRule:
+    """`failure.log_patterns` entry: a regular expression searched for in a worker's error
+    text (its message and traceback), and whether a match is retried or ends the job."""
+
+    pattern: str
+    action: Literal["retry", "stop"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Whether a restart is spent on a failure: the first `log_patterns` rule whose pattern
+    is in the error text decides (what the classes miss: a driver-level CUDA error, a flaky
+    mount's message); else its class being in `retry_on`. Picklable: it runs on the Ray
+    Train controller."""
+
+    retry_on: frozenset[FailureClass]
+    log_patterns: tuple[LogRule, ...] = ()
+
+    def ends_the_job(
+        self, failure: JobFailure, errors: Iterable[BaseException] = ()
+    ) -> JobFailure | None:
+        """None when a restart is to be spent on `failure` (classified from `errors`), else
+        the failure that ends the job, naming the rule that stopped it if one did."""
+        text = error_text(failure, errors)
+        for index, rule in enumerate(self.log_patterns):
+            if re.search(rule.pattern, text, re.MULTILINE):
+                if rule.action == "retry":
+                    return None
+                stopped_by = f"failure.log_patterns[{index}] ({rule.pattern!r}) says stop"
+                detail = f"{failure.detail}; {stopped_by}" if failure.detail else stopped_by
+                return JobFailure(failure.kind, detail, failure.where, failure.frames, text)
+        return None if failure.kind in self.retry_on else failure
+
+
+def error_text(failure: JobFailure, errors: Iterable[BaseException] = ()) -> str:
+    """All a worker said of its failure: each error along what wraps it (Ray's text of a
+    worker's traceback included) and the classified failure's own traceback."""
+    parts = [str(e) for error in errors for e in _chain(error)]
+    parts += [failure.detail, failure.trace]
+    return "\n".join(part for part in parts if part)
 
 
 # What a collective (gloo, NCCL) raises on the ranks left when another rank's process or

@@ -15,6 +15,7 @@ from deeprig.failures import (
     RETRIED_BY_DEFAULT,
     FailureClass,
     JobFailure,
+    RetryPolicy,
     UserCode,
     classified,
     classify,
@@ -128,10 +129,10 @@ def test_the_controller_ends_the_run_unless_the_class_is_retried(user_module):
     bug = _raised_on_worker(user_module.train, {})
     shipped = _as_ray_ships(bug).worker_failures
     with pytest.raises(JobFailure) as ended:  # (the controller wraps it in ControllerError)
-        EndUnlessRetried(retry_classes(None)).after_exception(None, shipped)
+        EndUnlessRetried(RetryPolicy(retry_classes(None))).after_exception(None, shipped)
     assert ended.value.kind == FailureClass.USER_CODE
-    EndUnlessRetried(retry_classes(["user_code"])).after_exception(None, shipped)
-    EndUnlessRetried(retry_classes(None)).after_exception(None, {1: _died()})
+    EndUnlessRetried(RetryPolicy(retry_classes(["user_code"]))).after_exception(None, shipped)
+    EndUnlessRetried(RetryPolicy(retry_classes(None))).after_exception(None, {1: _died()})
 
 
 def test_a_diverged_jobs_block_is_short_and_says_where_and_the_fix():

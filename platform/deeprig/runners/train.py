@@ -23,7 +23,7 @@ from deeprig.cluster.resources import (
 from deeprig.data import DataInfo, DataProblem, build_datasets, describe_data
 from deeprig.data.info import Fitted
 from deeprig.data.pipeline import PreparedData
-from deeprig.failures import classified, retry_classes
+from deeprig.failures import classified
 from deeprig.models import InputShapeError, check_input_shape
 from deeprig.runners.closing import print_metrics_table
 from deeprig.runners.contract import Job, JobRun, run_job, user_frames
@@ -220,7 +220,7 @@ def build_trainer(
     if spec.failure.max_failures != 0:
         from deeprig.runners.retries import EndUnlessRetried
 
-        callbacks.append(EndUnlessRetried(retry_classes(spec.failure.retry_on)))
+        callbacks.append(EndUnlessRetried(spec.failure.retry_policy()))
     if sink is not None:
         from deeprig.tracking.report_logger import EpochMetricsLogger, WorldSizes
 
