@@ -1,7 +1,8 @@
 """Shared fixtures of the unit tests: what the cluster configs and the deploy manifests are
 checked against (the lock's versions, the project's metadata), a user's module with
 real frames (failure classification), and the training loop's surroundings in-process
-(`InProcessSession`, `EventSink`: a worker with no Ray and a run with no MLflow)."""
+(`InProcessSession`, `EventSink`: a worker with no Ray and a run with no MLflow), and a
+tracking server that goes away (`FlakyTrackingServer`)."""
 
 from __future__ import annotations
 
@@ -118,3 +119,83 @@ def user_module(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "userloop", raising=False)
     return importlib.import_module("userloop")
+
+
+class FlakyTrackingServer:
+    """MlflowClient's writes against a tracking server with MLflow's SQL store's rules (a
+    metric point is kept once per key, value, timestamp and step; a tag or a param set
+    again overwrites), which can be taken `down` (each call raises what MLflow's client
+    raises once its retries are spent: a connection error as a 500) or made to
+    `drop_answers` (the write is stored, then the answer is lost)."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.drop_answers = 0  # the next N writes are stored, then answered with an error
+        self.calls = 0  # every write that reached the server
+        self.points: dict[str, list[tuple[int, float, int]]] = {}  # key -> (step, value, ts)
+        self.tags: dict[str, str] = {}
+        self.params: dict[str, str] = {}
+        self.artifacts: dict[str, bytes] = {}  # artifact path -> content
+        self.status = "RUNNING"
+
+    def _reach(self) -> None:
+        if self.down:
+            from mlflow.exceptions import MlflowException
+
+            raise MlflowException(
+                "API request to http://127.0.0.1:1/ failed with exception "
+                "ConnectionError: Connection refused"
+            )
+        self.calls += 1
+
+    def _answer(self) -> None:
+        if self.drop_answers:
+            self.drop_answers -= 1
+            import requests
+
+            raise requests.ConnectionError("Connection reset by peer")
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=()) -> None:
+        self._reach()
+        for m in metrics:
+            point = (m.step, m.value, m.timestamp)
+            if point not in self.points.setdefault(m.key, []):
+                self.points[m.key].append(point)
+        self.params |= {p.key: p.value for p in params}
+        self.tags |= {t.key: t.value for t in tags}
+        self._answer()
+
+    def log_artifact(self, run_id, local, artifact_path=None) -> None:
+        from pathlib import Path
+
+        self._reach()
+        name = Path(local).name
+        key = f"{artifact_path}/{name}" if artifact_path else name
+        self.artifacts[key] = Path(local).read_bytes()
+        self._answer()
+
+    def log_artifacts(self, run_id, local, artifact_path=None) -> None:
+        from pathlib import Path
+
+        self._reach()
+        for path in sorted(Path(local).rglob("*")):
+            if path.is_file():
+                relative = str(path.relative_to(local))
+                key = f"{artifact_path}/{relative}" if artifact_path else relative
+                self.artifacts[key] = path.read_bytes()
+        self._answer()
+
+    def set_terminated(self, run_id, status="FINISHED", end_time=None) -> None:
+        self._reach()
+        self.status = status
+        self._answer()
+
+    def update_run(self, run_id, status=None, name=None) -> None:
+        self._reach()
+        self.status = status or self.status
+        self._answer()
+
+
+@pytest.fixture
+def flaky_server() -> FlakyTrackingServer:
+    return FlakyTrackingServer()

@@ -1,28 +1,40 @@
 """Driver-side MLflow records: create a run, finish it, log metrics, figures and files, find
-a search's child runs (the figures: deeprig/plots.py; the model: logged_model.py)."""
+a search's child runs (the figures: deeprig/plots.py; the model: logged_model.py).
+
+A recorder writes through an `Outbox` (tracking/outbox.py): at once while the tracking
+server answers, kept in order in the run's spool while it is away."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from deeprig.tracking.lineage import flatten, lineage_tags, standard_tags
+from deeprig.tracking.outbox import (
+    Outbox,
+    artifact_record,
+    metrics_record,
+    params_record,
+    short_client_retries,
+    status_record,
+    tags_record,
+)
 from deeprig.tracking.sink import MlflowMetricsSink
+from deeprig.tracking.spool import spool_dir, spooled_runs, upload
 from deeprig.tracking.store import TRACKING_URI_ENV, TrackingTarget, prepare_store
 from deeprig.tracking.tags import MLFLOW_PARENT_RUN_ID, RunStatus, Tag
 
-_PARAM_BATCH = 100  # MLflow's per-call limit on params
 _PARAM_VALUE_MAX = 6000
 
 
@@ -32,7 +44,11 @@ class RunRecorder:
     def __init__(self, target: TrackingTarget, run_id: str):
         self.target = target
         self.run_id = run_id
+        remote = target.uri.startswith("http")
+        if remote:
+            short_client_retries()
         self.client = MlflowClient(target.uri)
+        self.outbox = Outbox(lambda: self.client, spool_dir(run_id) if remote else None)
 
     @classmethod
     def create(
@@ -55,23 +71,31 @@ class RunRecorder:
         run = client.create_run(experiment_id, run_name=run_name or spec_dict["name"], tags=tags)
         recorder = cls(target, run.info.run_id)
         recorder.log_params(flatten("", spec_dict, {}))
-        client.log_text(recorder.run_id, spec_text, "spec/job.yaml")
+        recorder.log_text(spec_text, "spec/job.yaml")
         return recorder
 
     def finish(self, status: RunStatus) -> None:
-        """FINISHED, FAILED or KILLED. A run is never left RUNNING."""
-        self.client.set_terminated(self.run_id, status=str(status))
+        """FINISHED, FAILED or KILLED. A run is never left RUNNING (while its server is
+        away, the status waits in its spool with the rest). Once the server has it, what
+        other writers of the run left in the spool (the Train controller's points) is
+        uploaded too."""
+        self.outbox.send(status_record(self.run_id, str(status), int(time.time() * 1000)))
+        if self.outbox.wait() and self.outbox.spool_dir is not None:
+            upload(self.client, self.run_id)
+
+    def spooled(self) -> int:
+        """Records of this run waiting in its spool for its tracking server (0: all in)."""
+        return spooled_runs().get(self.run_id, 0)
 
     def reopen(self) -> None:
         """A resumed job's run is RUNNING again until the job ends."""
-        self.client.update_run(self.run_id, status=str(RunStatus.RUNNING))
+        self.outbox.send(status_record(self.run_id, str(RunStatus.RUNNING)))
 
     def status(self) -> RunStatus:
         return RunStatus(self.client.get_run(self.run_id).info.status)
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, value)
+        self.outbox.send(tags_record(self.run_id, {k: str(v) for k, v in tags.items()}))
 
     def tags(self) -> dict[str, str]:
         return dict(self.client.get_run(self.run_id).data.tags)
@@ -79,13 +103,12 @@ class RunRecorder:
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         """One batch, sent now (per-step streams go through MlflowMetricsSink)."""
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
+        points = [(k, float(v), now, step) for k, v in metrics.items()]
+        self.outbox.send(metrics_record(self.run_id, points))
 
     def log_params(self, params: dict[str, str]) -> None:
-        items = [Param(k, v[:_PARAM_VALUE_MAX]) for k, v in sorted(params.items())]
-        for start in range(0, len(items), _PARAM_BATCH):
-            self.client.log_batch(self.run_id, params=items[start : start + _PARAM_BATCH])
+        kept = {k: v[:_PARAM_VALUE_MAX] for k, v in params.items()}
+        self.outbox.send(params_record(self.run_id, kept))
 
     def metrics_sink(self) -> MlflowMetricsSink:
         """A sink that streams metrics into this run (batched, off the caller's thread)."""
@@ -97,15 +120,19 @@ class RunRecorder:
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
         """A matplotlib figure (deeprig/plots.py draws them) as an image artifact."""
-        self.client.log_figure(self.run_id, figure, artifact_file)
+        self._log_file(artifact_file, figure.savefig)
 
     def log_csv(self, frame: Any, artifact_file: str) -> None:
         """A pandas DataFrame as a CSV artifact."""
+        self._log_file(artifact_file, lambda path: frame.to_csv(path, index=False))
+
+    def _log_file(self, artifact_file: str, write: Callable[[Path], Any]) -> None:
+        """The file `write` makes, logged as `artifact_file`."""
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(artifact_file).name
-            frame.to_csv(path, index=False)
+            write(path)
             folder = str(Path(artifact_file).parent)
-            self.client.log_artifact(self.run_id, str(path), None if folder == "." else folder)
+            self.outbox.send(artifact_record(self.run_id, path, None if folder == "." else folder))
 
     def page_url(self, ui_base: str | None = None) -> str | None:
         """The run's page in MLflow's UI: on the tracking server it records to, or on
@@ -145,14 +172,21 @@ class RunRecorder:
         return [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)]
 
     def log_dict(self, content: dict[str, Any], artifact_file: str) -> None:
-        """A JSON (or YAML, by the file's suffix) artifact."""
-        self.client.log_dict(self.run_id, content, artifact_file)
+        """A JSON (or YAML, by the file's suffix) artifact, written as MLflow's log_dict
+        writes it."""
+        if Path(artifact_file).suffix in (".yaml", ".yml"):
+            import yaml
+
+            text = yaml.dump(content, indent=2, default_flow_style=False)
+        else:
+            text = json.dumps(content, indent=2)
+        self.log_text(text, artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self.run_id, text, artifact_file)
+        self._log_file(artifact_file, lambda path: path.write_text(text, encoding="utf-8"))
 
     def log_directory(self, directory: str | Path, artifact_path: str) -> None:
-        self.client.log_artifacts(self.run_id, str(directory), artifact_path)
+        self.outbox.send(artifact_record(self.run_id, directory, artifact_path))
 
     def log_code(self, files: dict[str, bytes], manifest: str, sha256: str) -> None:
         """The user's code as it was shipped: each file under `code/`, the sha256 manifest
@@ -163,7 +197,7 @@ class RunRecorder:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(content)
             (Path(tmp) / "MANIFEST.sha256").write_text(manifest)
-            self.client.log_artifacts(self.run_id, tmp, "code")
+            self.outbox.send(artifact_record(self.run_id, tmp, "code"))
         self.set_tags({Tag.CODE_SHA256: sha256})
 
 

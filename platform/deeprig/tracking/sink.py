@@ -11,13 +11,17 @@ Step-level points (tracking.log_every_n_steps) wait in a buffer until STEP_BATCH
 have passed or STEP_BATCH_POINTS are waiting, then go as one batch: a point every few
 optimiser steps must not cost an HTTP call each. A restarted worker first asks MLflow for
 the last step it has, and never sends a step twice.
+
+Every point and tag goes through an `Outbox` (tracking/outbox.py): while the tracking
+server is away they wait, in order, in the run's spool, and training goes on.
 """
 
 from __future__ import annotations
 
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
+
+from deeprig.tracking.outbox import Outbox, metrics_record, short_client_retries, tags_record
 
 STEP_BATCH_SECONDS = 5.0
 STEP_BATCH_POINTS = 200  # metrics, not steps: MLflow takes up to 1000 in one log_batch
@@ -40,9 +44,8 @@ class MlflowMetricsSink:
         # worker then only sets tags.
         self.log_epochs = log_epochs
         self._client: Any = None
-        self._pending: list[Future] = []
-        self._executor: ThreadPoolExecutor | None = None
-        self._steps: list[Any] = []  # step-level points not sent yet
+        self._outbox: Outbox | None = None
+        self._steps: list[tuple[str, float, int, int]] = []  # step-level points not sent yet
         self._steps_sent_at = time.monotonic()
         self._last_step_recorded: dict[str, int] = {}  # key -> newest step MLflow holds
 
@@ -70,25 +73,32 @@ class MlflowMetricsSink:
             self._client = MlflowClient(self.tracking_uri)
         return self._client
 
+    @property
+    def outbox(self) -> Outbox:
+        """Where this sink's points and tags go, one at a time, in order."""
+        if self._outbox is None:
+            from deeprig.tracking.spool import spool_dir
+
+            short_client_retries()
+            spool = spool_dir(self.run_id) if self.tracking_uri.startswith("http") else None
+            self._outbox = Outbox(lambda: self.client, spool)
+        return self._outbox
+
     def log(self, metrics: dict[str, float], step: int, timestamp: float | None = None) -> None:
         """One step's metrics, at `timestamp` (unix seconds; default now)."""
         if not self.log_epochs:
             return
-        from mlflow.entities import Metric
-
         now = int((timestamp or time.time()) * 1000)
-        batch = [Metric(key, float(value), now, step) for key, value in metrics.items()]
-        self._pending.append(self._sender.submit(self.client.log_batch, self.run_id, batch))
+        points = [(key, float(value), now, step) for key, value in metrics.items()]
+        self.outbox.put(metrics_record(self.run_id, points))
 
     def log_step(self, metrics: dict[str, float], step: int) -> None:
         """Step-level points, buffered (sent whatever `log_epochs` says: the controller
         sees epochs only)."""
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
         for key, value in metrics.items():
             if step > self._newest_recorded(key):
-                self._steps.append(Metric(key, float(value), now, step))
+                self._steps.append((key, float(value), now, step))
         waited = time.monotonic() - self._steps_sent_at
         if len(self._steps) >= STEP_BATCH_POINTS or waited >= STEP_BATCH_SECONDS:
             self._send_steps()
@@ -104,26 +114,28 @@ class MlflowMetricsSink:
         return max((m.step for m in history), default=-1)
 
     def _send_steps(self) -> None:
-        batch, self._steps = self._steps, []
+        points, self._steps = self._steps, []
         self._steps_sent_at = time.monotonic()
-        for start in range(0, len(batch), 1000):
-            chunk = batch[start : start + 1000]
-            self._pending.append(self._sender.submit(self.client.log_batch, self.run_id, chunk))
+        self.outbox.put(metrics_record(self.run_id, points))
 
     def tag(self, key: str, value: str) -> None:
-        self.client.set_tag(self.run_id, key, value)
+        self.outbox.send(tags_record(self.run_id, {key: value}))
 
-    @property
-    def _sender(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-sink")
-        return self._executor
+    def log_params(self, params: dict[str, str]) -> None:
+        """Params a worker learns (the hardware's peak FLOP/s). MLflow never changes a
+        param: a restarted worker finds its own there, and the first recorded stay."""
+        from mlflow.entities import Param
+
+        recorded = self.client.get_run(self.run_id).data.params
+        new = [Param(key, value) for key, value in params.items() if key not in recorded]
+        if new:
+            self.client.log_batch(self.run_id, params=new)
 
     def flush(self) -> None:
         """Send the buffered steps, and wait for every batch sent so far; raises if one
-        could not be recorded."""
+        could not be recorded. While the server is away it returns at once: the points
+        wait in the run's spool, delivered when the server is back."""
         if self._steps:
             self._send_steps()
-        pending, self._pending = self._pending, []
-        for operation in pending:
-            operation.result()
+        if self._outbox is not None:
+            self.outbox.wait()

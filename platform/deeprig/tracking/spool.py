@@ -1,0 +1,91 @@
+"""Records kept on disk while a run's tracking server was away, and their upload.
+
+A run's spool is `<deeprig home>/spool/<run id>/`: one JSON-lines file per writer that saw
+the server go (the driver, the Train controller, a worker's rank 0), named
+`<ns>-<pid>-<id>.jsonl` so that sorting them is the order they were begun in, and the
+artifacts' files they name under `files/`. A writer delivers its own file when the server
+comes back; what is left when it ends (the job over, the server still away) is uploaded
+by `deeprig runs --sync [RUN]`, or by the driver's end of a later job on the same server.
+Every record can be delivered twice (tracking/outbox.py), so an upload cut short is
+simply run again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from deeprig.tracking.outbox import deliver
+from deeprig.tracking.store import deeprig_home
+
+SPOOL_FOLDER = "spool"
+
+
+def spool_dir(run_id: str, home: Path | None = None) -> Path:
+    return (home or deeprig_home()) / SPOOL_FOLDER / run_id
+
+
+def spooled_runs(home: Path | None = None) -> dict[str, int]:
+    """run id -> records waiting in its spool, of every run with some."""
+    root = (home or deeprig_home()) / SPOOL_FOLDER
+    found = {}
+    for folder in sorted(root.glob("*")) if root.is_dir() else []:
+        count = sum(_count_lines(f) for f in _files(folder))
+        if count:
+            found[folder.name] = count
+    return found
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    run_id: str
+    records: int  # delivered now
+    skipped_files: int  # of a writer still running: its own outbox delivers them
+
+
+def upload(client: object, run_id: str, home: Path | None = None) -> Uploaded:
+    """Every finished writer's records of the run, in order, each file deleted once
+    delivered; the spool folder removed when nothing is left. Raises what the client
+    raises (the server still away: what was not delivered stays)."""
+    folder = spool_dir(run_id, home)
+    delivered = skipped = 0
+    for path in _files(folder):
+        if _writer_alive(path):
+            skipped += 1
+            continue
+        with path.open() as file:
+            for line in file:
+                deliver(client, json.loads(line))
+                delivered += 1
+        path.unlink()
+    if folder.is_dir() and not _files(folder):
+        shutil.rmtree(folder)
+    return Uploaded(run_id, delivered, skipped)
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
+
+
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as file:
+        return sum(1 for _ in file)
+
+
+def _writer_alive(path: Path) -> bool:
+    """The file's writer is a process still running on this machine (this one included:
+    its outbox delivers the file itself)."""
+    try:
+        pid = int(path.name.split("-")[1])
+    except (IndexError, ValueError):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
