@@ -54,14 +54,26 @@ def _sharded(model: nn.Module, fsdp: FSDPSpec = SPEC.scaling.fsdp) -> nn.Module:
     return shard_model(model, fsdp, units, None, torch.device("cpu"))
 
 
-def _rank_rows(rank: int, world: int) -> TableShard:
+def _all_rows(world: int) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(ROWS_PER_RANK * world, 6, generator=gen)
     y = torch.randint(0, 3, (ROWS_PER_RANK * world,), generator=gen)
+    return x, y
+
+
+def _rank_rows(rank: int, world: int) -> TableShard:
+    x, y = _all_rows(world)
     return TableShard(x[rank::world], y[rank::world])
 
 
-def _train(model: nn.Module, rank: int, world: int, batch: int, accumulate: int):
+def _train(
+    model: nn.Module,
+    rank: int,
+    world: int,
+    batch: int,
+    accumulate: int,
+    rows: TableShard | None = None,
+):
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
     parts = StepParts(
         model=model,
@@ -75,7 +87,7 @@ def _train(model: nn.Module, rank: int, world: int, batch: int, accumulate: int)
         world_size=world,
     )
     shard = ShardBatches(
-        _rank_rows(rank, world), batch, torch.device("cpu"), torch.long, True, seed=rank
+        rows or _rank_rows(rank, world), batch, torch.device("cpu"), torch.long, True, seed=rank
     )
     train_epoch(parts, shard, Position(epoch=0), lambda *_: None)
     return optimizer
@@ -110,6 +122,52 @@ def _state(model: nn.Module, optimizer: torch.optim.Optimizer) -> TrainState:
     )
 
 
+def _clipped(rank: int, world: int) -> dict:
+    """One step's gradients clipped to norm 0.1 over the shards, beside the same step's on
+    the whole model in one process (every rank's rows): FSDP averages the ranks' gradients,
+    and clip_grad_norm_ over DTensor shards must see the global norm, not its rank's."""
+    import torch.nn.functional as F
+    from torch.distributed.tensor import DTensor
+
+    def whole(t: torch.Tensor) -> torch.Tensor:
+        return t.full_tensor() if isinstance(t, DTensor) else t
+
+    sharded, single = _sharded(_model()), _model()
+    rows, (x, y) = _rank_rows(rank, world), _all_rows(world)
+    F.cross_entropy(sharded(rows.x), rows.y).backward()
+    F.cross_entropy(single(x), y).backward()
+    norms = [whole(nn.utils.clip_grad_norm_(m.parameters(), 0.1)) for m in (sharded, single)]
+    return {
+        "norms": norms,
+        "sharded": {n: whole(p.grad) for n, p in sharded.named_parameters()},
+        "single": {n: p.grad for n, p in single.named_parameters()},
+    }
+
+
+def _diverging(rank: int, world: int) -> dict:
+    """Rank 1's rows are NaN, rank 0's finite: where each rank stops, and whether any
+    optimiser step moved its shards first."""
+    from deeprig.training.guards import NonFiniteLoss
+    from torch.distributed.tensor import DTensor
+
+    model = _sharded(_model())
+    before = [
+        p.to_local().clone() if isinstance(p, DTensor) else p.clone() for p in model.parameters()
+    ]
+    rows = _rank_rows(rank, world)
+    if rank == 1:
+        rows.x[:] = float("nan")
+    try:
+        _train(model, rank, world, batch=8, accumulate=1, rows=rows)
+    except NonFiniteLoss as stop:
+        after = [p.to_local() if isinstance(p, DTensor) else p for p in model.parameters()]
+        return {
+            "stopped_at": (stop.epoch, stop.step),
+            "moved": any(not torch.equal(a, b) for a, b in zip(after, before, strict=True)),
+        }
+    return {"stopped_at": None}
+
+
 def _two_ranks(rank: int, world: int, folder: str) -> None:
     """Train and save on 2 ranks; read the 1-process checkpoint back sharded."""
     out = Path(folder)
@@ -129,6 +187,11 @@ def _two_ranks(rank: int, world: int, folder: str) -> None:
     results["lockstep"] = [len(y) for _, y in lockstep(batches, torch.device("cpu"))]
     big = _sharded(_model())
     results["big_batch"] = _whole(big, _train(big, rank, world, batch=16, accumulate=1))
+    results["clipped"] = _clipped(rank, world)
+    stopped = _diverging(rank, world)
+    gathered: list = [None] * world
+    dist.all_gather_object(gathered, stopped)
+    results["diverging"] = gathered
     ddp = nn.parallel.DistributedDataParallel(_model())
     ddp_optimizer = _train(ddp, rank, world, batch=8, accumulate=2)
     results["ddp"] = {n: p.detach().clone() for n, p in ddp.module.named_parameters()}
@@ -156,6 +219,12 @@ def _three_ranks(rank: int, world: int, folder: str) -> None:
     if rank == 0:
         torch.save(whole, out / "three_ranks.pt")
     dist.destroy_process_group()
+
+
+def _assert_close(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key, value in a.items():
+        torch.testing.assert_close(value, b[key], rtol=1e-5, atol=1e-6, msg=key)
 
 
 def _assert_same(a: dict, b: dict) -> None:
@@ -204,6 +273,20 @@ def test_fsdp_accumulation_steps_like_one_big_batch_and_like_ddp(sharded_runs):
 
 def test_activation_checkpointing_recomputes_the_same_gradients(sharded_runs):
     _assert_same(sharded_runs["two"]["recomputed"], sharded_runs["two"]["accumulated"])
+
+
+def test_gradient_clipping_over_shards_clips_the_global_norm(sharded_runs):
+    clipped = sharded_runs["two"]["clipped"]
+    sharded_norm, single_norm = clipped["norms"]
+    assert single_norm > 0.1  # (it could fail: the clip changes these gradients)
+    torch.testing.assert_close(sharded_norm, single_norm, rtol=1e-5, atol=1e-6)
+    _assert_close(clipped["sharded"], clipped["single"])
+
+
+def test_a_non_finite_loss_on_one_rank_stops_every_rank_at_the_same_step(sharded_runs):
+    rank0, rank1 = sharded_runs["two"]["diverging"]
+    assert rank0["stopped_at"] == rank1["stopped_at"] == (0, 0)  # the first micro-batch
+    assert not rank0["moved"] and not rank1["moved"]  # before any optimiser step
 
 
 def test_a_rank_whose_validation_shard_ran_out_runs_empty_forwards(sharded_runs):
@@ -309,6 +392,59 @@ def test_fsdp_with_named_units_validates_and_one_worker_is_said_to_train_whole(d
     one = _validate("scaling.strategy=fsdp", "scaling.num_workers=1")
     assert one.exit_code == 0, one.output
     assert "nothing to shard" in one.output
+
+
+def test_n_heads_not_dividing_d_model_exits_2_naming_both(deeprig_home):
+    result = _validate("model.n_heads=3", job="stdlib_transformer.yaml")
+    assert result.exit_code == 2, result.output
+    assert "n_heads (3) must divide d_model (128)" in result.output, result.output
+
+
+def test_a_language_model_on_a_non_causal_transformer_exits_2(deeprig_home, tmp_path):
+    corpus = tmp_path / "corpus.csv"
+    lines = [f'"def add_{i}(x):\n    return x + {i}\n"' for i in range(200)]
+    corpus.write_text("text\n" + "\n".join(lines) + "\n")
+    fsdp = ("scaling.strategy=fsdp", "scaling.num_workers=2")
+    settings = (f"data.path={corpus}", *fsdp)
+    result = _validate("model.causal=false", *settings, job="stdlib_transformer.yaml")
+    assert result.exit_code == 2, result.output
+    assert "model.causal:" in result.output and "causal: true" in result.output, result.output
+    assert _validate(*settings, job="stdlib_transformer.yaml").exit_code == 0
+
+
+def test_pbt_over_a_two_worker_fsdp_base_exits_2_and_asha_validates(deeprig_home):
+    fsdp = ("base.scaling.strategy=fsdp", "base.scaling.num_workers=2")
+    pbt = _validate(*fsdp, job="tune_digits_mlp_pbt.yaml")
+    assert pbt.exit_code == 2, pbt.output
+    assert "scheduler.name: pbt needs base.scaling.num_workers: 1" in pbt.output, pbt.output
+    asha = _validate(*fsdp, "scheduler={name: asha}", job="tune_digits_mlp_pbt.yaml")
+    assert asha.exit_code == 0, asha.output
+
+
+def test_resume_from_a_checkpoint_of_another_model_shape_names_the_changed_field(
+    sharded_runs, monkeypatch
+):
+    from deeprig.data.info import DataInfo
+    from deeprig.runners import resume_check
+
+    saved = sharded_runs["folder"] / "merged"  # SPEC's MLP: 6 inputs, hidden [64, 32], 3 classes
+    monkeypatch.setattr(
+        resume_check, "_latest_checkpoint", lambda _: (str(saved), TrainState.load(saved))
+    )
+    data = DataInfo(input_shape=(6,), task="classification", num_outputs=3, num_rows=80, num_val=8)
+
+    def problems(spec: TrainSpec, info: DataInfo = data):
+        return resume_check.resumed_checkpoint_problems(spec, info, "unused")
+
+    assert problems(SPEC) == []
+    (wider,) = problems(
+        SPEC.model_copy(update={"model": MLP.model_copy(update={"hidden": [64, 16]})})
+    )
+    assert wider.path == "model.hidden"
+    assert str(saved) in wider.message and "set it back to [64, 32]" in wider.message
+    assert "its net.3.bias is (32,), this spec's (16,)" in wider.message
+    (other_data,) = problems(SPEC, DataInfo((8,), "classification", 3, 80, 8))
+    assert other_data.path == "data" and "(6,)" in other_data.message
 
 
 GPU_CHECK = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"

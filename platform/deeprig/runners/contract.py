@@ -109,9 +109,11 @@ def run_job(
     check: Callable[[Any, ClusterResources], CheckedT],
     body: Callable[[JobRun[Any, CheckedT]], Any],
     resumes: str | None = None,
+    check_resumed: Callable[[Any, CheckedT, str, Job], None] | None = None,
 ) -> Any:
     """Check, start or join Ray, open (or reopen) the MLflow run, run `body`, and mark the
-    run FAILED / KILLED if anything on the way fails."""
+    run FAILED / KILLED if anything on the way fails. `check_resumed(spec, checked, run id,
+    job)`: what the kind checks of the run `--resume` continues (SpecError), before Ray."""
     import ray
 
     from deeprig.cluster.resources import connected_resources, local_resources
@@ -129,6 +131,8 @@ def run_job(
             from deeprig.tracking.job_runs import find_unfinished_run
 
             resumed = find_unfinished_run(spec, target, resumes)
+            if check_resumed is not None and checked is not None:
+                check_resumed(spec, checked, resumed.run_id, job)
         code = user_code_of(spec)
     py_modules = code.py_modules() if code else None
     if not ray.is_initialized():

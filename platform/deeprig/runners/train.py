@@ -173,7 +173,25 @@ def _keeps_shard_in_memory(spec: TrainSpec, data: DataInfo) -> bool:
 def run(spec: TrainSpec, job: Job) -> TrainOutcome:
     """Run a train job to the end. Raises SpecError (bad input, nothing recorded) or the
     training failure (after marking the MLflow run FAILED)."""
-    return run_job(spec, job, check, _fit_and_record, resumes=RESUMES)
+    return run_job(
+        spec, job, check, _fit_and_record, resumes=RESUMES, check_resumed=_check_resumed
+    )
+
+
+def _train_run_name(spec: TrainSpec, run_id: str | None) -> str:
+    """The Ray Train run of a job: named after its MLflow run, so --resume finds its
+    checkpoints again."""
+    return f"{spec.name}-{run_id[:8]}" if run_id else f"{spec.name}-{int(time.time())}"
+
+
+def _check_resumed(spec: TrainSpec, checked: TrainChecked, run_id: str, job: Job) -> None:
+    """The checkpoint --resume continues from holds this spec's model (exit 2 if not)."""
+    from deeprig.runners.resume_check import resumed_checkpoint_problems
+
+    storage = checkpoint_storage(spec.checkpoint.storage, job.home)
+    run_folder = f"{storage}/{_train_run_name(spec, run_id)}"
+    if problems := resumed_checkpoint_problems(spec, checked.data, run_folder):
+        raise SpecError(problems)
 
 
 def prepare_data(spec: TrainSpec, checked: TrainChecked) -> PreparedData | None:
@@ -350,7 +368,7 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     started = time.perf_counter()
     run_id = recorder.run_id
     sink = MlflowMetricsSink(target.uri, run_id) if recorder and target and run_id else None
-    run_name = f"{spec.name}-{run_id[:8]}" if run_id else f"{spec.name}-{int(time.time())}"
+    run_name = _train_run_name(spec, run_id)
     storage = checkpoint_storage(spec.checkpoint.storage, job_run.job.home)
     callbacks: list = []
     if recorder:
