@@ -3,15 +3,11 @@ with one may not set (deeprig's own loop is all that would read it)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
 from deeprig.spec.common import StrictModel, Target
-from deeprig.spec.model import CustomModelConfig
-
-if TYPE_CHECKING:
-    from deeprig.spec.train import TrainSpec
 
 
 class LoopSpec(StrictModel):
@@ -65,41 +61,9 @@ LOOP_IGNORES = {
 }
 
 
-def loop_problems(spec: TrainSpec) -> list[tuple[str, str]]:
-    """(field path, the fix) of each thing a spec with `loop` sets that nothing would
-    read, and a checkpoint metric the loop does not report."""
-    assert spec.loop is not None
-    unused = []
-    if spec.checkpoint.metric not in spec.loop.metrics:
-        unused.append(
-            (
-                "checkpoint.metric",
-                f"{spec.checkpoint.metric!r} is not reported by the loop (loop.metrics) "
-                f"(one of: {', '.join(sorted(spec.loop.metrics))})",
-            )
-        )
-    unused += [(path, fix) for path, fix in LOOP_IGNORES.items() if _is_set(spec, path)]
-    if spec.model is not None and not isinstance(spec.model, CustomModelConfig):
-        unused.append(
-            (
-                "model.name",
-                f"{spec.model.name!r} is deeprig's own network, your loop builds its own: "
-                "remove model, or name your network (name: custom, target: module:attr) to "
-                "have its best weights logged",
-            )
-        )
-    shape_given = (spec.loop is not None and spec.loop.input_shape is not None) or (
-        isinstance(spec.model, CustomModelConfig) and "input_shape" in spec.model.args
-    )
-    if spec.model is not None and spec.data is None and not shape_given:
-        unused.append(
-            (
-                "loop.input_shape",
-                "required with model and no data, the shape of one input for the logged "
-                "model's signature (e.g. input_shape: [1, 8, 8])",
-            )
-        )
-    return unused
+def set_but_ignored(spec: StrictModel) -> list[tuple[str, str]]:
+    """(field path, the fix) of each field of LOOP_IGNORES the spec's author wrote."""
+    return [(path, fix) for path, fix in LOOP_IGNORES.items() if _is_set(spec, path)]
 
 
 def _is_set(model: StrictModel, path: str) -> bool:

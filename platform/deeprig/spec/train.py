@@ -14,8 +14,8 @@ from deeprig.spec.checkpoint import CheckpointSpec
 from deeprig.spec.common import NAME_PATTERN, StrictModel, TrackingSpec
 from deeprig.spec.data import DataSpec
 from deeprig.spec.failure import FailureSpec
-from deeprig.spec.loop import LOOP_IGNORES, LoopSpec, loop_problems
-from deeprig.spec.model import ModelSpec
+from deeprig.spec.loop import LOOP_IGNORES, LoopSpec, set_but_ignored
+from deeprig.spec.model import CustomModelConfig, ModelSpec
 from deeprig.spec.optim import EarlyStoppingSpec, OptimSpec
 from deeprig.spec.scaling import ScalingSpec
 
@@ -98,10 +98,46 @@ class TrainSpec(StrictModel):
             if problems:
                 raise ValueError("; ".join(problems))
             return self
-        problems = [f"{path}: {why}" for path, why in loop_problems(self)]
+        problems = [f"{path}: {why}" for path, why in self._loop_problems()]
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _loop_problems(self) -> list[tuple[str, str]]:
+        """(field path, the fix) of each thing a spec with `loop` sets that nothing would
+        read, and a checkpoint metric the loop does not report."""
+        assert self.loop is not None
+        unused = []
+        if self.checkpoint.metric not in self.loop.metrics:
+            unused.append(
+                (
+                    "checkpoint.metric",
+                    f"{self.checkpoint.metric!r} is not reported by the loop (loop.metrics) "
+                    f"(one of: {', '.join(sorted(self.loop.metrics))})",
+                )
+            )
+        unused += set_but_ignored(self)
+        if self.model is not None and not isinstance(self.model, CustomModelConfig):
+            unused.append(
+                (
+                    "model.name",
+                    f"{self.model.name!r} is deeprig's own network, your loop builds its own: "
+                    "remove model, or name your network (name: custom, target: module:attr) to "
+                    "have its best weights logged",
+                )
+            )
+        shape_given = (self.loop is not None and self.loop.input_shape is not None) or (
+            isinstance(self.model, CustomModelConfig) and "input_shape" in self.model.args
+        )
+        if self.model is not None and self.data is None and not shape_given:
+            unused.append(
+                (
+                    "loop.input_shape",
+                    "required with model and no data, the shape of one input for the logged "
+                    "model's signature (e.g. input_shape: [1, 8, 8])",
+                )
+            )
+        return unused
 
     @model_serializer(mode="wrap")
     def _only_what_applies(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
