@@ -50,7 +50,7 @@ class InProcessSession:
 
 class EventSink:
     """training/worker_config.py's `MetricsSink`, keeping what reaches it in order:
-    ("step", step, metrics), ("tag", key, value), ("flush",)."""
+    ("step", step, metrics), ("tag", key, value), ("params", params), ("flush",)."""
 
     def __init__(self) -> None:
         self.events: list[tuple] = []
@@ -63,6 +63,9 @@ class EventSink:
 
     def tag(self, key, value) -> None:
         self.events.append(("tag", key, value))
+
+    def log_params(self, params) -> None:
+        self.events.append(("params", dict(params)))
 
     def flush(self) -> None:
         self.events.append(("flush",))

@@ -9,6 +9,7 @@ from typing import Any
 from deeprig.data.info import DataInfo
 from deeprig.spec.data import AudioData, TimeseriesData
 from deeprig.spec.train import TrainSpec
+from deeprig.training.throughput import tokens_per_sample
 
 # What the closing table shows, in this order, of the best checkpoint's metrics.
 CLOSING_METRICS = (
@@ -29,6 +30,9 @@ CLOSING_METRICS = (
     "val_perplexity_unigram",
     "val_perplexity_bigram",
     "samples_per_s",
+    "tokens_per_s",
+    "model_flops_per_s",
+    "mfu",
 )
 
 
@@ -55,6 +59,8 @@ def reported_metrics(spec: TrainSpec, data: DataInfo | None) -> set[str]:
         return set(spec.loop.metrics)
     assert data is not None
     reported = {"train_loss", "val_loss", "epoch_time_s", "samples_per_s", "lr", "epoch"}
+    if tokens_per_sample(spec.data, data) is not None:
+        reported.add("tokens_per_s")
     if data.task == "classification":
         reported |= {"val_accuracy", "val_f1_macro"} | (
             {"val_auc"} if data.num_outputs == 2 else set()

@@ -21,7 +21,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from deeprig.tracking.outbox import Outbox, metrics_record, short_client_retries, tags_record
+from deeprig.tracking.outbox import (
+    Outbox,
+    metrics_record,
+    params_record,
+    short_client_retries,
+    tags_record,
+)
 
 STEP_BATCH_SECONDS = 5.0
 STEP_BATCH_POINTS = 200  # metrics, not steps: MLflow takes up to 1000 in one log_batch
@@ -122,14 +128,15 @@ class MlflowMetricsSink:
         self.outbox.send(tags_record(self.run_id, {key: value}))
 
     def log_params(self, params: dict[str, str]) -> None:
-        """Params a worker learns (the hardware's peak FLOP/s). MLflow never changes a
-        param: a restarted worker finds its own there, and the first recorded stay."""
-        from mlflow.entities import Param
-
-        recorded = self.client.get_run(self.run_id).data.params
-        new = [Param(key, value) for key, value in params.items() if key not in recorded]
-        if new:
-            self.client.log_batch(self.run_id, params=new)
+        """Params a worker learns (the hardware's peak FLOP/s), through the outbox. MLflow
+        never changes a param: only those the run lacks are sent, so a restarted worker's
+        first values stay (all of them when the server cannot be asked)."""
+        try:
+            recorded = self.client.get_run(self.run_id).data.params
+        except Exception:  # (the server away: the outbox keeps them for later)
+            recorded = {}
+        if new := {key: value for key, value in params.items() if key not in recorded}:
+            self.outbox.send(params_record(self.run_id, new))
 
     def flush(self) -> None:
         """Send the buffered steps, and wait for every batch sent so far; raises if one
