@@ -2,7 +2,8 @@
 deeprig.cluster. No domain logic.
 
 One module per group of verbs, each importing only `cli.common` (consoles, exit codes,
-load-or-exit); this module builds the app from them, so `deeprig --help` lists them all.
+load-or-exit) and, for the verbs on a cluster's jobs, `cli.ray_jobs`; this module builds
+the app from them, so `deeprig --help` lists them all.
 Exit codes: cli.common.ExitCode.
 """
 
@@ -18,7 +19,7 @@ import typer
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
-from deeprig.cli import cluster, jobs, predict, remote, tracking, users  # noqa: E402
+from deeprig.cli import cluster, jobs, predict, remote, submit, tracking, users  # noqa: E402
 
 
 def _plain_value_names() -> None:
@@ -60,7 +61,7 @@ app.command(name="eval")(jobs.evaluate)
 app.command()(predict.predict)
 app.command()(tracking.runs)
 app.command()(tracking.ui)
-app.command()(remote.submit)
+app.command()(submit.submit)
 app.command()(remote.status)
 app.command()(remote.logs)
 app.command()(remote.stop)

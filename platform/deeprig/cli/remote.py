@@ -1,11 +1,10 @@
-"""The verbs for jobs on a Ray cluster, through the Ray Jobs API: submit, status, logs,
-stop, list. Parsing and printing only; the work is in deeprig.cluster.jobs."""
+"""The verbs on a cluster's jobs once submitted, through the Ray Jobs API: status, logs,
+stop, list; `logs` and `list` with --history read the job history MLflow keeps instead.
+Parsing and printing only; the work is in deeprig.cluster.jobs."""
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -14,179 +13,22 @@ from rich.table import Table
 
 from deeprig.cli.common import (
     OUTPUT_HELP,
-    SET_HELP,
     Columns,
     ExitCode,
-    bad_spec,
     console,
     errors,
     fit_columns,
-    load_spec_or_exit,
     print_records,
 )
-from deeprig.cluster.jobs import JobMetadata
-from deeprig.spec import SpecError
-
-ADDRESS_HELP = (
-    "Ray dashboard of the cluster (http://HEAD:8265). Omitted: $RAY_API_SERVER_ADDRESS, "
-    "else the cluster `deeprig cluster up` started."
+from deeprig.cli.ray_jobs import (
+    ADDRESS_HELP,
+    dashboard_url,
+    exit_code,
+    follow_to_end,
+    jobs_api,
+    record_end,
 )
-
-
-def _dashboard(address: str | None) -> str:
-    from deeprig.cluster.local import find_cluster
-
-    address = address or os.environ.get("RAY_API_SERVER_ADDRESS")
-    if address:
-        return address if "://" in address else f"http://{address}"
-    cluster = find_cluster()
-    if cluster is None:
-        errors.print("no cluster given: pass --address http://HEAD:8265, or `deeprig cluster up`")
-        raise typer.Exit(ExitCode.BAD_INPUT)
-    return cluster.dashboard
-
-
-def _client(address: str | None):
-    from deeprig.cluster.jobs import jobs_client
-
-    dashboard = _dashboard(address)
-    try:
-        return jobs_client(dashboard)
-    except Exception as exc:
-        errors.print(f"[bold red]cannot reach the Ray Jobs API at {dashboard}:[/] {exc}")
-        raise typer.Exit(ExitCode.FAILED) from None
-
-
-def _job_destinations(dashboard: str, tracking_uri: str | None, storage: str | None):
-    """Where the submitted job records runs and keeps checkpoints: the options, else what
-    the local cluster provides when it is the target, else a server URI / shared storage
-    the environment names."""
-    from deeprig.cluster.local import find_cluster
-    from deeprig.tracking.store import STORAGE_ENV, is_node_local_uri
-
-    cluster = find_cluster()
-    if cluster and cluster.dashboard.rstrip("/") == dashboard.rstrip("/"):
-        tracking_uri = tracking_uri or cluster.tracking_uri
-        storage = storage or cluster.storage
-    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if not tracking_uri and env_uri and not is_node_local_uri(env_uri):
-        tracking_uri = env_uri
-    return tracking_uri, storage or os.environ.get(STORAGE_ENV) or None
-
-
-def submit(
-    job: Path = typer.Argument(..., help="Job spec (YAML) inside the working directory."),
-    overrides: list[str] = typer.Option([], "--set", help=SET_HELP),
-    address: str = typer.Option(None, help=ADDRESS_HELP),
-    working_dir: Path = typer.Option(
-        Path("."), help="Folder uploaded with the job (Ray honours .gitignore and .rayignore)."
-    ),
-    exclude: list[str] = typer.Option([], help="Also leave out paths matching this pattern."),
-    tracking_uri: str = typer.Option(
-        None, help="MLflow tracking server the job records to (default: the cluster's)."
-    ),
-    storage: str = typer.Option(
-        None, help="Checkpoint storage every node sees: s3://..., or a shared path."
-    ),
-    no_wait: bool = typer.Option(False, "--no-wait", help="Print the id and return."),
-) -> None:
-    """Submit a job to a Ray cluster through the Ray Jobs API and follow its logs.
-
-    The spec is validated and checked against the cluster's resources first,
-    and the working directory's size is checked before anything is uploaded
-    (exit 2 when either would fail). Then `deeprig run JOB` runs on the cluster.
-    Exit codes follow the job: 0 SUCCEEDED, 1 FAILED, 3 STOPPED (with
-    --no-wait: 0 once submitted).
-
-    Example: deeprig submit jobs/digits_cnn.yaml --address http://127.0.0.1:8265
-    """
-    from deeprig.cluster import jobs
-    from deeprig.runners import RUNNERS
-    from deeprig.runners.contract import check_on_cluster
-
-    spec = load_spec_or_exit(job, overrides)
-    dashboard = _dashboard(address)
-    job_tracking, job_storage = _job_destinations(dashboard, tracking_uri, storage)
-    try:
-        upload = jobs.measure_working_dir(working_dir, exclude)
-        jobs.check_upload_size(upload)
-        client = _client(dashboard)
-        resources = jobs.dashboard_resources(dashboard)
-        check = RUNNERS[spec.kind].check
-        summary = check_on_cluster(spec, resources, job_tracking, job_storage, check).summary
-        env = {}
-        if job_tracking:
-            env[jobs.TRACKING_ENV] = job_tracking
-        if job_storage:
-            env[jobs.STORAGE_ENV] = job_storage
-        submission = jobs.build_submission(spec, job, overrides, upload, env)
-    except SpecError as exc:
-        bad_spec(exc, job)
-    console.print(
-        f"{spec.kind} job [bold]{spec.name}[/] - {summary}\n"
-        f"uploading {upload.root} ({upload.num_files} files, {upload.num_bytes / 2**20:.1f} MiB) "
-        f"to {dashboard} ({resources.nodes} nodes, {resources.cpus:g} CPUs)"
-    )
-    submission_id = jobs.submit(client, submission)
-    console.print(f"submitted [bold]{submission_id}[/]")
-    if no_wait:
-        console.print(
-            f"  follow it: deeprig logs {submission_id} -f   status: deeprig status {submission_id}"
-        )
-        return
-    raise typer.Exit(_follow(client, submission_id))
-
-
-def _follow(client, submission_id: str) -> int:
-    from deeprig.cluster import jobs
-
-    try:
-        status = jobs.follow_logs(client, submission_id, lambda text: print(text, end=""))
-    except KeyboardInterrupt:
-        errors.print(
-            f"\nstopped following; the job goes on. Stop it with: deeprig stop {submission_id}"
-        )
-        return 130
-    colour = {"SUCCEEDED": "green", "FAILED": "red"}.get(status, "yellow")
-    console.print(f"job {submission_id}: [{colour}]{status}[/]")
-    _record_end(client, submission_id)
-    return exit_code(status)
-
-
-def _record_end(client, submission_id: str) -> None:
-    """Keep an ended job's history in MLflow (its run, status, message and driver log):
-    the cluster's job table is gone with the cluster."""
-    from deeprig.cluster.jobs import JobMetadata
-    from deeprig.cluster.local import find_cluster
-
-    info = client.get_job_info(submission_id)
-    metadata = info.metadata or {}
-    uri = metadata.get(JobMetadata.TRACKING)
-    cluster = find_cluster()
-    if uri is None and cluster and cluster.dashboard.rstrip("/") == client.get_address():
-        uri = cluster.tracking_uri  # (a job Ray's own CLI sent to the local cluster)
-    if str(info.status.value) not in ("SUCCEEDED", "FAILED", "STOPPED") or not uri:
-        return
-    from deeprig.tracking.job_history import JobEnd, record_job_end
-    from deeprig.tracking.resolve import resolve_tracking
-
-    end = JobEnd(
-        submission_id=submission_id,
-        job=metadata.get(JobMetadata.JOB, ""),
-        kind=metadata.get(JobMetadata.KIND, ""),
-        experiment=metadata.get(JobMetadata.EXPERIMENT) or metadata.get(JobMetadata.JOB, ""),
-        entrypoint=info.entrypoint,
-        address=client.get_address(),
-        status=str(info.status.value),
-        message=info.message or "",
-        log=client.get_job_logs(submission_id),
-    )
-    try:
-        run_id = record_job_end(resolve_tracking(uri, given_by="the job's metadata"), end)
-    except Exception as exc:  # the job ran; only its record is missing: say so, go on
-        errors.print(f"[yellow]could not record the job's history in {uri}:[/] {exc}")
-        return
-    console.print(f"  recorded in MLflow: run {run_id} (its driver log: logs/driver.log)")
+from deeprig.cluster.jobs import JobMetadata
 
 
 def status(
@@ -198,7 +40,7 @@ def status(
 
     Example: deeprig status deeprig-digits-cnn-1a2b3c4d   (or -o json for scripts)
     """
-    client = _client(address)
+    client = jobs_api(address)
     info = client.get_job_info(submission_id)
     job_status = str(info.status.value)
     record = {
@@ -212,7 +54,7 @@ def status(
     }
     print_records([record], tuple(record), output, _status_table)
     if output == "table":
-        _record_end(client, submission_id)
+        record_end(client, submission_id)
     raise typer.Exit(exit_code(job_status))
 
 
@@ -250,9 +92,9 @@ def logs(
             errors.print(str(exc))
             raise typer.Exit(ExitCode.BAD_INPUT) from None
         return
-    client = _client(address)
+    client = jobs_api(address)
     if follow:
-        raise typer.Exit(_follow(client, submission_id))
+        raise typer.Exit(follow_to_end(client, submission_id))
     print(client.get_job_logs(submission_id), end="")
 
 
@@ -266,11 +108,11 @@ def stop(
     """
     from deeprig.cluster.jobs import wait_for_end
 
-    client = _client(address)
+    client = jobs_api(address)
     client.stop_job(submission_id)
     final = wait_for_end(client, submission_id, timeout_s=60.0)
     console.print(f"job {submission_id}: {final}")
-    _record_end(client, submission_id)
+    record_end(client, submission_id)
     if final not in ("STOPPED", "SUCCEEDED", "FAILED"):
         raise typer.Exit(ExitCode.FAILED)
 
@@ -367,8 +209,8 @@ def list_jobs(
     if history:
         _print_history(tracking_uri, limit, output)
         return
-    dashboard = _dashboard(address)
-    jobs = sorted(_client(dashboard).list_jobs(), key=lambda j: j.start_time or 0, reverse=True)
+    dashboard = dashboard_url(address)
+    jobs = sorted(jobs_api(dashboard).list_jobs(), key=lambda j: j.start_time or 0, reverse=True)
     records = []
     for info in jobs[:limit]:
         metadata = info.metadata or {}
@@ -410,18 +252,6 @@ def _jobs_table(records: list[dict[str, Any]]) -> Table:
         cells += [r["started"], duration]
         table.add_row(*cells)
     return table
-
-
-def exit_code(status: str) -> int:
-    """A cluster job's final status as deeprig's exit code."""
-    by_status = {
-        "SUCCEEDED": ExitCode.OK,
-        "FAILED": ExitCode.FAILED,
-        "STOPPED": ExitCode.STOPPED,
-        "PENDING": ExitCode.NOT_ENDED,
-        "RUNNING": ExitCode.NOT_ENDED,
-    }
-    return by_status.get(status, ExitCode.FAILED)
 
 
 def _when(millis: int | None) -> str:
