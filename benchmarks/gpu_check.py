@@ -3,9 +3,9 @@ trained a few steps with DDP and with FSDP (deeprig's own `shard_model`), bf16 o
 GPU of the machine (NCCL; one process per GPU, plain torch.distributed, no Ray), and per
 strategy a table of the step time, tokens/s, peak memory per GPU (CUDA's high-water mark,
 what deeprig logs as `memory.peak_bytes.rank<r>`), the parameters each GPU holds, the
-loss after the last step, and the MFU: the model's FLOPs per step (counted once with
-torch.utils.flop_counter) per second, against the GPU's bf16 dense peak (by its name;
-else a measured bf16 matmul peak).
+loss after the last step, and the MFU: the model's FLOPs per step (counted once, as a run
+counts them: deeprig.training.flops) per second, against the GPU's bf16 dense peak (the
+datasheet table a run's `mfu` divides by; a GPU not in it, a measured bf16 matmul peak).
 
 Without a CUDA GPU it says so and exits 0 (CPU CI imports and runs it as a smoke).
 
@@ -25,25 +25,18 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-# bf16 dense tensor-core peaks (FLOP/s) by a substring of torch.cuda.get_device_name().
-BF16_PEAKS = {
-    "H200": 989e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "L4": 121e12,
-    "A10": 125e12,
-    "RTX 4090": 165e12,
-}
 STRATEGIES = ("ddp", "fsdp")
 
 
 def gpu_peak_flops(device: torch.device) -> tuple[float, str]:
-    """(bf16 FLOP/s, where the figure comes from)."""
+    """(bf16 FLOP/s, where the figure comes from): deeprig's datasheet table (what a run's
+    `mfu` divides by); a GPU not in it, a measured bf16 matmul peak."""
+    from deeprig.training.throughput import gpu_peak
+
     name = torch.cuda.get_device_name(device)
-    for key, peak in BF16_PEAKS.items():
-        if key in name:
-            return peak, f"{name} datasheet"
+    peak = gpu_peak(name, "bf16")
+    if peak.flops_per_s is not None:
+        return peak.flops_per_s, peak.source
     n = 8192
     a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
     best = float("inf")
@@ -53,7 +46,7 @@ def gpu_peak_flops(device: torch.device) -> tuple[float, str]:
         a @ a
         torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - started)
-    return 2 * n**3 / best, f"{name} measured matmul"
+    return 2 * n**3 / best, f"{name} measured bf16 matmul"
 
 
 def _model(args: argparse.Namespace) -> nn.Module:
@@ -71,16 +64,6 @@ def _model(args: argparse.Namespace) -> nn.Module:
     )
 
 
-def _step_flops(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    counter = FlopCounterMode(display=False)
-    with counter, torch.autocast("cuda", dtype=torch.bfloat16):
-        _loss(model, x, y).backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops()
-
-
 def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     logits = model(x)
     return nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten())
@@ -88,6 +71,7 @@ def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def _rank(rank: int, world: int, folder: str, args: argparse.Namespace, queue) -> None:
     from deeprig.spec.scaling import FSDPSpec
+    from deeprig.training.flops import count_flops
     from deeprig.training.memory import peak_bytes
     from deeprig.training.sharding import parameters_held, shard_model
 
@@ -101,7 +85,7 @@ def _rank(rank: int, world: int, folder: str, args: argparse.Namespace, queue) -
     for strategy in STRATEGIES:
         torch.cuda.reset_peak_memory_stats(device)
         model = _model(args).to(device)
-        flops = _step_flops(model, x, y) * world if rank == 0 else 0
+        flops = count_flops(model, x) * world if rank == 0 else 0
         autocast = strategy == "ddp"
         if strategy == "fsdp":
             units = [m for m in model.modules() if type(m).__name__ == "TransformerBlock"]
@@ -141,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     if not torch.cuda.is_available():
         print("gpu_check: no CUDA GPU on this machine: skipped")
         return 0
+    from deeprig.training.throughput import mfu as model_flops_utilisation
+
     sizes = (512, 4, 8192, 512, 8) if args.quick else (1024, 12, 32000, 1024, 16)
     args.d_model, args.layers, args.vocab, args.length, args.batch = sizes
     args.steps = 8 if args.quick else args.steps
@@ -160,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header + f"{'tokens/s':>11}{'MFU':>7}{'loss':>8}")
     for strategy, step_s, flops, held, total, peak_mem, loss in rows:
         tokens_per_s = world * args.batch * args.length / step_s
-        mfu = flops / step_s / (peak * world)
+        mfu = model_flops_utilisation(flops / step_s, peak * world)
         print(
             f"{strategy:<9}{held / 1e6:>10.1f}M{peak_mem / 2**30:>10.2f}{step_s * 1e3:>9.1f}"
             f"{tokens_per_s:>11.0f}{mfu:>7.1%}{loss:>8.3f}"
