@@ -26,7 +26,9 @@ from torch import nn
 
 from deeprig.data.shard import ShardBatches
 from deeprig.training.memory_estimate import CPU_SAMPLE_MAX_BYTES
-from deeprig.training.throughput import Peak, Precision, gpu_peak
+from deeprig.training.parts import TrainParts, autocast_dtype
+from deeprig.training.sharding import is_sharded
+from deeprig.training.throughput import Peak, Precision, Throughput, gpu_peak, tokens_per_sample
 from deeprig.training.worker_config import WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,27 @@ AUTOCAST_PRECISION: dict[torch.dtype, Precision] = {torch.bfloat16: "bf16", torc
 REAL_ROWS = 8  # of a real batch, for a network that cannot be counted on the meta device
 MATMUL_SIZE = 1024  # n of the n x n matmuls: 2 GFLOP each, tens of ms on one core
 MATMUL_BEST_OF = 5
+
+
+def worker_throughput(
+    worker: WorkerConfig,
+    parts: TrainParts,
+    train: ShardBatches,
+    world_size: int,
+    device: torch.device,
+) -> Throughput:
+    """What this worker's epochs report beside samples/s: the FLOPs per sample of a batch
+    of its size, the tokens a sample feeds, its peak at the precision it computes in (a
+    sharded model in its FSDP policy's dtype, not under autocast)."""
+    spec = worker.spec
+    precision = parts.autocast_dtype
+    if is_sharded(parts.model):
+        precision = autocast_dtype(spec.scaling.mixed_precision, device)
+    return Throughput(
+        model_flops_per_sample(worker, train, spec.batch_per_worker(world_size)),
+        tokens_per_sample(spec.data, worker.data),
+        worker_peak(device, precision, worker.threads_per_worker),
+    )
 
 
 def model_flops_per_sample(worker: WorkerConfig, train: ShardBatches, rows: int) -> float | None:

@@ -30,7 +30,7 @@ from deeprig.training.augment import batch_augment
 from deeprig.training.checkpointer import Checkpointer, resume
 from deeprig.training.epoch import Position, StepParts, train_epoch
 from deeprig.training.evaluate import evaluate, loss_function, split_metrics
-from deeprig.training.flops import model_flops_per_sample, worker_peak
+from deeprig.training.flops import worker_throughput
 from deeprig.training.guards import EarlyStop
 from deeprig.training.memory import memory_metrics
 from deeprig.training.parts import TrainParts, build_parts
@@ -38,7 +38,6 @@ from deeprig.training.scores import ClassScores
 from deeprig.training.session import RayTrainSession, WorkerSession
 from deeprig.training.sharding import is_sharded, reshard
 from deeprig.training.step_metrics import StepMetrics
-from deeprig.training.throughput import Throughput, tokens_per_sample
 from deeprig.training.worker_config import WorkerConfig
 
 
@@ -69,11 +68,7 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
 
     classification = worker.data.task == "classification"
     train, val = _open_shards(worker, session, device)
-    throughput = Throughput(
-        model_flops_per_sample(worker, train, spec.batch_per_worker(session.world_size)),
-        tokens_per_sample(spec.data, worker.data),
-        worker_peak(device, parts.autocast_dtype, worker.threads_per_worker),
-    )
+    throughput = worker_throughput(worker, parts, train, session.world_size, device)
     sink.log_params(throughput.params())
     loss_fn = loss_function(worker.data.task)
     step = _step_parts(parts, loss_fn, classification, spec, session.world_size)
