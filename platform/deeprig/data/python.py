@@ -12,6 +12,7 @@ pulled to the driver; columns `x`/`y` unless named); a `torch.utils.data.Dataset
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +22,6 @@ from deeprig.data.info import DataInfo, DataProblem, Task, num_val_rows
 from deeprig.data.pipeline import BuildOptions, PreparedData, from_arrays, split_arrays
 from deeprig.data.standardize import fit_arrays, standardized_arrays
 from deeprig.spec.data import PythonData
-
-ACCEPTED = (
-    "(features, labels) arrays, a pandas DataFrame or pyarrow Table (with data.features and "
-    "data.label), a ray.data.Dataset, or a torch Dataset of (x, y) pairs"
-)
 
 
 @dataclass(frozen=True)
@@ -71,39 +67,47 @@ def load_python_data(spec: PythonData) -> LoadedData:
 
 
 def _normalise(returned: Any, spec: PythonData) -> LoadedData:
+    for form in RETURN_FORMS:
+        if form.matches(returned):
+            return form.read(returned, spec)
+    accepted = ", ".join(form.named for form in RETURN_FORMS[:-1])
+    expected = f"{accepted}, or {RETURN_FORMS[-1].named}"
+    raise DataProblem("data.target", f"returned a {type(returned).__name__}; expected {expected}")
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, tuple) and len(value) == 2
+
+
+def _from_pair(returned: tuple[Any, Any], spec: PythonData) -> LoadedData:
+    try:
+        x = np.asarray(returned[0], dtype=np.float32)
+        y = np.asarray(returned[1])
+    except (TypeError, ValueError) as exc:
+        raise DataProblem("data.target", f"its (features, labels) are not arrays: {exc}") from None
+    if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
+        raise DataProblem(
+            "data.target",
+            f"features must be (N, ...) and labels (N,); got {x.shape} and {y.shape}",
+        )
+    return LoadedData(x, y)
+
+
+def _is_table(value: Any) -> bool:
     import pandas as pd
     import pyarrow as pa
 
-    if isinstance(returned, tuple) and len(returned) == 2:
-        try:
-            x = np.asarray(returned[0], dtype=np.float32)
-            y = np.asarray(returned[1])
-        except (TypeError, ValueError) as exc:
-            raise DataProblem(
-                "data.target", f"its (features, labels) are not arrays: {exc}"
-            ) from None
-        if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
-            raise DataProblem(
-                "data.target",
-                f"features must be (N, ...) and labels (N,); got {x.shape} and {y.shape}",
-            )
-        return LoadedData(x, y)
-    if isinstance(returned, pd.DataFrame):
-        returned = pa.Table.from_pandas(returned, preserve_index=False)
-    if isinstance(returned, pa.Table):
-        return _from_table(returned, spec)
-    if _is_ray_dataset(returned):
-        return _from_ray_dataset(returned, spec)
-    if _is_torch_dataset(returned):
-        pairs = [returned[i] for i in range(len(returned))]
-        x = np.stack([np.asarray(p[0], dtype=np.float32) for p in pairs])
-        y = np.asarray([np.asarray(p[1]).item() for p in pairs])
-        return LoadedData(x, y)
-    raise DataProblem("data.target", f"returned a {type(returned).__name__}; expected {ACCEPTED}")
+    return isinstance(value, pd.DataFrame | pa.Table)
 
 
 def _from_table(table: Any, spec: PythonData) -> LoadedData:
+    import pandas as pd
+    import pyarrow as pa
+
     from deeprig.data.arrow import column_array
+
+    if isinstance(table, pd.DataFrame):
+        table = pa.Table.from_pandas(table, preserve_index=False)
 
     if not spec.features or not spec.label:
         raise DataProblem(
@@ -158,6 +162,36 @@ def _is_torch_dataset(value: Any) -> bool:
     from torch.utils.data import Dataset
 
     return isinstance(value, Dataset) and hasattr(value, "__len__")
+
+
+def _from_torch_dataset(dataset: Any, spec: PythonData) -> LoadedData:
+    pairs = [dataset[i] for i in range(len(dataset))]
+    x = np.stack([np.asarray(p[0], dtype=np.float32) for p in pairs])
+    y = np.asarray([np.asarray(p[1]).item() for p in pairs])
+    return LoadedData(x, y)
+
+
+@dataclass(frozen=True)
+class ReturnForm:
+    """One thing a data function may return: how the error for a wrong return names it,
+    whether a value is one, and how it is read."""
+
+    named: str
+    matches: Callable[[Any], bool]
+    read: Callable[[Any, PythonData], LoadedData]
+
+
+# What a data function may return, tried in order: the first form that matches reads it.
+RETURN_FORMS = (
+    ReturnForm("(features, labels) arrays", _is_pair, _from_pair),
+    ReturnForm(
+        "a pandas DataFrame or pyarrow Table (with data.features and data.label)",
+        _is_table,
+        _from_table,
+    ),
+    ReturnForm("a ray.data.Dataset", _is_ray_dataset, _from_ray_dataset),
+    ReturnForm("a torch Dataset of (x, y) pairs", _is_torch_dataset, _from_torch_dataset),
+)
 
 
 def describe_python(spec: PythonData) -> DataInfo:
