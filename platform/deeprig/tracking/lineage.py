@@ -22,25 +22,18 @@ def spec_hash(spec_dict: dict[str, Any]) -> str:
 def git_commit(directory: Path) -> tuple[str, bool] | None:
     """(commit, dirty) of the repository holding `directory`, or None outside a repo."""
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=directory,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
+        commit = _git(directory, "rev-parse", "HEAD")
+        status = _git(directory, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return commit, bool(status)
+
+
+def _git(directory: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", *args], cwd=directory, capture_output=True, text=True, timeout=5, check=True
+    )
+    return done.stdout.strip()
 
 
 def package_versions() -> dict[str, str]:
