@@ -26,6 +26,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from deeprig.cluster.ray_nodes import is_loopback, loopback_env, ray_start_command
 from deeprig.tracking.store import deeprig_home, private_file, private_folder
 
 # What the cluster's servers create (the MLflow store, the auth database, Ray's session
@@ -207,17 +208,6 @@ class OpenToTheNetwork(ClusterError):
         )
 
 
-def is_loopback(host: str) -> bool:
-    import ipaddress
-
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _start_tracking(
     cluster: LocalCluster, home: Path, host: str, port: int, env: dict[str, str], say
 ) -> None:
@@ -275,7 +265,8 @@ def _node_env(cluster: LocalCluster, home: Path) -> dict[str, str]:
     use_token_auth_if_available()
     # Job entrypoints (`deeprig run`) run with the PATH of the node that starts them.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {**os.environ, **RAY_JOB_ENV, **cluster.job_env(), "PATH": path}
+    host = cluster.gcs_address.rpartition(":")[0]
+    env = {**os.environ, **RAY_JOB_ENV, **cluster.job_env(), **loopback_env(host), "PATH": path}
     if cluster.auth:  # jobs log as the jobs user, through the variables MLflow reads
         env |= jobs_env(ServerCredentials.load_or_create(auth_folder(home)))
     return env
@@ -322,10 +313,7 @@ def _mlflow_server_command(home: Path, host: str, port: int) -> list[str]:
 
 
 def _ray_start(args: list[str], cpus: float, log: Path, env: dict[str, str]) -> int:
-    ray = shutil.which("ray", path=env["PATH"])
-    if ray is None:
-        raise ClusterError("Ray's `ray` command is not installed next to this Python")
-    command = [ray, "start", *args, f"--num-cpus={cpus:g}", "--disable-usage-stats", "--block"]
+    command = ray_start_command([*args, f"--num-cpus={cpus:g}", "--disable-usage-stats", "--block"])
     return _spawn(command, log, env)
 
 

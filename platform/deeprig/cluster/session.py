@@ -81,6 +81,8 @@ def ray_session(
     modules, shipped by Ray to every process of the job on every node.
     `show_worker_output`: Ray forwards what its workers and actors print to this process's
     terminal; False leaves it in Ray's log files (the session's `logs/` folder)."""
+    if address:
+        _join_cluster_up(address)
     import ray
 
     if ray.is_initialized():
@@ -156,6 +158,17 @@ def release_ray() -> None:
 
     _release = threading.Thread(target=ray.shutdown, name="deeprig-ray-shutdown", daemon=True)
     _release.start()
+
+
+def _join_cluster_up(address: str) -> None:
+    """A driver joining the `deeprig cluster up` cluster of this machine by its GCS address
+    joins it on that cluster's address (loopback by default: see cluster/ray_nodes.py)."""
+    from deeprig.cluster.local import running_cluster
+    from deeprig.cluster.ray_nodes import join_on_loopback
+
+    cluster = running_cluster()
+    if cluster is not None and address.split("://")[-1] == cluster.gcs_address:
+        join_on_loopback(address)
 
 
 def _missing_job_env() -> dict[str, str]:
