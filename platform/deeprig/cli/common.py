@@ -223,6 +223,22 @@ def run_to_its_end(
     except Exception as exc:  # the job failed; its run is already marked FAILED
         raise typer.Exit(report_failure(exc, None if verbose else log)) from None
     outcome.render(console)
+    note_records_kept(home)
+
+
+def note_records_kept(home: Path) -> None:
+    """One short block when a tracking server has not taken every record yet: the job
+    ended all the same; where they wait, and the command that uploads them."""
+    from deeprig.tracking.spool import SPOOL_FOLDER, spooled_runs
+
+    waiting = spooled_runs(home)
+    if waiting:
+        runs = ", ".join(f"{run[:8]} ({count})" for run, count in waiting.items())
+        errors.print(
+            f"[yellow]the tracking server did not answer: records of run(s) {runs} are kept "
+            f"in {home / SPOOL_FOLDER}.[/]\nupload them once it is back: deeprig runs --sync",
+            soft_wrap=True,
+        )
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

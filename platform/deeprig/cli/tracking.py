@@ -1,4 +1,5 @@
-"""The verbs that read what was recorded: runs (a table) and ui (MLflow's UI)."""
+"""The verbs that read what was recorded: runs (a table; --sync uploads what a job kept
+locally while its tracking server was away) and ui (MLflow's UI)."""
 
 from __future__ import annotations
 
@@ -35,12 +36,21 @@ def runs(
         help="Mark FAILED each RUNNING run whose driver on this host is gone (SIGKILL, "
         "a closed laptop); --resume can still continue it.",
     ),
+    sync: bool = typer.Option(
+        False,
+        "--sync",
+        help="Upload the records jobs kept locally while the tracking server was away "
+        "(every run's, or RUN's), in order, each point once.",
+    ),
+    run: str = typer.Argument(None, help="With --sync: only this run's records."),
 ) -> None:
     """List recorded runs: run id, job, status, key metric (and more when the terminal is wide).
 
     The key metric is the value at the checkpoint the run kept (best
     val_accuracy), not the last epoch's. A search's trials are counted on its
     line (--trials lists them under it). The first line names the store read.
+
+    --sync uploads what jobs kept locally while their tracking server was away.
 
     Example: deeprig runs --experiment digits --limit 5   (or -o json for scripts)
     """
@@ -51,6 +61,9 @@ def runs(
     target = resolve_tracking(tracking_uri, given_by="--tracking-uri")
     if close_stale:
         _close_stale(target)
+        return
+    if sync or run:
+        _sync(target, run)
         return
     try:
         records = list_runs(target, experiment, limit, key_metrics_by_kind(), trials)
@@ -126,6 +139,30 @@ def _runs_columns(records: list[dict[str, Any]], wide: bool) -> Columns:
         ("duration", [f"{r['duration_s']:.1f} s" for r in records], None),
         column("started", "started"),
     ]
+
+
+def _sync(target, run: str | None) -> None:
+    """Exit 1 when something is left in the spool (the server away, a run it lacks)."""
+    from deeprig.tracking.spool import spooled_runs, upload_spooled
+
+    if run is None and not spooled_runs():
+        console.print("no records kept locally: every run is complete in its store")
+        return
+    left = False
+    for result in upload_spooled(target.uri, [run] if run else None):
+        if isinstance(result, str):
+            errors.print(f"[yellow]{result}[/]", soft_wrap=True)
+            left = True
+        else:
+            skipped = result.skipped_files
+            note = f" ({skipped} file(s) of a job still running left to it)" if skipped else ""
+            console.print(
+                f"run {result.run_id}: {result.records} record(s) uploaded to "
+                f"{target.described}{note}",
+                soft_wrap=True,
+            )
+    if left:
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def _close_stale(target) -> None:

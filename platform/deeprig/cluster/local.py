@@ -92,12 +92,15 @@ def up(
 ) -> LocalCluster:
     """Start a head node, `workers` worker nodes and an MLflow server (behind MLflow's
     basic auth unless `auth` is off, which only loopback allows); wait until all of them
-    answer. On any failure, stops what was started."""
+    answer. On any failure, stops what was started. On a cluster already up, starts again
+    only its tracking server when that is gone."""
     if not auth and not is_loopback(host):
         raise OpenToTheNetwork(host)
     home = home or deeprig_home()
     existing = find_cluster(home)
     if existing and _alive(existing):
+        if restart_tracking(existing, home, timeout_s, say):
+            return existing
         raise ClusterError(
             f"a cluster is already up (dashboard {existing.dashboard}); "
             "`deeprig cluster down` first"
@@ -135,6 +138,24 @@ def up(
         down(cluster, home)
         raise
     return cluster
+
+
+def restart_tracking(cluster: LocalCluster, home: Path, timeout_s: float, say=print) -> bool:
+    """The cluster's MLflow server started again on its port and store when its processes
+    are gone (a crash, a SIGKILL), until it answers; False when it runs. Jobs' records kept
+    while it was away reach it from their own outboxes (tracking/outbox.py)."""
+    if _group_alive(cluster.process_groups.get("mlflow", -1)):
+        return False
+    host, _, port = cluster.tracking_uri.removeprefix("http://").rpartition(":")
+    say("the tracking server is gone: starting it again on the same port and store")
+    _start_tracking(cluster, home, host, int(port), _node_env(cluster, home), say)
+    cluster.save(state_file(home))
+    deadline = time.monotonic() + timeout_s
+    while not tracking_healthy(cluster.tracking_uri):
+        if time.monotonic() > deadline or not _group_alive(cluster.process_groups["mlflow"]):
+            raise ClusterError(f"the tracking server did not start; see {cluster.logs}/mlflow.log")
+        time.sleep(0.5)
+    return True
 
 
 def add_node(home: Path | None = None, timeout_s: float = 120.0, say=print) -> str:

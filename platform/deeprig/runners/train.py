@@ -46,6 +46,7 @@ from deeprig.runners.train_metrics import (
 from deeprig.runners.train_record import (
     best_checkpoint,
     dataset_records,
+    record_best_checkpoint,
     record_preprocessing,
     record_results,
 )
@@ -413,8 +414,10 @@ def _fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
     best = best_checkpoint(result, spec)
     metrics = dict(best[1]) if best else dict(result.metrics or {})
     checkpoint_path = best[0].path if best else None
-    if recorder:
+    if recorder and recorder.answers():
         metrics |= _record_outcome(job_run, recorder, best, score, prepared, fit_started_at)
+    elif recorder:
+        metrics |= _record_while_away(job_run, recorder, best)
     return TrainOutcome(
         job_name=spec.name,
         experiment=spec.experiment_name,
@@ -478,6 +481,35 @@ def _record_outcome(
     recorder.log_metrics(timing)
     recorder.finish(RunStatus.FINISHED)
     return metrics | timing
+
+
+def _record_while_away(
+    job_run: JobRun[TrainSpec, TrainChecked],
+    recorder: RunRecorder,
+    best: tuple[Checkpoint, dict] | None,
+) -> dict[str, float]:
+    """A job that trained while its tracking server is away ends all the same: what the
+    driver knows without reading the run back (the key metric, the best checkpoint's
+    epoch, path and files, the time metrics, FINISHED) waits in the run's spool. The
+    learning curve and the model, made from what the run holds, are left out."""
+    spec = job_run.spec
+    if best and spec.checkpoint.metric in best[1]:
+        from deeprig.tracking.key_metric import record_key_metric
+
+        record_key_metric(recorder, spec.checkpoint.metric, best[1][spec.checkpoint.metric])
+    if best:
+        checkpoint, metrics = best
+        with checkpoint.as_directory() as directory:
+            record_best_checkpoint(recorder, checkpoint, metrics, directory)
+    timing = job_run.clock.finished()
+    recorder.log_metrics(timing)
+    recorder.finish(RunStatus.FINISHED)
+    job_run.job.console.print(
+        "[yellow]the tracking server did not answer: the run's learning curve and model "
+        "were not logged (its best checkpoint was)[/]",
+        soft_wrap=True,
+    )
+    return timing
 
 
 def _epochs_expected(spec: TrainSpec) -> int | None:

@@ -100,14 +100,8 @@ def record_results(
     if best is None:
         return {}
     checkpoint, metrics = best
-    recorder.set_tags(
-        {
-            Tag.BEST_EPOCH: str(int(metrics.get("epoch", 0))),
-            Tag.CHECKPOINT_PATH: checkpoint.path,
-        }
-    )
     with checkpoint.as_directory() as directory:
-        recorder.log_directory(directory, "checkpoints/best")
+        record_best_checkpoint(recorder, checkpoint, metrics, directory)
         if spec.loop is not None:
             return {}
         # (whole: a sharded checkpoint's model is gathered here, while its folder exists)
@@ -136,6 +130,20 @@ def record_results(
     release_ray()
     log_trained_model(recorder, state, spec.tracking.register_as, code, console)
     return test_metrics
+
+
+def record_best_checkpoint(
+    recorder: RunRecorder, checkpoint: Checkpoint, metrics: dict, directory: str
+) -> None:
+    """The best checkpoint's epoch and path as tags, its files (in `directory`, the
+    checkpoint's folder on this machine) under `checkpoints/best`."""
+    recorder.set_tags(
+        {
+            Tag.BEST_EPOCH: str(int(metrics.get("epoch", 0))),
+            Tag.CHECKPOINT_PATH: checkpoint.path,
+        }
+    )
+    recorder.log_directory(directory, "checkpoints/best")
 
 
 def _log_learning_curve(

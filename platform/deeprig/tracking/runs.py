@@ -94,6 +94,19 @@ class RunRecorder:
     def status(self) -> RunStatus:
         return RunStatus(self.client.get_run(self.run_id).info.status)
 
+    def answers(self) -> bool:
+        """Whether the run's store answers now (after MLflow's client's few retries): what
+        reads the run back needs it; writes wait in the spool without."""
+        from deeprig.tracking.outbox import unreachable
+
+        try:
+            self.client.get_run(self.run_id)
+        except Exception as error:
+            if unreachable(error):
+                return False
+            raise
+        return True
+
     def set_tags(self, tags: dict[str, str]) -> None:
         self.outbox.send(tags_record(self.run_id, {k: str(v) for k, v in tags.items()}))
 
@@ -138,7 +151,7 @@ class RunRecorder:
         """The run's page in MLflow's UI: on the tracking server it records to, or on
         `ui_base` (a local `deeprig ui`); None for a local store without a UI given."""
         base = ui_base or (self.target.uri if self.target.uri.startswith("http") else None)
-        if base is None:
+        if base is None or not self.answers():
             return None
         experiment_id = self.client.get_run(self.run_id).info.experiment_id
         return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{self.run_id}"

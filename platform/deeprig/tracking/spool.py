@@ -5,7 +5,8 @@ the server go (the driver, the Train controller, a worker's rank 0), named
 `<ns>-<pid>-<id>.jsonl` so that sorting them is the order they were begun in, and the
 artifacts' files they name under `files/`. A writer delivers its own file when the server
 comes back; what is left when it ends (the job over, the server still away) is uploaded
-by `deeprig runs --sync [RUN]`, or by the driver's end of a later job on the same server.
+by `deeprig runs --sync [RUN]` (`upload_spooled`), or by the driver's end of the job once
+the server is back.
 Every record can be delivered twice (tracking/outbox.py), so an upload cut short is
 simply run again.
 """
@@ -89,3 +90,26 @@ def _writer_alive(path: Path) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def upload_spooled(uri: str, run_ids: list[str] | None = None) -> list[Uploaded | str]:
+    """Each spooled run's records (or only `run_ids`') uploaded to the store at `uri`: its
+    `Uploaded`, or why not (the store still away, a run it does not hold), in one line."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from deeprig.tracking.outbox import short_client_retries, unreachable
+
+    short_client_retries()
+    client = MlflowClient(uri)
+    results: list[Uploaded | str] = []
+    for run_id in run_ids if run_ids is not None else list(spooled_runs()):
+        try:
+            client.get_run(run_id)
+            results.append(upload(client, run_id))
+        except Exception as error:
+            if not (unreachable(error) or isinstance(error, MlflowException)):
+                raise
+            reason = "did not answer" if unreachable(error) else "has no such run"
+            results.append(f"{run_id}: {uri} {reason}; its records are kept")
+    return results
