@@ -19,7 +19,7 @@ from deeprig.runners.predict.readers import READERS, TABLE, reader_of
 from deeprig.runners.predict.scorer import UnreadableRow, without_bad_rows
 from deeprig.runners.predict.series_input import ROW, series_features, series_windows
 from deeprig.spec import SpecError
-from deeprig.spec.data import AudioData, DigitsData, TimeseriesData
+from deeprig.spec.data import AudioData, DigitsData, ImagesData, TextData, TimeseriesData
 from deeprig.tracking.lineage import flatten
 from deeprig.tracking.model_source import trained_data
 from PIL import Image
@@ -122,8 +122,16 @@ def test_series_windows_end_at_each_row_with_its_ids(tmp_path):
     np.testing.assert_array_equal(x[1], [[1, 10], [2, 20], [3, 30]])
 
 
-def test_a_train_runs_data_is_read_back_from_its_params():
-    data = TimeseriesData(source="timeseries", path="/d/co2.csv", columns=["co2"], target="co2")
+@pytest.mark.parametrize(
+    "data",
+    [
+        TimeseriesData(source="timeseries", path="/d/co2.csv", columns=["co2", "7"], target="co2"),
+        ImagesData(source="images", path="/d/x", channels=3, image_size=[28, 28]),
+        AudioData(source="audio", path="/d/clips", sample_rate=16000, duration_s=0.5),
+        TextData(source="text", path="/d/t.csv", text="review", label="1"),
+    ],
+)
+def test_a_train_runs_data_is_read_back_from_its_params(data):
     params = flatten("", {"name": "x", "data": data.model_dump(mode="json")}, {})
     assert _data_spec(trained_data(params)) == data
     searched = flatten("", {"base": {"data": data.model_dump(mode="json")}}, {})
@@ -155,3 +163,28 @@ def test_the_progress_line_shows_rows_rate_and_time_left():
     line = progress.line(progress.started + 5.0)
     assert "250/1,000 rows, 10 skipped, 50 rows/s, 15 s left" in line
     assert "[######.................." in line
+
+
+def test_a_submitted_predict_job_is_in_the_job_history_with_its_score(deeprig_home, tmp_path):
+    import json
+
+    from deeprig.cli import app
+    from deeprig.tracking.runs import RunRecorder
+    from deeprig.tracking.store import embedded_target
+    from deeprig.tracking.tags import Tag
+    from typer.testing import CliRunner
+
+    target = embedded_target(deeprig_home)
+    tags = {Tag.JOB_STATUS: "SUCCEEDED", Tag.RAY_SUBMISSION_ID: "deeprig-score-1a2b3c4d"}
+    spec = {"name": "score-wine", "kind": "predict"}
+    run = RunRecorder.create(target, "wine", spec, "", tmp_path, extra_tags=tags)
+    run.log_metrics({"rows": 60.0, "rows_per_s": 900.0, "accuracy": 0.95})
+    run.finish("FINISHED")
+    listed = CliRunner().invoke(app, ["list", "--history", "-o", "json"])
+    (record,) = json.loads(listed.output)
+    assert (record["job"], record["status"], record["run_id"]) == (
+        "score-wine",
+        "SUCCEEDED",
+        run.run_id,
+    )
+    assert (record["metric"], record["value"]) == ("accuracy", 0.95)

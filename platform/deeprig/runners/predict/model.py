@@ -4,9 +4,12 @@ the data spec it trained on (which says how to read an input like its training d
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+
+from pydantic import BaseModel
 
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.predict import PredictSpec
@@ -67,16 +70,37 @@ def find_model(spec: PredictSpec, tracking_uri: str | None = None) -> PredictMod
 def _data_spec(raw: dict[str, Any] | None) -> Any:
     """The train run's data spec, validated as the spec loader would; None when the run
     recorded none that validates (a model from an older run)."""
-    if raw is None:
-        return None
     from pydantic import TypeAdapter, ValidationError
 
-    from deeprig.spec.data import DataSpec
+    from deeprig.spec.data import DATA_CONFIGS, DataSpec
 
+    by_source = {get_args(c.model_fields["source"].annotation)[0]: c for c in DATA_CONFIGS}
+    if raw is None or raw.get("source") not in by_source:
+        return None
     try:
-        return TypeAdapter(DataSpec).validate_python(raw)
+        return TypeAdapter(DataSpec).validate_python(_typed(by_source[raw["source"]], raw))
     except ValidationError:
         return None
+
+
+def _typed(model: type[BaseModel], raw: dict[str, Any]) -> dict[str, Any]:
+    """Params are strings: each value read as JSON (a number, `true`) unless its field
+    takes text, nested models field by field."""
+    typed: dict[str, Any] = {}
+    for key, value in raw.items():
+        field = model.model_fields.get(key)
+        kinds = (get_args(field.annotation) or (field.annotation,)) if field else (str,)
+        nested = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
+        if isinstance(value, dict) and nested:
+            typed[key] = _typed(nested[0], value)
+        elif isinstance(value, str) and str not in kinds:
+            try:
+                typed[key] = json.loads(value.lower() if value in ("True", "False") else value)
+            except json.JSONDecodeError:
+                typed[key] = value
+        else:
+            typed[key] = value
+    return typed
 
 
 def _checkpoint_model(folder: Path) -> PredictModel:

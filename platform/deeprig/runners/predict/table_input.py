@@ -28,9 +28,9 @@ def check_table(spec: PredictSpec, model: PredictModel) -> PredictInput:
             [
                 Problem(
                     "model",
-                    "this model reads arrays, and predict cannot tell which data source it "
-                    "trained on: it scores tables (feature columns), text, image and audio "
-                    "folders and series of a train run that recorded its data",
+                    f"this model reads arrays of shape {model.input_shape}, not a table's "
+                    "columns: predict reads arrays from image and audio folders and series, "
+                    "for a model whose train run recorded that data source",
                 )
             ]
         )
