@@ -25,6 +25,8 @@ class InProcessSession:
 
     def __init__(self, restored: TrainState | None = None):
         self.restored = restored
+        self.preempted_from_epoch: int | None = None  # a notice from this epoch's end on
+        self.epochs_ended = 0
         self.reports: list[tuple[dict[str, float], TrainState | None]] = []
         self.step_checkpoints: list[tuple[dict[str, float], TrainState | None]] = []
 
@@ -46,6 +48,12 @@ class InProcessSession:
 
     def report_step_checkpoint(self, metrics, state) -> None:
         self.step_checkpoints.append((dict(metrics), copy.deepcopy(state)))
+
+    def preemption_notice(self) -> bool:
+        """Asked once at each epoch's end."""
+        self.epochs_ended += 1
+        start = self.preempted_from_epoch
+        return start is not None and self.epochs_ended > start
 
 
 class EventSink:

@@ -48,3 +48,14 @@ def test_a_driver_joining_a_loopback_cluster_takes_loopback_as_its_address(monke
     assert os.environ[SWITCH] == "0" and not ray_constants.ENABLE_RAY_CLUSTER
     # What Ray then resolves the cluster's address and its own to: loopback, as given.
     assert services.resolve_ip_for_localhost("127.0.0.1") == "127.0.0.1"
+
+
+def test_a_lost_node_of_one_machine_is_named_by_its_role():
+    from deeprig.runners.resource_wait import NodeView, WorkerNeeds, lacking
+
+    def view(name: str, alive: bool = True) -> NodeView:
+        entry = {"NodeID": f"{name}-id", "NodeName": name, "NodeManagerAddress": "127.0.0.1"}
+        return NodeView.of(entry | {"Alive": alive, "Resources": {"CPU": 1.0}})
+
+    text = lacking(WorkerNeeds(3, 1.0, 0.0, True), 80, [view("worker-2", False)], [view("head")])
+    assert "nodes lost: worker-2 at 127.0.0.1 (worker-2, 1 CPU)" in text

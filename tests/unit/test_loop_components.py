@@ -59,7 +59,9 @@ def _checkpointer(
     sink = EventSink()
     early_stop = early_stop or EarlyStop(None, sink)
     step_metrics = StepMetrics(None, sink, parts.optimizer, steps_per_epoch)
-    checkpointer = Checkpointer(worker, session, parts, early_stop, step_metrics, steps_per_epoch)
+    checkpointer = Checkpointer(
+        worker, session, parts, early_stop, step_metrics, steps_per_epoch, sink
+    )
     return checkpointer, session, sink
 
 

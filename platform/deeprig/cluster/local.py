@@ -115,6 +115,7 @@ def up(
         head = [
             "--head",
             f"--node-ip-address={host}",
+            "--node-name=head",  # (every node of one machine has its address: told by name)
             f"--port={port}",
             f"--dashboard-host={host}",
             f"--dashboard-port={dashboard_port}",
@@ -182,6 +183,7 @@ def _start_worker_node(cluster: LocalCluster, number: int, env: dict[str, str]) 
     joined = [
         f"--address={cluster.gcs_address}",
         f"--node-ip-address={host}",
+        f"--node-name=worker-{number}",
         # Each node unpacks jobs' working directories under its own temp folder: two
         # nodes sharing one would replace the folder a running driver works in.
         f"--temp-dir={cluster.temp_dir}-w{number}",

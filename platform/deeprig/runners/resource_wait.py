@@ -22,9 +22,17 @@ from ray.train.v2._internal.execution.callback import ControllerCallback
 
 from deeprig.failures import FailureClass, JobFailure
 
-# The controller's states in which its workers are placed and training (or ending).
+# The controller's states in which its workers are placed and training (or ending; or
+# training on while a node is drained with notice: Ray Train bounds that by the deadline).
 _NOT_WAITING = frozenset(
-    {"RunningState", "ShuttingDownState", "FinishedState", "ErroredState", "AbortedState"}
+    {
+        "RunningState",
+        "PreemptingState",
+        "ShuttingDownState",
+        "FinishedState",
+        "ErroredState",
+        "AbortedState",
+    }
 )
 
 
@@ -48,6 +56,7 @@ class NodeView:
     """A node as the cluster reports it (ray.nodes())."""
 
     node_id: str
+    name: str  # (`cluster up` names its nodes by role: on one machine they share an address)
     address: str
     alive: bool
     cpus: float
@@ -58,6 +67,7 @@ class NodeView:
         resources = entry.get("Resources") or {}
         return NodeView(
             node_id=str(entry.get("NodeID", "")),
+            name=str(entry.get("NodeName", "")),
             address=str(entry.get("NodeManagerAddress", "")),
             alive=bool(entry.get("Alive")),
             cpus=float(resources.get("CPU", 0.0)),
@@ -72,7 +82,7 @@ def lacking(
     cpus = sum(n.cpus for n in alive)
     gpus = sum(n.gpus for n in alive)
     gone = (
-        ", ".join(f"{n.address} ({n.node_id[:8]}, {n.cpus:g} CPU)" for n in lost)
+        ", ".join(f"{_named(n)} ({n.node_id[:8]}, {n.cpus:g} CPU)" for n in lost)
         if lost
         else "none since the job started"
     )
@@ -81,6 +91,11 @@ def lacking(
         f"no room for {needs.describe()} for {waited_s:.0f} s (failure.wait_for_resources_s); "
         f"nodes lost: {gone}; the cluster now has {have}"
     )
+
+
+def _named(node: NodeView) -> str:
+    named = node.name and node.name != node.address
+    return f"{node.name} at {node.address}" if named else node.address
 
 
 class WaitForResources(ControllerCallback):

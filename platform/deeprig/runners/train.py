@@ -249,6 +249,9 @@ def build_trainer(
         if spec.scaling.elastic:
             sizes = WorldSizes(None if spec.loop is not None else spec.batch_per_worker)
         callbacks.append(EpochMetricsLogger(sink, epochs, sizes))
+        from deeprig.runners.preemptions import CountPreemptions
+
+        callbacks.append(CountPreemptions(sink))
         sink = sink.tags_only()
     loop, loop_config = _worker_entry(spec, checked, prepared, run_id, sink)
     return TorchTrainer(

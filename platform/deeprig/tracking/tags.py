@@ -65,6 +65,11 @@ class Tag:
     # restarts after a failure (tracking/report_logger.py's WorldSizes)
     WORLD_SIZES = "deeprig.world_sizes"
     RESTARTS = "deeprig.restarts"
+    # a node of the job drained with notice (a spot reclaim, `ray drain-node`): how many
+    # times (runners/preemptions.py), and the global step of the checkpoint its notice
+    # made (training/checkpointer.py)
+    PREEMPTIONS = "deeprig.preemptions"
+    PREEMPTED_AT_STEP = "deeprig.preempted_at_step"
     # the process driving the run, so `deeprig runs --close-stale` can tell it is gone
     DRIVER_HOST = "deeprig.driver.host"
     DRIVER_PID = "deeprig.driver.pid"

@@ -80,7 +80,9 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
     step_metrics = StepMetrics(
         spec.tracking.log_every_n_steps, sink, parts.optimizer, steps_per_epoch
     )
-    checkpointer = Checkpointer(worker, session, parts, early_stop, step_metrics, steps_per_epoch)
+    checkpointer = Checkpointer(
+        worker, session, parts, early_stop, step_metrics, steps_per_epoch, sink
+    )
 
     def after_step(position: Position, loss: torch.Tensor) -> None:
         step_metrics.after_step(position, loss)

@@ -30,6 +30,7 @@ class WorkerSession(Protocol):
     def report_step_checkpoint(
         self, metrics: dict[str, float], state: TrainState | None
     ) -> None: ...
+    def preemption_notice(self) -> bool: ...
 
 
 class RayTrainSession:
@@ -57,6 +58,13 @@ class RayTrainSession:
         import ray.train
 
         return ray.train.get_dataset_shard(name)
+
+    def preemption_notice(self) -> bool:
+        """A node of the worker group is being drained (a spot notice, `ray drain-node`),
+        the same answer on every rank: Ray Train's notice is a barrier, rank 0's read."""
+        import ray.train
+
+        return ray.train.get_preemption_info() is not None
 
     def restore(self) -> TrainState | None:
         import ray.train
@@ -128,6 +136,9 @@ class TuneTrialSession:
 
     def dataset(self, name: str):
         return self._datasets[name].iterator()
+
+    def preemption_notice(self) -> bool:
+        return False  # (Tune restarts a trial whose node goes; it has no notice to read)
 
     def restore(self) -> TrainState | None:
         import ray.tune
