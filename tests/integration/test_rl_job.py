@@ -56,54 +56,46 @@ def test_ppo_iterations_are_recorded(ppo_run):
     assert run.data.metrics["last_episode_return_mean"] == max(returns, key=lambda m: m.step).value
 
 
-@pytest.mark.timeout(300)
-def test_ppo_checkpoint_evaluates(ppo_run):
-    home, _, run = ppo_run
-    with deeprig_home_at(home):
-        evaluated = CliRunner().invoke(
-            app, ["eval", run.info.run_id, "--episodes", "3"], catch_exceptions=False
-        )
-    assert evaluated.exit_code == 0, evaluated.output
-    assert "3 episodes: mean return" in evaluated.output
-
-
 @pytest.fixture(scope="module")
-def evaluated_without_local_checkpoint(tmp_path_factory, ray_2_cpus):
-    """The checkpoint is not on this machine any more (as for a run on a cluster) when
-    `deeprig eval --video` runs: (its result, the video it was asked for)."""
+def evaluated(tmp_path_factory, ppo_run):
+    """`deeprig eval` of the PPO run twice: with its checkpoint on this machine, then with
+    the checkpoint folder gone (as for a run on a cluster) and `--video`: (the first
+    result, the second, the video it was asked for)."""
     import shutil
 
-    folder = tmp_path_factory.mktemp("eval-remote")
-    with deeprig_home_at(folder / "deeprig-home") as home:
-        result = CliRunner().invoke(
-            app,
-            ["run", str(JOBS / "rl_ppo_cartpole.yaml"), "--set", "stop={iterations: 2}"],
-            catch_exceptions=False,
+    home, _, run = ppo_run
+    video = tmp_path_factory.mktemp("eval-remote") / "cartpole.gif"
+    with deeprig_home_at(home):
+        local = CliRunner().invoke(
+            app, ["eval", run.info.run_id, "--episodes", "3"], catch_exceptions=False
         )
-        assert result.exit_code == 0, result.output
-        run = only_run(embedded_store_client(home), "rl")
         shutil.rmtree(run.data.tags["deeprig.checkpoint_path"])
-
-        video = folder / "cartpole.gif"
-        evaluated = CliRunner().invoke(
+        remote = CliRunner().invoke(
             app, ["eval", run.info.run_id, "--episodes", "2", "--video", str(video)]
         )
-    return evaluated, video
+    return local, remote, video
 
 
 @pytest.mark.timeout(300)
-def test_eval_downloads_the_checkpoint_from_the_run(evaluated_without_local_checkpoint):
+def test_ppo_checkpoint_evaluates(evaluated):
+    local, _, _ = evaluated
+    assert local.exit_code == 0, local.output
+    assert "3 episodes: mean return" in local.output
+
+
+@pytest.mark.timeout(300)
+def test_eval_downloads_the_checkpoint_from_the_run(evaluated):
     """eval takes the newest checkpoint from the run's artifacts."""
-    evaluated, _ = evaluated_without_local_checkpoint
-    assert evaluated.exit_code == 0, evaluated.output
-    assert "2 episodes: mean return" in evaluated.output
+    _, remote, _ = evaluated
+    assert remote.exit_code == 0, remote.output
+    assert "2 episodes: mean return" in remote.output
 
 
 @pytest.mark.timeout(300)
-def test_eval_records_a_video(evaluated_without_local_checkpoint):
+def test_eval_records_a_video(evaluated):
     """...and renders the first episode."""
     from PIL import Image
 
-    _, video = evaluated_without_local_checkpoint
+    _, _, video = evaluated
     with Image.open(video) as gif:
         assert gif.n_frames > 5 and gif.size[0] >= 300  # CartPole renders 600x400

@@ -88,30 +88,6 @@ def test_search_records_a_linked_child_run_per_trial(asha_search):
         assert "optim.lr" in child.data.params  # the trial's own values
 
 
-@pytest.mark.timeout(400)
-def test_multi_worker_trials_run_as_torch_trainers(mlflow_client):
-    """A 2-worker base: each trial is a 2-worker TorchTrainer reporting to Tune."""
-    result = CliRunner().invoke(
-        app,
-        [
-            "run",
-            str(JOBS / "tune_digits_mlp_random.yaml"),
-            "--set",
-            "search.num_samples=2",
-            "--set",
-            "base.optim.num_epochs=2",
-        ],
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.output
-    children = runs_in(mlflow_client, "tune-digits", kind="train")
-    assert len(children) == 2
-    for child in children:
-        assert child.info.status == "FINISHED"
-        assert child.data.params["scaling.num_workers"] == "2"
-        assert len(mlflow_client.get_metric_history(child.info.run_id, "val_accuracy")) == 2
-
-
 @pytest.fixture(scope="module")
 def pbt_search(tmp_path_factory, ray_2_cpus):
     """PBT over four MLP trials of 6 epochs: (its trial runs, each one's optim.lr by epoch)."""

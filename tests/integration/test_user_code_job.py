@@ -260,6 +260,8 @@ def test_a_loops_model_is_logged_with_its_best_checkpoints_weights(raydocs_loop,
 
 @pytest.fixture(scope="module")
 def search_over_model_args(tmp_path_factory, ray_2_cpus):
+    """Two trials of 2 epochs over the custom model's arguments, on a 2-worker base: (a
+    client on its store, its runs)."""
     result, client = run_in_fresh_home(
         tmp_path_factory,
         "tune-custom",
@@ -268,6 +270,8 @@ def search_over_model_args(tmp_path_factory, ray_2_cpus):
         "search.num_samples=2",
         "--set",
         "base.optim.num_epochs=2",
+        "--set",
+        "base.scaling.num_workers=2",
         "--set",
         "scheduler.name=fifo",
     )
@@ -284,3 +288,12 @@ def test_a_search_over_the_models_args_records_a_child_run_per_trial(search_over
     assert all(r.data.params["model.args.width"] in {"8", "16", "24"} for r in children)
     assert all(c.info.status == "FINISHED" for c in children)
     assert parents[0].data.metrics["best_val_accuracy"] > 0.5
+
+
+def test_a_multi_worker_base_runs_each_trial_as_a_torch_trainer(search_over_model_args):
+    """A 2-worker base: each trial is a 2-worker TorchTrainer reporting to Tune."""
+    client, runs = search_over_model_args
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
+    for child in children:
+        assert child.data.params["scaling.num_workers"] == "2"
+        assert len(client.get_metric_history(child.info.run_id, "val_accuracy")) == 2
