@@ -1,14 +1,14 @@
-"""Train jobs over an image folder, a CSV of sentences, a time series and a data function's
-table on a real local Ray with a real MLflow store: what each records (preprocessing,
-class names, scores, confusion matrices, the test set) and that its logged model reads raw
-inputs, through mlflow.pytorch and mlflow.pyfunc."""
+"""Train jobs over an image folder, a CSV of sentences and a time series on a real local
+Ray with a real MLflow store: what each records (preprocessing, class names, scores,
+confusion matrices, the test set) and that its logged model reads raw inputs, through
+mlflow.pytorch and mlflow.pyfunc. (A table trains end to end and its model scores a CSV in
+test_predict_job; a data function's table is standardised like Parquet in
+tests/unit/test_python_tables.py, and its logged model scores a CSV by column name in a
+plain script in tests/unit/test_logged_model.py.)"""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import mlflow
@@ -228,88 +228,3 @@ def test_a_series_forecast_beats_persistence_in_its_own_units(series_job):
     window = torch.tensor(level[500:525], dtype=torch.float32).reshape(1, 25, 1)
     forecast = model(window).item()  # the series' own values in, its value 5 steps on out
     assert abs(forecast - level[529]) < 0.5 * abs(level[529] - level[524])
-
-
-WINE_DATA = """
-from sklearn.datasets import load_wine
-
-
-def load():
-    return load_wine(as_frame=True).frame  # raw columns: proline ~750, hue ~1
-"""
-
-
-@pytest.fixture(scope="module")
-def wine_job(tmp_path_factory):
-    """A data function's DataFrame of scikit-learn's raw wine columns (classes 0, 1, 2)."""
-    from sklearn.datasets import load_wine
-
-    folder = tmp_path_factory.mktemp("wine")
-    (folder / "code").mkdir()
-    (folder / "code" / "winedata.py").write_text(WINE_DATA)
-    features = list(load_wine().feature_names)
-    spec = {
-        "name": "wine-table",
-        "kind": "train",
-        "code": {"paths": ["code"]},
-        "model": {"name": "mlp", "hidden": [32]},
-        "data": {
-            "source": "python",
-            "target": "winedata:load",
-            "features": features,
-            "label": "target",
-        },
-        "optim": {"lr": 0.01, "batch_size": 16, "num_epochs": 8},
-    }
-    result, client = run_in_fresh_home(tmp_path_factory, "wine", write_spec(folder, spec))
-    assert result.exit_code == 0, result.output
-    (run,) = client.search_runs([client.get_experiment_by_name("wine-table").experiment_id])
-    return client, run, features
-
-
-def test_a_data_functions_table_is_standardised_like_parquet(wine_job):
-    client, run, features = wine_job
-    record = json.loads(
-        Path(
-            client.download_artifacts(run.info.run_id, "preprocessing/preprocessing.json")
-        ).read_text()
-    )
-    assert record["fitted_on_rows"] == 142 and len(record["input_mean"]) == len(features)
-    assert 600 < record["input_mean"][features.index("proline")] < 900  # raw units
-    assert run.data.metrics["val_accuracy"] >= 0.9
-
-
-def test_the_table_model_scores_a_csv_by_column_name_in_a_plain_script(wine_job, tmp_path):
-    from sklearn.datasets import load_wine
-
-    client, run, features = wine_job
-    frame = load_wine(as_frame=True).frame
-    # As a user's CSV may be: whole numbers as integers, another column order, an extra column.
-    frame[["magnesium", "proline"]] = frame[["magnesium", "proline"]].round().astype("int64")
-    frame.insert(0, "bottle", [f"b{i}" for i in range(len(frame))])
-    frame[list(reversed(frame.columns))].to_csv(tmp_path / "bottles.csv", index=False)
-    script = textwrap.dedent(
-        f"""
-        import json, sys
-        import mlflow, pandas as pd
-        mlflow.set_tracking_uri({client.tracking_uri!r})
-        model = mlflow.pyfunc.load_model("runs:/{run.info.run_id}/model")
-        bottles = pd.read_csv("bottles.csv")
-        proba = model.predict(bottles, params={{"proba": True}})
-        print(json.dumps({{
-            "classes": model.predict(bottles).tolist(),
-            "columns": list(proba.columns),
-            "sums": proba.sum(axis=1).round(4).tolist(),
-            "imported": sorted(m for m in sys.modules if m.startswith(("deeprig", "winedata"))),
-        }}))
-        """
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=180
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    answer = json.loads(done.stdout.strip().splitlines()[-1])
-    assert answer["imported"] == []  # neither deeprig nor the user's data function
-    assert answer["columns"] == ["0", "1", "2"] and set(answer["sums"]) == {1.0}
-    hits = np.mean(np.asarray(answer["classes"]) == frame["target"].to_numpy())
-    assert hits >= 0.9  # the label values it trained on, for rows matched by column name
