@@ -26,6 +26,14 @@ from deeprig.tracking.spool import spooled_runs, upload
 RUN = "0123456789abcdef"
 
 
+class _AnyTime:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int) and other > 1_600_000_000_000  # (ms since 1970)
+
+
+ANY_TIME = _AnyTime()
+
+
 @pytest.fixture(autouse=True)
 def client_settings_restored(monkeypatch):
     """What short_client_retries sets in the process is undone after each test."""
@@ -229,3 +237,28 @@ def test_mlflows_client_retries_are_cut_to_seconds_unless_the_user_set_them(monk
     short_client_retries()
     assert MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() == 2
     assert MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 60
+
+
+def test_a_recorder_whose_server_is_away_ends_its_run_from_the_spool(
+    flaky_server, tmp_path, monkeypatch
+):
+    from deeprig.tracking.runs import RunRecorder
+    from deeprig.tracking.store import TrackingTarget
+
+    monkeypatch.setenv("DEEPRIG_HOME", str(tmp_path))
+    recorder = RunRecorder(TrackingTarget("http://127.0.0.1:5000", None), RUN)
+    recorder.client = flaky_server
+    recorder.outbox.retry_every_s = 0.05
+    flaky_server.down = True
+    recorder.log_metrics({"best_val_accuracy": 0.97})
+    recorder.set_tags({"deeprig.key_metric": "best_val_accuracy"})
+    recorder.log_text("name: x\n", "spec/job.yaml")
+    recorder.finish("FINISHED")  # (returns: the status waits with the rest)
+    assert recorder.spooled() == 4 and flaky_server.status == "RUNNING"
+    flaky_server.down = False
+    assert recorder.outbox.wait(timeout_s=10, until_down=False)
+    assert flaky_server.points == {"best_val_accuracy": [(0, 0.97, ANY_TIME)]}
+    assert flaky_server.tags == {"deeprig.key_metric": "best_val_accuracy"}
+    assert flaky_server.artifacts == {"spec/job.yaml": b"name: x\n"}
+    assert flaky_server.status == "FINISHED" and recorder.spooled() == 0
+    recorder.outbox.stop()
