@@ -145,7 +145,7 @@ def restart_tracking(cluster: LocalCluster, home: Path, timeout_s: float, say=pr
     """The cluster's MLflow server started again on its port and store when its processes
     are gone (a crash, a SIGKILL), until it answers; False when it runs. Jobs' records kept
     while it was away reach it from their own outboxes (tracking/outbox.py)."""
-    if _group_alive(cluster.process_groups.get("mlflow", -1)):
+    if tracking_healthy(cluster.tracking_uri) or _server_running(cluster):
         return False
     host, _, port = cluster.tracking_uri.removeprefix("http://").rpartition(":")
     say("the tracking server is gone: starting it again on the same port and store")
@@ -153,10 +153,21 @@ def restart_tracking(cluster: LocalCluster, home: Path, timeout_s: float, say=pr
     cluster.save(state_file(home))
     deadline = time.monotonic() + timeout_s
     while not tracking_healthy(cluster.tracking_uri):
-        if time.monotonic() > deadline or not _group_alive(cluster.process_groups["mlflow"]):
+        if time.monotonic() > deadline or not _server_running(cluster):
             raise ClusterError(f"the tracking server did not start; see {cluster.logs}/mlflow.log")
         time.sleep(0.5)
     return True
+
+
+def _server_running(cluster: LocalCluster) -> bool:
+    """A process of the tracking server's group runs (its killed ones may linger as
+    zombies where nothing reaps them)."""
+    group = cluster.process_groups.get("mlflow")
+    for process in processes(cluster):
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(process.pid) == group:
+                return True
+    return False
 
 
 def add_node(home: Path | None = None, timeout_s: float = 120.0, say=print) -> str:
