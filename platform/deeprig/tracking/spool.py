@@ -103,7 +103,8 @@ def upload_spooled(uri: str, run_ids: list[str] | None = None) -> list[Uploaded 
     short_client_retries()
     client = MlflowClient(uri)
     results: list[Uploaded | str] = []
-    for run_id in run_ids if run_ids is not None else list(spooled_runs()):
+    waiting = spooled_runs()
+    for run_id in run_ids if run_ids is not None else list(waiting):
         try:
             client.get_run(run_id)
             results.append(upload(client, run_id))
@@ -111,5 +112,6 @@ def upload_spooled(uri: str, run_ids: list[str] | None = None) -> list[Uploaded 
             if not (unreachable(error) or isinstance(error, MlflowException)):
                 raise
             reason = "did not answer" if unreachable(error) else "has no such run"
-            results.append(f"{run_id}: {uri} {reason}; its records are kept")
+            kept = "; its records are kept" if run_id in waiting else ""
+            results.append(f"{run_id}: {uri} {reason}{kept}")
     return results
