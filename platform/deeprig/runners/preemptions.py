@@ -2,8 +2,8 @@
 on the run (`deeprig.preemptions`).
 
 Ray Train 2.60 watches its workers' nodes for drains: on a notice the controller enters its
-`PreemptingState`, the workers keep training (each takes a checkpoint at the first epoch
-end after it: training/checkpointer.py) until the node goes or its deadline passes, and
+`PreemptingState`, the workers keep training (checkpointing every epoch meanwhile:
+training/checkpointer.py) until the node goes or its deadline passes, and
 the run restarts from the latest checkpoint on the nodes left, under its own budget
 (`FailureConfig.max_preemption_failures`, unlimited), not `max_failures`. This controller
 callback sees the controller enter that state, once per notice.

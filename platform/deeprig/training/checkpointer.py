@@ -20,9 +20,10 @@ every rule of it is here:
 4. No metric point twice, none lost: the step points up to a checkpoint are sent before
    it exists (`StepMetrics.before_checkpoint`); a restarted sink sends no step the run
    already holds (tracking/sink.py).
-5. A node drained with notice (a spot reclaim, `ray drain-node`): the first epoch to end
-   after the notice is checkpointed whatever the cadence, and its step tagged, so the
-   restart on the nodes left loses at most the steps since (`Checkpointer.save`).
+5. A node drained with notice (a spot reclaim, `ray drain-node`): every epoch that ends
+   while the notice stands is checkpointed whatever the cadence (the first one's step
+   tagged), so the restart on the nodes left, once the node goes, loses at most the steps
+   of one epoch (`Checkpointer.save`).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class Checkpointer:
         spec = worker.spec
         self._worker, self._session, self._parts = worker, session, parts
         self._sink = sink
-        self._preemption_noticed = False  # (a notice lasts until the workers restart)
+        self._preemption_tagged = False  # (a notice lasts until the workers restart)
         self._early_stop, self._step_metrics = early_stop, step_metrics
         self._every_n_epochs = spec.checkpoint.every_n_epochs
         self._every_n_steps = spec.checkpoint.every_n_steps
@@ -170,19 +171,20 @@ class Checkpointer:
         self._last_metrics = metrics
         if confusion is not None:
             self._last_confusion = confusion
-        preempted = self._new_preemption_notice(position)
+        preempted = self._under_preemption_notice(position)
         if not (last or preempted) and (position.epoch + 1) % self._every_n_epochs:
             return None
         self._step_metrics.before_checkpoint()
         return self._state(position, metrics)
 
-    def _new_preemption_notice(self, position: Position) -> bool:
-        """Rule 5: True at the first epoch end after a notice (asked on every rank: the
-        notice is a barrier), tagging the step its checkpoint holds."""
-        if not self._session.preemption_notice() or self._preemption_noticed:
+    def _under_preemption_notice(self, position: Position) -> bool:
+        """Rule 5: True at every epoch end while a notice stands (asked on every rank: the
+        notice is a barrier), the first tagging the step its checkpoint holds."""
+        if not self._session.preemption_notice():
             return False
-        self._preemption_noticed = True
-        self._sink.tag(Tag.PREEMPTED_AT_STEP, str(position.global_step))
+        if not self._preemption_tagged:
+            self._preemption_tagged = True
+            self._sink.tag(Tag.PREEMPTED_AT_STEP, str(position.global_step))
         return True
 
     def _ends_epoch(self, position: Position) -> bool:
