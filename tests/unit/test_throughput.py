@@ -132,15 +132,21 @@ def test_a_cpus_peak_is_measured_once_per_node_and_kept(deeprig_home, monkeypatc
     assert (deeprig_home / "peaks.json").stat().st_mode & 0o077 == 0
 
 
-def test_the_loops_epochs_report_throughput_and_rank_0_records_the_peak(deeprig_home):
-    spec = load_spec(JOBS / "quickstart.yaml", ["scaling.num_workers=1", "optim.num_epochs=1"])
+def _one_epoch(spec_path: Path, *overrides: str) -> tuple[dict[str, float], EventSink]:
+    """deeprig's loop for one epoch in this process: its report and what its sink got."""
+    spec = load_spec(spec_path, ["scaling.num_workers=1", "optim.num_epochs=1", *overrides])
     checked = train.check(spec, ClusterResources(cpus=2, gpus=0, max_node_cpus=2))
+    assert spec.data is not None and checked.data is not None
     prepared = build_datasets(spec.data, checked.data, spec.seed, 1, 1, True)
     sink, session = EventSink(), InProcessSession()
     worker = train.worker_config(spec, checked, prepared.fitted, "run", sink, prepared.arrays)
     run_training(worker, session)
-
     ((report, _),) = session.reports
+    return report, sink
+
+
+def test_the_loops_epochs_report_throughput_and_rank_0_records_the_peak(deeprig_home):
+    report, sink = _one_epoch(JOBS / "quickstart.yaml")
     # The MLP 64 -> 128 -> 64 -> 10: forward 2 x, backward 2 x (weights) + 2 x (inputs past
     # the first layer) the multiply-adds of each layer.
     per_sample = 4 * 64 * 128 + 6 * 128 * 64 + 6 * 64 * 10
@@ -150,3 +156,23 @@ def test_the_loops_epochs_report_throughput_and_rank_0_records_the_peak(deeprig_
     (params,) = [event[1] for event in sink.events if event[0] == "params"]
     assert params["flops_per_sample"] == str(per_sample)
     assert float(params["peak_flops_per_s"]) > 1e9 and "measured" in params["peak_flops_source"]
+
+
+def test_a_language_models_tokens_and_flops_counted_over_real_rows(deeprig_home, tmp_path):
+    # Its transformer's forward reads its token ids (the padding mask): not countable on
+    # the meta device, so counted over the first rows of a real batch.
+    rows = [f"def keep(x, {fruit}):\n    return {fruit}\n" for fruit in ["apple", "pear"] * 40]
+    (tmp_path / "code.csv").write_text("text\n" + "".join(f'"{row}"\n' for row in rows))
+    spec = tmp_path / "lm.yaml"
+    spec.write_text(
+        "name: lm\nkind: train\n"
+        "model: {name: transformer, d_model: 16, n_heads: 2, n_layers: 1, causal: true}\n"
+        f"data: {{source: text, path: {tmp_path / 'code.csv'}, text: text, "
+        "task: language_model, block_size: 8, tokenizer: {kind: byte_bpe, vocab_size: 280}}\n"
+        "optim: {batch_size: 16}\n"
+    )
+    report, sink = _one_epoch(spec)
+    assert report["tokens_per_s"] == pytest.approx(8 * report["samples_per_s"])
+    assert 0 < report["mfu"] < 1
+    (params,) = [event[1] for event in sink.events if event[0] == "params"]
+    assert float(params["flops_per_sample"]) > 0
