@@ -147,14 +147,20 @@ def test_a_second_local_user_reaches_runs_only_through_the_servers_login(cluster
             path.chmod(mode)
 
 
+# The submitted job's submission ids start with this (deeprig-<job name>-).
+SUBMITTED = "deeprig-custom-model-"
+
+
 @pytest.fixture(scope="module")
 def submitted_job(cluster) -> str:
-    """jobs/digits_cnn.yaml for 2 epochs, its workers spread over the nodes, submitted with
-    `deeprig submit` (which waits for it to end): what it printed."""
+    """jobs/custom_model.yaml (the user's network and data function under code.paths) for
+    2 epochs, its 2 workers forced onto different nodes, submitted with `deeprig submit`
+    (which waits for it to end): what it printed. One job serves every test of a
+    submission: its start on a cluster is ~25 s."""
     home, _ = cluster
     result = deeprig(
         "submit",
-        "jobs/digits_cnn.yaml",
+        "jobs/custom_model.yaml",
         "--set",
         "optim.num_epochs=2",
         "--set",
@@ -178,9 +184,9 @@ def test_the_jobs_password_is_in_no_spec_metadata_log_or_param(cluster, submitte
     password = json.loads((home / "cluster" / "auth" / "credentials.json").read_text())[
         "jobs_password"
     ]
-    submission_id = next(w for w in submitted_job.split() if w.startswith("deeprig-digits-cnn-"))
+    submission_id = next(w for w in submitted_job.split() if w.startswith(SUBMITTED))
     client = MlflowClient(state.tracking_uri)
-    run = only_run(client, "digits")
+    run = only_run(client, "custom")
     assert password not in submitted_job  # what `deeprig submit` printed
     assert password not in json.dumps(run.data.params) + json.dumps(run.data.tags)
     spec = client.download_artifacts(run.info.run_id, "spec/job.yaml")
@@ -192,7 +198,9 @@ def test_the_jobs_password_is_in_no_spec_metadata_log_or_param(cluster, submitte
     assert password not in (home / "cluster" / "logs" / "mlflow.log").read_text()
 
 
-def test_submitted_job_trains_on_two_nodes(cluster, submitted_job):
+def test_submitted_user_code_trains_on_two_nodes(cluster, submitted_job):
+    """Both workers import the user's modules, on different nodes."""
+    from mlflow import MlflowClient
     from ray.util.state import list_actors
 
     _, state = cluster
@@ -202,6 +210,9 @@ def test_submitted_job_trains_on_two_nodes(cluster, submitted_job):
         address=state.dashboard, filters=[("class_name", "=", "RayTrainWorker")], detail=True
     )
     assert len({w.node_id for w in workers}) == 2, workers
+    run = only_run(MlflowClient(state.tracking_uri), "custom")
+    assert run.data.params["model.target"] == "mynets:SmallResNet"
+    assert run.data.tags["deeprig.code_sha256"]
 
 
 def test_submitted_job_records_to_the_tracking_server(cluster, submitted_job):
@@ -212,11 +223,11 @@ def test_submitted_job_records_to_the_tracking_server(cluster, submitted_job):
     output = submitted_job
     # The run is on the tracking server, read over HTTP: finished, both epochs' metrics.
     client = MlflowClient(state.tracking_uri)
-    run = only_run(client, "digits")
+    run = only_run(client, "custom")
     assert run.info.status == "FINISHED"
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert [m.step for m in history] == [0, 1]
-    submission_id = next(w for w in output.split() if w.startswith("deeprig-digits-cnn-"))
+    submission_id = next(w for w in output.split() if w.startswith(SUBMITTED))
     assert run.data.tags["deeprig.ray_submission_id"] == submission_id
     # ...and its model downloads through the server's artifact proxy and loads.
     # (MLflow 3 resolves a run's logged model through the global tracking URI; use the
@@ -241,50 +252,12 @@ def test_runs_on_the_clusters_machine_reads_its_tracking_server(cluster, submitt
     listed = deeprig("runs", "-o", "json", home=home)
     assert listed.returncode == 0, listed.stdout + listed.stderr
     records = json.loads(listed.stdout)
-    assert "digits-cnn" in {r["job"] for r in records}
+    assert "custom-model" in {r["job"] for r in records}
     assert {r["store"] for r in records} == {state.tracking_uri}
     table = deeprig("runs", home=home)
     assert table.stdout.splitlines()[0] == (
         f"runs in {state.tracking_uri} (the cluster `deeprig cluster up` started)"
     )
-
-
-def test_submitted_user_code_runs_on_both_nodes(cluster):
-    """jobs/custom_model.yaml (the user's network and data function under code.paths),
-    its 2 workers forced onto different nodes: both import the user's modules."""
-    from mlflow import MlflowClient
-    from ray.util.state import list_actors
-
-    home, state = cluster
-    before = {
-        a.actor_id
-        for a in list_actors(
-            address=state.dashboard, filters=[("class_name", "=", "RayTrainWorker")]
-        )
-    }
-    result = deeprig(
-        "submit",
-        "jobs/custom_model.yaml",
-        "--set",
-        "optim.num_epochs=2",
-        "--set",
-        "scaling.placement_strategy=STRICT_SPREAD",
-        home=home,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    workers = [
-        w
-        for w in list_actors(
-            address=state.dashboard, filters=[("class_name", "=", "RayTrainWorker")], detail=True
-        )
-        if w.actor_id not in before
-    ]
-    assert len({w.node_id for w in workers}) == 2, workers
-    client = MlflowClient(state.tracking_uri)
-    run = only_run(client, "custom")
-    assert run.info.status == "FINISHED"
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [0, 1]
-    assert run.data.tags["deeprig.code_sha256"]
 
 
 @pytest.fixture(scope="module")
@@ -559,7 +532,7 @@ def test_after_down_the_job_history_and_logs_come_from_mlflow(
     listed = deeprig("list", "--history", "-o", "json", home=home)
     assert listed.returncode == 0, listed.stdout + listed.stderr
     status = {r["submission_id"]: r["status"] for r in json.loads(listed.stdout)}
-    done = next(w for w in submitted_job.split() if w.startswith("deeprig-digits-cnn-"))
+    done = next(w for w in submitted_job.split() if w.startswith(SUBMITTED))
     stopped, never = stopped_job[0], failed_before_training[0]
     assert (status[done], status[stopped], status[never]) == ("SUCCEEDED", "STOPPED", "FAILED")
     table = deeprig("list", "--history", home=home, COLUMNS="80")
