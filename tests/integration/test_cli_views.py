@@ -53,8 +53,11 @@ def test_runs_lists_the_run_with_its_key_metric(store_with_a_run):
     assert "view-me" in line and "FINISHED" in line and "0.875" in line
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_ui_serves_the_mlflow_ui_on_localhost(store_with_a_run, tracking_ui):
+    # (Slow: in CI, tests/e2e/test_tracking_ui.py starts the same `deeprig ui` over a
+    # store, reads a run's metric through it and checks its stop leaves no process.)
     client = MlflowClient(tracking_ui.url)
     run = client.get_run(store_with_a_run)  # the UI's API serves the configured store
     assert run.data.metrics["val_accuracy"] == 0.875
