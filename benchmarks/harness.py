@@ -236,6 +236,7 @@ class EpochRecord:
     end: float  # wall-clock time rank 0's checkpoint for this epoch reached storage
     epoch_time_s: float  # deeprig's own in-loop metric (train + validation)
     samples_per_s: float  # deeprig's own metric: all ranks' training rows / train seconds
+    metrics: dict[str, float]  # the epoch's whole report (memory, losses, ...)
 
 
 @dataclass(frozen=True)
@@ -306,6 +307,7 @@ def run_deeprig_train(spec, home: Path, tag: str) -> DeeprigRun:
                 end=path.stat().st_mtime,
                 epoch_time_s=float(metrics["epoch_time_s"]),
                 samples_per_s=float(metrics["samples_per_s"]),
+                metrics=dict(metrics),
             )
         )
     records.sort(key=lambda r: r.epoch)
