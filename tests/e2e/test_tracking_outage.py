@@ -24,7 +24,9 @@ import pytest
 from tests.conftest import free_port, live_group_members
 
 OUTAGE_S = float(os.environ.get("DEEPRIG_TEST_OUTAGE_S", "60"))
-SECONDS_PER_EPOCH = 0.2  # the job below on this box's 2 CPUs, at the least
+# The job below trains ~0.11 s an epoch on this box's 2 CPUs (measured): the epochs are
+# counted with less, so that it still trains when the server comes back.
+SECONDS_PER_EPOCH = 0.08
 KILLED_AT_EPOCH = 5
 EPOCH_KEYS = ("epoch", "train_loss", "val_loss", "val_accuracy")
 DEEPRIG = str(Path(sys.executable).with_name("deeprig"))
