@@ -61,10 +61,8 @@ def wait_for(condition, timeout_s: float = 10.0) -> None:
 
 
 @pytest.fixture
-def outbox(flaky_server, tmp_path):
-    box = Outbox(lambda: flaky_server, tmp_path / "spool" / RUN, retry_every_s=0.05)
-    yield box
-    box.stop()
+def outbox(flaky_server, tmp_path) -> Outbox:
+    return Outbox(lambda: flaky_server, tmp_path / "spool" / RUN, retry_every_s=0.05)
 
 
 def test_records_reach_the_server_in_the_order_they_were_made(outbox, flaky_server):
@@ -115,7 +113,6 @@ def test_memory_holds_at_most_its_bound_and_the_rest_waits_in_order_on_disk(flak
     release.set()
     assert box.wait(timeout_s=10)
     assert steps_held(flaky_server) == list(range(10))
-    box.stop()
 
 
 def test_a_batch_delivered_again_after_a_lost_answer_is_held_once(outbox, flaky_server):
@@ -224,7 +221,6 @@ def test_the_sink_keeps_training_through_an_outage_and_records_every_epoch_once(
     assert steps_held(flaky_server) == list(range(6))
     assert flaky_server.tags == {"deeprig.early_stop": "no"}
     assert spooled_runs(tmp_path) == {}
-    sink.outbox.stop()
 
 
 def test_mlflows_client_retries_are_cut_to_seconds_unless_the_user_set_them(monkeypatch):
@@ -261,4 +257,3 @@ def test_a_recorder_whose_server_is_away_ends_its_run_from_the_spool(
     assert flaky_server.tags == {"deeprig.key_metric": "best_val_accuracy"}
     assert flaky_server.artifacts == {"spec/job.yaml": b"name: x\n"}
     assert flaky_server.status == "FINISHED" and recorder.spooled() == 0
-    recorder.outbox.stop()

@@ -141,7 +141,6 @@ class Outbox:
         self._changed = threading.Condition(self._lock)
         self._delivering = threading.Lock()  # one delivery at a time, in order
         self._thread: threading.Thread | None = None
-        self._stopped = False
         self.down_since: float | None = None  # monotonic; None while the server answers
         self.error: BaseException | None = None  # a record refused for good, raised at wait
 
@@ -199,14 +198,6 @@ class Outbox:
             raise error
         return done
 
-    def stop(self) -> None:
-        """The thread ends; what it had not delivered stays in the spool file."""
-        with self._lock:
-            self._stopped = True
-            if self._memory:
-                self._rewrite_spill()
-            self._changed.notify_all()
-
     # -- the thread
 
     def _start(self) -> None:
@@ -220,10 +211,8 @@ class Outbox:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._waiting() and not self._stopped:
+                while not self._waiting():
                     self._changed.wait()
-                if self._stopped:
-                    return
                 record, from_spill = self._head()
             with self._delivering:
                 try:
@@ -236,8 +225,6 @@ class Outbox:
                         time.sleep(self.retry_every_s)
                         continue
             with self._lock:
-                if self._stopped:  # (what it held went to the spool: sent again, harmlessly)
-                    return
                 self.down_since = None
                 self._delivered(from_spill)
                 self._changed.notify_all()
