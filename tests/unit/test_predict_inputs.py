@@ -133,6 +133,7 @@ def test_series_windows_end_at_each_row_with_its_ids(tmp_path):
 )
 def test_a_train_runs_data_is_read_back_from_its_params(data):
     params = flatten("", {"name": "x", "data": data.model_dump(mode="json")}, {})
+    params["data.classes"] = "cat, dog"  # (what a run learned is logged beside its spec)
     assert _data_spec(trained_data(params)) == data
     searched = flatten("", {"base": {"data": data.model_dump(mode="json")}}, {})
     assert _data_spec(trained_data(searched)) == data

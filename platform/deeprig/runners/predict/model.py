@@ -85,11 +85,14 @@ def _data_spec(raw: dict[str, Any] | None) -> Any:
 
 def _typed(model: type[BaseModel], raw: dict[str, Any]) -> dict[str, Any]:
     """Params are strings: each value read as JSON (a number, `true`) unless its field
-    takes text, nested models field by field."""
+    takes text, nested models field by field; params that are no field of the spec (what
+    the run learned, e.g. `data.classes`) left out."""
     typed: dict[str, Any] = {}
     for key, value in raw.items():
         field = model.model_fields.get(key)
-        kinds = (get_args(field.annotation) or (field.annotation,)) if field else (str,)
+        if field is None:
+            continue
+        kinds = get_args(field.annotation) or (field.annotation,)
         nested = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
         if isinstance(value, dict) and nested:
             typed[key] = _typed(nested[0], value)
