@@ -137,8 +137,19 @@ def job_status(home, job_id: str) -> str:
     return str(jobs_client(find_cluster(home).dashboard).get_job_status(job_id)).split(".")[-1]
 
 
+def job_runs(client, experiment: str) -> list:
+    """The runs of `experiment`; [] before the job made it (MLflow's basic auth answers 403
+    for an experiment that does not exist yet)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return runs_in(client, experiment)
+    except MlflowException:
+        return []
+
+
 def metric_steps(client, experiment: str, key: str) -> dict[int, float]:
-    runs = runs_in(client, experiment)
+    runs = job_runs(client, experiment)
     if not runs:
         return {}
     return {m.step: m.value for m in client.get_metric_history(runs[0].info.run_id, key)}
@@ -278,7 +289,7 @@ def test_a_drained_node_is_checkpointed_before_it_goes_and_the_job_goes_on(three
     assert drain.returncode == 0, drain.stdout + drain.stderr
 
     def tags() -> dict[str, str]:
-        runs = runs_in(client, name)
+        runs = job_runs(client, name)
         return runs[0].data.tags if runs else {}
 
     assert poll_until(lambda: "deeprig.preempted_at_step" in tags(), 60, 0.5), "no checkpoint"
