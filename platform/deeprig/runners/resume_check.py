@@ -48,11 +48,15 @@ def _latest_checkpoint(run_folder: str) -> tuple[str, TrainState] | None:
     from ray.train import Result
 
     # (Train's INFO that it found the run's snapshot is what a resume expects)
-    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    train_logger = logging.getLogger("ray.train")
+    level = train_logger.level
+    train_logger.setLevel(logging.WARNING)
     try:
         checkpoint = Result.from_path(run_folder).checkpoint
-    except (RuntimeError, FileNotFoundError):  # no report with a checkpoint yet
-        return None
+    except Exception:  # (no checkpoint reported yet, or storage not readable from here:
+        return None  # Ray Train starts afresh or reports it)
+    finally:
+        train_logger.setLevel(level)
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as directory:

@@ -201,11 +201,12 @@ def _log_best_model(parent: RunRecorder, spec: TuneSpec, checked: TuneChecked, b
         elif path:
             parent.log_directory(Path(path), "checkpoints/best")
         return
+    # (whole: a sharded checkpoint's model is gathered while its folder is at hand)
     if best.checkpoint is not None:  # a trial that trained in the Tune trial itself
         with best.checkpoint.as_directory() as directory:
-            state = TrainState.load(directory)
+            state = TrainState.load(directory).whole()
     elif best.metrics.get("checkpoint_path"):  # a TorchTrainer trial's last checkpoint
-        state = TrainState.load(best.metrics["checkpoint_path"])
+        state = TrainState.load(best.metrics["checkpoint_path"]).whole()
     else:
         return
     code = checked.trial.code if checked.trial else None
