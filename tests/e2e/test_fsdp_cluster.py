@@ -1,0 +1,130 @@
+"""An fsdp job on `deeprig cluster up`'s two-node cluster (a head and a worker node on this
+machine, its MLflow server, its shared checkpoint folder): `deeprig submit` of a 2-worker
+fsdp job spread one worker a node, one worker process SIGKILLed mid-run, and the job
+restarted by Ray Train from the shards both ranks wrote to the cluster's storage, in its
+one MLflow run with every epoch logged once. Slow (minutes): `pytest -m slow`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, only_run, poll_until
+from tests.e2e.test_cluster_jobs import deeprig
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+EPOCHS = 30
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    from deeprig.cluster.local import down, find_cluster
+
+    home = tmp_path_factory.mktemp("fsdp-cluster-home")
+    ports = ["--port", free_port(), "--dashboard-port", free_port()]
+    ports += ["--tracking-port", free_port()]
+    up = deeprig("cluster", "up", "--workers", "1", *map(str, ports), home=home, timeout=180)
+    assert up.returncode == 0, up.stdout + up.stderr
+    state = find_cluster(home)
+    from deeprig.cluster.session import use_token_auth_if_available
+    from deeprig.tracking.auth import sign_in_if_local_server
+
+    use_token_auth_if_available()
+    sign_in_if_local_server(state.tracking_uri, home)
+    yield home, state
+    if (state := find_cluster(home)) is not None:
+        assert down(state, home) == []  # no process left behind
+
+
+def _train_workers(dashboard: str, alive: bool = False) -> list:
+    from ray.util.state import list_actors
+
+    filters = [("class_name", "=", "RayTrainWorker")]
+    if alive:
+        filters.append(("state", "=", "ALIVE"))
+    return list_actors(address=dashboard, filters=filters, detail=True)
+
+
+@pytest.fixture(scope="module")
+def worker_killed(two_nodes):
+    """The fsdp job submitted; a worker process killed after epoch 3: (its final status,
+    its run, a client, every training worker it had, the seconds it took)."""
+    from deeprig.cluster.jobs import jobs_client
+    from mlflow import MlflowClient
+
+    home, state = two_nodes
+    started = time.monotonic()
+    submitted = deeprig(
+        "submit",
+        "jobs/digits_mlp.yaml",
+        "--no-wait",
+        *("--set", "name=fsdp-digits", "--set", "tracking.experiment=fsdp-cluster"),
+        *("--set", "scaling.strategy=fsdp", "--set", "scaling.num_workers=2"),
+        *("--set", "scaling.placement_strategy=STRICT_SPREAD"),
+        *("--set", f"optim.num_epochs={EPOCHS}", "--set", "failure.max_failures=1"),
+        *("--set", "checkpoint={metric: epoch, mode: max, num_to_keep: 1}"),
+        home=home,
+    )
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    job_id = next(w for w in submitted.stdout.split() if w.startswith("deeprig-fsdp-digits"))
+    client = MlflowClient(state.tracking_uri)
+    jobs = jobs_client(state.dashboard)
+
+    def status() -> str:
+        return str(jobs.get_job_status(job_id)).split(".")[-1]
+
+    def epochs_logged() -> float:
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        runs = [r for r in runs if r.data.tags.get("deeprig.job_name") == "fsdp-digits"]
+        return runs[0].data.metrics.get("epoch", 0) if runs else 0
+
+    running = poll_until(
+        lambda: epochs_logged() >= 3,
+        timeout_s=300,
+        every_s=1,
+        while_=lambda: status() in ("PENDING", "RUNNING"),
+    )
+    assert running, deeprig("logs", job_id, home=home).stdout[-3000:]
+    victim = _train_workers(state.dashboard, alive=True)[-1]
+    os.kill(victim.pid, signal.SIGKILL)  # (a local process: both nodes are this machine)
+    ended = poll_until(lambda: status() in ("SUCCEEDED", "FAILED"), timeout_s=420, every_s=2)
+    assert ended, status()
+    run = only_run(client, "fsdp-cluster")
+    return status(), run, client, _train_workers(state.dashboard), time.monotonic() - started
+
+
+def test_the_fsdp_job_survives_a_killed_worker_in_its_one_run(worker_killed):
+    status, run, client, _, seconds = worker_killed
+    print(f"fsdp job on 2 nodes, a worker killed after epoch 3: {seconds:.0f} s")
+    assert status == "SUCCEEDED"
+    assert run.info.status == "FINISHED"
+    assert int(run.data.tags["deeprig.resumed_from_epoch"]) >= 3  # from its shards, not 0
+    for key in ("epoch", "val_accuracy"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        assert sorted(steps) == list(range(EPOCHS)), key  # every epoch once
+    assert run.data.metrics["val_accuracy"] > 0.9
+
+
+def test_both_groups_of_workers_ran_one_on_each_node(worker_killed):
+    _, _, _, workers, _ = worker_killed
+    assert len(workers) == 4, workers  # the first group and the restarted one
+    assert len({w.node_id for w in workers}) == 2, workers
+
+
+def test_the_shards_of_both_ranks_are_in_the_clusters_shared_storage(two_nodes, worker_killed):
+    home, state = two_nodes
+    _, run, _, _, _ = worker_killed
+    checkpoint = Path(run.data.tags["deeprig.checkpoint_path"])
+    assert checkpoint.is_relative_to(Path(state.storage))
+    files = {p.name for p in (checkpoint / "shards").iterdir()}
+    assert files == {".metadata", "__0_0.distcp", "__1_0.distcp"}
+    for rank in (0, 1):
+        assert (
+            run.data.metrics[f"memory.params_held.rank{rank}"]
+            < run.data.metrics["model.parameters"] * 0.51
+        )
