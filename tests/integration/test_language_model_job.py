@@ -61,6 +61,10 @@ def test_a_causal_transformer_beats_its_ngram_baselines(lm_job):
     assert metrics["val_perplexity"] == pytest.approx(math.exp(metrics["val_loss"]), rel=1e-6)
     assert metrics["val_perplexity"] < metrics["val_perplexity_bigram"]
     assert metrics["val_perplexity_bigram"] < metrics["val_perplexity_unigram"]
+    # A sample is a 16-token window; its transformer's forward reads its padding, so its
+    # FLOPs are counted over real rows.
+    assert metrics["tokens_per_s"] == pytest.approx(16 * metrics["samples_per_s"])
+    assert 0 < metrics["mfu"] < 1
 
 
 def test_the_logged_language_model_continues_a_prompt(lm_job):

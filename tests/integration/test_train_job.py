@@ -60,12 +60,17 @@ def quickstart(tmp_path_factory, ray_2_cpus):
 
 
 def test_quickstart_trains_two_workers(quickstart):
-    _, _, client, run = quickstart
+    result, _, client, run = quickstart
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert sorted(m.step for m in history) == [0, 1, 2, 3]
     assert max(m.value for m in history) > 0.85  # 4 epochs of an MLP on digits
     for key in ("train_loss", "val_loss", "epoch_time_s", "samples_per_s"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 4
+    # Throughput: the MLP's FLOPs per sample, and MFU against this node's matmul peak.
+    assert all(0 < m.value < 1 for m in client.get_metric_history(run.info.run_id, "mfu"))
+    assert run.data.metrics["model_flops_per_s"] > 0 and "mfu" in result.output
+    assert run.data.params["flops_per_sample"] == "85760"
+    assert run.data.params["peak_flops_source"].startswith("measured: float32")
 
 
 def test_quickstart_logs_a_point_every_5_optimiser_steps(quickstart):
