@@ -2,7 +2,8 @@
 machine, its MLflow server, its shared checkpoint folder): `deeprig submit` of a 2-worker
 fsdp job spread one worker a node, one worker process SIGKILLed mid-run, and the job
 restarted by Ray Train from the shards both ranks wrote to the cluster's storage, in its
-one MLflow run with every epoch logged once. Slow (minutes): `pytest -m slow`."""
+one MLflow run with every epoch logged once. Slow (101 s on 2 CPUs, the job 69 s):
+`pytest -m slow`."""
 
 from __future__ import annotations
 
