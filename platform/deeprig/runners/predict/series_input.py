@@ -95,7 +95,11 @@ def series_rows(
     import ray.data
 
     windows = series_windows(spec, model.data)
-    return ray.data.from_arrow(windows.to_batches(max_chunksize=_BLOCK_ROWS))
+    import pyarrow as pa
+
+    # (tables, not record batches: Ray Data's batcher reads a block's columns as chunked)
+    blocks = [pa.Table.from_batches([b]) for b in windows.to_batches(max_chunksize=_BLOCK_ROWS)]
+    return ray.data.from_arrow(blocks)
 
 
 def series_features(model: PredictModel, batch: pd.DataFrame) -> tuple[Any, BadRows]:
