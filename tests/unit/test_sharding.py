@@ -398,6 +398,7 @@ def test_n_heads_not_dividing_d_model_exits_2_naming_both(deeprig_home):
     result = _validate("model.n_heads=3", job="stdlib_transformer.yaml")
     assert result.exit_code == 2, result.output
     assert "n_heads (3) must divide d_model (128)" in result.output, result.output
+    assert "model.n_heads" in result.output, result.output
 
 
 def test_a_language_model_on_a_non_causal_transformer_exits_2(deeprig_home, tmp_path):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from deeprig.spec.common import StrictModel, Target
 
@@ -88,14 +88,18 @@ class TransformerConfig(StrictModel):
         default="learned", description="Learned position embeddings, or fixed sinusoids."
     )
 
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> TransformerConfig:
-        if self.d_model % self.n_heads:
+    @field_validator("n_heads")
+    @classmethod
+    def _heads_divide_width(cls, n_heads: int, info: ValidationInfo) -> int:
+        # A field validator (d_model is declared, so validated, first) so that the error's
+        # path is model.n_heads, not model.
+        d_model = info.data.get("d_model")
+        if d_model is not None and d_model % n_heads:
             raise ValueError(
-                f"n_heads ({self.n_heads}) must divide d_model ({self.d_model}): e.g. "
-                f"d_model: {self.n_heads * max(1, round(self.d_model / self.n_heads))}"
+                f"n_heads ({n_heads}) must divide d_model ({d_model}): e.g. "
+                f"d_model: {n_heads * max(1, round(d_model / n_heads))}"
             )
-        return self
+        return n_heads
 
 
 class CustomModelConfig(StrictModel):
