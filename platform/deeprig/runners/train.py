@@ -174,9 +174,7 @@ def _keeps_shard_in_memory(spec: TrainSpec, data: DataInfo) -> bool:
 def run(spec: TrainSpec, job: Job) -> TrainOutcome:
     """Run a train job to the end. Raises SpecError (bad input, nothing recorded) or the
     training failure (after marking the MLflow run FAILED)."""
-    return run_job(
-        spec, job, check, _fit_and_record, resumes=RESUMES, check_resumed=_check_resumed
-    )
+    return run_job(spec, job, check, _fit_and_record, resumes=RESUMES, check_resumed=_check_resumed)
 
 
 def _train_run_name(spec: TrainSpec, run_id: str | None) -> str:
