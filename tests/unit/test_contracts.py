@@ -4,6 +4,7 @@ copies of MLflow's tag names, the one checkpoint schema."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import torch
 from deeprig.runners import RUNNERS
@@ -93,3 +94,38 @@ def test_the_default_experiment_keeps_its_artifacts_under_the_home_folder(deepri
     prepare_store(target)
     location = MlflowClient(target.uri).get_experiment("0").artifact_location
     assert location.startswith((deeprig_home / "mlartifacts").as_uri())
+
+
+def _sharded_checkpoint_at(folder) -> None:
+    """A sharded state's checkpoint file in `folder`, beside a (stand-in) shard file."""
+    from deeprig.training.state import CHECKPOINT_FILE
+
+    _state(torch.nn.Linear(2, 2)).save(folder)
+    saved = torch.load(folder / CHECKPOINT_FILE, weights_only=False)
+    torch.save(saved | {"sharded": True, "model": {}}, folder / CHECKPOINT_FILE)
+    (folder / "__0_0.distcp").write_bytes(b"shard of rank 0")
+
+
+def test_a_remote_checkpoints_shards_outlive_the_restore(tmp_path):
+    """From remote storage (here any pyarrow filesystem but the local one, as s3:// is), the
+    shards are read after the restore returns (once the model is sharded): they are downloaded
+    to a folder that stays, not to as_directory's, which is removed on leaving it."""
+    import pyarrow.fs as pafs
+    from deeprig.training.session import restored_state
+    from ray.train import Checkpoint
+
+    (tmp_path / "bucket" / "ckpt").mkdir(parents=True)
+    _sharded_checkpoint_at(tmp_path / "bucket" / "ckpt")
+    remote = pafs.SubTreeFileSystem(str(tmp_path / "bucket"), pafs.LocalFileSystem())
+    state = restored_state(Checkpoint("ckpt", filesystem=remote))
+    assert state.sharded and state.shards is not None
+    assert not state.shards.startswith(str(tmp_path))  # a download, not the bucket
+    assert (Path(state.shards) / "__0_0.distcp").read_bytes() == b"shard of rank 0"
+
+
+def test_a_local_checkpoints_shards_are_read_where_they_lie(tmp_path):
+    from deeprig.training.session import restored_state
+    from ray.train import Checkpoint
+
+    _sharded_checkpoint_at(tmp_path)
+    assert restored_state(Checkpoint.from_directory(str(tmp_path))).shards == str(tmp_path)

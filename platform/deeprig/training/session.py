@@ -18,6 +18,19 @@ from torch import nn
 from deeprig.training.state import TrainState
 
 
+def restored_state(checkpoint: Any) -> TrainState:
+    """The TrainState in a Ray checkpoint. A sharded state reads its shard files later
+    (`load_into`, once the model is sharded), so they must outlive this call: on local or
+    mounted storage they are read where they lie; from remote storage (s3://, gs://),
+    where `as_directory` would give a download removed on leaving it, they are downloaded
+    to a folder of their own that lasts as long as the worker."""
+    import pyarrow.fs as pafs
+
+    if isinstance(checkpoint.filesystem, pafs.LocalFileSystem):
+        return TrainState.load(checkpoint.path)
+    return TrainState.load(checkpoint.to_directory(tempfile.mkdtemp(prefix="deeprig-restored-")))
+
+
 class WorkerSession(Protocol):
     rank: int
     world_size: int
@@ -70,10 +83,7 @@ class RayTrainSession:
         import ray.train
 
         checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as directory:
-            return TrainState.load(directory)
+        return None if checkpoint is None else restored_state(checkpoint)
 
     def report(self, metrics: dict[str, float], state: TrainState | None) -> None:
         """Every rank reports (it is a barrier); rank 0 alone writes the checkpoint, or,
@@ -144,10 +154,7 @@ class TuneTrialSession:
         import ray.tune
 
         checkpoint = ray.tune.get_checkpoint()
-        if checkpoint is None:
-            return None
-        with checkpoint.as_directory() as directory:
-            return TrainState.load(directory)
+        return None if checkpoint is None else restored_state(checkpoint)
 
     def report_step_checkpoint(self, metrics: dict[str, float], state: TrainState | None) -> None:
         # Never called: a Tune scheduler counts every report as an iteration, so a search
