@@ -51,7 +51,7 @@ def cluster(tmp_path_factory):
     assert result.returncode == 0, result.stdout + result.stderr
     state = find_cluster(home)
     # This process reads the cluster's state too: with the cluster's token, as deeprig does.
-    from deeprig.cluster.session import use_token_auth_if_available
+    from deeprig.cluster.ray_env import use_token_auth_if_available
 
     use_token_auth_if_available()
     # ...and its tracking server's credentials, as deeprig on this machine signs in.

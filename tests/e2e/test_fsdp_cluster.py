@@ -32,7 +32,7 @@ def two_nodes(tmp_path_factory):
     up = deeprig("cluster", "up", "--workers", "1", *map(str, ports), home=home, timeout=180)
     assert up.returncode == 0, up.stdout + up.stderr
     state = find_cluster(home)
-    from deeprig.cluster.session import use_token_auth_if_available
+    from deeprig.cluster.ray_env import use_token_auth_if_available
     from deeprig.tracking.auth import sign_in_if_local_server
 
     use_token_auth_if_available()

@@ -39,8 +39,11 @@ def test_nodes_start_through_deeprigs_ray_start_with_this_python():
 def test_a_driver_joining_a_loopback_cluster_takes_loopback_as_its_address(monkeypatch):
     import ray._private.ray_constants as ray_constants
     import ray._private.services as services
+    import ray._private.worker
 
     monkeypatch.delenv(SWITCH, raising=False)
+    # A driver not yet joined: the suite's own local Ray (if up) would answer for it.
+    monkeypatch.setattr(ray._private.worker, "_global_node", None)
     monkeypatch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", True)
     join_on_loopback("192.0.2.2:6379")  # a cluster others reach: Ray's own rules
     assert SWITCH not in os.environ and ray_constants.ENABLE_RAY_CLUSTER

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from deeprig.cluster.ray_env import use_token_auth_if_available
 from deeprig.cluster.resources import ClusterResources
-from deeprig.cluster.session import use_token_auth_if_available
 from deeprig.spec.errors import Problem, SpecError
 
 
@@ -36,7 +36,7 @@ class JobMetadata:
 
 
 # What a submitted deeprig job's driver needs in its environment; the rest of deeprig's
-# Ray settings (cluster/session.py RAY_JOB_ENV) travel with it.
+# Ray settings (cluster/ray_env.py RAY_JOB_ENV) travel with it.
 TRACKING_ENV, STORAGE_ENV = "MLFLOW_TRACKING_URI", "DEEPRIG_STORAGE"
 
 
@@ -170,7 +170,7 @@ def build_submission(
 ) -> Submission:
     """What to send: `deeprig run` on the job's path inside the uploaded working directory,
     with deeprig's Ray settings and the given environment."""
-    from deeprig.cluster.session import RAY_JOB_ENV
+    from deeprig.cluster.ray_env import RAY_JOB_ENV
 
     try:
         relative = job.resolve().relative_to(working_dir.root)

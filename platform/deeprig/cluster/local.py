@@ -292,7 +292,7 @@ def _create_jobs_user(cluster: LocalCluster, home: Path) -> None:
 
 
 def _node_env(cluster: LocalCluster, home: Path) -> dict[str, str]:
-    from deeprig.cluster.session import RAY_JOB_ENV, ensure_ray_token, use_token_auth_if_available
+    from deeprig.cluster.ray_env import RAY_JOB_ENV, ensure_ray_token, use_token_auth_if_available
     from deeprig.tracking.auth import ServerCredentials, auth_folder, jobs_env
 
     ensure_ray_token()

@@ -61,7 +61,7 @@ def node_addresses(dashboard: str) -> list[str]:
     calls NodeManagerAddress), read through Ray's state API."""
     from ray.util.state import list_nodes
 
-    from deeprig.cluster.session import use_token_auth_if_available
+    from deeprig.cluster.ray_env import use_token_auth_if_available
 
     use_token_auth_if_available()
     nodes = list_nodes(
