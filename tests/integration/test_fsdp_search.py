@@ -33,7 +33,9 @@ SEARCH = {
     },
     "search_space": {"optim.lr": {"choice": [0.001, 0.01]}},
     "search": {"algorithm": "random", "metric": "val_accuracy", "mode": "max", "num_samples": 2},
-    "scheduler": {"name": "asha", "grace_period": 1, "reduction_factor": 2},
+    # (grace_period = num_epochs: ASHA stops no trial, so both end FINISHED whichever
+    # reports first; which trial it would stop is a race)
+    "scheduler": {"name": "asha", "grace_period": 2, "reduction_factor": 2},
     "tracking": {"experiment": "fsdp-search"},
 }
 
