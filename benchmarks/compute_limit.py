@@ -22,34 +22,16 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from deeprig.training.flops import matmul_peak  # (the peak deeprig measures for its MFU)
 from harness import Row, add_epoch_options, make_console, median, print_rows, run_deeprig_train
 from rich.console import Console
 from scaling import cnn_spec
 from train_overhead import plain_run
 
 FIGURE = "7 compute limit"
-
-
-def matmul_peak(threads: int, n: int = 2048, best_of: int = 5) -> float:
-    """FLOP/s of the fastest of `best_of` n x n float32 matmuls at `threads` threads."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        out = torch.empty(n, n)
-        torch.matmul(a, b, out=out)  # warm-up: allocations, thread pool
-        best = float("inf")
-        for _ in range(best_of):
-            started = time.perf_counter()
-            torch.matmul(a, b, out=out)
-            best = min(best, time.perf_counter() - started)
-    finally:
-        torch.set_num_threads(previous)
-    return 2 * n**3 / best
 
 
 def step_flops(spec) -> float:
