@@ -168,6 +168,22 @@ def _diverging(rank: int, world: int) -> dict:
     return {"stopped_at": None}
 
 
+def _leave() -> None:
+    """End a spawned rank without the interpreter's teardown. Every rank waits for the
+    others, then leaves the group; exiting through Python's finalisation can still abort
+    the process (SIGABRT, "terminate called without an active exception") while gloo's
+    C++ threads let go of tensors after the interpreter is gone -- a torch teardown race
+    (pytorch/pytorch#179291) that failed CI once with every result already written."""
+    import os
+    import sys
+
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def _two_ranks(rank: int, world: int, folder: str) -> None:
     """Train and save on 2 ranks; read the 1-process checkpoint back sharded."""
     out = Path(folder)
@@ -204,7 +220,7 @@ def _two_ranks(rank: int, world: int, folder: str) -> None:
     results["from_one"] = _whole(restored, restored_optimizer)
     if rank == 0:
         torch.save(results, out / "two_ranks.pt")
-    dist.destroy_process_group()
+    _leave()
 
 
 def _three_ranks(rank: int, world: int, folder: str) -> None:
@@ -218,7 +234,7 @@ def _three_ranks(rank: int, world: int, folder: str) -> None:
     whole = _whole(model, optimizer)
     if rank == 0:
         torch.save(whole, out / "three_ranks.pt")
-    dist.destroy_process_group()
+    _leave()
 
 
 def _assert_close(a: dict, b: dict) -> None:
