@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from deeprig.cli import app
 from deeprig.cluster.resources import ClusterResources, ResourceProblems, budget_workers
-from deeprig.runners.train import ray_num_workers
+from deeprig.runners.train_trainer import ray_num_workers
 from deeprig.spec import SpecError, load_spec_text
 from deeprig.spec.scaling import ScalingSpec, WorkerRange
 from deeprig.spec.train import TrainSpec

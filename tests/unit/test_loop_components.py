@@ -15,6 +15,7 @@ from deeprig.cluster.resources import ClusterResources
 from deeprig.data import build_datasets
 from deeprig.report_keys import ENDED_AT
 from deeprig.runners import train
+from deeprig.runners.train_trainer import worker_config
 from deeprig.spec.loader import load_spec
 from deeprig.spec.optim import EarlyStoppingSpec
 from deeprig.tracking.tags import Tag
@@ -44,7 +45,7 @@ def _worker(*overrides: str, run_id: str | None = None, sink=None) -> WorkerConf
     spec = load_spec(JOB, ["scaling.num_workers=1", *overrides])
     checked = train.check(spec, CPU)
     _, prepared = _prepared()
-    return train.worker_config(spec, checked, prepared.fitted, run_id, sink, prepared.arrays)
+    return worker_config(spec, checked, prepared.fitted, run_id, sink, prepared.arrays)
 
 
 def _checkpointer(

@@ -14,6 +14,7 @@ from deeprig.cluster.resources import ClusterResources
 from deeprig.data import build_datasets
 from deeprig.report_keys import ENDED_AT
 from deeprig.runners import train
+from deeprig.runners.train_trainer import worker_config
 from deeprig.spec.loader import load_spec
 from deeprig.training.loop import run_training
 from deeprig.training.state import TrainState
@@ -29,7 +30,7 @@ def _worker(num_epochs: int, tracked: bool):
     prepared = build_datasets(spec.data, checked.data, spec.seed, 1, 1, True)
     # (tracked: the job records into a run, whose epochs a restored worker replays)
     run_id, sink = ("run-1", EventSink()) if tracked else (None, None)
-    return train.worker_config(spec, checked, prepared.fitted, run_id, sink, prepared.arrays)
+    return worker_config(spec, checked, prepared.fitted, run_id, sink, prepared.arrays)
 
 
 @pytest.fixture(scope="module")

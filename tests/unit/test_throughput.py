@@ -12,6 +12,7 @@ from deeprig.cluster.resources import ClusterResources
 from deeprig.data import build_datasets
 from deeprig.data.info import DataInfo
 from deeprig.runners import train
+from deeprig.runners.train_trainer import worker_config
 from deeprig.spec.loader import load_spec
 from deeprig.training import flops
 from deeprig.training.flops import count_flops, cpu_peak
@@ -139,7 +140,7 @@ def _one_epoch(spec_path: Path, *overrides: str) -> tuple[dict[str, float], Even
     assert spec.data is not None and checked.data is not None
     prepared = build_datasets(spec.data, checked.data, spec.seed, 1, 1, True)
     sink, session = EventSink(), InProcessSession()
-    worker = train.worker_config(spec, checked, prepared.fitted, "run", sink, prepared.arrays)
+    worker = worker_config(spec, checked, prepared.fitted, "run", sink, prepared.arrays)
     run_training(worker, session)
     ((report, _),) = session.reports
     return report, sink

@@ -16,6 +16,7 @@ from deeprig.runners import train
 from deeprig.runners.train_checked import what_trains
 from deeprig.runners.train_metrics import reported_metrics
 from deeprig.runners.train_record import log_trained_model
+from deeprig.runners.train_trainer import build_trainer, prepare_data, worker_config
 from deeprig.runners.tune.trial import SearchBase, TrialContext, TuneChecked, hand_back_finished
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.train import TrainSpec
@@ -138,10 +139,10 @@ def run_train_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     if ctx.in_trial:
         _train_in_trial(spec, ctx)
         return
-    trainer = train.build_trainer(
+    trainer = build_trainer(
         spec,
         ctx.checked,
-        train.prepare_data(spec, ctx.checked),
+        prepare_data(spec, ctx.checked),
         None,
         None,
         ctx.storage,
@@ -168,7 +169,7 @@ def _train_in_trial(spec: TrainSpec, ctx: TrialContext) -> None:
     arrays = prepared.arrays if checked.in_memory else None
     session = TuneTrialSession({} if arrays else prepared.for_trainer(), spec.scaling.use_gpu)
     # No run id and no sink: the driver records the trial from its reports.
-    worker = train.worker_config(spec, checked, prepared.fitted, None, None, arrays)
+    worker = worker_config(spec, checked, prepared.fitted, None, None, arrays)
     run_training(worker, session)
 
 
