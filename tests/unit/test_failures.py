@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from deeprig import failures
 from deeprig.failures import (
     FAILURES,
     RETRIED_BY_DEFAULT,
@@ -21,6 +20,7 @@ from deeprig.failures import (
     classify,
     retry_classes,
 )
+from deeprig.failures.classification import CLASS_OF_TYPE
 from deeprig.training.guards import NonFiniteLoss
 from ray.exceptions import ActorDiedError
 from ray.train.v2._internal.exceptions import (
@@ -168,7 +168,7 @@ def test_the_cli_prints_the_block_writes_the_whole_traceback_and_exits_by_class(
     whole = log.read_text()
     assert "WorkerGroupError" in whole  # the whole of it, there, and the worker's traceback
     on_worker = whole.split("Where it was raised:")[1]  # every frame: deeprig's too
-    assert "deeprig/failures.py" in on_worker and "userloop.py" in on_worker
+    assert "deeprig/failures/classification.py" in on_worker and "userloop.py" in on_worker
     assert report_failure(WorkerGroupError("x", {0: _died()}), log) == (ExitCode.RETRY_MAY_SUCCEED)
 
 
@@ -235,7 +235,7 @@ def test_an_error_raised_while_the_data_is_read_is_the_datas_unless_the_user_cod
     assert deeper.kind == FailureClass.USER_CODE and "check_labels" in deeper.where
 
 
-@pytest.mark.parametrize("name", sorted(failures._CLASS_OF_TYPE))
+@pytest.mark.parametrize("name", sorted(CLASS_OF_TYPE))
 def test_every_type_the_table_names_is_a_real_class_by_that_name(name):
     import importlib
 

@@ -1,105 +1,25 @@
-"""Why a job ended: one classification (`FailureClass`), carried by one picklable exception
-(`JobFailure`) from wherever it was found to the run's tag, the exit code and the message.
-
-Classification is by type, never by message: the exception and what wraps it (Ray Train's
-per-rank `WorkerGroupError`, its `ControllerError`, a dead worker's health-check error,
-`__cause__`) are walked, each type (and its bases) looked up by qualified name in
-`_CLASS_OF_TYPE` (so this module imports neither Ray nor torch); else the deepest frame
-in the user's own modules makes it `user_code`, placed at the user's file:line, and the
-deepest in a module that reads the data (`_DATA_MODULES`) makes it `data`. On a
-worker `classified` turns an exception into a `JobFailure` while its traceback is alive
-(Ray ships tracebacks as text); on the controller and the driver `classify` reads what
-arrived. The table `FAILURES` holds each class's facts: what to say, the likeliest fix,
-and whether a restart can cure it (`failure.max_failures` restarts only those by default;
-`failure.retry_on` changes the set). `RetryPolicy` decides a restart: the first
-`failure.log_patterns` rule found in the error's text, else the class.
-"""
+"""A failure classified by type, never by message: the exception and what wraps it (Ray
+Train's per-rank `WorkerGroupError`, its `ControllerError`, a dead worker's health-check
+error, `__cause__`) are walked, each type (and its bases) looked up by qualified name in
+`CLASS_OF_TYPE` (so this module imports neither Ray nor torch); else the deepest frame in
+the user's own modules makes it `user_code`, placed at the user's file:line, and the
+deepest in a module that reads the data (`_DATA_MODULES`) makes it `data`. On a worker
+`classified` turns an exception into a `JobFailure` while its traceback is alive (Ray
+ships tracebacks as text); on the controller and the driver `classify` reads what
+arrived."""
 
 from __future__ import annotations
 
-import re
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from enum import StrEnum
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
-
-class FailureClass(StrEnum):
-    """Why a job failed: the run's `deeprig.failure` tag."""
-
-    NON_FINITE_LOSS = "non_finite_loss"
-    OUT_OF_MEMORY = "out_of_memory"
-    USER_CODE = "user_code"
-    DATA = "data"
-    WORKER_LOST = "worker_lost"
-    INFRASTRUCTURE = "infrastructure"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class FailureFacts:
-    """What deeprig knows of a class of failure."""
-
-    headline: str  # what happened, in a few words
-    fix: str  # the likeliest fix
-    # A restart from the latest checkpoint can cure it: retried under failure.max_failures
-    # by default, and the job's exit code says that running it again may succeed.
-    restart_cures: bool
-
-
-# The order is precedence: of several ranks' errors the first class here names the job's
-# failure (when one rank fails, the others fail too, with collateral errors: a collective
-# aborted by the dead peer is not the story).
-FAILURES: dict[FailureClass, FailureFacts] = {
-    FailureClass.NON_FINITE_LOSS: FailureFacts(
-        "training diverged: the loss became NaN or infinite",
-        "a smaller optim.lr, or optim.grad_clip_norm (e.g. 1.0); the last good checkpoint is kept",
-        restart_cures=False,  # the same data and weights diverge again at the same step
-    ),
-    FailureClass.OUT_OF_MEMORY: FailureFacts(
-        "a worker ran out of memory",
-        "a smaller optim.batch_size (optim.accumulate_steps keeps the effective batch), a "
-        "smaller model, or data.cache: stream",
-        # The same batch at the same step needs the same memory again; a neighbour that
-        # took the memory is the exception: `failure.retry_on` can add this class.
-        restart_cures=False,
-    ),
-    FailureClass.USER_CODE: FailureFacts(
-        "your code raised an exception",
-        "fix your code where it raised (your frames are above)",
-        restart_cures=False,  # the same code on the same data raises again
-    ),
-    FailureClass.DATA: FailureFacts(
-        "reading the data failed",
-        "check the data files the job reads (`deeprig validate` reads every header); a "
-        "file changed or removed while the job ran fails it",
-        restart_cures=False,
-    ),
-    FailureClass.WORKER_LOST: FailureFacts(
-        "a training worker or its node died",
-        "failure.max_failures: 1 (or more) restarts the workers from the latest checkpoint; "
-        "Ray's worker logs say why the process died",
-        restart_cures=True,
-    ),
-    FailureClass.INFRASTRUCTURE: FailureFacts(
-        "Ray could not run the job's workers (start-up, scheduling or a connection failed)",
-        "run it again; on a cluster, `deeprig cluster status` shows whether every node is up",
-        restart_cures=True,
-    ),
-    FailureClass.UNKNOWN: FailureFacts(
-        "the job failed",
-        "the full log below has the whole traceback",
-        restart_cures=False,  # nothing says a restart would help; `retry_on` can say so
-    ),
-}
-
-# The classes `failure.max_failures` restarts when `failure.retry_on` is not given.
-RETRIED_BY_DEFAULT = tuple(kind for kind, facts in FAILURES.items() if facts.restart_cures)
+from deeprig.failures.classes import FAILURES, FailureClass, JobFailure
 
 # Exception types (by module and qualified name, matched along the MRO) -> their class.
-_CLASS_OF_TYPE: dict[str, FailureClass] = {
+CLASS_OF_TYPE: dict[str, FailureClass] = {
     "torch.OutOfMemoryError": FailureClass.OUT_OF_MEMORY,
     "builtins.MemoryError": FailureClass.OUT_OF_MEMORY,
     "ray.exceptions.OutOfMemoryError": FailureClass.OUT_OF_MEMORY,
@@ -142,60 +62,6 @@ _DATA_MODULES = ("ray.data", "pyarrow", "PIL", "deeprig.data")
 
 # A short traceback (an unknown failure's) keeps this many of its last lines.
 SHORT_TRACEBACK_LINES = 12
-
-
-class JobFailure(Exception):
-    """A classified failure: its class, what happened, where (epoch and step, or the
-    user's file:line), and the user's own frames when it was their code. Picklable: it
-    crosses from a Ray Train worker to the controller and the driver."""
-
-    def __init__(
-        self,
-        kind: FailureClass,
-        detail: str = "",
-        where: str = "",
-        frames: str = "",
-        trace: str = "",
-    ) -> None:
-        self.kind = FailureClass(kind)
-        self.detail = detail  # the error itself, e.g. "ValueError: labels out of range"
-        self.where = where
-        self.frames = frames  # the user's frames (user_code) or a short traceback (unknown)
-        # The whole traceback where it was classified (a worker's travels with it): for the
-        # job's log, never the terminal.
-        self.trace = trace
-        super().__init__(self.describe())
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Pickle rebuilds an exception from its args (its message): rebuild it from its parts.
-        return (JobFailure, (self.kind, self.detail, self.where, self.frames, self.trace))
-
-    @property
-    def facts(self) -> FailureFacts:
-        return FAILURES[self.kind]
-
-    def describe(self) -> str:
-        facts = FAILURES[self.kind]
-        text = facts.headline + (f": {self.detail}" if self.detail else "")
-        text += f" (at {self.where})" if self.where else ""
-        return f"{text}. The likeliest fix: {facts.fix}."
-
-    def block(self, log: str | None = None) -> list[str]:
-        """What a failed job prints: one short block, no deeprig or Ray frames."""
-        facts = FAILURES[self.kind]
-        lines = [f"job failed ({self.kind}): {facts.headline}"]
-        if self.detail:
-            lines.append(f"  {self.detail}")
-        if self.where:
-            lines.append(f"  where: {self.where}")
-        if self.frames:
-            title = "your code" if self.kind == FailureClass.USER_CODE else "traceback"
-            lines.append(f"  {title} (most recent call last):")
-            lines += [f"  {line}" for line in self.frames.splitlines()]
-        lines.append(f"  fix: {facts.fix}")
-        if log:
-            lines.append(f"  full log: {log} (or run again with --verbose)")
-        return lines
 
 
 @dataclass(frozen=True)
@@ -252,56 +118,6 @@ class _Classified:
             raise failure from exc
 
 
-def retry_classes(retry_on: Iterable[str] | None) -> frozenset[FailureClass]:
-    """The classes a restart is spent on: `failure.retry_on`, or the default."""
-    if retry_on is None:
-        return frozenset(RETRIED_BY_DEFAULT)
-    return frozenset(FailureClass(name) for name in retry_on)
-
-
-@dataclass(frozen=True)
-class LogRule:
-    """`failure.log_patterns` entry: a regular expression searched for in a worker's error
-    text (its message and traceback), and whether a match is retried or ends the job."""
-
-    pattern: str
-    action: Literal["retry", "stop"]
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Whether a restart is spent on a failure: the first `log_patterns` rule whose pattern
-    is in the error text decides (what the classes miss: a driver-level CUDA error, a flaky
-    mount's message); else its class being in `retry_on`. Picklable: it runs on the Ray
-    Train controller."""
-
-    retry_on: frozenset[FailureClass]
-    log_patterns: tuple[LogRule, ...] = ()
-
-    def ends_the_job(
-        self, failure: JobFailure, errors: Iterable[BaseException] = ()
-    ) -> JobFailure | None:
-        """None when a restart is to be spent on `failure` (classified from `errors`), else
-        the failure that ends the job, naming the rule that stopped it if one did."""
-        text = error_text(failure, errors)
-        for index, rule in enumerate(self.log_patterns):
-            if re.search(rule.pattern, text, re.MULTILINE):
-                if rule.action == "retry":
-                    return None
-                stopped_by = f"failure.log_patterns[{index}] ({rule.pattern!r}) says stop"
-                detail = f"{failure.detail}; {stopped_by}" if failure.detail else stopped_by
-                return JobFailure(failure.kind, detail, failure.where, failure.frames, text)
-        return None if failure.kind in self.retry_on else failure
-
-
-def error_text(failure: JobFailure, errors: Iterable[BaseException] = ()) -> str:
-    """All a worker said of its failure: each error along what wraps it (Ray's text of a
-    worker's traceback included) and the classified failure's own traceback."""
-    parts = [str(e) for error in errors for e in _chain(error)]
-    parts += [failure.detail, failure.trace]
-    return "\n".join(part for part in parts if part)
-
-
 # What a collective (gloo, NCCL) raises on the ranks left when another rank's process or
 # node dies: a plain RuntimeError, told apart only by its text. The dead rank's own error
 # may reach the controller later than these: they are that rank's loss, not a bug.
@@ -314,7 +130,7 @@ def _rank_errors(exc: BaseException) -> list[BaseException]:
     else `exc` itself (a `JobFailure` is classified already: what it wraps is not read)."""
     if isinstance(exc, JobFailure):
         return [exc]
-    for error in _chain(exc):
+    for error in error_chain(exc):
         ranks = getattr(error, "worker_failures", None)
         if isinstance(ranks, dict) and ranks:
             return [e for failure in ranks.values() for e in _rank_errors(failure)]
@@ -325,7 +141,7 @@ def _rank_errors(exc: BaseException) -> list[BaseException]:
 
 
 def _classify_one(exc: BaseException, user: UserCode) -> JobFailure:
-    chain = list(_chain(exc))
+    chain = list(error_chain(exc))
     for error in chain:
         if isinstance(error, JobFailure):
             return error
@@ -359,7 +175,7 @@ def _classify_one(exc: BaseException, user: UserCode) -> JobFailure:
     return JobFailure(FailureClass.UNKNOWN, _detail(unwrapped), frames=short, trace=trace)
 
 
-def _chain(exc: BaseException) -> Iterator[BaseException]:
+def error_chain(exc: BaseException) -> Iterator[BaseException]:
     """`exc`, then what it wraps, then what that wraps."""
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -392,8 +208,8 @@ def _is_wrapper(exc: BaseException) -> bool:
 def _class_of_type(kind: type) -> FailureClass | None:
     for base in kind.__mro__:
         name = f"{base.__module__}.{base.__qualname__}"
-        if name in _CLASS_OF_TYPE:
-            return _CLASS_OF_TYPE[name]
+        if name in CLASS_OF_TYPE:
+            return CLASS_OF_TYPE[name]
     return None
 
 
