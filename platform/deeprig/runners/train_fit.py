@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 
 def fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
+    """The train job's body under `run_job`: fit, then record what the best checkpoint left."""
     from functools import partial
 
     from deeprig.progress import EpochProgress, epoch_rows
