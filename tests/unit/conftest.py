@@ -137,7 +137,8 @@ class FlakyTrackingServer:
     metric point is kept once per key, value, timestamp and step; a tag or a param set
     again overwrites), which can be taken `down` (each call raises what MLflow's client
     raises once its retries are spent: a connection error as a 500) or made to
-    `drop_answers` (the write is stored, then the answer is lost)."""
+    `drop_answers` (the write is stored, then the answer is lost). It makes experiments and
+    runs, finds a run by a tag, and answers a metric's history with its steps."""
 
     def __init__(self) -> None:
         self.down = False
@@ -147,7 +148,54 @@ class FlakyTrackingServer:
         self.tags: dict[str, str] = {}
         self.params: dict[str, str] = {}
         self.artifacts: dict[str, bytes] = {}  # artifact path -> content
+        self.inputs: list[str] = []  # names of the datasets logged
         self.status = "RUNNING"
+        self.experiments: dict[str, str] = {}  # name -> id
+        self.runs: dict[str, dict[str, str]] = {}  # run id -> its tags at creation
+        self.written_to: set[str] = set()  # the run ids writes named
+
+    def get_experiment_by_name(self, name):
+        from types import SimpleNamespace
+
+        self._reach()
+        found = self.experiments.get(name)
+        return SimpleNamespace(experiment_id=found, lifecycle_stage="active") if found else None
+
+    def create_experiment(self, name, artifact_location=None, tags=None) -> str:
+        self._reach()
+        self.experiments[name] = str(len(self.experiments) + 1)
+        return self.experiments[name]
+
+    def create_run(self, experiment_id, start_time=None, tags=None, run_name=None):
+        from types import SimpleNamespace
+
+        self._reach()
+        run_id = f"{len(self.runs) + 1:032x}"
+        self.runs[run_id] = dict(tags or {})
+        self._answer()
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id))
+
+    def search_runs(self, experiment_ids, filter_string="", max_results=1000):
+        """Only `tags.`KEY` = 'VALUE'` filters, as deeprig's look-ups write them."""
+        import re
+        from types import SimpleNamespace
+
+        self._reach()
+        key, value = re.fullmatch(r"tags\.`(.+)` = '(.*)'", filter_string).groups()
+        found = [r for r, tags in self.runs.items() if tags.get(key) == value]
+        return [SimpleNamespace(info=SimpleNamespace(run_id=r)) for r in found[:max_results]]
+
+    def get_metric_history(self, run_id, key):
+        from types import SimpleNamespace
+
+        self._reach()
+        return [SimpleNamespace(step=step) for step, _, _ in self.points.get(key, [])]
+
+    def log_inputs(self, run_id, datasets=()) -> None:
+        self._reach()
+        self.written_to.add(run_id)
+        self.inputs += [d.dataset.name for d in datasets]
+        self._answer()
 
     def _reach(self) -> None:
         if self.down:
@@ -168,6 +216,7 @@ class FlakyTrackingServer:
 
     def log_batch(self, run_id, metrics=(), params=(), tags=()) -> None:
         self._reach()
+        self.written_to.add(run_id)
         for m in metrics:
             point = (m.step, m.value, m.timestamp)
             if point not in self.points.setdefault(m.key, []):
@@ -180,6 +229,7 @@ class FlakyTrackingServer:
         from pathlib import Path
 
         self._reach()
+        self.written_to.add(run_id)
         name = Path(local).name
         key = f"{artifact_path}/{name}" if artifact_path else name
         self.artifacts[key] = Path(local).read_bytes()
@@ -198,6 +248,7 @@ class FlakyTrackingServer:
 
     def set_terminated(self, run_id, status="FINISHED", end_time=None) -> None:
         self._reach()
+        self.written_to.add(run_id)
         self.status = status
         self._answer()
 

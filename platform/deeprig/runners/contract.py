@@ -162,11 +162,14 @@ def run_job(
                 recorder.log_code(code.artifact_files(), code.manifest(), code.sha256)
             run = JobRun(spec, checked, recorder, target, job, resumed is not None, clock)
             try:
-                return body(run)
+                outcome = body(run)
             except SpecError:  # bad input found late: exit 2, as before Ray started
                 raise
             except Exception as exc:
                 raise _tagged_failure(exc, spec, code, recorder) from exc
+            if recorder and recorder.waits_in and (created := recorder.created_as()):
+                job.console.print(f"its tracking server made the run: [bold]{created}[/]")
+            return outcome
 
 
 @contextmanager
@@ -294,5 +297,11 @@ def _open_run(
     job.console.print(
         f"MLflow run [bold]{recorder.run_id}[/] in experiment [bold]{spec.experiment_name}[/]"
     )
+    if recorder.waits_in:
+        job.console.print(
+            "[yellow]the tracking server did not answer: the job trains, its records wait in "
+            "order and the run is created once the server answers (this id until then)[/]",
+            soft_wrap=True,
+        )
     job.console.print(f"  store: {target.uri}", soft_wrap=True, highlight=False)
     return recorder

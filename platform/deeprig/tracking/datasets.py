@@ -53,4 +53,4 @@ def log_datasets(recorder: RunRecorder, records: list[DatasetRecord]) -> None:
             InputTag("deeprig.num_rows", str(record.num_rows)),
         ]
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags))
-    recorder.client.log_inputs(recorder.run_id, datasets=inputs)
+    recorder.log_inputs(inputs)  # (through its outbox: kept while the server is away)

@@ -1,6 +1,7 @@
 """What a process writes to a tracking server, kept in order while the server is away.
 
-Every write to a run (metric points, params, tags, artifacts, its status) is a `Record`, a
+Every write to a run (metric points, params, tags, artifacts, datasets, its status, its
+creation when that waited: tracking/new_runs.py) is a `Record`, a
 JSON-able dict naming its run, delivered in the order it was made. While the server is
 reachable a record goes at once (`send`) or from a thread of the outbox's own (`put`).
 When it is not (connection refused, a timeout, a 5xx, once MLflow's client has done its
@@ -55,11 +56,16 @@ def short_client_retries() -> None:
 
 
 def unreachable(error: BaseException) -> bool:
-    """The server did not answer, or answered that it cannot now: worth trying later."""
+    """The server did not answer, or answered that it cannot now (or a run's creation has
+    not reached it yet): worth trying later."""
     import requests
     from mlflow.exceptions import MlflowException
 
+    from deeprig.tracking.new_runs import NotCreatedYet
+
     if isinstance(error, requests.ConnectionError | requests.Timeout | ConnectionError):
+        return True
+    if isinstance(error, NotCreatedYet):
         return True
     return isinstance(error, MlflowException) and error.get_http_status_code() >= 500
 
@@ -82,16 +88,28 @@ def artifact_record(run_id: str, local: str | Path, artifact_path: str | None) -
     return {"op": "artifact", "run": run_id, "local": str(local), "path": artifact_path}
 
 
+def inputs_record(run_id: str, inputs: list[dict[str, Any]]) -> Record:
+    """The run's datasets: MLflow `DatasetInput`s as their `to_dictionary()`."""
+    return {"op": "inputs", "run": run_id, "inputs": inputs}
+
+
 def status_record(run_id: str, status: str, at_ms: int | None = None) -> Record:
     """FINISHED, FAILED or KILLED (ended at `at_ms`), or RUNNING again."""
     return {"op": "status", "run": run_id, "status": status, "at": at_ms}
 
 
 def deliver(client: Any, record: Record) -> None:
-    """One record, by MLflow's client, raising what the client raises."""
-    from mlflow.entities import Metric, Param, RunTag
+    """One record, by MLflow's client, raising what the client raises. A record naming
+    the experiment its run waits in goes to the run made for it (tracking/new_runs.py)."""
+    from mlflow.entities import DatasetInput, Metric, Param, RunTag
 
-    run_id, op = record["run"], record["op"]
+    from deeprig.tracking.new_runs import create, stored_run_id
+
+    op = record["op"]
+    if op == "create":
+        create(client, record)
+        return
+    run_id = stored_run_id(client, record["run"], record.get("experiment"))
     if op == "metrics":
         points = [Metric(k, v, t, s) for k, v, t, s in record["points"]]
         for start in range(0, len(points), _METRICS_PER_CALL):
@@ -107,6 +125,9 @@ def deliver(client: Any, record: Record) -> None:
             client.log_artifacts(run_id, record["local"], record["path"])
         else:
             client.log_artifact(run_id, record["local"], record["path"])
+    elif op == "inputs":
+        inputs = [DatasetInput.from_dictionary(d) for d in record["inputs"]]
+        client.log_inputs(run_id, datasets=inputs)
     elif op == "status":
         if record["status"] == "RUNNING":
             client.update_run(run_id, status="RUNNING")
@@ -120,19 +141,22 @@ class Outbox:
     """One writer's records to one tracking store, delivered in order (module docstring).
 
     `spool_dir`: where this writer's records wait while the server is away; None for a
-    store that never goes away (each error raised at once)."""
+    store that never goes away (each error raised at once). `waits_in`: the experiment of a
+    run whose creation waited (tracking/new_runs.py), named on each record."""
 
     def __init__(
         self,
         client: Callable[[], Any],
         spool_dir: Path | None,
         max_in_memory: int = MAX_IN_MEMORY,
-        retry_every_s: float = RETRY_EVERY_S,
+        retry_every_s: float | None = None,  # RETRY_EVERY_S
+        waits_in: str | None = None,
     ):
         self._client = client
         self.spool_dir = spool_dir
+        self.waits_in = waits_in
         self.max_in_memory = max_in_memory
-        self.retry_every_s = retry_every_s
+        self.retry_every_s = RETRY_EVERY_S if retry_every_s is None else retry_every_s
         self._memory: deque[Record] = deque()
         self._spill: Path | None = None  # records after those in memory, one JSON a line
         self._spill_read = 0  # byte offset of the next undelivered line of the spill
@@ -149,6 +173,7 @@ class Outbox:
     def send(self, record: Record) -> None:
         """Deliver now when nothing waits before it; else (or when the server is away)
         queue it behind the rest."""
+        record = self._addressed(record)
         with self._delivering:
             with self._lock:
                 waiting = self._waiting()
@@ -164,6 +189,7 @@ class Outbox:
 
     def put(self, record: Record) -> None:
         """Queue it; the outbox's thread delivers it after every record before it."""
+        record = self._addressed(record)
         if record["op"] == "artifact" and self.spool_dir is not None:
             record = self._kept_copy(record)
         with self._lock:
@@ -174,6 +200,11 @@ class Outbox:
                 self._memory.append(record)
             self._changed.notify_all()
         self._start()
+
+    def _addressed(self, record: Record) -> Record:
+        if self.waits_in is None or "experiment" in record:
+            return record
+        return record | {"experiment": self.waits_in}
 
     # -- waiting
 
@@ -214,6 +245,7 @@ class Outbox:
                 while not self._waiting():
                     self._changed.wait()
                 record, from_spill = self._head()
+            away = False
             with self._delivering:
                 try:
                     deliver(self._client(), record)
@@ -222,8 +254,10 @@ class Outbox:
                         self.error = error  # (dropped: sending it again cannot help)
                     else:
                         self._went_down()
-                        time.sleep(self.retry_every_s)
-                        continue
+                        away = True
+            if away:  # (the pause outside the lock: a `send` meanwhile queues at once)
+                time.sleep(self.retry_every_s)
+                continue
             with self._lock:
                 self.down_since = None
                 self._delivered(from_spill)

@@ -2,10 +2,13 @@
 a search's child runs (the figures: deeprig/plots.py; the model: logged_model.py).
 
 A recorder writes through an `Outbox` (tracking/outbox.py): at once while the tracking
-server answers, kept in order in the run's spool while it is away."""
+server answers, kept in order in the run's spool while it is away. A run made while its
+server is away is created once it answers (tracking/new_runs.py); its recorder reads it
+under the id the server gave it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -21,14 +24,23 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
 from deeprig.tracking.lineage import flatten, lineage_tags, standard_tags
+from deeprig.tracking.new_runs import (
+    CREATED_HERE,
+    create_record,
+    provisional_run_id,
+    stored_run_id,
+)
+from deeprig.tracking.new_runs import ensure_experiment as ensure_named_experiment
 from deeprig.tracking.outbox import (
     Outbox,
     artifact_record,
+    inputs_record,
     metrics_record,
     params_record,
     short_client_retries,
     status_record,
     tags_record,
+    unreachable,
 )
 from deeprig.tracking.sink import MlflowMetricsSink
 from deeprig.tracking.spool import spool_dir, spooled_runs, upload
@@ -41,14 +53,18 @@ _PARAM_VALUE_MAX = 6000
 class RunRecorder:
     """One MLflow run, seen from the driver."""
 
-    def __init__(self, target: TrackingTarget, run_id: str):
+    def __init__(self, target: TrackingTarget, run_id: str, waits_in: str | None = None):
+        """`waits_in`: the experiment of a run whose creation waited for its server
+        (`run_id` is then provisional)."""
         self.target = target
         self.run_id = run_id
+        self.waits_in = waits_in
         remote = target.uri.startswith("http")
         if remote:
             short_client_retries()
         self.client = MlflowClient(target.uri)
-        self.outbox = Outbox(lambda: self.client, spool_dir(run_id) if remote else None)
+        spool = spool_dir(run_id) if remote else None
+        self.outbox = Outbox(lambda: self.client, spool, waits_in=waits_in)
 
     @classmethod
     def create(
@@ -63,13 +79,30 @@ class RunRecorder:
         extra_tags: dict[str, str] | None = None,
         spec_path: Path | None = None,
     ) -> RunRecorder:
+        """A new run; while a tracking server does not answer, one created once it does
+        (its records wait in the spool after its creation)."""
         prepare_store(target)
+        remote = target.uri.startswith("http")
+        if remote:
+            short_client_retries()
         client = MlflowClient(target.uri)
-        experiment_id = ensure_experiment(client, target, experiment)
         tags = lineage_tags(spec_dict, spec_dir, ray_job_id) | standard_tags(spec_text, spec_path)
         tags |= extra_tags or {}
-        run = client.create_run(experiment_id, run_name=run_name or spec_dict["name"], tags=tags)
-        recorder = cls(target, run.info.run_id)
+        name = run_name or spec_dict["name"]
+        started = int(time.time() * 1000)
+        try:
+            experiment_id = ensure_experiment(client, target, experiment)
+            run = client.create_run(experiment_id, start_time=started, run_name=name, tags=tags)
+            recorder = cls(target, run.info.run_id)
+        except Exception as error:
+            if not remote or not unreachable(error):
+                raise
+            recorder = cls(target, provisional_run_id(), waits_in=experiment)
+            location = _artifact_location(target, experiment)
+            recorder.outbox.put(
+                create_record(recorder.run_id, experiment, location, name, tags, started)
+            )
+        CREATED_HERE[recorder.run_id] = recorder.waits_in
         recorder.log_params(flatten("", spec_dict, {}))
         recorder.log_text(spec_text, "spec/job.yaml")
         return recorder
@@ -87,20 +120,33 @@ class RunRecorder:
         """Records of this run waiting in its spool for its tracking server (0: all in)."""
         return spooled_runs().get(self.run_id, 0)
 
+    @property
+    def stored_id(self) -> str:
+        """The id the store holds the run under: `run_id`, or the one its server gave a
+        run whose creation waited (NotCreatedYet, an `unreachable` error, until then)."""
+        return stored_run_id(self.client, self.run_id, self.waits_in)
+
+    def created_as(self) -> str | None:
+        """The id the server gave a run whose creation waited, None while it has none."""
+        try:
+            return self.stored_id
+        except Exception as error:
+            if unreachable(error):
+                return None
+            raise
+
     def reopen(self) -> None:
         """A resumed job's run is RUNNING again until the job ends."""
         self.outbox.send(status_record(self.run_id, str(RunStatus.RUNNING)))
 
     def status(self) -> RunStatus:
-        return RunStatus(self.client.get_run(self.run_id).info.status)
+        return RunStatus(self.client.get_run(self.stored_id).info.status)
 
     def answers(self) -> bool:
         """Whether the run's store answers now (after MLflow's client's few retries): what
         reads the run back needs it; writes wait in the spool without."""
-        from deeprig.tracking.outbox import unreachable
-
         try:
-            self.client.get_run(self.run_id)
+            self.client.get_run(self.stored_id)
         except Exception as error:
             if unreachable(error):
                 return False
@@ -111,7 +157,7 @@ class RunRecorder:
         self.outbox.send(tags_record(self.run_id, {k: str(v) for k, v in tags.items()}))
 
     def tags(self) -> dict[str, str]:
-        return dict(self.client.get_run(self.run_id).data.tags)
+        return dict(self.client.get_run(self.stored_id).data.tags)
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         """One batch, sent now (per-step streams go through MlflowMetricsSink)."""
@@ -123,12 +169,19 @@ class RunRecorder:
         kept = {k: v[:_PARAM_VALUE_MAX] for k, v in params.items()}
         self.outbox.send(params_record(self.run_id, kept))
 
+    def log_inputs(self, inputs: list[Any]) -> None:
+        """MLflow `DatasetInput`s: the datasets the run read."""
+        self.outbox.send(inputs_record(self.run_id, [i.to_dictionary() for i in inputs]))
+
     def metrics_sink(self) -> MlflowMetricsSink:
         """A sink that streams metrics into this run (batched, off the caller's thread)."""
-        return MlflowMetricsSink(self.target.uri, self.run_id)
+        return MlflowMetricsSink(self.target.uri, self.run_id, waits_in=self.waits_in)
 
     def system_metrics(self) -> AbstractContextManager[Any]:
-        """MLflow's system metrics of this machine, logged on the run inside the block."""
+        """MLflow's system metrics of this machine, logged on the run inside the block
+        (MLflow's monitor logs them itself: not for a run still being created)."""
+        if self.waits_in is not None:
+            return contextlib.nullcontext()
         return SystemMetrics(self)
 
     def log_figure(self, figure: Any, artifact_file: str) -> None:
@@ -153,14 +206,14 @@ class RunRecorder:
         base = ui_base or (self.target.uri if self.target.uri.startswith("http") else None)
         if base is None or not self.answers():
             return None
-        experiment_id = self.client.get_run(self.run_id).info.experiment_id
-        return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{self.run_id}"
+        experiment_id = self.client.get_run(self.stored_id).info.experiment_id
+        return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{self.stored_id}"
 
     def child_runs(self) -> dict[str, ChildRun]:
         """trial id -> the child run of that trial, read back from MLflow."""
-        experiment_id = self.client.get_run(self.run_id).info.experiment_id
+        experiment_id = self.client.get_run(self.stored_id).info.experiment_id
         runs = self.client.search_runs(
-            [experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.run_id}'"
+            [experiment_id], filter_string=f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{self.stored_id}'"
         )
         return {
             r.data.tags.get(Tag.TRIAL_ID, ""): ChildRun(
@@ -171,18 +224,18 @@ class RunRecorder:
 
     def delete(self) -> None:
         """Deleted runs stay restorable in MLflow (`mlflow gc` removes them for good)."""
-        self.client.delete_run(self.run_id)
+        self.client.delete_run(self.stored_id)
 
     def latest_metrics(self) -> dict[str, float]:
-        return dict(self.client.get_run(self.run_id).data.metrics)
+        return dict(self.client.get_run(self.stored_id).data.metrics)
 
     def metric_times(self, key: str) -> list[tuple[int, float, float]]:
         """(step, value, timestamp in unix seconds) of every point of `key`."""
-        history = self.client.get_metric_history(self.run_id, key)
+        history = self.client.get_metric_history(self.stored_id, key)
         return sorted((m.step, m.value, m.timestamp / 1000) for m in history)
 
     def metric_history(self, key: str) -> list[tuple[int, float]]:
-        return [(m.step, m.value) for m in self.client.get_metric_history(self.run_id, key)]
+        return [(m.step, m.value) for m in self.client.get_metric_history(self.stored_id, key)]
 
     def log_dict(self, content: dict[str, Any], artifact_file: str) -> None:
         """A JSON (or YAML, by the file's suffix) artifact, written as MLflow's log_dict
@@ -264,25 +317,11 @@ def find_child_run(
 
 
 def ensure_experiment(client: MlflowClient, target: TrackingTarget, name: str) -> str:
-    existing = client.get_experiment_by_name(name)
-    if existing is not None:
-        if existing.lifecycle_stage == "deleted":
-            client.restore_experiment(existing.experiment_id)
-        return existing.experiment_id
-    location = f"{target.artifact_root}/{name}" if target.artifact_root else None
-    try:
-        # MLflow 3's UI opens an experiment on its GenAI (traces) view unless told it holds
-        # model training runs.
-        return client.create_experiment(
-            name,
-            artifact_location=location,
-            tags={"mlflow.experimentKind": "custom_model_development"},
-        )
-    except Exception:  # another job created it between our look-up and create
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    return ensure_named_experiment(client, name, _artifact_location(target, name))
+
+
+def _artifact_location(target: TrackingTarget, experiment: str) -> str | None:
+    return f"{target.artifact_root}/{experiment}" if target.artifact_root else None
 
 
 def find_run(target: TrackingTarget, run_id: str) -> RunRecorder | None:
@@ -298,7 +337,7 @@ def find_run(target: TrackingTarget, run_id: str) -> RunRecorder | None:
 def download_latest_checkpoint(recorder: RunRecorder) -> str | None:
     """The newest checkpoint logged on the run (`checkpoints/iteration_N`, or a search
     parent's `checkpoints/best`), downloaded to a temporary folder; None when it has none."""
-    client, run_id = recorder.client, recorder.run_id
+    client, run_id = recorder.client, recorder.stored_id
     logged = sorted(a.path for a in client.list_artifacts(run_id, "checkpoints") if a.is_dir)
     if not logged:
         return None

@@ -13,7 +13,10 @@ optimiser steps must not cost an HTTP call each. A restarted worker first asks M
 the last step it has, and never sends a step twice.
 
 Every point and tag goes through an `Outbox` (tracking/outbox.py): while the tracking
-server is away they wait, in order, in the run's spool, and training goes on.
+server is away they wait, in order, in the run's spool, and training goes on. A sink of a
+run this job created (tracking/new_runs.py) knows the run holds nothing it did not send:
+asked for its newest step while the server is away, it answers -1 instead of failing the
+first report.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from deeprig.tracking.new_runs import CREATED_HERE, stored_run_id
 from deeprig.tracking.outbox import (
     Outbox,
     metrics_record,
     params_record,
     short_client_retries,
     tags_record,
+    unreachable,
 )
 
 STEP_BATCH_SECONDS = 5.0
@@ -43,12 +48,24 @@ def numeric_values(values: dict[str, Any]) -> dict[str, float]:
 
 
 class MlflowMetricsSink:
-    def __init__(self, tracking_uri: str, run_id: str, log_epochs: bool = True):
+    def __init__(
+        self,
+        tracking_uri: str,
+        run_id: str,
+        log_epochs: bool = True,
+        waits_in: str | None = None,
+        new_run: bool | None = None,
+    ):
+        """`waits_in`: the experiment of a run whose creation waited for its server;
+        `new_run`: the run was created by this job. Both default to what this process
+        knows of the runs it created (new_runs.CREATED_HERE)."""
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         # False when the Train controller logs the epochs (tracking/report_logger.py): the
         # worker then only sets tags.
         self.log_epochs = log_epochs
+        self.waits_in = waits_in if waits_in is not None else CREATED_HERE.get(run_id)
+        self.new_run = new_run if new_run is not None else run_id in CREATED_HERE
         self._client: Any = None
         self._outbox: Outbox | None = None
         self._steps: list[tuple[str, float, int, int]] = []  # step-level points not sent yet
@@ -61,15 +78,15 @@ class MlflowMetricsSink:
             "tracking_uri": self.tracking_uri,
             "run_id": self.run_id,
             "log_epochs": self.log_epochs,
+            "waits_in": self.waits_in,
+            "new_run": self.new_run,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        MlflowMetricsSink.__init__(
-            self, state["tracking_uri"], state["run_id"], state["log_epochs"]
-        )
+        MlflowMetricsSink.__init__(self, **state)
 
     def tags_only(self) -> MlflowMetricsSink:
-        return MlflowMetricsSink(self.tracking_uri, self.run_id, log_epochs=False)
+        return MlflowMetricsSink(self.tracking_uri, self.run_id, False, self.waits_in, self.new_run)
 
     @property
     def client(self):
@@ -87,7 +104,7 @@ class MlflowMetricsSink:
 
             short_client_retries()
             spool = spool_dir(self.run_id) if self.tracking_uri.startswith("http") else None
-            self._outbox = Outbox(lambda: self.client, spool)
+            self._outbox = Outbox(lambda: self.client, spool, waits_in=self.waits_in)
         return self._outbox
 
     def log(self, metrics: dict[str, float], step: int, timestamp: float | None = None) -> None:
@@ -115,8 +132,15 @@ class MlflowMetricsSink:
         return self._last_step_recorded[key]
 
     def newest_step(self, key: str) -> int:
-        """The newest step the run holds of `key`; -1 if none."""
-        history = self.client.get_metric_history(self.run_id, key)
+        """The newest step the run holds of `key`; -1 if none (and for a run this job
+        created, while its server is away)."""
+        try:
+            run_id = stored_run_id(self.client, self.run_id, self.waits_in)
+            history = self.client.get_metric_history(run_id, key)
+        except Exception as error:
+            if self.new_run and unreachable(error):
+                return -1
+            raise
         return max((m.step for m in history), default=-1)
 
     def _send_steps(self) -> None:
@@ -132,7 +156,8 @@ class MlflowMetricsSink:
         never changes a param: only those the run lacks are sent, so a restarted worker's
         first values stay (all of them when the server cannot be asked)."""
         try:
-            recorded = self.client.get_run(self.run_id).data.params
+            run_id = stored_run_id(self.client, self.run_id, self.waits_in)
+            recorded = self.client.get_run(run_id).data.params
         except Exception:  # (the server away: the outbox keeps them for later)
             recorded = {}
         if new := {key: value for key, value in params.items() if key not in recorded}:

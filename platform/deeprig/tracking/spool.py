@@ -8,7 +8,8 @@ comes back; what is left when it ends (the job over, the server still away) is u
 by `deeprig runs --sync [RUN]` (`upload_spooled`), or by the driver's end of the job once
 the server is back.
 Every record can be delivered twice (tracking/outbox.py), so an upload cut short is
-simply run again.
+simply run again. A run whose creation waited for its server is spooled under its
+provisional id, its creation first (tracking/new_runs.py).
 """
 
 from __future__ import annotations
@@ -67,6 +68,17 @@ def upload(client: object, run_id: str, home: Path | None = None) -> Uploaded:
     return Uploaded(run_id, delivered, skipped)
 
 
+def _waits_for_creation(run_id: str) -> bool:
+    """The spooled records name the experiment their run is made in: its id is
+    provisional, not one the server knows."""
+    for path in _files(spool_dir(run_id)):
+        with path.open() as file:
+            first = file.readline()
+        if first:
+            return "experiment" in json.loads(first)
+    return False
+
+
 def _files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
 
@@ -106,7 +118,8 @@ def upload_spooled(uri: str, run_ids: list[str] | None = None) -> list[Uploaded 
     waiting = spooled_runs()
     for run_id in run_ids if run_ids is not None else list(waiting):
         try:
-            client.get_run(run_id)
+            if not _waits_for_creation(run_id):
+                client.get_run(run_id)
             results.append(upload(client, run_id))
         except Exception as error:
             if not (unreachable(error) or isinstance(error, MlflowException)):

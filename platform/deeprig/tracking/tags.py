@@ -74,6 +74,9 @@ class Tag:
     DRIVER_HOST = "deeprig.driver.host"
     DRIVER_PID = "deeprig.driver.pid"
     DRIVER_STARTED = "deeprig.driver.started"  # its start time: a reused pid is not it
+    # the id a job used for its run before its tracking server answered and made it
+    # (tracking/new_runs.py)
+    PROVISIONAL_RUN_ID = "deeprig.provisional_run_id"
     # a search's trials (child runs) and their parent
     PARENT_RUN_ID = "deeprig.parent_run_id"
     TRIAL_ID = "deeprig.trial_id"

@@ -14,7 +14,12 @@ def warm_up_store(target: TrackingTarget) -> threading.Thread:
     embedded store's migrations, ~2.3 s) is made once per process and cached, so the
     run's creation after `ray.init` finds it ready. For a tracking server it is a cheap
     first request. Python's import lock makes the main thread wait for a module this
-    thread is still importing, never import it twice."""
+    thread is still importing, never import it twice. A server that does not answer is
+    asked with MLflow's retries cut to seconds: the run's creation waits for this thread."""
+    if target.uri.startswith("http"):
+        from deeprig.tracking.outbox import short_client_retries
+
+        short_client_retries()
 
     def start() -> None:
         try:
