@@ -185,6 +185,13 @@ class FlakyTrackingServer:
         found = [r for r, tags in self.runs.items() if tags.get(key) == value]
         return [SimpleNamespace(info=SimpleNamespace(run_id=r)) for r in found[:max_results]]
 
+    def get_run(self, run_id):
+        from types import SimpleNamespace
+
+        self._reach()
+        data = SimpleNamespace(tags=dict(self.tags), params=dict(self.params), metrics={})
+        return SimpleNamespace(info=SimpleNamespace(run_id=run_id, status=self.status), data=data)
+
     def get_metric_history(self, run_id, key):
         from types import SimpleNamespace
 

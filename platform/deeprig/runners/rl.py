@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -30,6 +30,10 @@ from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.rl import RLSpec
 from deeprig.tracking.store import private_folder
 from deeprig.tracking.tags import RunStatus, Tag
+
+if TYPE_CHECKING:
+    from deeprig.tracking.null import NullRecorder
+    from deeprig.tracking.runs import RunRecorder
 
 # RLlib result paths -> deeprig's metric names (RLlib's own names where it has one, so a
 # user's RLlib knowledge carries over). Learner losses are added by prefix below.
@@ -340,12 +344,7 @@ def _train(job_run: JobRun[RLSpec, RLChecked]) -> RLOutcome:
     finally:
         algo.stop()
         sink.flush()
-    recorder.set_tags({Tag.CHECKPOINT_PATH: str(checkpoint), Tag.ITERATIONS: str(iteration)})
-    if "episode_return_mean" in metrics:  # (the last checkpoint's: rl keeps the latest)
-        from deeprig.tracking.key_metric import AT_LAST, record_key_metric
-
-        record_key_metric(recorder, "episode_return_mean", metrics["episode_return_mean"], AT_LAST)
-    recorder.finish(RunStatus.FINISHED)
+    record_end(recorder, checkpoint, iteration, metrics)
     return RLOutcome(
         spec.name,
         run_id,
@@ -355,6 +354,23 @@ def _train(job_run: JobRun[RLSpec, RLChecked]) -> RLOutcome:
         time.perf_counter() - started,
         train_seconds,
     )
+
+
+def record_end(
+    recorder: RunRecorder | NullRecorder,
+    checkpoint: Path | None,
+    iteration: int,
+    metrics: dict[str, float],
+) -> None:
+    """What an rl job leaves on its run at its end, the run marked FINISHED: writes only,
+    from what the driver holds (the closing table is its last iteration's metrics), so a
+    job whose tracking server is away ends the same, its records in the spool."""
+    recorder.set_tags({Tag.CHECKPOINT_PATH: str(checkpoint), Tag.ITERATIONS: str(iteration)})
+    if "episode_return_mean" in metrics:  # (the last checkpoint's: rl keeps the latest)
+        from deeprig.tracking.key_metric import AT_LAST, record_key_metric
+
+        record_key_metric(recorder, "episode_return_mean", metrics["episode_return_mean"], AT_LAST)
+    recorder.finish(RunStatus.FINISHED)
 
 
 @contextlib.contextmanager

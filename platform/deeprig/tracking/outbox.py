@@ -202,7 +202,7 @@ class Outbox:
         self._start()
 
     def _addressed(self, record: Record) -> Record:
-        if self.waits_in is None or "experiment" in record:
+        if self.waits_in is None or "experiment" in record:  # (another run's: its own)
             return record
         return record | {"experiment": self.waits_in}
 

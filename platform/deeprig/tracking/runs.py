@@ -55,10 +55,10 @@ class RunRecorder:
 
     def __init__(self, target: TrackingTarget, run_id: str, waits_in: str | None = None):
         """`waits_in`: the experiment of a run whose creation waited for its server
-        (`run_id` is then provisional)."""
+        (`run_id` is then provisional; by default, what this process knows of it)."""
         self.target = target
         self.run_id = run_id
-        self.waits_in = waits_in
+        self.waits_in = waits_in if waits_in is not None else CREATED_HERE.get(run_id)
         remote = target.uri.startswith("http")
         if remote:
             short_client_retries()
@@ -155,6 +155,12 @@ class RunRecorder:
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.outbox.send(tags_record(self.run_id, {k: str(v) for k, v in tags.items()}))
+
+    def set_tags_of(self, run_id: str, tags: dict[str, str]) -> None:
+        """Tags on another run of the store (a search's best trial), in order with this
+        run's records."""
+        record = tags_record(run_id, tags) | {"experiment": CREATED_HERE.get(run_id)}
+        self.outbox.send(record)
 
     def tags(self) -> dict[str, str]:
         return dict(self.client.get_run(self.stored_id).data.tags)
@@ -300,9 +306,16 @@ class ChildRun:
 def find_child_run(
     target: TrackingTarget, experiment: str, parent_run_id: str | None, trial_id: str
 ) -> str | None:
-    """The run already recorded for this trial of this search, if any."""
+    """The run already recorded for this trial of this search, if any. While the server is
+    away, none for a search this job created: a trial restarted in the outage may then get a
+    second run, where asking would have failed the search."""
     client = MlflowClient(target.uri)
-    found = client.get_experiment_by_name(experiment)
+    try:
+        found = client.get_experiment_by_name(experiment)
+    except Exception as error:
+        if parent_run_id in CREATED_HERE and unreachable(error):
+            return None
+        raise
     if found is None:
         return None
     runs = client.search_runs(

@@ -75,7 +75,8 @@ def _waits_for_creation(run_id: str) -> bool:
         with path.open() as file:
             first = file.readline()
         if first:
-            return "experiment" in json.loads(first)
+            record = json.loads(first)
+            return record["run"] == run_id and record.get("experiment") is not None
     return False
 
 

@@ -64,6 +64,7 @@ class TrialRunsCallback(Callback):
         self.judge = judge
         self.progress = progress
         self._trials: dict[str, TrialRecord] = {}
+        self.run_ids: dict[str, str] = {}  # trial id -> its run, of every trial opened here
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its callbacks with the experiment state; the live display and the
@@ -73,6 +74,7 @@ class TrialRunsCallback(Callback):
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         if self.target is not None and trial.trial_id not in self._trials:
             self._trials[trial.trial_id] = self._open(trial.trial_id, trial.config)
+            self.run_ids[trial.trial_id] = self._trials[trial.trial_id].recorder.run_id
         if self.progress:
             self.progress.started(self._shown(trial.trial_id))
 

@@ -1,5 +1,10 @@
 """A finished search, recorded on its parent run: the best trial's value, config, run and
-model; counts of trials; a table of every trial's results; a plot of all trials."""
+model; counts of trials; a table of every trial's results; a plot of all trials.
+
+All of it comes from what the driver holds — Tune's results, the trial runs the driver
+opened — so a search whose tracking server is away at its end closes all the same: its
+records wait in the spool, and the best trial's checkpoint stands in for its model, which
+is logged through MLflow's own API and needs the server."""
 
 from __future__ import annotations
 
@@ -40,7 +45,10 @@ def record_search(
     results: Any,
     parent: RunRecorder | NullRecorder,
     started: float,
+    trial_runs: dict[str, str],
 ) -> TuneOutcome:
+    """`trial_runs`: trial id -> its run, of the trials this driver opened (a restored
+    search's others are read from the parent's child runs while the server answers)."""
     metric, mode = spec.search.metric, spec.search.mode
     frames = {
         r.metrics.get("trial_id", str(i)): r.metrics_dataframe
@@ -57,22 +65,31 @@ def record_search(
     best_value = float(best_frame[metric].min() if mode == "min" else best_frame[metric].max())
     best_config = dict(best.config)
     best_trial = best.metrics.get("trial_id")
-    children = parent.child_runs()
-    best_child = children.get(best_trial)
-    stopped_early = sum(c.tags.get(Tag.STOPPED_EARLY) == "true" for c in children.values())
+    answers = parent.answers() if parent else False
+    run_ids = dict(trial_runs)
+    if answers:
+        run_ids |= {trial: child.run_id for trial, child in parent.child_runs().items() if trial}
+    best_run_id = run_ids.get(str(best_trial))
+    # (what the trial runs' deeprig.stopped_early says: the same judge of the same result)
+    stopped = {
+        str(r.metrics.get("trial_id"))
+        for r in results
+        if not r.error and r.metrics and base.judge(spec.base, r.metrics)[1]
+    }
     outcome = TuneOutcome(
         job_name=spec.name,
         experiment=spec.experiment_name,
         metric=metric,
         unit=base.unit,
         parent_run_id=parent.run_id,
-        best_run_id=best_child.run_id if best_child else None,
+        best_run_id=best_run_id,
         best_metric=best_value,
         best_config=best_config,
         num_trials=len(results),
-        num_stopped_early=stopped_early,
+        num_stopped_early=len(stopped),
         total_epochs=total_epochs,
         seconds=time.perf_counter() - started,
+        note="" if answers or not parent else _KEPT_LOCALLY,
     )
     if not parent:  # nothing records: no figure drawn, no model exported for nothing
         return outcome
@@ -80,7 +97,7 @@ def record_search(
     parent.log_metrics(
         {
             "num_trials": len(results),
-            "num_trials_stopped_early": stopped_early,
+            "num_trials_stopped_early": len(stopped),
             "num_trials_failed": len(errors),
             "total_epochs": total_epochs,
         }
@@ -89,21 +106,40 @@ def record_search(
     parent.set_tags(
         {
             Tag.BEST_TRIAL_ID: str(best_trial),
-            Tag.BEST_RUN_ID: best_child.run_id if best_child else "",
+            Tag.BEST_RUN_ID: best_run_id or "",
         }
     )
-    if best_child:
-        best_child.recorder.set_tags({Tag.BEST_TRIAL: "true"})
+    if best_run_id:
+        parent.set_tags_of(best_run_id, {Tag.BEST_TRIAL: "true"})
     frame = results.get_dataframe(filter_metric=metric, filter_mode=None)
     keep = [c for c in frame.columns if c.startswith("config/") or c in TRIAL_COLUMNS]
     parent.log_csv(frame[keep], "trials.csv")
-    stopped = {t for t, c in children.items() if c.tags.get(Tag.STOPPED_EARLY) == "true"}
-    best_label = f"run {best_child.run_id[:8]}" if best_child else str(best_trial)
+    best_label = f"run {best_run_id[:8]}" if best_run_id else str(best_trial)
     figure = search_trials(frames, metric, best_trial, best_label, base.unit, stopped, spec.name)
     parent.log_figure(figure, "plots/search.png")
-    base.log_best(parent, spec, checked, best)
+    if answers:
+        base.log_best(parent, spec, checked, best)
+    else:
+        _log_best_checkpoint(parent, best)
     parent.finish(RunStatus.FINISHED)
     return outcome
+
+
+_KEPT_LOCALLY = (
+    "the tracking server did not answer: the search's records wait in the spool, the best "
+    "trial's checkpoint logged in place of its model"
+)
+
+
+def _log_best_checkpoint(parent: RunRecorder, best: Any) -> None:
+    """The best trial's checkpoint as it is, under checkpoints/best (its outbox copies it)."""
+    from pathlib import Path
+
+    if best.checkpoint is not None:
+        with best.checkpoint.as_directory() as directory:
+            parent.log_directory(Path(directory), "checkpoints/best")
+    elif path := best.metrics.get("checkpoint_path"):  # (a TorchTrainer trial's)
+        parent.log_directory(Path(path), "checkpoints/best")
 
 
 def drop_orphan_runs(parent: RunRecorder | NullRecorder, results: Any) -> None:

@@ -100,7 +100,7 @@ def _search(job_run: JobRun[TuneSpec, TuneChecked]) -> TuneOutcome:
         results = tuner.fit()
     if job_run.resumed:
         drop_orphan_runs(parent, results)
-    return record_search(spec, checked, base, results, parent, started)
+    return record_search(spec, checked, base, results, parent, started, callback.run_ids)
 
 
 def _trial_spec(base: Any, values: dict[str, Any]) -> dict[str, Any]:

@@ -57,6 +57,7 @@ class TuneOutcome:
     num_stopped_early: int
     total_epochs: int
     seconds: float
+    note: str = ""  # what the search could not record (its tracking server away)
 
     def render(self, console: Console) -> None:
         table = Table(title=f"{self.job_name}: best trial", show_header=True)
@@ -72,6 +73,8 @@ class TuneOutcome:
         table.add_row(f"{self.unit} trained", str(self.total_epochs))
         console.print(table)
         console.print(f"finished in {self.seconds:.1f} s")
+        if self.note:
+            console.print(f"[yellow]{self.note}[/]", soft_wrap=True)
         if self.parent_run_id:
             console.print(
                 f"MLflow parent run [bold]{self.parent_run_id}[/], one child run per trial\n"
