@@ -1,7 +1,8 @@
 """A job's tracking server goes away (every process SIGKILLed) mid-training: the job trains
 on, its records wait in its spool, and the run ends holding every epoch exactly once —
-when the server comes back on the same port and store, and when it never does (the job
-ends with its spool; `deeprig runs --sync` uploads it once a server answers).
+when the server comes back on the same port and store, when it never does (the job
+ends with its spool; `deeprig runs --sync` uploads it once a server answers), and when
+it is down before the job starts (the run is made once the server answers).
 
 Real processes: `mlflow server` serving artifacts, `deeprig run` with a local Ray. The
 outage lasts OUTAGE_S (60 s; DEEPRIG_TEST_OUTAGE_S=300 repeats the issue's 5 minutes),
@@ -150,6 +151,37 @@ def epoch_points(server: MlflowServer, run_id: str, epochs: int) -> dict[str, di
     return counts
 
 
+def newest_spooled_epoch(spool: Path) -> int:
+    """The newest epoch waiting in a spool (every writer's files of every run in it); 0
+    when none."""
+    newest = 0
+    for path in spool.glob("*/*.jsonl"):
+        for line in path.read_text().splitlines():
+            record = json.loads(line)
+            if record["op"] == "metrics":
+                epochs = [int(value) for key, value, *_ in record["points"] if key == "epoch"]
+                newest = max([newest, *epochs])
+    return newest
+
+
+def wait_for_delivery(server: MlflowServer, experiment: str, epoch: int) -> float:
+    """Seconds until the experiment's run holds epoch `epoch` (the newest a spool held
+    when the server came back: the records before it arrive in order)."""
+    from mlflow import MlflowClient
+
+    started = time.monotonic()
+    client = MlflowClient(server.uri)
+    while time.monotonic() - started < 300:
+        with contextlib.suppress(Exception):
+            found = client.get_experiment_by_name(experiment)
+            runs = client.search_runs([found.experiment_id]) if found else []
+            history = client.get_metric_history(runs[0].info.run_id, "epoch") if runs else []
+            if any(m.value >= epoch for m in history):
+                return time.monotonic() - started
+        time.sleep(0.2)
+    pytest.fail(f"epoch {epoch} not delivered 300 s after the server came back")
+
+
 def artifact_paths(server: MlflowServer, run_id: str) -> set[str]:
     from mlflow import MlflowClient
 
@@ -184,6 +216,7 @@ def test_a_server_down_for_longer_than_the_client_retries_loses_and_repeats_noth
         assert job.poll() is None, f"the job ended in the outage:\n{job_output(tmp_path)}"
         server.start()
         back_at = time.monotonic()
+        backlog = wait_for_delivery(server, "outage", newest_spooled_epoch(spool.parent))
         assert job.wait(timeout=600) == 0, job_output(tmp_path)
         ended_at = time.monotonic()
     finally:
@@ -209,6 +242,7 @@ def test_a_server_down_for_longer_than_the_client_retries_loses_and_repeats_noth
             "points": points,
             "job_s": round(ended_at - started, 1),
             "job_end_after_server_back_s": round(ended_at - back_at, 1),
+            "backlog_delivered_after_server_back_s": round(backlog, 1),
             "spool_files_during_outage": len(kept),
             "killed_after_s": round(killed_at - started, 1),
         },
@@ -261,6 +295,59 @@ def test_a_server_that_never_returns_leaves_a_spool_that_sync_uploads_complete(
         test_artifacts,
         "tracking_never_returns",
         {"epochs": epochs, "points": points, "job_end_after_kill_s": round(job_s, 1)},
+    )
+
+
+@pytest.mark.timeout(600)
+def test_a_job_started_while_its_server_is_down_trains_and_its_run_is_made_when_it_answers(
+    server, tmp_path, test_artifacts
+):
+    epochs = int(90 / SECONDS_PER_EPOCH)  # still training when the server is back
+    server.kill()
+    killed_at = time.monotonic()
+    job = start_job(tmp_path, server, epochs)
+    spool = tmp_path / "job-home" / "spool"
+    try:
+        deadline = time.monotonic() + 240
+        while newest_spooled_epoch(spool) < KILLED_AT_EPOCH:
+            assert job.poll() is None, f"the job ended:\n{job_output(tmp_path)}"
+            assert time.monotonic() < deadline, f"no epoch kept:\n{job_output(tmp_path)}"
+            time.sleep(0.5)
+        [provisional] = [p.name for p in spool.iterdir()]
+        kept = newest_spooled_epoch(spool)
+        server.start()
+        back_at = time.monotonic()
+        backlog = wait_for_delivery(server, "outage", kept)
+        assert job.wait(timeout=600) == 0, job_output(tmp_path)
+        ended_at = time.monotonic()
+    finally:
+        if job.poll() is None:
+            job.kill()
+    output = job_output(tmp_path)
+    assert "did not answer" in output and "made the run" in output, output
+    client, run = the_run(server)
+    assert run.data.tags["deeprig.provisional_run_id"] == provisional != run.info.run_id
+    assert run.info.run_id in output, output
+    points = epoch_points(server, run.info.run_id, epochs)
+    for key, count in points.items():
+        assert count["logged"] == epochs and not count["duplicated"], (key, count)
+    assert run.info.status == "FINISHED"
+    assert run.data.tags.get("deeprig.key_metric") == "best_val_accuracy"
+    assert run.data.params["name"] == "outage"
+    artifacts = artifact_paths(server, run.info.run_id)
+    assert {"spec/job.yaml", "plots/learning_curve.png"} <= artifacts, artifacts
+    assert not (spool / provisional).exists()
+    report(
+        test_artifacts,
+        "tracking_down_at_start",
+        {
+            "outage_s": round(back_at - killed_at, 1),
+            "epochs": epochs,
+            "epochs_kept_before_return": kept,
+            "points": points,
+            "backlog_delivered_after_server_back_s": round(backlog, 1),
+            "job_end_after_server_back_s": round(ended_at - back_at, 1),
+        },
     )
 
 

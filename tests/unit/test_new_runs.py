@@ -32,10 +32,8 @@ def refused(monkeypatch, tmp_path) -> TrackingTarget:
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setattr("deeprig.tracking.outbox.RETRY_EVERY_S", 0.05)
-    monkeypatch.setattr(new_runs, "CREATED_HERE", {})
-    monkeypatch.setattr(new_runs, "_STORED", {})
-    monkeypatch.setattr("deeprig.tracking.runs.CREATED_HERE", new_runs.CREATED_HERE)
-    monkeypatch.setattr("deeprig.tracking.sink.CREATED_HERE", new_runs.CREATED_HERE)
+    for name in ("_PROVISIONAL", "_CREATED_HERE", "_STORED"):
+        monkeypatch.setattr(new_runs, name, type(getattr(new_runs, name))())
     return TrackingTarget(f"http://127.0.0.1:{free_port()}", None)
 
 
@@ -123,3 +121,15 @@ def test_a_resumed_runs_newest_step_is_never_guessed(refused, flaky_server):
     sink._client = flaky_server
     with pytest.raises(Exception, match="Connection refused"):
         sink.newest_step("epoch")
+
+
+def test_a_run_made_late_and_found_again_is_recorded_to_under_its_first_id(refused, flaky_server):
+    """`--resume` finds it by its tag (tracking/job_runs.py): the job's Ray Train run and
+    checkpoints were named after the provisional id, so the resumed job keeps it."""
+    new_runs.known_as("p" * 32, "s" * 32, "outage")
+    recorder = RunRecorder(refused, "p" * 32)
+    recorder.client = flaky_server
+    assert recorder.waits_in == "outage" and recorder.stored_id == "s" * 32
+    assert not recorder.metrics_sink().new_run  # (a resumed run may hold any step)
+    recorder.set_tags({"deeprig.resumed": "yes"})
+    assert flaky_server.written_to == {"s" * 32}

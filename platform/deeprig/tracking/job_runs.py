@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.tracking.drivers import driver_tags
+from deeprig.tracking.new_runs import known_as
 from deeprig.tracking.runs import RunRecorder
 from deeprig.tracking.store import TrackingTarget
 from deeprig.tracking.tags import RunStatus, Tag
@@ -58,4 +59,10 @@ def find_unfinished_run(spec: Any, target: TrackingTarget | None, what: str) -> 
             f"no unfinished {what} named {spec.name!r} to resume; run it without --resume to "
             "start one"
         )
-    return RunRecorder(target, runs[0].info.run_id)
+    run_id = runs[0].info.run_id
+    if provisional := runs[0].data.tags.get(Tag.PROVISIONAL_RUN_ID):
+        # (made once its server answered: the job named its Ray Train run and its
+        # checkpoints after the id it knew then)
+        known_as(provisional, run_id, spec.experiment_name)
+        return RunRecorder(target, provisional)
+    return RunRecorder(target, run_id)

@@ -116,7 +116,7 @@ def log_torch_model(
     # and re-marks it on any failure.
     with (
         fluent_api_on(recorder.target.uri),
-        mlflow.start_run(run_id=recorder.run_id),
+        mlflow.start_run(run_id=recorder.stored_id),
         warnings.catch_warnings(),
     ):
         # torch.export warns about RNN weight attributes; the exported model is correct.

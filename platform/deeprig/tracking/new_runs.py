@@ -10,9 +10,11 @@ record that comes before the run exists waits (`NotCreatedYet`, retried like a s
 that is away). Looking the tag up before creating makes a creation delivered twice (its
 answer lost) one run.
 
-`CREATED_HERE` also tells a metric sink that its run is new — it holds nothing this job did
-not send — so a first report needs no read of the run, which would fail while the server
-is away."""
+This process also remembers the runs its job created (`created_here`): a metric sink of a
+new run knows it holds nothing the job did not send, so a first report needs no read of
+the run, which would fail while the server is away. A run found again for `--resume` that
+was made this way is known by its provisional id again (`known_as`): the job's Ray Train
+run, its checkpoints, were named after it."""
 
 from __future__ import annotations
 
@@ -21,13 +23,35 @@ from typing import Any
 
 from deeprig.tracking.tags import Tag
 
-# Runs created by this process's jobs: run id -> the experiment a provisional id's run is
-# made in (its records name it, before and after the server made it), None for an id the
-# server gave. Filled by the driver; a sink made here carries it to the controller and the
-# workers.
-CREATED_HERE: dict[str, str | None] = {}
-# provisional id -> the id the server gave the run, once known in this process
-_STORED: dict[str, str] = {}
+# Provisional run ids this process knows -> the experiment the run is made in (its records
+# name it, before and after the server made it). A sink made here carries it to the
+# controller and the workers.
+_PROVISIONAL: dict[str, str] = {}
+_CREATED_HERE: set[str] = set()  # run ids (either kind) of runs this process's jobs made
+_STORED: dict[str, str] = {}  # provisional id -> the id the server gave the run
+
+
+def remember(run_id: str, waits_in: str | None, created_here: bool) -> None:
+    """A run this process records to: `waits_in`, the experiment of a provisional id's."""
+    if waits_in is not None:
+        _PROVISIONAL[run_id] = waits_in
+    if created_here:
+        _CREATED_HERE.add(run_id)
+
+
+def known_as(provisional: str, stored: str, experiment: str) -> None:
+    """A run made once its server answered, found again: recorded to under its first id."""
+    _STORED[provisional] = stored
+    remember(provisional, experiment, created_here=False)
+
+
+def waits_in(run_id: str) -> str | None:
+    """The experiment a provisional run id's run is made in; None for an id the server gave."""
+    return _PROVISIONAL.get(run_id)
+
+
+def created_here(run_id: str) -> bool:
+    return run_id in _CREATED_HERE
 
 
 class NotCreatedYet(Exception):

@@ -23,13 +23,9 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
+from deeprig.tracking import new_runs
 from deeprig.tracking.lineage import flatten, lineage_tags, standard_tags
-from deeprig.tracking.new_runs import (
-    CREATED_HERE,
-    create_record,
-    provisional_run_id,
-    stored_run_id,
-)
+from deeprig.tracking.new_runs import create_record, provisional_run_id, stored_run_id
 from deeprig.tracking.new_runs import ensure_experiment as ensure_named_experiment
 from deeprig.tracking.outbox import (
     Outbox,
@@ -58,13 +54,13 @@ class RunRecorder:
         (`run_id` is then provisional; by default, what this process knows of it)."""
         self.target = target
         self.run_id = run_id
-        self.waits_in = waits_in if waits_in is not None else CREATED_HERE.get(run_id)
+        self.waits_in = waits_in if waits_in is not None else new_runs.waits_in(run_id)
         remote = target.uri.startswith("http")
         if remote:
             short_client_retries()
         self.client = MlflowClient(target.uri)
         spool = spool_dir(run_id) if remote else None
-        self.outbox = Outbox(lambda: self.client, spool, waits_in=waits_in)
+        self.outbox = Outbox(lambda: self.client, spool, waits_in=self.waits_in)
 
     @classmethod
     def create(
@@ -102,7 +98,7 @@ class RunRecorder:
             recorder.outbox.put(
                 create_record(recorder.run_id, experiment, location, name, tags, started)
             )
-        CREATED_HERE[recorder.run_id] = recorder.waits_in
+        new_runs.remember(recorder.run_id, recorder.waits_in, created_here=True)
         recorder.log_params(flatten("", spec_dict, {}))
         recorder.log_text(spec_text, "spec/job.yaml")
         return recorder
@@ -159,7 +155,7 @@ class RunRecorder:
     def set_tags_of(self, run_id: str, tags: dict[str, str]) -> None:
         """Tags on another run of the store (a search's best trial), in order with this
         run's records."""
-        record = tags_record(run_id, tags) | {"experiment": CREATED_HERE.get(run_id)}
+        record = tags_record(run_id, tags) | {"experiment": new_runs.waits_in(run_id)}
         self.outbox.send(record)
 
     def tags(self) -> dict[str, str]:
@@ -313,7 +309,7 @@ def find_child_run(
     try:
         found = client.get_experiment_by_name(experiment)
     except Exception as error:
-        if parent_run_id in CREATED_HERE and unreachable(error):
+        if parent_run_id and new_runs.created_here(parent_run_id) and unreachable(error):
             return None
         raise
     if found is None:

@@ -24,7 +24,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from deeprig.tracking.new_runs import CREATED_HERE, stored_run_id
+from deeprig.tracking import new_runs
+from deeprig.tracking.new_runs import stored_run_id
 from deeprig.tracking.outbox import (
     Outbox,
     metrics_record,
@@ -58,14 +59,14 @@ class MlflowMetricsSink:
     ):
         """`waits_in`: the experiment of a run whose creation waited for its server;
         `new_run`: the run was created by this job. Both default to what this process
-        knows of the runs it created (new_runs.CREATED_HERE)."""
+        knows of the runs it records to (tracking/new_runs.py)."""
         self.tracking_uri = tracking_uri
         self.run_id = run_id
         # False when the Train controller logs the epochs (tracking/report_logger.py): the
         # worker then only sets tags.
         self.log_epochs = log_epochs
-        self.waits_in = waits_in if waits_in is not None else CREATED_HERE.get(run_id)
-        self.new_run = new_run if new_run is not None else run_id in CREATED_HERE
+        self.waits_in = waits_in if waits_in is not None else new_runs.waits_in(run_id)
+        self.new_run = new_run if new_run is not None else new_runs.created_here(run_id)
         self._client: Any = None
         self._outbox: Outbox | None = None
         self._steps: list[tuple[str, float, int, int]] = []  # step-level points not sent yet
