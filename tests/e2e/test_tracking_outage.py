@@ -433,8 +433,10 @@ def test_a_real_server_killed_and_restarted_holds_every_point_once_without_ray(
 @pytest.mark.timeout(180)
 def test_cluster_up_on_a_running_cluster_starts_again_only_its_tracking_server(tmp_path):
     """`up`'s restart of a tracking server that is gone (no Ray needed to show it): the
-    server comes back on its port over the same store, and one that runs is left alone."""
-    from deeprig.cluster.local import LocalCluster, restart_tracking, tracking_store
+    server comes back on its port over the same store, and one that runs is left alone,
+    unless asked to restart it (`cluster restart tracking`)."""
+    from deeprig.cluster.local import LocalCluster, restart_tracking
+    from deeprig.cluster.tracking_server import tracking_store
     from mlflow import MlflowClient
 
     home = tmp_path / "home"
@@ -463,6 +465,10 @@ def test_cluster_up_on_a_running_cluster_starts_again_only_its_tracking_server(t
         os.killpg(cluster.process_groups["mlflow"], signal.SIGKILL)
         time.sleep(1)
         assert restart_tracking(cluster, home, timeout_s=120, say=print)
+        assert client.get_experiment_by_name("kept") is not None, "a new store"
+        before = cluster.process_groups["mlflow"]  # (`cluster restart tracking`: one that runs)
+        assert restart_tracking(cluster, home, timeout_s=120, say=print, running_too=True)
+        assert cluster.process_groups["mlflow"] != before
         assert client.get_experiment_by_name("kept") is not None, "a new store"
     finally:
         with contextlib.suppress(ProcessLookupError):

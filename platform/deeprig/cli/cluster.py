@@ -1,5 +1,6 @@
-"""`deeprig cluster up|add-node|status|down`: a multi-node Ray cluster and an MLflow tracking
-server on this machine. Parsing and printing only; the work is in deeprig.cluster.local."""
+"""`deeprig cluster up|add-node|restart tracking|status|down`: a multi-node Ray cluster and an
+MLflow tracking server on this machine. Parsing and printing only; the work is in
+deeprig.cluster.local."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ cluster_app = typer.Typer(
     "on this machine.\n\nExample: deeprig cluster up --workers 1",
     no_args_is_help=True,
 )
+restart_app = typer.Typer(
+    help="Restart one service of the running local cluster, the rest left running.\n\n"
+    "Example: deeprig cluster restart tracking",
+    no_args_is_help=True,
+)
+cluster_app.add_typer(restart_app, name="restart")
 
 
 @cluster_app.command("up")
@@ -86,6 +93,41 @@ def cluster_add_node() -> None:
     console.print(f"[green]node added[/]: {role} (deeprig cluster status lists the nodes)")
 
 
+@restart_app.command("tracking")
+def cluster_restart_tracking(
+    timeout_s: float = typer.Option(120.0, help="Seconds to wait for it to answer."),
+) -> None:
+    """Restart the cluster's MLflow tracking server on its port and store.
+
+    Only the tracking server: the Ray nodes and running jobs go on. Jobs keep
+    their records while it is away and deliver them, in order, once it answers.
+    A server that is gone (crashed, killed) is started again; one that runs is
+    stopped first.
+
+    Example: deeprig cluster restart tracking
+    """
+    from deeprig.cluster.local import ClusterError, restart_tracking, running_cluster
+    from deeprig.tracking.store import deeprig_home
+
+    home = deeprig_home()
+    cluster = running_cluster(home)
+    if cluster is None:
+        errors.print("no cluster is up (deeprig cluster up starts one)")
+        raise typer.Exit(ExitCode.FAILED)
+    try:
+        restart_tracking(
+            cluster,
+            home,
+            timeout_s,
+            say=lambda text: console.print(f"  {text}", soft_wrap=True),
+            running_too=True,
+        )
+    except ClusterError as exc:
+        errors.print(f"[bold red]cluster restart tracking failed:[/] {exc}")
+        raise typer.Exit(ExitCode.FAILED) from None
+    console.print(f"[green]tracking server restarted[/]: {cluster.tracking_uri}")
+
+
 @cluster_app.command("status")
 def cluster_status() -> None:
     """Show the local cluster's nodes, CPUs, tracking server and processes.
@@ -93,7 +135,8 @@ def cluster_status() -> None:
     Example: deeprig cluster status
     """
     from deeprig.cluster.jobs import dashboard_resources
-    from deeprig.cluster.local import find_cluster, processes, tracking_healthy
+    from deeprig.cluster.local import find_cluster, processes
+    from deeprig.cluster.tracking_server import tracking_healthy
 
     cluster = find_cluster()
     if cluster is None:

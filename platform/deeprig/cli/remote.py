@@ -130,7 +130,8 @@ def _history_store(tracking_uri: str | None):
     """Where the job history is: the store every verb reads (`resolve_tracking`), except
     that the cluster `deeprig cluster up` made here is read from its database on disk,
     running or not (its server may be down, and submitted jobs recorded there)."""
-    from deeprig.cluster.local import find_cluster, tracking_store
+    from deeprig.cluster.local import find_cluster
+    from deeprig.cluster.tracking_server import tracking_store
     from deeprig.tracking.resolve import resolve_tracking
     from deeprig.tracking.store import EMBEDDED, TrackingTarget
 

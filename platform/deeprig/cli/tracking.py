@@ -212,7 +212,7 @@ def ui(
 
     Example: deeprig ui --run 3f2a...e1, then browse the page it prints
     """
-    from deeprig.cluster.local import is_loopback
+    from deeprig.cluster.ray_nodes import is_loopback
     from deeprig.tracking.resolve import resolve_tracking
     from deeprig.tracking.runs import find_run
 

@@ -8,30 +8,33 @@ job submission. What it started is written to `<deeprig home>/cluster/cluster.js
 groups and their children (never `ray stop`, which would kill every Ray on the machine).
 Everything it keeps under the home folder is its owner's alone (folders 0700, files 0600),
 and its servers start with a 077 umask, so what they write is too: the store and the
-password hashes are read only through the tracking server's login.
+password hashes are read only through the tracking server's login. The tracking server
+itself is cluster/tracking_server.py's; starting and stopping process groups,
+cluster/processes.py's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from deeprig.cluster.processes import group_alive, group_processes, spawn, stop
 from deeprig.cluster.ray_nodes import is_loopback, loopback_env, ray_start_command
+from deeprig.cluster.tracking_server import (
+    ROLE,
+    create_jobs_user,
+    server_running,
+    start_tracking,
+    tracking_healthy,
+    wait_until_healthy,
+)
 from deeprig.tracking.store import deeprig_home, private_file, private_folder
-
-# What the cluster's servers create (the MLflow store, the auth database, Ray's session
-# files) is readable by its owner only.
-SERVER_UMASK = 0o077
 
 
 class ClusterError(RuntimeError):
@@ -110,7 +113,7 @@ def up(
     temp_dir, logs = cluster.temp_dir, Path(cluster.logs)
     env = _node_env(cluster, home)
     try:
-        _start_tracking(cluster, home, host, tracking_port, env, say)
+        start_tracking(cluster, home, host, tracking_port, env, say)
         say(f"Ray head node on {cluster.gcs_address} (dashboard {cluster.dashboard})")
         head = [
             "--head",
@@ -141,33 +144,27 @@ def up(
     return cluster
 
 
-def restart_tracking(cluster: LocalCluster, home: Path, timeout_s: float, say=print) -> bool:
+def restart_tracking(
+    cluster: LocalCluster, home: Path, timeout_s: float, say=print, running_too: bool = False
+) -> bool:
     """The cluster's MLflow server started again on its port and store when its processes
-    are gone (a crash, a SIGKILL), until it answers; False when it runs. Jobs' records kept
-    while it was away reach it from their own outboxes (tracking/outbox.py)."""
-    if tracking_healthy(cluster.tracking_uri) or _server_running(cluster):
+    are gone (a crash, a SIGKILL), until it answers; False when it runs. `running_too`:
+    one that runs is stopped first (`cluster restart tracking`). Jobs' records kept while
+    it was away reach it from their own outboxes (tracking/outbox.py)."""
+    running = server_running(cluster)
+    if running and running_too:
+        say("stopping the tracking server")
+        stop(group_processes([cluster.process_groups[ROLE]]), grace_s=10.0)
+    elif running or tracking_healthy(cluster.tracking_uri):
         return False
+    else:
+        say("the tracking server is gone: starting it again on the same port and store")
     host, _, port = cluster.tracking_uri.removeprefix("http://").rpartition(":")
-    say("the tracking server is gone: starting it again on the same port and store")
-    _start_tracking(cluster, home, host, int(port), _node_env(cluster, home), say)
+    start_tracking(cluster, home, host, int(port), _node_env(cluster, home), say)
     cluster.save(state_file(home))
-    deadline = time.monotonic() + timeout_s
-    while not tracking_healthy(cluster.tracking_uri):
-        if time.monotonic() > deadline or not _server_running(cluster):
-            raise ClusterError(f"the tracking server did not start; see {cluster.logs}/mlflow.log")
-        time.sleep(0.5)
+    if not wait_until_healthy(cluster, timeout_s):
+        raise ClusterError(f"the tracking server did not start; see {cluster.logs}/mlflow.log")
     return True
-
-
-def _server_running(cluster: LocalCluster) -> bool:
-    """A process of the tracking server's group runs (its killed ones may linger as
-    zombies where nothing reaps them)."""
-    group = cluster.process_groups.get("mlflow")
-    for process in processes(cluster):
-        with contextlib.suppress(ProcessLookupError):
-            if os.getpgid(process.pid) == group:
-                return True
-    return False
 
 
 def add_node(home: Path | None = None, timeout_s: float = 120.0, say=print) -> str:
@@ -242,51 +239,11 @@ class OpenToTheNetwork(ClusterError):
         )
 
 
-def _start_tracking(
-    cluster: LocalCluster, home: Path, host: str, port: int, env: dict[str, str], say
-) -> None:
-    from deeprig.tracking.auth import (
-        ServerCredentials,
-        auth_folder,
-        credentials_file,
-        record_server_uri,
-        server_env,
-    )
-
-    command = _mlflow_server_command(home, host, port)
-    server = dict(env, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    if cluster.auth:
-        folder = auth_folder(home)
-        server |= server_env(folder, ServerCredentials.load_or_create(folder))
-        record_server_uri(folder, cluster.tracking_uri)
-        command += ["--app-name", "basic-auth"]
-        say(
-            f"MLflow tracking server on {cluster.tracking_uri}, behind MLflow's basic auth "
-            f"(users' passwords: {credentials_file(folder)}, mode 0600)"
-        )
-    else:
-        say(f"MLflow tracking server on {cluster.tracking_uri} (no authentication: loopback)")
-    store = tracking_store(home)
-    private_folder(store.artifacts)
-    if store.database.exists():  # (made before its modes were kept private)
-        private_file(store.database)
-    cluster.process_groups["mlflow"] = _spawn(command, Path(cluster.logs) / "mlflow.log", server)
-
-
 def _create_jobs_user(cluster: LocalCluster, home: Path) -> None:
-    from deeprig.tracking.auth import (
-        JOBS_USER,
-        AuthProblem,
-        ServerCredentials,
-        auth_folder,
-        ensure_user,
-    )
+    from deeprig.tracking.auth import JOBS_USER, AuthProblem
 
-    credentials = ServerCredentials.load_or_create(auth_folder(home))
     try:
-        ensure_user(
-            cluster.tracking_uri, credentials.admin_password, JOBS_USER, credentials.jobs_password
-        )
+        create_jobs_user(cluster, home)
     except AuthProblem as exc:
         raise ClusterError(f"the tracking server refused to create {JOBS_USER}: {exc}") from None
 
@@ -306,64 +263,9 @@ def _node_env(cluster: LocalCluster, home: Path) -> dict[str, str]:
     return env
 
 
-@dataclass(frozen=True)
-class TrackingStore:
-    """Where the cluster's tracking server keeps runs and (proxied) artifacts: readable
-    from disk after the server is gone."""
-
-    database: Path
-    artifacts: Path
-
-    @property
-    def uri(self) -> str:
-        return f"sqlite:///{self.database}"
-
-
-def tracking_store(home: Path | None = None) -> TrackingStore:
-    root = (home or deeprig_home()) / "cluster"
-    return TrackingStore(root / "mlflow.db", root / "mlartifacts")
-
-
-def _mlflow_server_command(home: Path, host: str, port: int) -> list[str]:
-    store = tracking_store(home)
-    return [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "server",
-        "--backend-store-uri",
-        store.uri,
-        "--artifacts-destination",
-        str(store.artifacts),
-        "--serve-artifacts",
-        "--host",
-        host,
-        "--port",
-        str(port),
-        # One worker: ~0.5 GiB and ready in ~4 s instead of ~3 GiB and ~10 s (measured).
-        "--workers",
-        "1",
-    ]
-
-
 def _ray_start(args: list[str], cpus: float, log: Path, env: dict[str, str]) -> int:
     command = ray_start_command([*args, f"--num-cpus={cpus:g}", "--disable-usage-stats", "--block"])
-    return _spawn(command, log, env)
-
-
-def _spawn(command: list[str], log: Path, env: dict[str, str]) -> int:
-    """Start `command` in a process group of its own (that group is what `down` stops),
-    under the private umask, its output appended to `log` (0600)."""
-    with private_file(log).open("ab") as out:
-        process = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            umask=SERVER_UMASK,
-        )
-    return process.pid
+    return spawn(command, log, env)
 
 
 def _wait_until_ready(
@@ -378,7 +280,7 @@ def _wait_until_ready(
     watched = {r: g for r, g in cluster.process_groups.items() if roles is None or r in roles}
     while time.monotonic() < deadline:
         for role, pgid in watched.items():
-            if not _group_alive(pgid):
+            if not group_alive(pgid):
                 raise ClusterError(f"{role} exited during start-up; see {cluster.logs}/")
         try:
             alive = dashboard_resources(cluster.dashboard).nodes
@@ -393,67 +295,19 @@ def _wait_until_ready(
     )
 
 
-def tracking_healthy(uri: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 def processes(cluster: LocalCluster) -> list:
-    """Every live process the cluster started: its process groups and their descendants
-    (Ray's workers move to process groups of their own)."""
-    import psutil
-
-    groups = set(cluster.process_groups.values())
-    found: dict[int, psutil.Process] = {}
-    for process in psutil.process_iter():
-        try:
-            if os.getpgid(process.pid) in groups:
-                found[process.pid] = process
-                for child in process.children(recursive=True):
-                    found[child.pid] = child
-        except (psutil.NoSuchProcess, ProcessLookupError, psutil.AccessDenied):
-            continue
-    return [p for p in found.values() if _running(p)]
-
-
-def _running(process) -> bool:
-    import psutil
-
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):  # (another user's: the id was reused)
-        return False
+    """Every live process the cluster started (cluster/processes.py)."""
+    return group_processes(cluster.process_groups.values())
 
 
 def _alive(cluster: LocalCluster) -> bool:
-    return any(_group_alive(pgid) for pgid in cluster.process_groups.values())
+    return any(group_alive(pgid) for pgid in cluster.process_groups.values())
 
 
 def down(cluster: LocalCluster, home: Path | None = None, grace_s: float = 10.0) -> list[int]:
     """Stop every process of the cluster (SIGTERM, then SIGKILL after `grace_s`); return
     the pids still running afterwards (none, unless something refused SIGKILL)."""
-    import psutil
-
-    targets = processes(cluster)
-    for process in targets:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.send_signal(signal.SIGTERM)
-    _, alive = psutil.wait_procs(targets, timeout=grace_s)
-    for process in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.kill()
-    psutil.wait_procs(alive, timeout=5)
+    stop(processes(cluster), grace_s)
     for folder in [cluster.temp_dir] + [
         f"{cluster.temp_dir}-w{i + 1}" for i in range(cluster.workers)
     ]:
