@@ -16,6 +16,8 @@ import pytest
 from deeprig.tracking.outbox import (
     Outbox,
     artifact_record,
+    dataset_inputs,
+    inputs_record,
     metrics_record,
     short_client_retries,
     status_record,
@@ -257,3 +259,14 @@ def test_a_recorder_whose_server_is_away_ends_its_run_from_the_spool(
     assert flaky_server.tags == {"deeprig.key_metric": "best_val_accuracy"}
     assert flaky_server.artifacts == {"spec/job.yaml": b"name: x\n"}
     assert flaky_server.status == "FINISHED" and recorder.spooled() == 0
+
+
+def test_a_queued_dataset_input_is_sent_as_mlflows_rest_store_sends_it():
+    # (the REST store serialises each input to a proto: its tags must be InputTags again)
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    made = DatasetInput(
+        Dataset("digits", "d1", "code", "{}"), [InputTag("mlflow.data.context", "train")]
+    )
+    (sent,) = dataset_inputs(inputs_record(RUN, [made.to_dictionary()]))
+    assert sent.to_proto() == made.to_proto()

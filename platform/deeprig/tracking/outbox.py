@@ -93,6 +93,21 @@ def inputs_record(run_id: str, inputs: list[dict[str, Any]]) -> Record:
     return {"op": "inputs", "run": run_id, "inputs": inputs}
 
 
+def dataset_inputs(record: Record) -> list:
+    """An inputs record's `DatasetInput`s again. (MLflow's `from_dictionary` leaves the
+    tags as the dict `to_dictionary` made: its REST store then fails to send them.)"""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    fields = ("name", "digest", "source_type", "source", "schema", "profile")
+    return [
+        DatasetInput(
+            Dataset(*(d["dataset"].get(field) for field in fields)),
+            [InputTag(key, value) for key, value in (d.get("tags") or {}).items()],
+        )
+        for d in record["inputs"]
+    ]
+
+
 def status_record(run_id: str, status: str, at_ms: int | None = None) -> Record:
     """FINISHED, FAILED or KILLED (ended at `at_ms`), or RUNNING again."""
     return {"op": "status", "run": run_id, "status": status, "at": at_ms}
@@ -101,7 +116,7 @@ def status_record(run_id: str, status: str, at_ms: int | None = None) -> Record:
 def deliver(client: Any, record: Record) -> None:
     """One record, by MLflow's client, raising what the client raises. A record naming
     the experiment its run waits in goes to the run made for it (tracking/new_runs.py)."""
-    from mlflow.entities import DatasetInput, Metric, Param, RunTag
+    from mlflow.entities import Metric, Param, RunTag
 
     from deeprig.tracking.new_runs import create, stored_run_id
 
@@ -126,8 +141,7 @@ def deliver(client: Any, record: Record) -> None:
         else:
             client.log_artifact(run_id, record["local"], record["path"])
     elif op == "inputs":
-        inputs = [DatasetInput.from_dictionary(d) for d in record["inputs"]]
-        client.log_inputs(run_id, datasets=inputs)
+        client.log_inputs(run_id, datasets=dataset_inputs(record))
     elif op == "status":
         if record["status"] == "RUNNING":
             client.update_run(run_id, status="RUNNING")
