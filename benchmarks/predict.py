@@ -190,7 +190,7 @@ def bench_rows(
     import mlflow
     import ray
     from deeprig.cluster.session import ray_session
-    from deeprig.tracking.resolve import resolve_tracking
+    from deeprig.cluster.tracking_target import resolve_tracking
 
     root = Path(tempfile.mkdtemp(prefix="deeprig-bench-predict-"))
     os.environ["DEEPRIG_HOME"] = str(root / "home")

@@ -1,5 +1,6 @@
-"""Where a command reads and writes runs (one rule, tracking/resolve.py), what deeprig creates
-for a store being its owner's alone, and MLflow's fluent API leaving the process as found."""
+"""Where a command reads and writes runs (one rule, cluster/tracking_target.py), what deeprig
+creates for a store being its owner's alone, and MLflow's fluent API leaving the process as
+found."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from deeprig.cluster.local import LocalCluster, state_file
-from deeprig.tracking.resolve import resolve_tracking
+from deeprig.cluster.tracking_target import resolve_tracking
 from deeprig.tracking.store import (
     EMBEDDED,
     checkpoint_storage,

@@ -161,7 +161,7 @@ def evaluate(
 def _run_checkpoint(run_id: str, tracking_uri: str | None) -> str:
     """The rl checkpoint of a run: its folder on this machine when it is here, else the
     newest one in its artifacts, downloaded. Exit 2 when there is none."""
-    from deeprig.tracking.resolve import resolve_tracking
+    from deeprig.cluster.tracking_target import resolve_tracking
     from deeprig.tracking.runs import download_latest_checkpoint, find_run
     from deeprig.tracking.tags import Tag
 

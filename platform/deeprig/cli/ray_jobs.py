@@ -75,8 +75,8 @@ def record_end(client, submission_id: str) -> None:
         uri = cluster.tracking_uri  # (a job Ray's own CLI sent to the local cluster)
     if str(info.status.value) not in ("SUCCEEDED", "FAILED", "STOPPED") or not uri:
         return
+    from deeprig.cluster.tracking_target import resolve_tracking
     from deeprig.tracking.job_history import JobEnd, record_job_end
-    from deeprig.tracking.resolve import resolve_tracking
 
     end = JobEnd(
         submission_id=submission_id,

@@ -132,7 +132,7 @@ def _history_store(tracking_uri: str | None):
     running or not (its server may be down, and submitted jobs recorded there)."""
     from deeprig.cluster.local import find_cluster
     from deeprig.cluster.tracking_server import tracking_store
-    from deeprig.tracking.resolve import resolve_tracking
+    from deeprig.cluster.tracking_target import resolve_tracking
     from deeprig.tracking.store import EMBEDDED, TrackingTarget
 
     target = resolve_tracking(tracking_uri, given_by="--tracking-uri")

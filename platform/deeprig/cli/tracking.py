@@ -54,9 +54,9 @@ def runs(
 
     Example: deeprig runs --experiment digits --limit 5   (or -o json for scripts)
     """
+    from deeprig.cluster.tracking_target import resolve_tracking
     from deeprig.runners import key_metrics_by_kind
     from deeprig.tracking.listing import COLUMNS, NoSuchExperiment, list_runs
-    from deeprig.tracking.resolve import resolve_tracking
 
     target = resolve_tracking(tracking_uri, given_by="--tracking-uri")
     if close_stale:
@@ -213,7 +213,7 @@ def ui(
     Example: deeprig ui --run 3f2a...e1, then browse the page it prints
     """
     from deeprig.cluster.ray_nodes import is_loopback
-    from deeprig.tracking.resolve import resolve_tracking
+    from deeprig.cluster.tracking_target import resolve_tracking
     from deeprig.tracking.runs import find_run
 
     if not is_loopback(host):

@@ -118,7 +118,7 @@ def run_job(
 
     from deeprig.cluster.resources import connected_resources, local_resources
     from deeprig.cluster.session import ray_session
-    from deeprig.tracking.resolve import resolve_tracking
+    from deeprig.cluster.tracking_target import resolve_tracking
     from deeprig.tracking.store import configured_storage
     from deeprig.tracking.warm_up import warm_up_store
 

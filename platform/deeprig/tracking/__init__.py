@@ -6,6 +6,4 @@ through `MlflowMetricsSink`. Nothing else writes to MLflow.
 
 from deeprig.tracking.store import TrackingTarget, deeprig_home
 
-# (resolve_tracking is not re-exported: tracking/resolve.py asks cluster/local.py, which
-# imports this package's store; importing it here would make importing either a cycle.)
 __all__ = ["TrackingTarget", "deeprig_home"]

@@ -1,6 +1,6 @@
 """Where runs are stored: the embedded SQLite store under the deeprig home folder, the
 tracking server of a `deeprig cluster up` cluster on this machine, or a tracking server /
-database the spec or $MLFLOW_TRACKING_URI names (tracking/resolve.py chooses among them).
+database the spec or $MLFLOW_TRACKING_URI names (cluster/tracking_target.py chooses among them).
 
 What deeprig creates here for a store or a server is its owner's alone: folders 0700,
 files 0600 (`private_folder`, `private_file`)."""

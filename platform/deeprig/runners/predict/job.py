@@ -243,6 +243,6 @@ def _scored_batches(
 
 
 def _store_uri(spec: PredictSpec) -> str:
-    from deeprig.tracking.resolve import resolve_tracking
+    from deeprig.cluster.tracking_target import resolve_tracking
 
     return resolve_tracking(spec.tracking.uri).uri

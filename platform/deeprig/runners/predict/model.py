@@ -44,7 +44,7 @@ class PredictModel:
 
 def find_model(spec: PredictSpec, tracking_uri: str | None = None) -> PredictModel:
     """The model `spec.model` names; SpecError on `model` when there is none."""
-    from deeprig.tracking.resolve import resolve_tracking
+    from deeprig.cluster.tracking_target import resolve_tracking
 
     folder = Path(spec.model)
     if folder.is_dir():

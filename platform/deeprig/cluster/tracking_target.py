@@ -1,6 +1,7 @@
-"""The one rule every verb follows for where runs are read and written, and which of the
-stores of tracking/store.py it chose. Apart from the store itself: the rule asks the local
-cluster (which builds on the store) whether it runs."""
+"""The one rule every verb follows for where runs are read and written, and which rule chose
+the store. It lives with the cluster because one of its steps asks whether this home's
+`deeprig cluster up` cluster runs; the stores it chooses among are tracking/store.py's, and
+tracking/ asks nothing of cluster/."""
 
 from __future__ import annotations
 
