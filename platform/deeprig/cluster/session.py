@@ -35,8 +35,15 @@ def ray_session(
         _join_cluster_up(address)
     import ray
 
+    global _owned, _release
     if ray.is_initialized():
-        yield
+        # Not this block's Ray, even when an outer `ray_session` of this process started it
+        # (the test suite's): the job's `release_ray` leaves it up for the next job.
+        outer_owned, _owned = _owned, False
+        try:
+            yield
+        finally:
+            _owned = outer_owned
         return
     if address:
         use_token_auth_if_available()
@@ -76,7 +83,6 @@ def ray_session(
     if callable(sigterm_handler) and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, sigterm_handler)
     quiet_ray_data()
-    global _owned, _release
     _owned = True
     try:
         yield
