@@ -56,7 +56,17 @@ def co2(tmp_path_factory) -> Path:
 
 
 @needs_fashion
-def test_fashion_mnist_is_70k_images_in_10_class_folders(fashion):
+def test_fashion_mnist_is_70k_images_in_10_class_folders(tmp_path):
+    """The package's 70k labels, and the folders the script writes validating as the job's
+    data (20 images a class a split here: writing all 70k PNGs is the slow test's)."""
+    import numpy as np
+    from make_fashion_images import CLASSES, read_idx, write_fashion_folders
+
+    train_labels = read_idx(FASHION / "train-labels-idx1-ubyte.gz")
+    assert len(read_idx(FASHION / "t10k-labels-idx1-ubyte.gz")) == 10_000
+    assert np.bincount(train_labels).tolist() == [6000] * 10
+    assert read_idx(FASHION / "train-images-idx3-ubyte.gz").shape == (60_000, 28, 28)
+    fashion = write_fashion_folders(tmp_path / "fashion", per_class=20)
     result = cli(
         "validate",
         str(JOBS / "fashion_cnn.yaml"),
@@ -66,8 +76,9 @@ def test_fashion_mnist_is_70k_images_in_10_class_folders(fashion):
         f"data.test_path={fashion / 'test'}",
     )
     assert result.exit_code == 0, result.output
-    assert "54000 train rows, 10 outputs" in " ".join(result.output.split())
-    assert sum(1 for _ in (fashion / "test").rglob("*.png")) == 10_000
+    assert "180 train rows, 10 outputs" in " ".join(result.output.split())  # 200 less 10%
+    assert sorted(p.name for p in (fashion / "test").iterdir()) == sorted(CLASSES)
+    assert sum(1 for _ in (fashion / "test").rglob("*.png")) == 200
 
 
 @needs_scattertext
