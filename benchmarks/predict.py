@@ -1,22 +1,28 @@
 """Batch inference: `deeprig predict` (Ray Data, an actor pool, each actor loading the
-model once) against a plain single-process loop over the same files, in rows/s, and the
-driver's peak memory as the input grows.
+model once) against a plain single-process loop over the same files, in rows/s two ways,
+and the driver's peak memory as the input grows.
 
+- Rows/s end to end: what a user waits, from the `run` call to the output's rename (the
+  checks, the MLflow run, the actors' start and model loads, reads, scoring and the
+  write; Ray already up, its start printed apart), against the plain loop's model load to
+  its last batch. Steady state: the rows scored once every actor had scored its first
+  batch, over the time since then (the run's `rows_per_s_steady`), against the plain
+  loop's rows after its first batch over the time since that batch. Both are quoted.
 - Images: a Fashion-MNIST CNN (jobs/fashion_cnn.yaml's network, trained 1 epoch on 6,000
   training images) scores the 10,000 test images from an image folder
-  (jobs/make_fashion_images.py's layout). A: deeprig with 1 and 2 actors (their time from
-  the stream's start: actors started, models loaded, files decoded, output written). B:
+  (jobs/make_fashion_images.py's layout), batch 256. A: deeprig with 1 and 2 actors. B:
   `mlflow.pytorch.load_model` and a torch `DataLoader` over the files (PIL, the same
-  decoding), in one process on one thread (a thread of torch is what each actor gets:
-  one core per side), the same batch size; its model load included.
-- Tables: an MLP (2 x 64) over 16 float columns scores 1M rows of Parquet; B: the model
-  loaded with `mlflow.pytorch.load_model`, the Parquet read with pyarrow, a `DataLoader`
-  over it. The driver's peak memory of a predict job in a process of its own: 1M vs 4M
+  decoding) in one process, the same batch size, torch's default threads (all cores).
+- Tables: an MLP (2 x 64) over 16 float columns scores 1M rows of Parquet, batch 4096 on
+  both sides (a tiny model: per-batch costs dominate small batches); B: the model loaded
+  with `mlflow.pytorch.load_model`, the Parquet read with pyarrow, a `DataLoader` over it.
+  The driver's peak memory (ru_maxrss) of a predict job in a process of its own: 1M vs 4M
   rows (Ray given a 200 MB object store).
+- Every deeprig run's `time.*` metrics are printed: where its time went.
 - Every side's predictions are compared with the plain loop's: the same classes, the
   probabilities to 1e-6.
 
-    python benchmarks/predict.py              # ~5 minutes on 2 CPUs
+    python benchmarks/predict.py              # ~6 minutes on 2 CPUs
     python benchmarks/predict.py --quick      # smoke: 1000 images, 100k/400k rows
 
 Targets (issue 29): 2 actors >= 1.6x the plain loop's rows/s, 1 actor >= 0.9x; the
@@ -32,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,24 +46,34 @@ from harness import Row, Target, make_console, median, print_rows
 from rich.console import Console
 
 FIGURE = "29 batch inference"
-BATCH = 256
+BATCH = 256  # images
+TABLE_BATCH = 4096
 FEATURES = 16
+# The stages of a predict stream that its run records, in the order they are printed.
+STAGES = (
+    "time.first_batch_s",
+    "time.actors_ready_s",
+    "time.model_load_s",
+    "time.read_s",
+    "time.score_s",
+    "time.write_s",
+    "time.predict_s",
+)
 
 # The driver of one predict job over `rows` rows of Parquet, in a process of its own:
-# its peak memory (ru_maxrss) grown since before Ray started, and the job's rows/s.
+# its peak memory (ru_maxrss, the process's whole life), and the job's rows/s.
 MEMORY_SCRIPT = """
 import json, os, resource, sys
 import ray
 from rich.console import Console
 from deeprig.runners.predict import command_job, predict_spec, run
 model, source, out = sys.argv[1:4]
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 ray.init(address="local", num_cpus=2, object_store_memory=200 * 2**20, include_dashboard=False,
          log_to_driver=False)
 spec = predict_spec(model, source, out, batch_size=int(sys.argv[4]), proba=True, workers=2)
 outcome = run(spec, command_job(spec, Console(quiet=True), None, False))
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"grew": peak - before, "rows_per_s": outcome.metrics["rows_per_s"]}))
+print(json.dumps({"peak": peak, "rows_per_s": outcome.metrics["rows_per_s"]}))
 """
 
 
@@ -100,25 +117,61 @@ def train(spec: dict) -> str:
     return deeprig.run(spec).run_id
 
 
-def deeprig_predict(model: str, source: Path, out: Path, workers: int) -> tuple[float, object]:
-    """(rows/s from the stream's start to the output's rename, the output)."""
+@dataclass(frozen=True)
+class Rates:
+    end_to_end: float  # rows/s
+    steady: float  # rows/s once warm (nan: not measured)
+
+
+def deeprig_predict(
+    model: str, source: Path, out: Path, workers: int, batch: int, console: Console
+) -> tuple[Rates, object]:
+    """(rows/s end to end and steady, the output), where the stream's time went printed."""
     import pandas as pd
     from deeprig.runners.predict import command_job, predict_spec, run
 
+    started = time.perf_counter()
     spec = predict_spec(
         model,
         str(source),
         str(out),
-        batch_size=BATCH,
+        batch_size=batch,
         workers=workers,
         proba=True,
         overwrite=True,
     )
     outcome = run(spec, command_job(spec, Console(quiet=True), None, False))
-    return outcome.metrics["rows_per_s"], pd.read_parquet(out)
+    seconds = time.perf_counter() - started
+    m = outcome.metrics
+    stages = ", ".join(f"{k[5:-2]} {m[k]:.2f}" for k in STAGES if k in m)
+    console.print(
+        f"  {source.name}, {workers} actor(s): {seconds:.2f} s in all; stream (s): {stages}; "
+        f"rows/s {m['rows'] / seconds:,.0f} end to end, "
+        f"{m.get('rows_per_s_steady', float('nan')):,.0f} steady"
+    )
+    rates = Rates(m["rows"] / seconds, m.get("rows_per_s_steady", float("nan")))
+    return rates, pd.read_parquet(out)
 
 
-def plain_images(model_uri: str, paths: list[str]) -> tuple[float, np.ndarray]:
+def timed_batches(model, loader, started: float) -> tuple[Rates, np.ndarray]:
+    """The plain loop's rates (end to end from `started`, before its model load) and its
+    probabilities."""
+    import torch
+
+    parts, rows, first_at, first_rows = [], 0, None, 0
+    with torch.no_grad():
+        for batch in loader:
+            parts.append(model(batch).softmax(dim=1).numpy())
+            rows += len(batch)
+            if first_at is None:
+                first_at, first_rows = time.perf_counter(), rows
+    ended = time.perf_counter()
+    assert first_at is not None
+    steady = (rows - first_rows) / (ended - first_at) if ended > first_at else float("nan")
+    return Rates(rows / (ended - started), steady), np.concatenate(parts)
+
+
+def plain_images(model_uri: str, paths: list[str]) -> tuple[Rates, np.ndarray]:
     """(rows/s, probabilities) of the plain loop over image files."""
     import mlflow.pytorch
     import torch
@@ -133,35 +186,23 @@ def plain_images(model_uri: str, paths: list[str]) -> tuple[float, np.ndarray]:
                 pixels = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
             return torch.from_numpy(pixels[None])
 
-    torch.set_num_threads(1)
     started = time.perf_counter()
     model = mlflow.pytorch.load_model(model_uri)  # (exported: already in eval mode)
-    parts = []
-    with torch.no_grad():
-        for batch in torch.utils.data.DataLoader(Files(), batch_size=BATCH):
-            parts.append(model(batch).softmax(dim=1).numpy())
-    seconds = time.perf_counter() - started
-    return len(paths) / seconds, np.concatenate(parts)
+    loader = torch.utils.data.DataLoader(Files(), batch_size=BATCH)
+    return timed_batches(model, loader, started)
 
 
-def plain_table(model_uri: str, source: Path) -> tuple[float, np.ndarray]:
+def plain_table(model_uri: str, source: Path) -> tuple[Rates, np.ndarray]:
     import mlflow.pytorch
     import pyarrow.parquet as pq
     import torch
 
-    torch.set_num_threads(1)
     started = time.perf_counter()
     model = mlflow.pytorch.load_model(model_uri)  # (exported: already in eval mode)
     table = pq.read_table(source, columns=[f"f{i}" for i in range(FEATURES)])
     x = torch.from_numpy(np.stack([c.to_numpy() for c in table.columns], axis=1))
-    parts = []
-    with torch.no_grad():
-        for (batch,) in torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(x), batch_size=BATCH
-        ):
-            parts.append(model(batch).softmax(dim=1).numpy())
-    seconds = time.perf_counter() - started
-    return len(x) / seconds, np.concatenate(parts)
+    loader = torch.utils.data.DataLoader(x, batch_size=TABLE_BATCH)
+    return timed_batches(model, loader, started)
 
 
 def same_answers(out, probabilities: np.ndarray, classes: list[str]) -> bool:
@@ -184,6 +225,20 @@ def memory_run(model: str, source: Path, out: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def rate_rows(what: str, a_label: str, a: Rates, b: Rates, target, repeats: int, note: str):
+    """Two rows of one comparison: end to end, then steady state."""
+    return [
+        Row(FIGURE, f"{what}, end to end", a_label, a.end_to_end, "plain loop, rows/s",
+            b.end_to_end, target, repeats, note),
+        Row(FIGURE, f"{what}, steady state", a_label, a.steady, "plain loop, rows/s",
+            b.steady, target, repeats, note),
+    ]  # fmt: skip
+
+
+def median_rates(rates: list[Rates]) -> Rates:
+    return Rates(median(r.end_to_end for r in rates), median(r.steady for r in rates))
+
+
 def bench_rows(
     images: tuple[int, int], table_rows: tuple[int, int], repeats: int, console: Console
 ) -> list[Row]:
@@ -199,7 +254,9 @@ def bench_rows(
     small = write_table(root / "train.parquet", 20_000, seed=10**9)
     big = {n: write_table(root / f"rows-{n}.parquet", n) for n in table_rows}
     rows: list[Row] = []
+    ray_started = time.perf_counter()
     with ray_session(num_cpus=2):
+        console.print(f"Ray started in {time.perf_counter() - ray_started:.1f} s")
         console.print("training the CNN and the MLP (1 epoch each)")
         cnn = train(
             {
@@ -231,65 +288,64 @@ def bench_rows(
         mlflow.set_tracking_uri(resolve_tracking(None).uri)
         paths = sorted(str(p) for p in test_folder.rglob("*.png"))
         classes = sorted(p.name for p in test_folder.iterdir())
-        measured: dict[str, list[float]] = {"plain": [], "1": [], "2": []}
+        measured: dict[str, list[Rates]] = {"plain": [], "1": [], "2": []}
         equal = True
         for _ in range(repeats):  # (the sides take turns)
-            rate, probabilities = plain_images(f"runs:/{cnn}/model", paths)
-            measured["plain"].append(rate)
+            rates, probabilities = plain_images(f"runs:/{cnn}/model", paths)
+            console.print(
+                f"  plain loop: rows/s {rates.end_to_end:,.0f} end to end, "
+                f"{rates.steady:,.0f} steady"
+            )
+            measured["plain"].append(rates)
             for workers in (1, 2):
-                rate, out = deeprig_predict(cnn, test_folder, root / "images.parquet", workers)
-                measured[str(workers)].append(rate)
+                rates, out = deeprig_predict(
+                    cnn, test_folder, root / "images.parquet", workers, BATCH, console
+                )
+                measured[str(workers)].append(rates)
                 order = np.argsort(out["path"].to_numpy())  # (the plain loop's sorted paths)
                 equal &= same_answers(
                     out.iloc[order].reset_index(drop=True), probabilities, classes
                 )
-        plain = median(measured["plain"])
+        plain = median_rates(measured["plain"])
+        note = "same answers as the plain loop" if equal else "ANSWERS DIFFER"
         for workers, target in (("1", Target(">=", 0.9)), ("2", Target(">=", 1.6))):
-            rows.append(
-                Row(
-                    FIGURE,
-                    f"Fashion-MNIST CNN, {len(paths):,} test images, batch {BATCH}",
-                    f"deeprig, {workers} actor(s), rows/s",
-                    median(measured[workers]),
-                    "plain loop, 1 process, rows/s",
-                    plain,
-                    target,
-                    repeats,
-                    "same answers as the plain loop" if equal else "ANSWERS DIFFER",
-                )
+            rows += rate_rows(
+                f"Fashion-MNIST CNN, {len(paths):,} test images, batch {BATCH}",
+                f"deeprig, {workers} actor(s), rows/s",
+                median_rates(measured[workers]),
+                plain,
+                target,
+                repeats,
+                note,
             )
         n = table_rows[0]
-        plain_rate, probabilities = plain_table(f"runs:/{mlp}/model", big[n])
-        rate, out = deeprig_predict(mlp, big[n], root / "table.parquet", 2)
+        plain_rates, probabilities = plain_table(f"runs:/{mlp}/model", big[n])
+        rates, out = deeprig_predict(mlp, big[n], root / "table.parquet", 2, TABLE_BATCH, console)
         equal = same_answers(out, probabilities, ["0", "1", "2"])
-        rows.append(
-            Row(
-                FIGURE,
-                f"MLP, {n:,} rows of Parquet, batch {BATCH}",
-                "deeprig, 2 actors, rows/s",
-                rate,
-                "plain loop, 1 process, rows/s",
-                plain_rate,
-                None,
-                1,
-                "same answers as the plain loop" if equal else "ANSWERS DIFFER",
-            )
+        rows += rate_rows(
+            f"MLP, {n:,} rows of Parquet, batch {TABLE_BATCH}",
+            "deeprig, 2 actors, rows/s",
+            rates,
+            plain_rates,
+            None,
+            1,
+            "same answers as the plain loop" if equal else "ANSWERS DIFFER",
         )
     if ray.is_initialized():
         ray.shutdown()
-    grown = {n: memory_run(mlp, big[n], root / f"memory-{n}.parquet") for n in table_rows}
+    peak = {n: memory_run(mlp, big[n], root / f"memory-{n}.parquet") for n in table_rows}
     small_n, large_n = table_rows
     rows.append(
         Row(
             FIGURE,
             f"predict driver's peak memory, {large_n:,} vs {small_n:,} rows (batch 4096)",
             f"{large_n:,} rows, MB",
-            grown[large_n]["grew"] / 2**20,
+            peak[large_n]["peak"] / 2**20,
             f"{small_n:,} rows, MB",
-            grown[small_n]["grew"] / 2**20,
+            peak[small_n]["peak"] / 2**20,
             Target("<=", 1.2),
             1,
-            "its own process, Ray given a 200 MB object store",
+            "its own process (ru_maxrss, imports included), Ray given a 200 MB object store",
         )
     )
     return rows

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from deeprig.runners.predict.inputs import BadRows, PredictInput
+from deeprig.runners.predict.inputs import BadRows, PredictInput, block_rows
 from deeprig.spec.errors import Problem, SpecError
 
 if TYPE_CHECKING:
@@ -21,8 +21,6 @@ if TYPE_CHECKING:
 
 PATH = "path"
 LABEL = "label"  # the class sub-folder a file is in, in a labelled folder
-# Rows per block of the path list: small blocks keep every actor busy from the start.
-_BLOCK_ROWS = 1024
 
 
 @dataclass(frozen=True)
@@ -90,11 +88,12 @@ def folder_rows(
     import ray.data
 
     paths, labels = found.files, found.labels
+    size = block_rows(len(paths), spec.workers, spec.batch_size)
     blocks = []
-    for start in range(0, len(paths), _BLOCK_ROWS):
-        part = {PATH: paths[start : start + _BLOCK_ROWS]}
+    for start in range(0, len(paths), size):
+        part = {PATH: paths[start : start + size]}
         if labels is not None:
-            part[LABEL] = labels[start : start + _BLOCK_ROWS]
+            part[LABEL] = labels[start : start + size]
         blocks.append(pa.table(part))
     return ray.data.from_arrow(blocks)
 

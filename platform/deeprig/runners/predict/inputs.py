@@ -17,6 +17,18 @@ if TYPE_CHECKING:
 
 # (row position in the batch, what went wrong) of each row a reader could not read
 BadRows = list[tuple[int, str]]
+# The stream's blocks: each actor of the pool takes whole blocks, so there are several per
+# actor (every actor busy from the start, a short tail), each of whole batches and at most
+# MAX_BLOCK_BATCHES of them (memory bounded by the batch and the pool, not the file).
+BLOCKS_PER_WORKER = 8
+MAX_BLOCK_BATCHES = 64
+
+
+def block_rows(rows: int, workers: int, batch_size: int) -> int:
+    """Rows per block of a stream of `rows` rows to `workers` actors."""
+    per_block = -(-rows // (workers * BLOCKS_PER_WORKER))
+    batches = min(max(1, -(-per_block // batch_size)), MAX_BLOCK_BATCHES)
+    return batches * batch_size
 
 
 @dataclass(frozen=True)
@@ -38,7 +50,8 @@ class Reader:
 
     # Before Ray starts: the input checked against the model (SpecError: exit 2).
     check: Callable[[PredictSpec, PredictModel], PredictInput]
-    # The rows streamed to the actors (spec, model, input, CPUs of a read task).
+    # The rows streamed to the actors (spec, model, input, CPUs of a read task), in
+    # blocks of block_rows rows.
     rows: Callable[[PredictSpec, PredictModel, PredictInput, float], Dataset]
     # On an actor: a pandas batch of those rows -> what the model's pyfunc reads, and the
     # rows that could not be read (left out of what it reads).

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from deeprig.runners.contract import Job, JobRun
 
 RESUMES = None  # a predict job is rerun, not resumed: its output is written at the end
+# What each of Ray Data's read tasks asks for (a table's; a folder's paths and a series'
+# windows are made on the driver): little, since the scoring actors are the work.
+READ_CPUS = 0.25
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,11 @@ class PredictChecked:
     reader: Reader
     input: PredictInput
     actor_cpus: float  # each actor's CPUs: what leaves room for Ray Data's reads
+
+    @property
+    def actor_threads(self) -> int:
+        """torch's threads in each actor: one per CPU it holds, at least one."""
+        return max(1, round(self.actor_cpus))
 
     @property
     def summary(self) -> str:
@@ -58,8 +66,8 @@ def check(spec: PredictSpec, resources: ClusterResources) -> PredictChecked:
                 )
             ]
         )
-    # One CPU stays free for the reads; the actors share the rest (at most one each).
-    actor_cpus = min(1.0, max(resources.cpus - 1.0, 0.2) / spec.workers)
+    # The read tasks keep READ_CPUS; the actors share the rest, each on one node.
+    actor_cpus = min(resources.max_node_cpus, max(resources.cpus - READ_CPUS, 0.2) / spec.workers)
     return PredictChecked(model, reader, found, round(actor_cpus, 2))
 
 
@@ -103,6 +111,7 @@ def _body(job_run: JobRun[PredictSpec, PredictChecked], keep_frame: bool) -> Pre
 
     from deeprig.runners.predict.progress import Progress
     from deeprig.runners.predict.scores import Scores
+    from deeprig.runners.predict.timing import StreamTiming
     from deeprig.runners.predict.writer import OutputWriter
 
     spec, checked, recorder = job_run.spec, job_run.checked, job_run.recorder
@@ -117,9 +126,11 @@ def _body(job_run: JobRun[PredictSpec, PredictChecked], keep_frame: bool) -> Pre
     skipped = _SkippedRows(spec.skip_bad_rows)
     kept: list[pa.Table] = []
     started = time.time()
+    timing = StreamTiming(started)
     with job_run.clock.stage("predict"), OutputWriter(spec.output) as writer:
         progress = Progress(job_run.job.console, found.rows)
         for batch in _scored_batches(spec, checked, job_run, skipped.queue):
+            timing.add(batch)
             if scores is not None and found.label and batch.num_rows:
                 probabilities = None
                 if model.classes is not None:
@@ -131,7 +142,9 @@ def _body(job_run: JobRun[PredictSpec, PredictChecked], keep_frame: bool) -> Pre
                 )
             if batch.num_rows:
                 batch = batch.select(columns)
+                writing = time.time()
                 writer.write(batch)
+                timing.write_s += time.time() - writing
                 if keep_frame:
                     kept.append(batch)
             progress.advance(batch.num_rows, skipped.drain())
@@ -139,6 +152,7 @@ def _body(job_run: JobRun[PredictSpec, PredictChecked], keep_frame: bool) -> Pre
     skipped.drain()
     seconds = time.time() - started
     metrics = {"rows": float(progress.rows), "rows_per_s": progress.rows / max(seconds, 1e-9)}
+    metrics |= timing.metrics()
     if spec.skip_bad_rows:
         metrics["rows_skipped"] = float(len(skipped.rows))
     metrics["time.predict_s"] = job_run.clock.seconds["predict"]
@@ -220,7 +234,7 @@ def _scored_batches(
         True,
     )
     try:
-        dataset = checked.reader.rows(spec, model, found, checked.actor_cpus).map_batches(
+        dataset = checked.reader.rows(spec, model, found, READ_CPUS).map_batches(
             Predictor,
             fn_constructor_kwargs=dict(
                 model=model,
@@ -228,7 +242,7 @@ def _scored_batches(
                 key=found.key,
                 tracking_uri=job_run.target.uri if job_run.target else _store_uri(spec),
                 columns=columns,
-                threads=max(1, int(checked.actor_cpus)),
+                threads=checked.actor_threads,
                 skipped=skipped,
             ),
             batch_size=spec.batch_size,

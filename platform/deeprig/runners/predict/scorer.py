@@ -30,7 +30,8 @@ def output_columns(model: PredictModel, spec: PredictSpec, found: PredictInput) 
 
 
 class Predictor:
-    """One actor of the pool."""
+    """One actor of the pool: the model loaded once; each batch scored is stamped with the
+    actor's timing (timing.py), which the driver reads off and drops."""
 
     def __init__(
         self,
@@ -42,18 +43,29 @@ class Predictor:
         threads: int,
         skipped: Any = None,  # a Ray queue for the rows left out; None: a bad row fails
     ):
+        import time
+
         import torch
 
+        from deeprig.runners.predict.timing import ActorClock
+
+        began = time.time()
         torch.set_num_threads(threads)
         self.model, self.reader, self.key = model, reader, key
         self.columns, self.skipped = columns, skipped
         self.pyfunc = _load(model, tracking_uri)
+        self.clock = ActorClock.since(began)
 
     def __call__(self, batch: Any) -> Any:
+        import time
+
+        began = time.perf_counter()
         features, bad = self.reader.features(self.model, batch)
         if bad:
             batch = without_bad_rows(batch, bad, self.key, self.skipped)
-        return predict_frame(self.pyfunc, self.model, features, batch, self.columns)
+        read = time.perf_counter()
+        frame = predict_frame(self.pyfunc, self.model, features, batch, self.columns)
+        return self.clock.stamp(frame, read - began, time.perf_counter() - read)
 
 
 def without_bad_rows(batch: Any, bad: BadRows, key: str | None, skipped: Any) -> Any:

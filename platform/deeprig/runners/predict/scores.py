@@ -24,7 +24,10 @@ class Scores:
         import numpy as np
 
         if self.classes is None:
+            # (a row whose label is missing, None: a forecast past the series' end, is
+            # not scored)
             error = np.asarray(predictions, dtype=np.float64) - np.asarray(labels, np.float64)
+            error = error[~np.isnan(np.asarray(labels, np.float64))]
             self.rows += len(error)
             self.squared += float((error**2).sum())
             self.absolute += float(np.abs(error).sum())

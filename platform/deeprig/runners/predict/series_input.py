@@ -1,14 +1,17 @@
 """A series CSV/Parquet scored by a forecaster (`source: timeseries`): the model's input
 columns read whole on the driver (a series is windowed across rows, as training read it),
 then every window of `window` rows, one row each, named by `row`, the position of its last
-row in the file (and any id columns' values there). Its forecast is of the target
-`horizon` steps after that row; scaling and changes are inside the model."""
+row in the file (and any id columns' values there). Its forecast is one value, `prediction`:
+the target `horizon` steps after that row (the step training forecast); scaling and
+changes are inside the model. When the input holds the target, `actual` is its value at
+that step (null for the last `horizon` windows, whose step lies past the file's end), and
+the run scores the windows that have one (rmse, mae), as a train job scores validation."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from deeprig.runners.predict.inputs import BadRows, PredictInput
+from deeprig.runners.predict.inputs import BadRows, PredictInput, block_rows
 from deeprig.spec.errors import Problem, SpecError
 
 if TYPE_CHECKING:
@@ -19,7 +22,7 @@ if TYPE_CHECKING:
 
 ROW = "row"  # the window's last row in the file, from 0
 WINDOW = "window"  # the window's values, flattened (window x input columns)
-_BLOCK_ROWS = 4096
+ACTUAL = "actual"  # the target at the step forecast, when the input holds it
 
 
 def check_series(spec: PredictSpec, model: PredictModel) -> PredictInput:
@@ -53,6 +56,10 @@ def check_series(spec: PredictSpec, model: PredictModel) -> PredictInput:
     absent_ids = [c for c in spec.id_columns if c not in schema.names]
     if absent_ids:
         problems.append(Problem("id_columns", f"column(s) {absent_ids} not in {spec.input!r}"))
+    if ACTUAL in spec.id_columns:
+        problems.append(
+            Problem("id_columns", f"{ACTUAL!r} is the output's target at the step forecast")
+        )
     if problems:
         raise SpecError(problems)
     windows = dataset.count_rows() - data.window + 1
@@ -61,24 +68,27 @@ def check_series(spec: PredictSpec, model: PredictModel) -> PredictInput:
             [Problem("input", f"{spec.input!r} holds fewer rows than one window ({data.window})")]
         )
     columns = {ROW: "int64", **{c: str(schema.field(c).type) for c in spec.id_columns}}
+    label = ACTUAL if data.target in schema.names else None
     return PredictInput(
         list(dataset.files),
-        columns | {WINDOW: "list<float>"},
+        columns | {WINDOW: "list<float>"} | ({ACTUAL: "double"} if label else {}),
         windows,
-        None,
+        label,
         [ROW, *spec.id_columns],
     )
 
 
-def series_windows(spec: PredictSpec, data: Any) -> Any:
+def series_windows(spec: PredictSpec, data: Any, labelled: bool = False) -> Any:
     """Every window of the series as an Arrow table: its last row, the id columns' values
-    there, and its values flattened."""
+    there, its values flattened and, `labelled`, the target at the step forecast."""
     import numpy as np
     import pyarrow as pa
 
     from deeprig.data.parquet import read_table
 
-    table = read_table(spec.input, list(dict.fromkeys([*data.columns, *spec.id_columns])), "input")
+    target = [data.target] if labelled else []
+    names = list(dict.fromkeys([*data.columns, *spec.id_columns, *target]))
+    table = read_table(spec.input, names, "input")
     values = np.stack([table.column(c).to_numpy().astype(np.float32) for c in data.columns], axis=1)
     ends = np.arange(data.window - 1, len(values))
     steps = ends[:, None] - np.arange(data.window)[::-1][None, :]  # (windows, window) rows
@@ -86,19 +96,25 @@ def series_windows(spec: PredictSpec, data: Any) -> Any:
     columns = {ROW: pa.array(ends, pa.int64())}
     columns |= {c: table.column(c).take(pa.array(ends)) for c in spec.id_columns}
     columns[WINDOW] = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1])
+    if labelled:
+        truth = table.column(data.target).to_numpy().astype(np.float64)
+        ahead = ends + data.horizon
+        known = ahead < len(truth)
+        actual = np.where(known, truth[np.minimum(ahead, len(truth) - 1)], np.nan)
+        columns[ACTUAL] = pa.array(actual, pa.float64(), mask=~known)
     return pa.table(columns)
 
 
 def series_rows(
     spec: PredictSpec, model: PredictModel, found: PredictInput, read_cpus: float
 ) -> Any:
+    import pyarrow as pa
     import ray.data
 
-    windows = series_windows(spec, model.data)
-    import pyarrow as pa
-
+    windows = series_windows(spec, model.data, labelled=found.label is not None)
+    size = block_rows(windows.num_rows, spec.workers, spec.batch_size)
     # (tables, not record batches: Ray Data's batcher reads a block's columns as chunked)
-    blocks = [pa.Table.from_batches([b]) for b in windows.to_batches(max_chunksize=_BLOCK_ROWS)]
+    blocks = [pa.Table.from_batches([b]) for b in windows.to_batches(max_chunksize=size)]
     return ray.data.from_arrow(blocks)
 
 

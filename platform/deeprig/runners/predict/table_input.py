@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from deeprig.runners.predict.inputs import BadRows, PredictInput
+from deeprig.runners.predict.inputs import BadRows, PredictInput, block_rows
 from deeprig.spec.errors import Problem, SpecError
 
 if TYPE_CHECKING:
@@ -80,7 +80,10 @@ def table_rows(
 ) -> Any:
     from deeprig.data.parquet import read_rows
 
-    return read_rows(spec.input, list(found.columns))
+    # (a file reads as one block however long: split, so that every actor has work)
+    rows = block_rows(found.rows, spec.workers, spec.batch_size)
+    dataset = read_rows(spec.input, list(found.columns), num_cpus=read_cpus)
+    return dataset.repartition(target_num_rows_per_block=rows)
 
 
 def table_features(model: PredictModel, batch: pd.DataFrame) -> tuple[Any, BadRows]:
