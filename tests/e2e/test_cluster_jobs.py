@@ -16,51 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, free_port, only_run, poll_until
+from tests.conftest import REPO, only_run, poll_until
+from tests.e2e.conftest import deeprig
 
-DEEPRIG = [sys.executable, "-m", "deeprig.cli"]
 pytestmark = pytest.mark.timeout(300)
 
 
-def deeprig(*args: str, home: Path, timeout: float = 240, **env: str):
-    return subprocess.run(
-        [*DEEPRIG, *args],
-        cwd=REPO,
-        env={
-            **{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
-            "DEEPRIG_HOME": str(home),
-            "COLUMNS": "200",
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """`deeprig cluster up --workers 1`, as a user runs it; down when the module is done."""
-    from deeprig.cluster.local import down, find_cluster
-
-    home = tmp_path_factory.mktemp("cluster-home")
-    ports = {"--port": free_port(), "--dashboard-port": free_port(), "--tracking-port": 0}
-    ports["--tracking-port"] = free_port()
-    args = [str(a) for pair in ports.items() for a in pair]
-    result = deeprig("cluster", "up", "--workers", "1", *args, home=home, timeout=180)
-    assert result.returncode == 0, result.stdout + result.stderr
-    state = find_cluster(home)
-    # This process reads the cluster's state too: with the cluster's token, as deeprig does.
-    from deeprig.cluster.ray_env import use_token_auth_if_available
-
-    use_token_auth_if_available()
-    # ...and its tracking server's credentials, as deeprig on this machine signs in.
-    from deeprig.tracking.auth import sign_in_if_local_server
-
-    sign_in_if_local_server(state.tracking_uri, home)
-    yield home, state
-    if find_cluster(home):  # a test failed before the last one brought it down
-        down(state, home)
+def cluster(start_cluster):
+    """`deeprig cluster up --workers 1`: a head and a worker node; the last test brings it
+    down itself."""
+    return start_cluster(workers=1)
 
 
 def test_cluster_up_starts_two_ray_nodes(cluster):
@@ -85,7 +51,7 @@ def test_the_clusters_jobs_api_refuses_a_caller_without_its_token(cluster):
 
 
 def test_cluster_up_starts_a_tracking_server(cluster):
-    from deeprig.cluster.local import tracking_healthy
+    from deeprig.cluster.tracking_server import tracking_healthy
 
     _, state = cluster
     assert tracking_healthy(state.tracking_uri)
@@ -274,6 +240,8 @@ def stopped_job(cluster):
         "name=long-cnn",
         "--set",
         "optim.num_epochs=2000",
+        "--set",
+        "scaling.num_workers=1",  # (one worker starts sooner; the stop is what is tested)
         "--no-wait",
         home=home,
     )
@@ -335,6 +303,8 @@ def test_rays_own_job_cli_runs_a_deeprig_job(cluster):
             "name=ray-cli-cnn",
             "--set",
             "optim.num_epochs=2",
+            "--set",
+            "scaling.num_workers=1",  # (what is tested is the way in: one worker starts sooner)
         ],
         cwd=REPO,
         env={**os.environ, "RAY_ADDRESS": state.dashboard, "RAY_AUTH_MODE": "token"},
@@ -399,19 +369,24 @@ def test_three_jobs_logging_at_once_lose_no_metric(cluster):
 
 
 @pytest.mark.parametrize(
-    ("overrides", "field", "words"),
+    ("overrides", "named"),
     [
-        (["scaling.num_workers=5"], "scaling.num_workers", "has 2"),
-        (["scaling.use_gpu=true"], "scaling.use_gpu", "has 0"),
-        (["scaling.cpus_per_worker=1.5"], "scaling.cpus_per_worker", "exceeds"),
+        # (two problems in one refusal: a `deeprig` process costs seconds)
+        (
+            ["scaling.num_workers=5", "scaling.cpus_per_worker=1.5"],
+            [("scaling.num_workers", "has 2"), ("scaling.cpus_per_worker", "exceeds")],
+        ),
+        # (GPU workers are not counted against the CPUs: a refusal of its own)
+        (["scaling.use_gpu=true"], [("scaling.use_gpu", "has 0")]),
     ],
 )
-def test_submit_refuses_resources_the_cluster_cannot_give(cluster, overrides, field, words):
+def test_submit_refuses_resources_the_cluster_cannot_give(cluster, overrides, named):
     home, state = cluster
     args = [a for o in overrides for a in ("--set", o)]
     result = deeprig("submit", "jobs/digits_cnn.yaml", *args, home=home)
     assert result.returncode == 2
-    assert field in result.stderr and words in result.stderr, result.stderr
+    for field, words in named:
+        assert field in result.stderr and words in result.stderr, result.stderr
     assert "submitted" not in result.stdout
 
 

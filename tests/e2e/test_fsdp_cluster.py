@@ -14,8 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, only_run, poll_until
-from tests.e2e.test_cluster_jobs import deeprig
+from tests.conftest import only_run, poll_until
+from tests.e2e.conftest import (
+    deeprig,
+    epoch_history,
+    first_epoch_after,
+    missing_and_duplicated,
+    record_fault,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -23,23 +29,8 @@ EPOCHS = 30
 
 
 @pytest.fixture(scope="module")
-def two_nodes(tmp_path_factory):
-    from deeprig.cluster.local import down, find_cluster
-
-    home = tmp_path_factory.mktemp("fsdp-cluster-home")
-    ports = ["--port", free_port(), "--dashboard-port", free_port()]
-    ports += ["--tracking-port", free_port()]
-    up = deeprig("cluster", "up", "--workers", "1", *map(str, ports), home=home, timeout=180)
-    assert up.returncode == 0, up.stdout + up.stderr
-    state = find_cluster(home)
-    from deeprig.cluster.ray_env import use_token_auth_if_available
-    from deeprig.tracking.auth import sign_in_if_local_server
-
-    use_token_auth_if_available()
-    sign_in_if_local_server(state.tracking_uri, home)
-    yield home, state
-    if (state := find_cluster(home)) is not None:
-        assert down(state, home) == []  # no process left behind
+def two_nodes(start_cluster):
+    return start_cluster(workers=1)
 
 
 def _train_workers(dashboard: str, alive: bool = False) -> list:
@@ -92,10 +83,26 @@ def worker_killed(two_nodes):
     )
     assert running, deeprig("logs", job_id, home=home).stdout[-3000:]
     victim = _train_workers(state.dashboard, alive=True)[-1]
+    killed_at = time.time()
     os.kill(victim.pid, signal.SIGKILL)  # (a local process: both nodes are this machine)
     ended = poll_until(lambda: status() in ("SUCCEEDED", "FAILED"), timeout_s=420, every_s=2)
     assert ended, status()
     run = only_run(client, "fsdp-cluster")
+    # What the restart cost: the epochs it trained again, the time to the first new epoch.
+    history = epoch_history(client, run.info.run_id)
+    done_before = max((m.step for m in history if m.timestamp / 1000 < killed_at), default=-1)
+    resumed = int(run.data.tags.get("deeprig.resumed_from_epoch", 0))
+    missing, duplicates = missing_and_duplicated(client, run.info.run_id, EPOCHS)
+    first_new = first_epoch_after(client, run.info.run_id, killed_at)
+    record_fault(
+        "a training worker process SIGKILLed",
+        f"fixed fsdp, 2 workers on 2 nodes, {EPOCHS} epochs",
+        done_before + 1 - resumed,
+        missing,
+        duplicates,
+        first_new.timestamp / 1000 - killed_at if first_new else None,
+        status(),
+    )
     return status(), run, client, _train_workers(state.dashboard), time.monotonic() - started
 
 
