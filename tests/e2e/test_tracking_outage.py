@@ -435,7 +435,8 @@ def test_cluster_up_on_a_running_cluster_starts_again_only_its_tracking_server(t
     """`up`'s restart of a tracking server that is gone (no Ray needed to show it): the
     server comes back on its port over the same store, and one that runs is left alone,
     unless asked to restart it (`cluster restart tracking`)."""
-    from deeprig.cluster.local import LocalCluster, restart_tracking
+    from deeprig.cluster.local import restart_tracking
+    from deeprig.cluster.state import LocalCluster
     from deeprig.cluster.tracking_server import tracking_store
     from mlflow import MlflowClient
 

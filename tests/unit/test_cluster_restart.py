@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from deeprig.cli import app
 from deeprig.cluster import tracking_server
-from deeprig.cluster.local import LocalCluster, find_cluster, state_file
+from deeprig.cluster.local import find_cluster
 from deeprig.cluster.processes import group_alive
+from deeprig.cluster.state import LocalCluster, state_file
 from typer.testing import CliRunner
 
 from tests.conftest import free_port

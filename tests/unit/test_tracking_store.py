@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from deeprig.cluster.local import LocalCluster, state_file
+from deeprig.cluster.state import LocalCluster, state_file
 from deeprig.cluster.tracking_target import resolve_tracking
 from deeprig.tracking.store import (
     EMBEDDED,

@@ -3,29 +3,29 @@
 `deeprig cluster up` runs Ray's own `ray start` for a head node and N worker nodes (each a
 raylet with its own resources) and `mlflow server` with artifacts served through it, all
 bound to loopback unless told otherwise. It is a small team's box and the test bed for
-job submission. What it started is written to `<deeprig home>/cluster/cluster.json`, so
-`status` and `down` find it again from another shell; `down` stops exactly those process
-groups and their children (never `ray stop`, which would kill every Ray on the machine).
-Everything it keeps under the home folder is its owner's alone (folders 0700, files 0600),
-and its servers start with a 077 umask, so what they write is too: the store and the
-password hashes are read only through the tracking server's login. The tracking server
+job submission. What it started is written to `<deeprig home>/cluster/cluster.json`
+(cluster/state.py's `LocalCluster`), so `status` and `down` find it again from another
+shell; `down` stops exactly those process groups and their children (never `ray stop`,
+which would kill every Ray on the machine). Everything it keeps under the home folder is
+its owner's alone (folders 0700, files 0600), and its servers start with a 077 umask, so
+what they write is too: the store and the password hashes are read only through the
+tracking server's login. The tracking server
 itself is cluster/tracking_server.py's; starting and stopping process groups,
 cluster/processes.py's.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from deeprig.cluster.processes import group_alive, group_processes, spawn, stop
 from deeprig.cluster.ray_nodes import is_loopback, loopback_env, ray_start_command
+from deeprig.cluster.state import LocalCluster, state_file
 from deeprig.cluster.tracking_server import (
     ROLE,
     create_jobs_user,
@@ -34,40 +34,11 @@ from deeprig.cluster.tracking_server import (
     tracking_healthy,
     wait_until_healthy,
 )
-from deeprig.tracking.store import deeprig_home, private_file, private_folder
+from deeprig.tracking.store import deeprig_home, private_folder
 
 
 class ClusterError(RuntimeError):
     """The cluster could not be brought up or found (the message says why and what to do)."""
-
-
-@dataclass
-class LocalCluster:
-    dashboard: str  # http://HOST:PORT, the Jobs API
-    gcs_address: str  # HOST:PORT, for `ray start --address` and `ray.init`
-    tracking_uri: str  # http://HOST:PORT of the MLflow server
-    storage: str  # checkpoints: a folder every node of this machine sees
-    temp_dir: str
-    workers: int
-    cpus_per_node: float
-    process_groups: dict[str, int] = field(default_factory=dict)  # role -> pgid
-    logs: str = ""
-    auth: bool = False  # the tracking server asks for credentials (MLflow basic auth)
-
-    def save(self, path: Path) -> None:
-        private_file(path).write_text(json.dumps(asdict(self), indent=2))
-
-    @classmethod
-    def load(cls, path: Path) -> LocalCluster:
-        return cls(**json.loads(path.read_text()))
-
-    def job_env(self) -> dict[str, str]:
-        """Where a job on this cluster records runs and keeps checkpoints."""
-        return {"MLFLOW_TRACKING_URI": self.tracking_uri, "DEEPRIG_STORAGE": self.storage}
-
-
-def state_file(home: Path | None = None) -> Path:
-    return (home or deeprig_home()) / "cluster" / "cluster.json"
 
 
 def find_cluster(home: Path | None = None) -> LocalCluster | None:

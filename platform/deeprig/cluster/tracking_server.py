@@ -9,13 +9,10 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from deeprig.cluster.processes import group_processes, in_group, spawn
+from deeprig.cluster.state import LocalCluster
 from deeprig.tracking.store import deeprig_home, private_file, private_folder
-
-if TYPE_CHECKING:
-    from deeprig.cluster.local import LocalCluster
 
 ROLE = "mlflow"  # its process group's role in the cluster's state
 
