@@ -15,14 +15,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from deeprig.cluster.resources import ClusterResources
-from deeprig.runners.rl import (
-    RESULT_METRICS,
-    accepted_training_keys,
-    build_config,
-    check_rl_spec,
-    flatten_result,
-    should_stop,
-)
+from deeprig.runners.rl import RESULT_METRICS, flatten_result, should_stop
+from deeprig.runners.rl_config import accepted_training_keys, build_config, check_rl_spec
 from deeprig.runners.tune.trial import SearchBase, TrialContext, TuneChecked, hand_back_finished
 from deeprig.spec.errors import Problem, SpecError
 from deeprig.spec.rl import RLSpec
