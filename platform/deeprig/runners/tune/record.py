@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from deeprig.plots import search_trials
@@ -38,6 +39,16 @@ TRIAL_COLUMNS = (
 )
 
 
+@dataclass(frozen=True)
+class BestTrial:
+    """The search's best trial, as Tune's results and the trial runs tell it."""
+
+    result: Any  # its Tune Result
+    value: float  # the best of the search's metric over its reports
+    trial_id: Any
+    run_id: str | None  # its MLflow run, when the driver knows it
+
+
 def record_search(
     spec: TuneSpec,
     checked: TuneChecked,
@@ -49,80 +60,122 @@ def record_search(
 ) -> TuneOutcome:
     """`trial_runs`: trial id -> its run, of the trials this driver opened (a restored
     search's others are read from the parent's child runs while the server answers)."""
-    metric, mode = spec.search.metric, spec.search.mode
-    frames = {
-        r.metrics.get("trial_id", str(i)): r.metrics_dataframe
-        for i, r in enumerate(results)
-        if r.metrics_dataframe is not None
-    }
-    total_epochs = sum(len(f) for f in frames.values())
-    errors = [r for r in results if r.error]
-    ok = [r for r in results if not r.error and r.metrics and metric in r.metrics]
-    if not ok:
-        raise _all_trials_failed([r.error for r in errors])
-    best = results.get_best_result(metric=metric, mode=mode, scope="all")
-    best_frame = best.metrics_dataframe
-    best_value = float(best_frame[metric].min() if mode == "min" else best_frame[metric].max())
-    best_config = dict(best.config)
-    best_trial = best.metrics.get("trial_id")
+    metric = spec.search.metric
+    frames = _trial_frames(results)
+    errors = [r.error for r in results if r.error]
+    if not any(not r.error and r.metrics and metric in r.metrics for r in results):
+        raise _all_trials_failed(errors)
     answers = parent.answers() if parent else False
-    run_ids = dict(trial_runs)
-    if answers:
-        run_ids |= {trial: child.run_id for trial, child in parent.child_runs().items() if trial}
-    best_run_id = run_ids.get(str(best_trial))
-    # (what the trial runs' deeprig.stopped_early says: the same judge of the same result)
-    stopped = {
-        str(r.metrics.get("trial_id"))
-        for r in results
-        if not r.error and r.metrics and base.judge(spec.base, r.metrics)[1]
-    }
+    best = _best_trial(spec, results, _trial_run_ids(parent, trial_runs, answers))
+    stopped = _stopped_early(spec, base, results)
     outcome = TuneOutcome(
         job_name=spec.name,
         experiment=spec.experiment_name,
         metric=metric,
         unit=base.unit,
         parent_run_id=parent.run_id,
-        best_run_id=best_run_id,
-        best_metric=best_value,
-        best_config=best_config,
+        best_run_id=best.run_id,
+        best_metric=best.value,
+        best_config=dict(best.result.config),
         num_trials=len(results),
         num_stopped_early=len(stopped),
-        total_epochs=total_epochs,
+        total_epochs=sum(len(f) for f in frames.values()),
         seconds=time.perf_counter() - started,
         note="" if answers or not parent else _KEPT_LOCALLY,
     )
     if not parent:  # nothing records: no figure drawn, no model exported for nothing
         return outcome
-    record_key_metric(parent, metric, best_value)
+    _log_summary(parent, outcome, best, len(errors))
+    _log_trials(parent, spec, base, results, frames, best, stopped)
+    if answers:
+        base.log_best(parent, spec, checked, best.result)
+    else:
+        _log_best_checkpoint(parent, best.result)
+    parent.finish(RunStatus.FINISHED)
+    return outcome
+
+
+def _trial_frames(results: Any) -> dict[str, Any]:
+    """Each trial's reports as a dataframe, by trial id: what the plot draws and the
+    total of epochs counts."""
+    return {
+        r.metrics.get("trial_id", str(i)): r.metrics_dataframe
+        for i, r in enumerate(results)
+        if r.metrics_dataframe is not None
+    }
+
+
+def _trial_run_ids(
+    parent: RunRecorder | NullRecorder, trial_runs: dict[str, str], answers: bool
+) -> dict[str, str]:
+    """Trial id -> its run: those this driver opened and, while the server answers, the
+    parent's child runs (a restored search's trials the dead driver opened)."""
+    run_ids = dict(trial_runs)
+    if answers:
+        run_ids |= {trial: child.run_id for trial, child in parent.child_runs().items() if trial}
+    return run_ids
+
+
+def _best_trial(spec: TuneSpec, results: Any, run_ids: dict[str, str]) -> BestTrial:
+    metric, mode = spec.search.metric, spec.search.mode
+    best = results.get_best_result(metric=metric, mode=mode, scope="all")
+    frame = best.metrics_dataframe
+    value = float(frame[metric].min() if mode == "min" else frame[metric].max())
+    trial_id = best.metrics.get("trial_id")
+    return BestTrial(best, value, trial_id, run_ids.get(str(trial_id)))
+
+
+def _stopped_early(spec: TuneSpec, base: SearchBase, results: Any) -> set[str]:
+    """The trials their base judges stopped early: what the trial runs'
+    deeprig.stopped_early says (the same judge of the same result)."""
+    return {
+        str(r.metrics.get("trial_id"))
+        for r in results
+        if not r.error and r.metrics and base.judge(spec.base, r.metrics)[1]
+    }
+
+
+def _log_summary(parent: RunRecorder, outcome: TuneOutcome, best: BestTrial, failed: int) -> None:
+    """The best trial's value, config and run, and the counts of trials, on the parent
+    run: the figures the outcome shows."""
+    record_key_metric(parent, outcome.metric, best.value)
     parent.log_metrics(
         {
-            "num_trials": len(results),
-            "num_trials_stopped_early": len(stopped),
-            "num_trials_failed": len(errors),
-            "total_epochs": total_epochs,
+            "num_trials": outcome.num_trials,
+            "num_trials_stopped_early": outcome.num_stopped_early,
+            "num_trials_failed": failed,
+            "total_epochs": outcome.total_epochs,
         }
     )
-    parent.log_params({f"best.{k}": json.dumps(v) for k, v in best_config.items()})
+    parent.log_params({f"best.{k}": json.dumps(v) for k, v in outcome.best_config.items()})
     parent.set_tags(
         {
-            Tag.BEST_TRIAL_ID: str(best_trial),
-            Tag.BEST_RUN_ID: best_run_id or "",
+            Tag.BEST_TRIAL_ID: str(best.trial_id),
+            Tag.BEST_RUN_ID: best.run_id or "",
         }
     )
-    if best_run_id:
-        parent.set_tags_of(best_run_id, {Tag.BEST_TRIAL: "true"})
+    if best.run_id:
+        parent.set_tags_of(best.run_id, {Tag.BEST_TRIAL: "true"})
+
+
+def _log_trials(
+    parent: RunRecorder,
+    spec: TuneSpec,
+    base: SearchBase,
+    results: Any,
+    frames: dict[str, Any],
+    best: BestTrial,
+    stopped: set[str],
+) -> None:
+    """Every trial's last results as trials.csv, and all trials' curves as
+    plots/search.png."""
+    metric = spec.search.metric
     frame = results.get_dataframe(filter_metric=metric, filter_mode=None)
     keep = [c for c in frame.columns if c.startswith("config/") or c in TRIAL_COLUMNS]
     parent.log_csv(frame[keep], "trials.csv")
-    best_label = f"run {best_run_id[:8]}" if best_run_id else str(best_trial)
-    figure = search_trials(frames, metric, best_trial, best_label, base.unit, stopped, spec.name)
+    best_label = f"run {best.run_id[:8]}" if best.run_id else str(best.trial_id)
+    figure = search_trials(frames, metric, best.trial_id, best_label, base.unit, stopped, spec.name)
     parent.log_figure(figure, "plots/search.png")
-    if answers:
-        base.log_best(parent, spec, checked, best)
-    else:
-        _log_best_checkpoint(parent, best)
-    parent.finish(RunStatus.FINISHED)
-    return outcome
 
 
 _KEPT_LOCALLY = (
