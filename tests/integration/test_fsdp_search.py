@@ -1,6 +1,8 @@
-"""A search over an fsdp base on a real local Ray: each trial a 2-worker TorchTrainer whose
+"""A search over an fsdp base on a real local Ray: its trial a 2-worker TorchTrainer whose
 model is sharded, its checkpoints every rank's DCP shards, the best trial's model logged
-whole on the search's parent run. (PBT over a multi-worker base is refused before Ray
+whole on the search's parent run. One trial (~14 s each here): which trial is the best is
+the same for every base, checked by test_tune_job.py's searches; what is fsdp's own is the
+sharded checkpoint gathered whole. (PBT over a multi-worker base is refused before Ray
 starts: tests/unit/test_sharding.py.)"""
 
 from __future__ import annotations
@@ -32,17 +34,15 @@ SEARCH = {
         "checkpoint": {"num_to_keep": 1, "metric": "epoch", "mode": "max"},
     },
     "search_space": {"optim.lr": {"choice": [0.001, 0.01]}},
-    "search": {"algorithm": "random", "metric": "val_accuracy", "mode": "max", "num_samples": 2},
-    # (grace_period = num_epochs: ASHA stops no trial, so both end FINISHED whichever
-    # reports first; which trial it would stop is a race)
-    "scheduler": {"name": "asha", "grace_period": 2, "reduction_factor": 2},
+    "search": {"algorithm": "random", "metric": "val_accuracy", "mode": "max", "num_samples": 1},
+    "scheduler": {"name": "fifo"},
     "tracking": {"experiment": "fsdp-search"},
 }
 
 
 @pytest.fixture(scope="module")
 def fsdp_search(tmp_path_factory):
-    """Two trials of 2 epochs: (client, parent run, child runs, the deeprig home)."""
+    """One trial of 2 epochs: (client, parent run, child runs, the deeprig home)."""
     folder = tmp_path_factory.mktemp("fsdp-search")
     job = folder / "search.yaml"
     job.write_text(yaml.safe_dump(SEARCH))
@@ -64,7 +64,7 @@ def _trial_checkpoints(home: Path, trial_id: str) -> list[Path]:
 def test_each_fsdp_trial_trains_sharded_and_checkpoints_every_ranks_shards(fsdp_search):
     client, parent, children, home = fsdp_search
     assert parent.info.status == "FINISHED"
-    assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
+    assert len(children) == 1 and {c.info.status for c in children} == {"FINISHED"}
     for child in children:
         (checkpoint,) = _trial_checkpoints(home, child.data.tags["deeprig.trial_id"])
         files = {p.name for p in (checkpoint / "shards").iterdir()}
