@@ -22,6 +22,7 @@ from deeprig.tracking.outbox import (
     short_client_retries,
     status_record,
     tags_record,
+    unreachable,
 )
 from deeprig.tracking.spool import spooled_runs, upload
 
@@ -235,6 +236,27 @@ def test_mlflows_client_retries_are_cut_to_seconds_unless_the_user_set_them(monk
     short_client_retries()
     assert MLFLOW_HTTP_REQUEST_MAX_RETRIES.get() == 2
     assert MLFLOW_HTTP_REQUEST_TIMEOUT.get() == 60
+
+
+def test_only_an_absent_server_or_a_run_not_created_yet_is_tried_later():
+    """What the outbox keeps for later, as opposed to raising: the server away or saying
+    it cannot now (5xx), or the run's creation still queued; a refusal (4xx) or a bug is
+    raised at once."""
+    import requests
+    from deeprig.tracking.new_runs import NotCreatedYet
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
+
+    later = [
+        ConnectionRefusedError(),
+        requests.ConnectionError("reset"),
+        requests.Timeout("read timed out"),
+        NotCreatedYet("queued"),
+        MlflowException("unavailable", error_code=INTERNAL_ERROR),
+    ]
+    now = [MlflowException("no such run", error_code=RESOURCE_DOES_NOT_EXIST), ValueError()]
+    assert [unreachable(e) for e in later] == [True] * len(later)
+    assert [unreachable(e) for e in now] == [False] * len(now)
 
 
 def test_a_recorder_whose_server_is_away_ends_its_run_from_the_spool(

@@ -24,6 +24,7 @@ themselves, a status is set again: every record may be delivered twice. A non-ht
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -56,18 +57,26 @@ def short_client_retries() -> None:
 
 
 def unreachable(error: BaseException) -> bool:
-    """The server did not answer, or answered that it cannot now (or a run's creation has
-    not reached it yet): worth trying later."""
-    import requests
+    """The server did not answer, or answered that it cannot now (a 5xx), or a run's
+    creation has not reached it yet: worth trying later."""
     from mlflow.exceptions import MlflowException
+
+    if isinstance(error, _try_later()):
+        return True
+    return isinstance(error, MlflowException) and error.get_http_status_code() >= 500
+
+
+@functools.cache
+def _try_later() -> tuple[type[BaseException], ...]:
+    """The errors that mean "try later" by their type alone: the server away (no
+    connection, no answer in time: requests' and the OS's) and a record whose run's
+    creation has not reached the server yet. (Built when first asked: requests' import
+    costs ~0.14 s, which a process that never meets a server need not pay.)"""
+    import requests
 
     from deeprig.tracking.new_runs import NotCreatedYet
 
-    if isinstance(error, requests.ConnectionError | requests.Timeout | ConnectionError):
-        return True
-    if isinstance(error, NotCreatedYet):
-        return True
-    return isinstance(error, MlflowException) and error.get_http_status_code() >= 500
+    return (requests.ConnectionError, requests.Timeout, ConnectionError, NotCreatedYet)
 
 
 def metrics_record(run_id: str, points: list[tuple[str, float, int, int]]) -> Record:
