@@ -64,6 +64,24 @@ def test_steady_rows_per_s_counts_from_when_every_actor_had_scored_a_batch():
     assert metrics["time.score_s"] == pytest.approx(5 * 0.5)
 
 
+def test_the_batches_ray_data_joined_in_one_block_are_told_apart():
+    one, two = ActorClock("a", 2.0, 103.0), ActorClock("b", 3.0, 104.0)
+    joined = StreamTiming(started=100.0)
+    joined.add(pa.concat_tables([stamped(one, 100, 104.0), stamped(two, 100, 106.0)]))
+    joined.add(
+        pa.concat_tables(
+            [stamped(one, 100, 107.0), stamped(two, 100, 108.0), stamped(one, 50, 110.0)]
+        )
+    )
+    metrics = joined.metrics()
+    assert metrics["rows_per_s_steady"] == pytest.approx(250 / 4.0)
+    assert metrics["time.first_batch_s"] == pytest.approx(4.0)
+    assert metrics["time.actors_ready_s"] == pytest.approx(4.0)
+    assert metrics["time.model_load_s"] == pytest.approx(3.0)
+    assert metrics["time.read_s"] == pytest.approx(5 * 0.25)
+    assert metrics["time.score_s"] == pytest.approx(5 * 0.5)
+
+
 def test_no_steady_rate_when_no_batch_came_after_the_warm_up():
     timing = StreamTiming(started=0.0)
     timing.add(stamped(ActorClock("a", 1.0, 1.0), 100, 2.0))

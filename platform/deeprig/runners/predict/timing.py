@@ -67,16 +67,23 @@ class StreamTiming:
     write_s: float = 0.0
 
     def add(self, batch: Any) -> None:
-        """The stamps of an Arrow batch of scored rows (one with no rows has none)."""
+        """The stamps of an Arrow table of scored rows: Ray Data joins several of an
+        actor's batches into one block, so each run of rows of one stamp is one batch."""
+        import numpy as np
+        import pyarrow as pa
+
         if batch.num_rows == 0 or DONE_AT not in batch.column_names:
             return
-        first = {name: batch.column(name)[0].as_py() for name in (ACTOR, LOADED_S, READY_AT)}
-        actor = str(first[ACTOR])
-        self.ready_at[actor] = first[READY_AT]
-        self.loaded_s[actor] = first[LOADED_S]
-        self.read_s += batch.column(READ_S)[0].as_py()
-        self.score_s += batch.column(SCORE_S)[0].as_py()
-        self.batches.append(_Batch(actor, batch.column(DONE_AT)[0].as_py(), batch.num_rows))
+        done = batch.column(DONE_AT).to_numpy()
+        starts = np.flatnonzero(np.r_[True, done[1:] != done[:-1]])
+        rows = np.diff(np.r_[starts, len(done)])
+        firsts = batch.take(pa.array(starts))
+        for i, actor in enumerate(str(a) for a in firsts.column(ACTOR).to_pylist()):
+            self.ready_at[actor] = firsts.column(READY_AT)[i].as_py()
+            self.loaded_s[actor] = firsts.column(LOADED_S)[i].as_py()
+            self.read_s += firsts.column(READ_S)[i].as_py()
+            self.score_s += firsts.column(SCORE_S)[i].as_py()
+            self.batches.append(_Batch(actor, float(done[starts[i]]), int(rows[i])))
 
     def steady_rows_per_s(self) -> float | None:
         """Rows scored after every actor had scored its first batch, per second since
