@@ -56,3 +56,7 @@ class Reader:
     # On an actor: a pandas batch of those rows -> what the model's pyfunc reads, and the
     # rows that could not be read (left out of what it reads).
     features: Callable[[PredictModel, pd.DataFrame], tuple[Any, BadRows]]
+    # CPUs kept free for Ray Data's read tasks, each asking for that much (a table's);
+    # 0: the rows are made on the driver (a folder's paths, a series' windows), so the
+    # actors share every CPU.
+    read_cpus: float = 0.0

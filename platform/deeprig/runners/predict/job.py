@@ -25,9 +25,6 @@ if TYPE_CHECKING:
     from deeprig.runners.contract import Job, JobRun
 
 RESUMES = None  # a predict job is rerun, not resumed: its output is written at the end
-# What each of Ray Data's read tasks asks for (a table's; a folder's paths and a series'
-# windows are made on the driver): little, since the scoring actors are the work.
-READ_CPUS = 0.25
 
 
 @dataclass(frozen=True)
@@ -66,8 +63,9 @@ def check(spec: PredictSpec, resources: ClusterResources) -> PredictChecked:
                 )
             ]
         )
-    # The read tasks keep READ_CPUS; the actors share the rest, each on one node.
-    actor_cpus = min(resources.max_node_cpus, max(resources.cpus - READ_CPUS, 0.2) / spec.workers)
+    # The reader's read tasks keep their CPUs; the actors share the rest, each on one node.
+    free = max(resources.cpus - reader.read_cpus, 0.2)
+    actor_cpus = min(resources.max_node_cpus, free / spec.workers)
     return PredictChecked(model, reader, found, round(actor_cpus, 2))
 
 
@@ -234,7 +232,7 @@ def _scored_batches(
         True,
     )
     try:
-        dataset = checked.reader.rows(spec, model, found, READ_CPUS).map_batches(
+        dataset = checked.reader.rows(spec, model, found, checked.reader.read_cpus).map_batches(
             Predictor,
             fn_constructor_kwargs=dict(
                 model=model,

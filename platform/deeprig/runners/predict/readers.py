@@ -23,7 +23,7 @@ from deeprig.spec.data import (
 )
 from deeprig.spec.errors import Problem, SpecError
 
-TABLE = Reader(check_table, table_rows, table_features)
+TABLE = Reader(check_table, table_rows, table_features, read_cpus=1.0)
 
 # None: no input layout to score (a built-in data set's model reads arrays made in code).
 READERS: dict[type, Reader | None] = {

@@ -78,12 +78,18 @@ def check_table(spec: PredictSpec, model: PredictModel) -> PredictInput:
 def table_rows(
     spec: PredictSpec, model: PredictModel, found: PredictInput, read_cpus: float
 ) -> Any:
-    from deeprig.data.parquet import read_rows
+    from deeprig.data.parquet import open_table, read_rows
 
-    # (a file reads as one block however long: split, so that every actor has work)
-    rows = block_rows(found.rows, spec.workers, spec.batch_size)
     dataset = read_rows(spec.input, list(found.columns), num_cpus=read_cpus)
-    return dataset.repartition(target_num_rows_per_block=rows)
+    # A file reads as one block however long, and the pool gives each actor whole blocks:
+    # the read cuts its blocks at block_rows rows' bytes (Ray Data's target block size, for
+    # this dataset only: a copy of the context), so that every actor has work. (No
+    # repartition: that is an operator of its own, whose tasks each ask for a whole CPU.)
+    sample = open_table(spec.input, field="input").head(1024, columns=list(found.columns))
+    row_bytes = max(1, sample.nbytes // max(sample.num_rows, 1))
+    rows = block_rows(found.rows, spec.workers, spec.batch_size)
+    dataset.context.target_max_block_size = row_bytes * rows
+    return dataset
 
 
 def table_features(model: PredictModel, batch: pd.DataFrame) -> tuple[Any, BadRows]:
