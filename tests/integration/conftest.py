@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,13 +17,27 @@ import pytest
 from tests.conftest import deeprig_home_at, embedded_store_client, poll_until
 
 
+def fresh_home(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
+    """A deeprig home of its own whose MLflow store is empty: a copy of one that MLflow
+    made once for the session (a new SQLite store runs its ~2 s of migrations, on the CPUs
+    the job's workers start on)."""
+    template = tmp_path_factory.getbasetemp() / "empty-store" / "mlflow.db"
+    if not template.exists():
+        template.parent.mkdir()
+        embedded_store_client(template.parent).search_experiments()  # MLflow makes it
+    home = tmp_path_factory.mktemp(name) / "deeprig-home"
+    home.mkdir()
+    shutil.copyfile(template, home / "mlflow.db")
+    return home
+
+
 def run_in_fresh_home(tmp_path_factory, name: str, *args: str):
     """`deeprig run ARGS` in this process, in a deeprig home of its own: (the CLI's result,
     a client on that home's store). Module fixtures run their job once with it."""
     from deeprig.cli import app
     from typer.testing import CliRunner
 
-    home = tmp_path_factory.mktemp(name) / "deeprig-home"
+    home = fresh_home(tmp_path_factory, name)
     with deeprig_home_at(home):
         result = CliRunner().invoke(app, ["run", *args], catch_exceptions=False)
     return result, embedded_store_client(home)

@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from tests.conftest import JOBS, deeprig_home_at, embedded_store_client, only_run, poll_until
+from tests.integration.conftest import fresh_home
 
 EPOCHS = 6  # a worker is killed after epoch 2: 4 left to resume into
 
@@ -25,7 +26,7 @@ def killed_worker_job(tmp_path_factory, ray_2_cpus):
     from ray.util.state import list_actors
 
     address = ray.get_runtime_context().gcs_address
-    home = tmp_path_factory.mktemp("elastic") / "deeprig-home"
+    home = fresh_home(tmp_path_factory, "elastic")
     with deeprig_home_at(home):
         spec = load_spec(
             JOBS / "digits_mlp.yaml",

@@ -21,7 +21,7 @@ from tests.conftest import (
     poll_until,
     runs_in,
 )
-from tests.integration.conftest import run_in_fresh_home
+from tests.integration.conftest import fresh_home, run_in_fresh_home
 
 pytestmark = pytest.mark.usefixtures("ray_2_cpus")
 
@@ -39,16 +39,25 @@ def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -
     return found
 
 
+# A min_delta no epoch's val_loss can beat: early stopping ends the 50-epoch job after
+# exactly 1 + patience = 4 epochs, whatever the losses, so the tests below know its length.
+STOPS_AFTER_4 = "early_stopping={metric: val_loss, patience: 3, min_delta: 1000.0}"
+
+
 @pytest.fixture(scope="module")
 def quickstart(tmp_path_factory, ray_2_cpus):
-    """quickstart.yaml for 4 epochs: (the CLI's result, its home, a client on its store, its
-    one MLflow run)."""
-    home = tmp_path_factory.mktemp("quickstart") / "deeprig-home"
+    """quickstart.yaml for up to 50 epochs, stopped early after 4 (its best checkpoint by
+    val_loss): (the CLI's result, its home, a client on its store, its one MLflow run)."""
+    home = fresh_home(tmp_path_factory, "quickstart")
     with deeprig_home_at(home):
         result = run_cli(
             str(JOBS / "quickstart.yaml"),
             "--set",
-            "optim.num_epochs=4",
+            "optim.num_epochs=50",
+            "--set",
+            STOPS_AFTER_4,
+            "--set",
+            "checkpoint={metric: val_loss, mode: min, num_to_keep: 2}",
             "--set",
             "tracking.log_every_n_steps=5",
             "--set",
@@ -89,7 +98,7 @@ def test_quickstart_records_one_mlflow_run(quickstart):
     assert run.info.status == "FINISHED"
     assert run.info.run_id in result.output  # the user is told which run it was
 
-    assert run.data.params["optim.num_epochs"] == "4"  # the --set override is what was recorded
+    assert run.data.params["optim.num_epochs"] == "50"  # the --set override is what was recorded
     tags = run.data.tags
     assert tags["deeprig.kind"] == "train" and len(tags["deeprig.spec_hash"]) == 64
     assert tags["deeprig.version.ray"] == "2.60.0" and tags["deeprig.ray_job_id"]
@@ -132,7 +141,7 @@ def test_quickstart_fills_mlflows_own_fields(quickstart):
 def parquet_gru(tmp_path_factory, digits_parquet, ray_2_cpus):
     """parquet_digits_gru.yaml streamed through Ray Data, registered as digits-gru: (a client
     on its store, its one MLflow run)."""
-    home = tmp_path_factory.mktemp("parquet") / "deeprig-home"
+    home = fresh_home(tmp_path_factory, "parquet")
     with deeprig_home_at(home):
         result = run_cli(
             str(JOBS / "parquet_digits_gru.yaml"),
@@ -181,10 +190,7 @@ def failed_job(tmp_path_factory, ray_2_cpus):
         f"data: {{source: parquet, path: {path}, features: [x], label: y}}\n"
         "optim: {num_epochs: 2}\n"
     )
-    home = folder / "deeprig-home"
-    with deeprig_home_at(home):
-        result = run_cli(str(job))
-    return result, embedded_store_client(home)
+    return run_in_fresh_home(tmp_path_factory, "ragged-home", str(job))
 
 
 def test_failed_job_exits_1(failed_job):
@@ -305,36 +311,17 @@ def test_a_diverging_jobs_run_is_failed_with_the_reason(diverging):
     assert run.data.tags["deeprig.failure"] == "non_finite_loss"
 
 
-@pytest.fixture(scope="module")
-def stopped_early(tmp_path_factory, ray_2_cpus):
-    """quickstart for up to 50 epochs, stopped when val_loss has not improved by 0.05 for
-    2 epochs: (a client on its store, its one run)."""
-    result, client = run_in_fresh_home(
-        tmp_path_factory,
-        "early",
-        str(JOBS / "quickstart.yaml"),
-        "--set",
-        "optim.num_epochs=50",
-        "--set",
-        "early_stopping={metric: val_loss, patience: 2, min_delta: 0.05}",
-        "--set",
-        "checkpoint={metric: val_loss, mode: min, num_to_keep: 2}",
-    )
-    assert result.exit_code == 0, result.output
-    return client, only_run(client, "quickstart")
-
-
-def test_early_stopping_ends_a_50_epoch_job_early(stopped_early):
-    client, run = stopped_early
+def test_early_stopping_ends_a_50_epoch_job_early(quickstart):
+    _, _, client, run = quickstart
     assert run.info.status == "FINISHED"
     assert run.data.tags["deeprig.stopped_early"] == "true"
     epochs = sorted(m.step + 1 for m in client.get_metric_history(run.info.run_id, "val_loss"))
-    assert epochs == list(range(1, len(epochs) + 1)) and len(epochs) < 50
-    assert run.data.tags["deeprig.stopped_at_epoch"] == str(len(epochs))  # every epoch logged
+    assert epochs == [1, 2, 3, 4]  # every epoch logged, none after the rule stopped it
+    assert run.data.tags["deeprig.stopped_at_epoch"] == "4"
 
 
-def test_early_stopping_keeps_the_best_checkpoint_as_the_model(stopped_early):
-    client, run = stopped_early
+def test_early_stopping_keeps_the_best_checkpoint_as_the_model(quickstart):
+    _, _, client, run = quickstart
     history = client.get_metric_history(run.info.run_id, "val_loss")
     best = min(history, key=lambda m: m.value)
     assert run.data.tags["deeprig.best_epoch"] == str(best.step + 1)

@@ -260,14 +260,15 @@ def test_a_loops_model_is_logged_with_its_best_checkpoints_weights(raydocs_loop,
 
 @pytest.fixture(scope="module")
 def search_over_model_args(tmp_path_factory, ray_2_cpus):
-    """Two trials of 2 epochs over the custom model's arguments, on a 2-worker base: (a
-    client on its store, its runs)."""
+    """One trial of 2 epochs over the custom model's arguments, on a 2-worker base: the
+    user's code reaches a trial's TorchTrainer workers (that trials differ and the best is
+    chosen is test_tune_job's): (a client on its store, its runs)."""
     result, client = run_in_fresh_home(
         tmp_path_factory,
         "tune-custom",
         str(JOBS / "tune_custom_model.yaml"),
         "--set",
-        "search.num_samples=2",
+        "search.num_samples=1",
         "--set",
         "base.optim.num_epochs=2",
         "--set",
@@ -283,7 +284,7 @@ def test_a_search_over_the_models_args_records_a_child_run_per_trial(search_over
     client, runs = search_over_model_args
     parents = [r for r in runs if r.data.tags.get("deeprig.kind") == "tune"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId")]
-    assert len(parents) == 1 and len(children) == 2
+    assert len(parents) == 1 and len(children) == 1
     # Each trial's own values of the searched arguments are its params.
     assert all(r.data.params["model.args.width"] in {"8", "16", "24"} for r in children)
     assert all(c.info.status == "FINISHED" for c in children)
