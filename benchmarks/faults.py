@@ -9,7 +9,7 @@ from the cluster's MLflow server and appends its row to $DEEPRIG_FAULT_ROWS; thi
 runs the modules named, one after the other, keeps every module's latest rows in one
 file, and prints the table of all of them:
 
-    python benchmarks/faults.py tests/e2e/test_node_loss.py      # ~11 min on 2 CPUs
+    python benchmarks/faults.py tests/e2e/test_node_loss.py      # ~12 min on 2 CPUs
     python benchmarks/faults.py tests/e2e/test_node_drain.py     # ~6 min
     python benchmarks/faults.py tests/e2e/test_fsdp_cluster.py   # ~2 min
     python benchmarks/faults.py                                  # the table so far

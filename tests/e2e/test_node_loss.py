@@ -5,7 +5,7 @@ FSDP, has a worker node's every Ray process SIGKILLed mid-run, continues on the 
 left from its latest checkpoint, grows back to 3 workers into the node `deeprig cluster
 add-node` brings, and finishes SUCCEEDED in its one MLflow run with every epoch logged
 once. Every node registers on 127.0.0.1. Each fault's cost, read from the run's MLflow
-records, is a row of benchmarks/faults.py's table. Slow (~11 min): `pytest -m slow`.
+records, is a row of benchmarks/faults.py's table. Slow (~12 min): `pytest -m slow`.
 
 When Ray grows the job: its elastic policy looks for room every `resize_interval_s`, in the
 reservations of Ray's autoscaling coordinator, which sees the cluster's nodes anew only
