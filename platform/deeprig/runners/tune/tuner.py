@@ -45,11 +45,12 @@ def build_tuner(
             storage_path=storage,
             callbacks=callbacks,
             verbose=0,
-            # PBT copies a good trial's checkpoint into a poor one, by a path it noted
-            # earlier: keep them all (small) for pbt, the last few otherwise.
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=None if spec.scheduler.name == "pbt" else 3
-            ),
+            # Keep every trial checkpoint. Tune's saved search state names each trial's
+            # latest checkpoint as of its last save (every TUNE_GLOBAL_CHECKPOINT_S); with
+            # num_to_keep=3 a fast trial deletes that one before the next save, and a
+            # driver killed in between cannot --resume the trial ("does not exist on
+            # storage anymore"). PBT too copies checkpoints by paths it noted earlier.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
         ),
     )
 
