@@ -268,3 +268,18 @@ class FlakyTrackingServer:
 @pytest.fixture
 def flaky_server() -> FlakyTrackingServer:
     return FlakyTrackingServer()
+
+
+@pytest.fixture
+def ray_never_started(monkeypatch):
+    """Fails the test if the code under test opens deeprig's Ray session or calls ray.init:
+    what is refused "before Ray starts" never gets that far. Checked at those doors, not by
+    `ray.is_initialized()`: in the full suite the integration tests' Ray is already up."""
+    import deeprig.cluster.session as session
+    import ray
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("Ray was started (or joined) by the code under test")
+
+    monkeypatch.setattr(session, "ray_session", refuse)
+    monkeypatch.setattr(ray, "init", refuse)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import ray
 from deeprig.cluster.resources import ClusterResources
 from deeprig.failures import FailureClass
 from deeprig.runners import train
@@ -30,11 +29,12 @@ def _checked(*overrides: str, job: Path = JOBS / "raydocs_loop.yaml"):
     return train.check(load_spec(job, list(overrides)), CPU)
 
 
-def test_the_trainer_carries_the_specs_run_retries_scaling_and_the_users_loop_config():
+def test_the_trainer_carries_the_specs_run_retries_scaling_and_the_users_loop_config(
+    ray_never_started,
+):
     checked = _checked("failure.max_failures=2")
     spec, own = checked.spec, UserCallback()
     trainer = build_trainer(spec, checked, None, "0123456789ab", None, "/tmp/ckpt", "run-x", [own])
-    assert not ray.is_initialized()
     run = trainer.run_config
     assert (run.name, run.storage_path, run.failure_config.max_failures) == (
         "run-x",

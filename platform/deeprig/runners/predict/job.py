@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from deeprig.cluster.resources import ClusterResources
     from deeprig.runners.contract import Job, JobRun
+    from deeprig.tracking.runs import RunRecorder
 
 RESUMES = None  # a predict job is rerun, not resumed: its output is written at the end
 
@@ -163,19 +164,7 @@ def _body(job_run: JobRun[PredictSpec, PredictChecked], keep_frame: bool) -> Pre
             f"{skipped.rows[0][0]} ({skipped.rows[0][1]})"
         )
     if recorder:
-        from deeprig.tracking.predict_record import record_output, record_scores, record_skipped
-        from deeprig.tracking.tags import RunStatus
-
-        if score_metrics:
-            classes = [str(c) for c in model.classes or []]
-            record_scores(recorder, score_metrics, confusion, classes)
-        if skipped.rows:
-            record_skipped(recorder, skipped.rows)
-            notes.append("the rows skipped are listed on the run in skipped_rows.csv")
-        if record_output(recorder, spec.output, spec.log_output):
-            notes.append("the output is logged on the run under output/")
-        recorder.log_metrics({k: v for k, v in metrics.items()})
-        recorder.finish(RunStatus.FINISHED)
+        notes += _record_end(recorder, job_run, metrics, (score_metrics, confusion), skipped.rows)
     frame = pa.concat_tables(kept).to_pandas() if keep_frame and kept else None
     return PredictOutcome(
         spec.name,
@@ -185,6 +174,34 @@ def _body(job_run: JobRun[PredictSpec, PredictChecked], keep_frame: bool) -> Pre
         frame,
         notes,
     )
+
+
+def _record_end(
+    recorder: RunRecorder,
+    job_run: JobRun[PredictSpec, PredictChecked],
+    metrics: dict[str, float],
+    scored: tuple[dict[str, float], Any],
+    skipped_rows: list[tuple[str, str]],
+) -> list[str]:
+    """The finished job on its run: the scores of a labelled input, the rows skipped, the
+    output (when small enough), the metrics, FINISHED. What it logged, as notes to print."""
+    from deeprig.tracking.predict_record import record_output, record_scores, record_skipped
+    from deeprig.tracking.tags import RunStatus
+
+    spec, model = job_run.spec, job_run.checked.model
+    score_metrics, confusion = scored
+    notes = []
+    if score_metrics:
+        classes = [str(c) for c in model.classes or []]
+        record_scores(recorder, score_metrics, confusion, classes)
+    if skipped_rows:
+        record_skipped(recorder, skipped_rows)
+        notes.append("the rows skipped are listed on the run in skipped_rows.csv")
+    if record_output(recorder, spec.output, spec.log_output):
+        notes.append("the output is logged on the run under output/")
+    recorder.log_metrics(dict(metrics))
+    recorder.finish(RunStatus.FINISHED)
+    return notes
 
 
 class _SkippedRows:
