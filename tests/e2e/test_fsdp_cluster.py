@@ -21,6 +21,7 @@ from tests.e2e.conftest import (
     first_epoch_after,
     missing_and_duplicated,
     record_fault,
+    submit_digits,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -51,19 +52,15 @@ def worker_killed(two_nodes):
 
     home, state = two_nodes
     started = time.monotonic()
-    submitted = deeprig(
-        "submit",
-        "jobs/digits_mlp.yaml",
-        "--no-wait",
-        *("--set", "name=fsdp-digits", "--set", "tracking.experiment=fsdp-cluster"),
-        *("--set", "scaling.strategy=fsdp", "--set", "scaling.num_workers=2"),
-        *("--set", "scaling.placement_strategy=STRICT_SPREAD"),
-        *("--set", f"optim.num_epochs={EPOCHS}", "--set", "failure.max_failures=1"),
-        *("--set", "checkpoint={metric: epoch, mode: max, num_to_keep: 1}"),
-        home=home,
+    job_id = submit_digits(
+        home,
+        "fsdp-cluster",
+        EPOCHS,
+        "scaling.strategy=fsdp",
+        "scaling.num_workers=2",
+        "failure.max_failures=1",
+        "checkpoint={metric: epoch, mode: max, num_to_keep: 1}",
     )
-    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
-    job_id = next(w for w in submitted.stdout.split() if w.startswith("deeprig-fsdp-digits"))
     client = MlflowClient(state.tracking_uri)
     jobs = jobs_client(state.dashboard)
 
@@ -72,7 +69,7 @@ def worker_killed(two_nodes):
 
     def epochs_logged() -> float:
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-        runs = [r for r in runs if r.data.tags.get("deeprig.job_name") == "fsdp-digits"]
+        runs = [r for r in runs if r.data.tags.get("deeprig.job_name") == "fsdp-cluster"]
         return runs[0].data.metrics.get("epoch", 0) if runs else 0
 
     running = poll_until(
