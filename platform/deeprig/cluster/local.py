@@ -252,7 +252,8 @@ def _wait_until_ready(
     while time.monotonic() < deadline:
         for role, pgid in watched.items():
             if not group_alive(pgid):
-                raise ClusterError(f"{role} exited during start-up; see {cluster.logs}/")
+                log = Path(cluster.logs) / f"{role}.log"
+                raise ClusterError(f"{role} exited during start-up ({_last_line(log)}); see {log}")
         try:
             alive = dashboard_resources(cluster.dashboard).nodes
             if alive >= nodes and tracking_healthy(cluster.tracking_uri):
@@ -264,6 +265,16 @@ def _wait_until_ready(
     raise ClusterError(
         f"cluster not ready after {timeout_s:g} s ({last_error}); see {cluster.logs}/"
     )
+
+
+def _last_line(log: Path) -> str:
+    """What a process that died said last (Ray's start ends on the one-line reason)."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
+    except OSError:
+        return "no log"
+    said = [line for line in lines if line]
+    return said[-1][:300] if said else "no output"
 
 
 def processes(cluster: LocalCluster) -> list:

@@ -62,11 +62,15 @@ def in_group(processes: list, group: int | None) -> bool:
 
 
 def group_alive(pgid: int) -> bool:
+    """A process of group `pgid` (or one it started) still runs. Signal 0 alone is not
+    enough: a member that exited but that its parent has not reaped yet (a zombie: `cluster
+    up` spawned the head and is still waiting for the cluster to be ready) still takes it,
+    and a head that failed at once would look alive until the start-up timeout."""
     try:
         os.killpg(pgid, 0)
-        return True
     except (ProcessLookupError, PermissionError):  # (another user's: the id was reused)
         return False
+    return bool(group_processes([pgid]))
 
 
 def stop(processes: list, grace_s: float) -> None:
