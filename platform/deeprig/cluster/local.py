@@ -267,6 +267,15 @@ def _wait_until_ready(
     )
 
 
+def _named(process, name: str) -> bool:
+    import psutil
+
+    try:
+        return bool(process.name() == name)
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _last_line(log: Path) -> str:
     """What a process that died said last (Ray's start ends on the one-line reason)."""
     try:
@@ -288,8 +297,13 @@ def _alive(cluster: LocalCluster) -> bool:
 
 def down(cluster: LocalCluster, home: Path | None = None, grace_s: float = 10.0) -> list[int]:
     """Stop every process of the cluster (SIGTERM, then SIGKILL after `grace_s`); return
-    the pids still running afterwards (none, unless something refused SIGKILL)."""
-    stop(processes(cluster), grace_s)
+    the pids still running afterwards (none, unless something refused SIGKILL). Ray's GCS
+    goes last: a raylet stopped while its GCS still runs leaves at once (~0.1 s here), one
+    whose GCS is already gone waits ~10 s for it."""
+    running = processes(cluster)
+    gcs = [p for p in running if _named(p, "gcs_server")]
+    stop([p for p in running if p not in gcs], grace_s)
+    stop(gcs + processes(cluster), grace_s)
     for folder in [cluster.temp_dir] + [
         f"{cluster.temp_dir}-w{i + 1}" for i in range(cluster.workers)
     ]:
