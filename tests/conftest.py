@@ -22,7 +22,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 JOBS = REPO / "jobs"
-# MLflow 3.17's server (4 uvicorn workers) needs ~12 s on a 2-CPU machine to answer /health.
+# `deeprig ui` (MLflow 3.17's server, one uvicorn worker) answers /health in ~4 s on 2 idle
+# CPUs; the margin is for a loaded machine.
 UI_START_TIMEOUT_S = 90
 
 T = TypeVar("T")

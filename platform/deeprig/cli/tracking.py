@@ -247,6 +247,10 @@ def ui(
         host,
         "--port",
         str(port),
+        # One user's UI needs one worker: MLflow's default 4 answer in ~10 s and hold ~3 GiB,
+        # one in ~4 s with ~0.5 GiB (measured for the cluster's server, tracking_server.py).
+        "--workers",
+        "1",
     ]
     if target.artifact_root:
         command += ["--default-artifact-root", target.artifact_root]
