@@ -16,6 +16,10 @@ STEP_CHECKPOINT = "step_checkpoint"
 # which the job's stage timing reads back (runners/stages.py). Every epoch report of
 # deeprig's loop carries it (its `epoch` counts from 1); a user's loop's never does.
 ENDED_AT = "ended_at"
+# In rank 0's first epoch report of a tracked job: the params its worker learned (its FLOPs
+# per sample and peak FLOP/s, strings), which the Train controller's logger records on the
+# run, so that MLflow is never imported on a worker that only trains.
+WORKER_PARAMS = "worker_params"
 # In the one report of a search trial that finished under a dead driver, handed back to Tune
 # by the restored search (runners/tune/trial.py): its run already holds every point.
 HANDED_BACK = "handed_back"

@@ -58,7 +58,7 @@ class InProcessSession:
 
 class EventSink:
     """training/worker_config.py's `MetricsSink`, keeping what reaches it in order:
-    ("step", step, metrics), ("tag", key, value), ("params", params), ("flush",)."""
+    ("step", step, metrics), ("tag", key, value), ("flush",)."""
 
     def __init__(self) -> None:
         self.events: list[tuple] = []
@@ -71,9 +71,6 @@ class EventSink:
 
     def tag(self, key, value) -> None:
         self.events.append(("tag", key, value))
-
-    def log_params(self, params) -> None:
-        self.events.append(("params", dict(params)))
 
     def flush(self) -> None:
         self.events.append(("flush",))

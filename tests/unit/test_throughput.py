@@ -5,12 +5,14 @@ arithmetic, tokens per sample, and the loop's epochs reporting them."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from deeprig.cluster.resources import ClusterResources
 from deeprig.data import build_datasets
 from deeprig.data.info import DataInfo
+from deeprig.report_keys import WORKER_PARAMS
 from deeprig.runners import train
 from deeprig.runners.train_trainer import worker_config
 from deeprig.spec.loader import load_spec
@@ -133,28 +135,28 @@ def test_a_cpus_peak_is_measured_once_per_node_and_kept(deeprig_home, monkeypatc
     assert (deeprig_home / "peaks.json").stat().st_mode & 0o077 == 0
 
 
-def _one_epoch(spec_path: Path, *overrides: str) -> tuple[dict[str, float], EventSink]:
-    """deeprig's loop for one epoch in this process: its report and what its sink got."""
+def _one_epoch(spec_path: Path, *overrides: str) -> dict[str, Any]:
+    """deeprig's loop for one epoch in this process, tracked: its report."""
     spec = load_spec(spec_path, ["scaling.num_workers=1", "optim.num_epochs=1", *overrides])
     checked = train.check(spec, ClusterResources(cpus=2, gpus=0, max_node_cpus=2))
     assert spec.data is not None and checked.data is not None
     prepared = build_datasets(spec.data, checked.data, spec.seed, 1, 1, True)
-    sink, session = EventSink(), InProcessSession()
-    worker = worker_config(spec, checked, prepared.fitted, "run", sink, prepared.arrays)
+    session = InProcessSession()
+    worker = worker_config(spec, checked, prepared.fitted, "run", EventSink(), prepared.arrays)
     run_training(worker, session)
     ((report, _),) = session.reports
-    return report, sink
+    return report
 
 
 def test_the_loops_epochs_report_throughput_and_rank_0_records_the_peak(deeprig_home):
-    report, sink = _one_epoch(JOBS / "quickstart.yaml")
+    report = _one_epoch(JOBS / "quickstart.yaml")
     # The MLP 64 -> 128 -> 64 -> 10: forward 2 x, backward 2 x (weights) + 2 x (inputs past
     # the first layer) the multiply-adds of each layer.
     per_sample = 4 * 64 * 128 + 6 * 128 * 64 + 6 * 64 * 10
     assert report["model_flops_per_s"] == pytest.approx(per_sample * report["samples_per_s"])
     assert 0 < report["mfu"] < 1
     assert "tokens_per_s" not in report
-    (params,) = [event[1] for event in sink.events if event[0] == "params"]
+    params = report[WORKER_PARAMS]  # (the controller's logger records them)
     assert params["flops_per_sample"] == str(per_sample)
     assert float(params["peak_flops_per_s"]) > 1e9 and "measured" in params["peak_flops_source"]
 
@@ -172,8 +174,8 @@ def test_a_language_models_tokens_and_flops_counted_over_real_rows(deeprig_home,
         "task: language_model, block_size: 8, tokenizer: {kind: byte_bpe, vocab_size: 280}}\n"
         "optim: {batch_size: 16}\n"
     )
-    report, sink = _one_epoch(spec)
+    report = _one_epoch(spec)
     assert report["tokens_per_s"] == pytest.approx(8 * report["samples_per_s"])
     assert 0 < report["mfu"] < 1
-    (params,) = [event[1] for event in sink.events if event[0] == "params"]
+    params = report[WORKER_PARAMS]  # (the controller's logger records them)
     assert float(params["flops_per_sample"]) > 0

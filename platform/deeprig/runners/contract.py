@@ -1,6 +1,6 @@
 """What every runner is, and the skeleton every runner's `run` shares.
 
-A runner is one kind of work (train, tune, rl); its `Runner` row (runners/__init__.py) holds
+A runner is one kind of work (train, tune, rl); its `Runner` row (runners/kinds.py) holds
 every fact about the kind. It offers two things:
 - `check(spec, resources) -> Checked`: every pre-flight check that needs the data, the
   environment or the hardware, all problems at once (SpecError: exit 2, nothing started);
@@ -74,7 +74,7 @@ class Job:
 
 @dataclass(frozen=True)
 class Runner(Generic[KindSpecT]):
-    """One row of the runner table (runners/__init__.py): every fact about one kind."""
+    """One row of the runner table (runners/kinds.py): every fact about one kind."""
 
     check: Callable[[KindSpecT, ClusterResources], Checked]
     run: Callable[[KindSpecT, Job], Outcome]

@@ -11,12 +11,14 @@ callback sees the controller enter that state, once per notice.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ray.train.v2._internal.execution.callback import ControllerCallback
 
 from deeprig.tracking.tags import Tag
-from deeprig.training.worker_config import MetricsSink
+
+if TYPE_CHECKING:
+    from deeprig.training.worker_config import MetricsSink
 
 
 class CountPreemptions(ControllerCallback):

@@ -1,7 +1,8 @@
-"""Where a job's wall time goes, stage by stage, from the moment its process started:
-imports, pre-flight checks, Ray's start, the MLflow run, the data, the worker group, the
-epochs, and the wind-down. Recorded on the run as `time.*` metrics and summed up in one
-line under the closing table, so a user sees what a minute of start-up was spent on."""
+"""Where a job's wall time goes, stage by stage, from the moment it started (a process's
+first job: from the process's start, its imports included): imports, pre-flight checks,
+Ray's start, the MLflow run, the data, the worker group, the epochs, and the wind-down.
+Recorded on the run as `time.*` metrics and summed up in one line under the closing
+table, so a user sees what a minute of start-up was spent on."""
 
 from __future__ import annotations
 
@@ -18,8 +19,18 @@ if TYPE_CHECKING:
 STARTUP = ("imports", "checks", "ray_start", "run_create", "data", "workers_start")
 
 
-def process_started_at() -> float:
-    """When this process began (wall clock): its imports count as start-up too."""
+_first_job_started = False
+
+
+def job_started_at() -> float:
+    """When this job began (wall clock). The first job of a process began with the process:
+    its interpreter's and libraries' imports are start-up too. A later one in the same
+    process (the Python API called again, a test suite) began now: counting from the
+    process's start would add every job before it to its start-up."""
+    global _first_job_started
+    if _first_job_started:
+        return time.time()
+    _first_job_started = True
     import psutil
 
     return psutil.Process().create_time()
@@ -29,7 +40,7 @@ def process_started_at() -> float:
 class StageClock:
     """Stage durations as they happen (wall clock, seconds)."""
 
-    started_at: float = field(default_factory=process_started_at)
+    started_at: float = field(default_factory=job_started_at)
     seconds: dict[str, float] = field(default_factory=dict)
     last_epoch_end: float | None = None  # wall clock, once the epochs' record is read
     first_epoch_start: float | None = None  # (the same)

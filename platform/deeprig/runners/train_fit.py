@@ -106,7 +106,7 @@ def fit_and_record(job_run: JobRun[TrainSpec, TrainChecked]) -> TrainOutcome:
         shown=closing_metrics(spec),
         checkpoint_path=checkpoint_path,
         tracking_uri=target.uri if target else None,
-        # (the time line under the closing table counts from the process's start: so does it)
+        # (the time line under the closing table counts from the job's start: so does it)
         seconds=metrics.get("time.total_s", time.perf_counter() - started),
         run_url=recorder.page_url(),
     )

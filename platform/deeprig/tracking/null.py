@@ -27,9 +27,6 @@ class NullSink:
     def tag(self, key: str, value: str) -> None:
         pass
 
-    def log_params(self, params: dict[str, str]) -> None:
-        pass
-
     def flush(self) -> None:
         pass
 

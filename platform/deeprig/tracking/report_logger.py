@@ -17,6 +17,7 @@ from deeprig.report_keys import (
     ENDED_AT,
     LAST_REPORT,
     STEP_CHECKPOINT,
+    WORKER_PARAMS,
     user_report_step,
 )
 from deeprig.tracking.sink import MlflowMetricsSink, numeric_values
@@ -77,7 +78,10 @@ class EpochMetricsLogger(UserCallback):
         self.tagged = ""
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
-        reported = numeric_values(metrics[0] if metrics else {})
+        first = metrics[0] if metrics else {}  # (rank 0's)
+        if self.num_epochs is not None and (params := first.get(WORKER_PARAMS)):
+            self.sink.log_params(params)
+        reported = numeric_values(first)
         if STEP_CHECKPOINT in reported:
             return
         last = bool(reported.pop(LAST_REPORT, 0))

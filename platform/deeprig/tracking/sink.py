@@ -153,9 +153,10 @@ class MlflowMetricsSink:
         self.outbox.send(tags_record(self.run_id, {key: value}))
 
     def log_params(self, params: dict[str, str]) -> None:
-        """Params a worker learns (the hardware's peak FLOP/s), through the outbox. MLflow
-        never changes a param: only those the run lacks are sent, so a restarted worker's
-        first values stay (all of them when the server cannot be asked)."""
+        """Params a worker learned (its FLOPs per sample, the hardware's peak FLOP/s), from
+        rank 0's first report on the controller, through the outbox. MLflow never changes a
+        param: only those the run lacks are sent, so a restarted worker's first values stay
+        (all of them when the server cannot be asked)."""
         try:
             run_id = stored_run_id(self.client, self.run_id, self.waits_in)
             recorded = self.client.get_run(run_id).data.params
