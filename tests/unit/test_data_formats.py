@@ -10,11 +10,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from deeprig.data import DataProblem, describe_data
+from deeprig.data.shard import ArrayShard, ShardBatches
 from deeprig.data.text import encode, text_arrays
-from deeprig.data.timeseries import series_arrays
+from deeprig.data.timeseries import series_arrays, series_model
 from deeprig.data.tokenizer import train_tokenizer
 from deeprig.spec.data import ImagesData, ParquetData, TextData, TimeseriesData, TokenizerSpec
+from deeprig.training.evaluate import evaluate, loss_function, regression_errors, split_metrics
 from PIL import Image
 from pydantic import ValidationError
 
@@ -190,11 +193,24 @@ def test_windows_split_in_time_order_with_no_target_shared(tmp_path):
     path = write_series(tmp_path / "s.parquet", np.arange(30, dtype=float))
     spec = series(path, forecast="level", scale=False)
     info = describe_data(spec)
-    assert info.num_rows == 30 - 4 - 2 + 1 and info.num_val == 6
+    # 25 windows: 6 validate; the one before them is left out, its step 2 being their
+    # first target
+    assert info.num_rows == 30 - 4 - 2 + 1 - 1 and info.num_val == 6 and info.num_outputs == 2
     (x, y), (vx, vy), _ = series_arrays(spec, info)
-    assert x.shape == (19, 4, 1) and vx.shape == (6, 4, 1)
+    assert x.shape == (18, 4, 1) and vx.shape == (6, 4, 1) and y.shape == (18, 2)
     assert y.max() < vy.min()  # every validation target comes after every training one
-    assert np.array_equal(x[0, :, 0], [0, 1, 2, 3]) and y[0] == 5  # 2 steps after the window
+    assert np.array_equal(x[0, :, 0], [0, 1, 2, 3]) and np.array_equal(y[0], [4, 5])
+    assert np.array_equal(vx[0, :, 0], [19, 20, 21, 22]) and np.array_equal(vy[0], [23, 24])
+
+
+def test_one_step_ahead_leaves_no_window_out(tmp_path):
+    path = write_series(tmp_path / "s.parquet", np.arange(30.0))
+    spec = series(path, horizon=1, forecast="level", scale=False)
+    info = describe_data(spec)
+    assert info.num_rows == 30 - 4 and info.num_outputs == 1
+    (x, y), (vx, vy), _ = series_arrays(spec, info)
+    assert y.shape == (info.num_train, 1) and vx[0, 0, 0] == x[-1, 0, 0] + 1
+    assert vy[0, 0] == y[-1, 0] + 1
 
 
 def test_scaling_sees_the_training_windows_only(tmp_path):
@@ -209,21 +225,102 @@ def test_scaling_sees_the_training_windows_only(tmp_path):
     assert fitted_a.target_mean == fitted_b.target_mean
 
 
+def test_each_step_is_scaled_by_its_own_spread(tmp_path):
+    # A random walk: the change k steps on spreads as sqrt(k).
+    walk = np.cumsum(np.random.default_rng(0).normal(size=4000))
+    spec = series(write_series(tmp_path / "s.parquet", walk), horizon=4)
+    (_, y), _, fitted = series_arrays(spec, describe_data(spec))
+    assert fitted.target_std is not None and len(fitted.target_std) == 4
+    assert np.allclose(
+        np.array(fitted.target_std) / fitted.target_std[0], np.sqrt([1, 2, 3, 4]), rtol=0.1
+    )
+    assert np.allclose(y.std(axis=0), 1.0, atol=1e-4)  # every step scaled to std 1
+    assert fitted.target_mean == (0.0,) * 4  # changes: no change is 0
+
+
 def test_persistence_is_scored_in_the_series_units(tmp_path):
-    # A line rising 2 a step, forecast 3 steps ahead: persistence is always 6 short.
+    # A line rising 2 a step, forecast 3 steps ahead: persistence is 2, 4, 6 short.
     spec = series(write_series(tmp_path / "s.parquet", 2.0 * np.arange(40)), horizon=3)
     _, (_, vy), fitted = series_arrays(spec, describe_data(spec))
     baseline = dict(fitted.baseline)
-    assert baseline["val_rmse_persistence"] == pytest.approx(6.0)
+    assert baseline["val_rmse_persistence"] == pytest.approx(6.0)  # at the last step
     assert baseline["val_mae_persistence"] == pytest.approx(6.0)
-    # forecast: change: every window's change is the same 6, scaled by its (zero) spread
-    assert np.allclose(vy * fitted.target_std, 6.0)
+    assert baseline["val_rmse_all_steps_persistence"] == pytest.approx(4.0)  # (2 + 4 + 6) / 3
+    assert baseline["val_mae_all_steps_persistence"] == pytest.approx(4.0)
+    # forecast: change: every window's change is the same 2, 4, 6, scaled by its (zero) spread
+    assert np.allclose(vy * np.array(fitted.target_std), [2.0, 4.0, 6.0])
+
+
+def test_one_step_ahead_persistence_has_no_mean_over_steps(tmp_path):
+    spec = series(write_series(tmp_path / "s.parquet", 2.0 * np.arange(40)), horizon=1)
+    baseline = dict(series_arrays(spec, describe_data(spec))[2].baseline)
+    assert baseline == pytest.approx({"val_rmse_persistence": 2.0, "val_mae_persistence": 2.0})
+
+
+class Constant(torch.nn.Module):
+    """A network answering the same scaled value at every step of every window."""
+
+    def __init__(self, value: float, steps: int):
+        super().__init__()
+        self.value, self.steps = value, steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(x), self.steps), self.value)
+
+
+def test_the_forecaster_reads_raw_windows_and_answers_every_step_in_series_units(tmp_path):
+    walk = 400 + np.cumsum(np.random.default_rng(1).normal(size=300))
+    spec = series(write_series(tmp_path / "s.parquet", walk), horizon=3)
+    fitted = series_arrays(spec, describe_data(spec))[2]
+    windows = torch.tensor(walk[:40], dtype=torch.float32).reshape(10, 4, 1)
+    no_change, _, _ = series_model(Constant(0.0, 3), fitted, spec, [])
+    out = no_change(windows)
+    assert out.shape == (10, 3)  # (windows, horizon)
+    assert torch.allclose(out, windows[:, -1, :].expand(10, 3))  # its last value, every step
+    one_std, _, _ = series_model(Constant(1.0, 3), fitted, spec, [])
+    expected = windows[:, -1, :] + torch.tensor(fitted.target_std, dtype=torch.float32)
+    assert torch.allclose(one_std(windows), expected)  # each step scaled back by its own
+
+
+def test_the_loss_is_the_mean_over_steps_and_one_step_is_plain_squared_error():
+    out, y = torch.randn(8, 3), torch.randn(8, 3)
+    loss = loss_function("regression")
+    assert torch.allclose(loss(out, y), ((out - y) ** 2).mean(dim=1).sum())
+    one = torch.randn(8, 1)
+    plain = torch.nn.MSELoss(reduction="sum")(one.squeeze(-1), y[:, 0])
+    assert torch.equal(loss(one.squeeze(-1), y[:, :1]), plain)
+
+
+def test_validation_scores_the_last_step_and_the_mean_over_steps():
+    # Scaled labels of 2 steps, a network answering 0: errors 1 and 2 at steps 1 and 2 on
+    # every row, the steps' spreads 3 and 5 (so 3 and 10 in the series' units).
+    x = np.zeros((6, 4, 1), np.float32)
+    y = np.tile(np.array([[1.0, -2.0]], np.float32), (6, 1))
+    batches = ShardBatches(ArrayShard(x, y), 4, torch.device("cpu"), torch.float32, True, 0)
+    loss_fn = loss_function("regression")
+    totals = evaluate(
+        Constant(0.0, 2), batches, loss_fn, None, torch.device("cpu"), None, outputs=2
+    )
+    scores = split_metrics("regression", totals.tolist(), (3.0, 5.0))
+    assert scores == pytest.approx(
+        {"loss": 2.5, "rmse": 10.0, "mae": 10.0, "rmse_all_steps": 6.5, "mae_all_steps": 6.5}
+    )
+    # One output: no means over steps; a step with no rows scored is left out of them.
+    assert set(regression_errors([4.0], [2.0], 1.0)) == {"rmse", "mae"}
+    assert regression_errors([1.0, 9.0], [1.0, 3.0], [1, 0]) == {
+        "rmse_all_steps": 1.0,
+        "mae_all_steps": 1.0,
+    }
 
 
 def test_bad_series_are_refused_with_the_fix(tmp_path):
     short = write_series(tmp_path / "short.parquet", [1.0, 2.0, 3.0, 4.0, 5.0])
     found = problem_of(series(short))
     assert found.path == "data.window" and "shorten the window" in str(found)
+    # 4 windows of horizon 3: 1 validates, the 2 before it are left out, 1 is left to train
+    assert describe_data(series(write_series(tmp_path / "s.parquet", np.arange(10.0)), horizon=3))
+    found = problem_of(series(tmp_path / "s.parquet", horizon=3, val_fraction=0.5))
+    assert found.path == "data.val_fraction" and "the 2 before the validation part" in str(found)
     gaps = write_series(tmp_path / "gaps.parquet", [1.0, None, 3.0] * 10)
     found = problem_of(series(gaps))
     assert "1 missing values" not in str(found) and "10 missing values" in str(found)

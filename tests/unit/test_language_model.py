@@ -100,11 +100,11 @@ def test_next_token_loss_is_the_mean_per_token_summed_over_rows():
 def test_perplexity_is_the_exponential_of_the_loss_per_token():
     uniform = torch.zeros(4, 6, 50)  # every token equally likely: perplexity = vocabulary
     loss_sum = float(NextTokenLoss()(uniform, torch.randint(0, 50, (4, 6))))
-    scored = split_metrics("language_model", loss_sum, 0.0, 4.0, 0.0, 1.0)
+    scored = split_metrics("language_model", [loss_sum, 0.0, 4.0])
     assert scored["loss"] == pytest.approx(math.log(50))
     assert scored["perplexity"] == pytest.approx(50.0)
-    assert set(split_metrics("classification", 2.0, 3.0, 4.0, 0.0, 1.0)) == {"loss", "accuracy"}
-    assert split_metrics("regression", 4.0, 0.0, 1.0, 3.0, 2.0) == {
+    assert set(split_metrics("classification", [2.0, 3.0, 4.0])) == {"loss", "accuracy"}
+    assert split_metrics("regression", [4.0, 0.0, 1.0, 4.0, 3.0], (2.0,)) == {
         "loss": 4.0,
         "rmse": 4.0,
         "mae": 6.0,

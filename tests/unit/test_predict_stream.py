@@ -1,6 +1,6 @@
 """predict's stream, without Ray: the input split into blocks so every actor has work, the
 actors' stamps turned into where the time went and the steady rows/s, a series' true
-values at the step forecast and their scores, and every "bad input" of a predict job
+values at each step forecast, its columns and their scores, and every "bad input" of a predict job
 refused with exit 2 before Ray starts, with no run left in the store."""
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ import pytest
 from deeprig.runners.predict import predict_spec
 from deeprig.runners.predict.inputs import MAX_BLOCK_BATCHES, block_rows
 from deeprig.runners.predict.model import PredictModel
+from deeprig.runners.predict.scorer import output_columns, predict_frame
 from deeprig.runners.predict.scores import Scores
-from deeprig.runners.predict.series_input import ACTUAL, check_series, series_windows
+from deeprig.runners.predict.series_input import ACTUAL, ROW, check_series, series_windows
 from deeprig.runners.predict.timing import ActorClock, StreamTiming
 from deeprig.spec import SpecError
 from deeprig.spec.data import TimeseriesData
@@ -108,18 +109,82 @@ def series_model(path, horizon: int, target_in_file: bool = True) -> tuple:
     return PredictModel("models:/co2/1", None, config, None, "co2", {}, data), data
 
 
-def test_a_series_holding_its_target_is_labelled_with_the_value_horizon_steps_on(tmp_path):
+def test_a_series_holding_its_target_is_labelled_at_every_step_of_its_forecast(tmp_path):
     path = tmp_path / "series.csv"
     model, data = series_model(path, horizon=2)
     spec = predict_spec("models:/co2/1", str(path), str(tmp_path / "out.csv"))
     found = check_series(spec, model)
     assert found.label == ACTUAL and found.rows == 4
+    assert found.label_columns == ["actual_1", "actual_2"]
+    assert found.predictions == ["prediction_1", "prediction_2"]
+    assert output_columns(model, spec, found) == [ROW, *found.label_columns, *found.predictions]
+    assert {found.columns[c] for c in found.label_columns} == {"double"}
     windows = series_windows(spec, data, labelled=True)
-    # windows end at rows 2..5; their step is 2 rows on: rows 4 and 5, then past the end
-    assert windows.column(ACTUAL).to_pylist() == [8.0, 10.0, None, None]
+    # windows end at rows 2..5 of 0, 2, ..., 10; each step h rows on, null past the end
+    assert windows.column("actual_1").to_pylist() == [6.0, 8.0, 10.0, None]
+    assert windows.column("actual_2").to_pylist() == [8.0, 10.0, None, None]
+    truth = np.stack(
+        [windows.column(c).to_numpy(zero_copy_only=False) for c in found.label_columns], 1
+    )
+    forecast = np.array([[7.0, 9.0], [8.0, 10.0], [10.0, 0.0], [0.0, 0.0]])
     scores = Scores(None)
-    scores.add(windows.column(ACTUAL).to_pylist(), np.array([9.0, 10.0, 0.0, 0.0]), None)
-    assert scores.compute()[0] == pytest.approx({"rmse": np.sqrt(1 / 2), "mae": 1 / 2})
+    scores.add(truth[:3], forecast[:3], None)  # (in two batches, as the stream gives them)
+    scores.add(truth[3:], forecast[3:], None)
+    # step 2: errors 1, 0 over the 2 windows that have it; step 1: 1, 0, 0 over 3
+    step_1, step_2 = (np.sqrt(1 / 3), 1 / 3), (np.sqrt(1 / 2), 1 / 2)
+    assert scores.compute()[0] == pytest.approx(
+        {
+            "rmse": step_2[0],
+            "mae": step_2[1],
+            "rmse_all_steps": (step_1[0] + step_2[0]) / 2,
+            "mae_all_steps": (step_1[1] + step_2[1]) / 2,
+        }
+    )
+
+
+def test_a_one_step_forecast_keeps_one_prediction_and_one_actual_column(tmp_path):
+    path = tmp_path / "series.csv"
+    model, data = series_model(path, horizon=1)
+    spec = predict_spec("models:/co2/1", str(path), str(tmp_path / "out.csv"))
+    found = check_series(spec, model)
+    assert output_columns(model, spec, found) == [ROW, ACTUAL, "prediction"]
+    windows = series_windows(spec, data, labelled=True)
+    assert windows.column(ACTUAL).to_pylist() == [6.0, 8.0, 10.0, None]
+    scores = Scores(None)
+    scores.add(windows.column(ACTUAL).to_pylist(), np.array([7.0, 8.0, 10.0, 0.0]), None)
+    assert scores.compute()[0] == pytest.approx({"rmse": np.sqrt(1 / 3), "mae": 1 / 3})
+
+
+class Forecast:
+    """A pyfunc answering a forecast of 3 steps: the window's last value plus 1, 2, 3."""
+
+    def predict(self, data, params=None):
+        return data[:, -1, :1] + np.arange(1.0, 4.0)[None, :]
+
+
+def test_a_forecast_batch_writes_one_column_per_step(tmp_path):
+    model, _ = series_model(tmp_path / "series.csv", horizon=3)
+    batch = pd.DataFrame({ROW: [2, 3]})
+    windows = np.array([[[0.0], [1.0], [2.0]], [[1.0], [2.0], [3.0]]])
+    predictions = ("prediction_1", "prediction_2", "prediction_3")
+    out = predict_frame(Forecast(), model, windows, batch, [ROW, *predictions], predictions)
+    assert list(out.columns) == [ROW, *predictions]
+    assert out.to_numpy().tolist() == [[2, 3.0, 4.0, 5.0], [3, 4.0, 5.0, 6.0]]
+    empty = predict_frame(
+        Forecast(), model, windows[:0], batch[:0], [ROW, *predictions], predictions
+    )
+    assert list(empty.columns) == [ROW, *predictions]
+
+
+def test_id_columns_named_as_a_forecast_output_are_refused(tmp_path):
+    path = tmp_path / "series.csv"
+    model, _ = series_model(path, horizon=2)
+    pd.read_csv(path).assign(prediction_2=0.0).to_csv(path, index=False)
+    spec = predict_spec(
+        "models:/co2/1", str(path), str(tmp_path / "o.csv"), id_columns=["prediction_2"]
+    )
+    with pytest.raises(SpecError, match=r"\['prediction_2'\] name the output's own columns"):
+        check_series(spec, model)
 
 
 def test_a_series_without_its_target_has_no_label(tmp_path):

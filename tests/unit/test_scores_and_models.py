@@ -105,7 +105,7 @@ def test_the_series_forecaster_adds_the_change_to_the_last_value():
             return torch.full((len(x), 1), 0.5)
 
     zero, one = torch.zeros(1, 1), torch.ones(1, 1)
-    forecaster = SeriesForecaster(Constant(), zero, one, 0.0, 4.0, True, 0)
+    forecaster = SeriesForecaster(Constant(), zero, one, zero[0], 4 * one[0], True, 0)
     window = torch.tensor([[[10.0], [11.0], [12.0]]])
     assert forecaster(window).item() == pytest.approx(12.0 + 0.5 * 4.0)
 

@@ -27,7 +27,7 @@ class DataProblem(ValueError):
 class DataInfo:
     input_shape: tuple[int, ...]
     task: Task
-    num_outputs: int  # classes, or 1 for regression
+    num_outputs: int  # classes, or a regression's values: 1, a forecast's steps
     num_rows: int
     num_val: int
     input_dtype: InputDtype = "float32"
@@ -62,9 +62,10 @@ class Fitted:
     # How the statistics broadcast over one sample: (C, 1, 1) per image channel, the
     # sample's shape per tabular column, (1, columns) per series.
     stats_shape: tuple[int, ...] = ()
-    # Regression targets scaled the same way (time series): metrics are reported unscaled.
-    target_mean: float | None = None
-    target_std: float | None = None
+    # Regression targets scaled the same way (time series), one per output (a forecast's
+    # steps): metrics are reported unscaled.
+    target_mean: tuple[float, ...] | None = None
+    target_std: tuple[float, ...] | None = None
     tokenizer_json: str | None = None  # a Hugging Face tokenizer, serialised
     # Metrics of an obvious baseline on the validation split (time series: persistence).
     baseline: tuple[tuple[str, float], ...] = ()
@@ -88,7 +89,10 @@ class Fitted:
         if self.input_mean is not None:
             out |= {"input_mean": list(self.input_mean), "input_std": list(self.input_std or ())}
         if self.target_mean is not None:
-            out |= {"target_mean": self.target_mean, "target_std": self.target_std}
+            out |= {
+                "target_mean": list(self.target_mean),
+                "target_std": list(self.target_std or ()),
+            }
         if self.baseline:
             out["baseline"] = dict(self.baseline)
         if self.sample_rate is not None:

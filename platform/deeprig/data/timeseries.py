@@ -1,14 +1,17 @@
 """Time series: rows of a CSV or Parquet file in time order, cut into sliding windows of
-`window` past steps of every input column, each labelled with the target `horizon` steps
-after the window's last one.
+`window` past steps of every input column, each labelled with the target at every step
+1..`horizon` after the window's last one (the direct multi-output forecast: one network
+output per step).
 
 The split is chronological: the last `val_fraction` of windows validate, and no training
-window's target lies in the validation part. Scaling is fitted on the training windows
-only. By default (`forecast: change`) each window is read relative to its last row and
-the model forecasts the change from it, so a trending series never leaves the range it
-trained on. The persistence forecast (the target's last observed
-value) is scored on the same validation windows, in the series' own units, so every run
-shows whether its model beats the obvious baseline.
+window's target lies in the validation part (the horizon - 1 windows between the two,
+whose later steps would, are left out). Scaling is fitted on the training windows
+only, each forecast step its own. By default (`forecast: change`) each window is read
+relative to its last row and the model forecasts each step's change from it, so a
+trending series never leaves the range it trained on. The persistence forecast (the
+target's last observed value, at every step) is scored on the same validation windows,
+in the series' own units, so every run shows whether its model beats the obvious
+baseline: at step `horizon`, and as the mean over the steps.
 """
 
 from __future__ import annotations
@@ -35,9 +38,27 @@ def describe_series(spec: TimeseriesData) -> DataInfo:
             f"horizon {spec.horizon}; at least 2 are needed: shorten the window",
         )
     num_val = num_val_rows(num_windows, spec.val_fraction)
-    if num_val >= num_windows:
-        raise DataProblem("data.val_fraction", "leaves no training window")
-    return DataInfo((spec.window, len(spec.columns)), "regression", 1, num_windows, num_val)
+    num_train = num_windows - num_val - _purged(spec)
+    if num_train < 1:
+        raise DataProblem(
+            "data.val_fraction",
+            "leaves no training window"
+            + (
+                f" (the {_purged(spec)} before the validation part are left out: their later "
+                "steps are its targets)"
+                if _purged(spec)
+                else ""
+            ),
+        )
+    return DataInfo(
+        (spec.window, len(spec.columns)), "regression", spec.horizon, num_train + num_val, num_val
+    )
+
+
+def _purged(spec: TimeseriesData) -> int:
+    """Windows left out between the training and validation parts: the last horizon - 1
+    training windows' later steps are the first validation windows' targets."""
+    return spec.horizon - 1
 
 
 def _series(spec: TimeseriesData) -> np.ndarray:
@@ -68,44 +89,53 @@ def _columns(spec: TimeseriesData) -> list[str]:
 
 
 def series_arrays(spec: TimeseriesData, info: DataInfo):
-    """((train x, y), (val x, y), Fitted), windows as float32 (rows, window, columns)."""
+    """((train x, y), (val x, y), Fitted): windows as float32 (rows, window, columns), each
+    labelled with the target at steps 1..horizon after its last row (rows, horizon)."""
     values = _series(spec)
     wanted = _columns(spec)
     inputs = [wanted.index(c) for c in spec.columns]
     target_index = wanted.index(spec.target)
     target = values[:, target_index]
-    num_windows, num_val = info.num_rows, info.num_val
-    num_train = num_windows - num_val
-    starts = np.arange(num_windows)
+    num_train, num_val = info.num_train, info.num_val
+    first_val = num_train + _purged(spec)
+    starts = np.r_[np.arange(num_train), np.arange(first_val, first_val + num_val)]
     steps = starts[:, None] + np.arange(spec.window)[None, :]  # (windows, window) row ids
     last = starts + spec.window - 1  # each window's last row
-    ahead = last + spec.horizon  # the row each window forecasts
+    ahead = last[:, None] + np.arange(1, spec.horizon + 1)[None, :]  # (windows, horizon)
     x = values[steps][:, :, inputs]  # (windows, window, inputs)
     y = target[ahead]
     if spec.forecast == "change":  # relative to the window's last row
         x = x - values[last][:, None, inputs]
-        y = y - target[last]
+        y = y - target[last][:, None]
     # Scaling sees the training windows only: none of them reads or forecasts a row of the
-    # validation part's targets.
+    # validation part's targets. Each step has its own spread (a change 10 steps on
+    # varies more than one a step on), so each is scaled by its own.
     x_mean, x_std = _statistics(x[:num_train].reshape(-1, len(inputs)), spec)
-    y_mean, y_std = _statistics(y[:num_train, None], spec)
+    y_mean, y_std = _statistics(y[:num_train], spec)
     x = ((x - x_mean) / x_std).astype(np.float32)
-    y = ((y - y_mean[0]) / y_std[0]).astype(np.float32)
-    # Persistence: the target stays at its last observed value.
-    truth, guess = target[ahead[num_train:]], target[last[num_train:]]
+    y = ((y - y_mean) / y_std).astype(np.float32)
     fitted = Fitted(
         input_mean=tuple(float(v) for v in x_mean),
         input_std=tuple(float(v) for v in x_std),
         stats_shape=(1, len(inputs)),
-        target_mean=float(y_mean[0]),
-        target_std=float(y_std[0]),
-        baseline=(
-            ("val_rmse_persistence", float(np.sqrt(np.mean((truth - guess) ** 2)))),
-            ("val_mae_persistence", float(np.mean(np.abs(truth - guess)))),
-        ),
+        target_mean=tuple(float(v) for v in y_mean),
+        target_std=tuple(float(v) for v in y_std),
+        baseline=_persistence(target[ahead[num_train:]], target[last[num_train:]]),
         fitted_on_rows=num_train,
     )
     return (x[:num_train], y[:num_train]), (x[num_train:], y[num_train:]), fitted
+
+
+def _persistence(truth: np.ndarray, last: np.ndarray) -> tuple[tuple[str, float], ...]:
+    """The persistence forecast's validation errors (the target stays at its last observed
+    value, at every step): at the last step, and (over several) the mean over the steps,
+    named as the model's with a `_persistence` suffix."""
+    from deeprig.training.evaluate import regression_errors
+
+    error = truth - last[:, None]  # (windows, horizon)
+    squared, absolute = (error**2).sum(axis=0), np.abs(error).sum(axis=0)
+    errors = regression_errors(squared.tolist(), absolute.tolist(), len(error))
+    return tuple((f"val_{name}_persistence", value) for name, value in errors.items())
 
 
 def _statistics(rows: np.ndarray, spec: TimeseriesData) -> tuple[np.ndarray, np.ndarray]:
@@ -120,8 +150,8 @@ def _statistics(rows: np.ndarray, spec: TimeseriesData) -> tuple[np.ndarray, np.
 def series_model(
     net: nn.Module, fitted: Fitted, spec: TimeseriesData, classes: list[str]
 ) -> tuple[nn.Module, bool, list[str]]:
-    """The forecaster behind the window's scaling: it reads raw windows and forecasts in
-    the series' own units."""
+    """The forecaster behind the window's scaling: it reads raw windows and forecasts
+    every step 1..horizon in the series' own units."""
     import torch
 
     from deeprig.models.wrappers import SeriesForecaster
@@ -132,8 +162,8 @@ def series_model(
         net,
         mean,
         std,
-        fitted.target_mean or 0.0,
-        fitted.target_std or 1.0,
+        torch.tensor(fitted.target_mean or (0.0,)),
+        torch.tensor(fitted.target_std or (1.0,)),
         spec.forecast == "change",
         target_index,
     )

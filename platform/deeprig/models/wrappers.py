@@ -27,17 +27,19 @@ class Standardized(nn.Module):
 
 
 class SeriesForecaster(nn.Module):
-    """Raw windows (batch, window, columns) in, the target's forecast in its own units out;
-    with `change`, the window is read relative to its last row and the forecast is that
-    row's target value plus the predicted change."""
+    """Raw windows (batch, window, columns) in, the target's forecast at every step
+    1..horizon after the window's last row out (batch, horizon), in its own units; with
+    `change`, the window is read relative to its last row and each step's forecast is that
+    row's target value plus the predicted change. `target_mean` and `target_std` scale
+    each step back (horizon,)."""
 
     def __init__(
         self,
         net: nn.Module,
         input_mean: Tensor,
         input_std: Tensor,
-        target_mean: float,
-        target_std: float,
+        target_mean: Tensor,
+        target_std: Tensor,
         change: bool,
         target_index: int,
     ):
@@ -45,9 +47,12 @@ class SeriesForecaster(nn.Module):
         self.net = net
         self.input_mean: Tensor
         self.input_std: Tensor
+        self.target_mean: Tensor
+        self.target_std: Tensor
         self.register_buffer("input_mean", input_mean)
         self.register_buffer("input_std", input_std)
-        self.target_mean, self.target_std = target_mean, target_std
+        self.register_buffer("target_mean", target_mean)
+        self.register_buffer("target_std", target_std)
         self.change, self.target_index = change, target_index
 
     def forward(self, x: Tensor) -> Tensor:

@@ -28,11 +28,10 @@ def score_test_set(
     )
     scores = ClassScores(state.num_outputs, cpu) if classification else None
     model = state.rebuild_model()
-    loss_sum, hits, rows, abs_sum = evaluate(
-        model, batches, loss_function(state.task), scores, cpu, None
+    totals = evaluate(
+        model, batches, loss_function(state.task), scores, cpu, None, outputs=state.num_outputs
     ).tolist()
-    std = state.preprocessing().target_std or 1.0
-    scored = split_metrics(state.task, loss_sum, hits, rows, abs_sum, std)
+    scored = split_metrics(state.task, totals, state.preprocessing().target_std)
     metrics = {f"test_{name}": value for name, value in scored.items()}
     if scores is None:
         return metrics, None

@@ -26,6 +26,8 @@ CLOSING_METRICS = (
     "val_rmse_persistence",
     "val_mae",
     "val_mae_persistence",
+    "val_rmse_all_steps",
+    "val_rmse_all_steps_persistence",
     "val_perplexity",
     "val_perplexity_unigram",
     "val_perplexity_bigram",
@@ -73,6 +75,9 @@ def reported_metrics(spec: TrainSpec, data: DataInfo | None) -> set[str]:
         reported |= {"val_rmse", "val_mae"}
         if isinstance(spec.data, TimeseriesData):
             reported |= {"val_rmse_persistence", "val_mae_persistence"}
+            if spec.data.horizon > 1:  # (val_rmse: at the last step; these: every step's mean)
+                steps = {"val_rmse_all_steps", "val_mae_all_steps"}
+                reported |= steps | {f"{name}_persistence" for name in steps}
     return reported
 
 

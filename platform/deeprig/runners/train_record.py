@@ -221,7 +221,10 @@ def model_interface(state: TrainState) -> ModelInterface:
         return ModelInterface(
             "columns", state.input_shape, columns=tuple(features), classes=classes
         )
-    return ModelInterface("tensor", state.input_shape, state.input_dtype, classes=classes)
+    outputs = state.num_outputs if state.task == "regression" else 1  # (a forecast's steps)
+    return ModelInterface(
+        "tensor", state.input_shape, state.input_dtype, classes=classes, outputs=outputs
+    )
 
 
 def servable_model(state: TrainState) -> tuple[nn.Module, bool, list[str]]:

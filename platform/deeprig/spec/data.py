@@ -294,7 +294,10 @@ class TimeseriesData(_DataBase):
     target: str = Field(min_length=1, description="The series to forecast.")
     window: int = Field(default=24, ge=1, le=100_000, description="Past time steps read.")
     horizon: int = Field(
-        default=1, ge=1, le=100_000, description="How many steps ahead the forecast is."
+        default=1,
+        ge=1,
+        le=100_000,
+        description="Steps forecast: the target at each of the next `horizon` rows.",
     )
     forecast: Literal["change", "level"] = Field(
         default="change",

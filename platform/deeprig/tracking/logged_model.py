@@ -35,6 +35,8 @@ class ModelInterface:
     columns: tuple[str, ...] = ()  # the feature columns, or the text column
     # A classifier's label values in class-id order (names, or the ids themselves).
     classes: tuple[str, ...] | tuple[int, ...] | None = None
+    # A regression's values a row: 1, or a forecast's steps (a (rows, outputs) tensor).
+    outputs: int = 1
 
     def config(self) -> dict[str, Any]:
         """As the flavour records it (plain YAML values)."""
@@ -59,6 +61,10 @@ class ModelInterface:
             inputs = Schema([ColSpec("string", self.columns[0])])
         else:
             inputs = Schema([TensorSpec(np.dtype(self.input_dtype), (-1, *self.input_shape))])
+        if self.classes is None and self.outputs > 1:
+            return ModelSignature(
+                inputs, Schema([TensorSpec(np.dtype("float32"), (-1, self.outputs))])
+            )
         if self.classes is None:
             return ModelSignature(inputs, Schema([ColSpec("float")]))
         kind = "string" if any(isinstance(c, str) for c in self.classes) else "long"

@@ -12,7 +12,8 @@ what it reads and returns:
 - `input_shape`, `input_dtype`: one sample as the network reads it;
 - `classes`: a classifier's label values in class-id order (None: a regression). A
   classifier returns them, one per row, or with `params={"proba": True}` a DataFrame of
-  probabilities with one column per class.
+  probabilities with one column per class; a regression one value per row, a forecast of
+  several steps (`outputs`) an array of (rows, steps).
 """
 
 from __future__ import annotations

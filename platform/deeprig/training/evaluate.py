@@ -4,6 +4,7 @@ the best model's test set on the driver at the end."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,21 +25,34 @@ class NextTokenLoss(nn.Module):
         return summed / targets.shape[1]
 
 
+class StepMeanSquaredError(nn.Module):
+    """Squared error summed over rows, each row's the mean over its outputs (a forecast's
+    steps; one for any other regression), so every step weighs the same whatever the
+    horizon."""
+
+    def forward(self, out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # ((batch, 1) or (batch,) for one output, as the labels are)
+        summed = F.mse_loss(out.reshape(targets.shape), targets, reduction="sum")
+        return summed / targets[0].numel() if targets.dim() > 1 else summed
+
+
 def loss_function(task: str) -> nn.Module:
     """Summed over a batch: the loop divides by rows itself (ranks' shards differ)."""
     if task == "classification":
         return nn.CrossEntropyLoss(reduction="sum")
     if task == "language_model":
         return NextTokenLoss()
-    return nn.MSELoss(reduction="sum")
+    return StepMeanSquaredError()
 
 
 def split_metrics(
-    task: str, loss_sum: float, hits: float, rows: float, abs_sum: float, target_std: float
+    task: str, totals: Sequence[float], target_std: Sequence[float] | None = None
 ) -> dict[str, float]:
     """A split's loss and its task's scores (names without the split's prefix) from its
-    totals summed over every rank: accuracy; perplexity, exp(loss per token); or the
-    regression errors in the target's own units (a scaled target is scaled back)."""
+    totals (`evaluate`'s, summed over every rank): accuracy; perplexity, exp(loss per
+    token); or the regression errors in the target's own units (a scaled target, each
+    output by its `target_std`, is scaled back)."""
+    loss_sum, hits, rows, *errors = totals
     loss = loss_sum / max(rows, 1)
     metrics = {"loss": loss}
     if task == "classification":
@@ -46,8 +60,36 @@ def split_metrics(
     elif task == "language_model":
         metrics["perplexity"] = math.exp(min(loss, 700.0))  # (past e^700: a float's end)
     else:
-        metrics["rmse"] = loss**0.5 * target_std
-        metrics["mae"] = abs_sum / max(rows, 1) * target_std
+        outputs = len(errors) // 2
+        metrics |= regression_errors(errors[:outputs], errors[outputs:], rows, target_std)
+    return metrics
+
+
+def regression_errors(
+    squared: Sequence[float],
+    absolute: Sequence[float],
+    rows: float | Sequence[float],
+    target_std: Sequence[float] | None = None,
+) -> dict[str, float]:
+    """`rmse` and `mae` of the last output (a forecast's step `horizon`, the one it is
+    named by), from each output's sums of squared and absolute errors over `rows` rows
+    (one count, or one per output); with several outputs also `rmse_all_steps` and
+    `mae_all_steps`, the mean over the outputs of each one's (scikit-learn's
+    `uniform_average`). Scaled errors are scaled back by `target_std`; an output with no
+    rows is left out."""
+    counts = [rows] * len(squared) if isinstance(rows, int | float) else list(rows)
+    std = list(target_std or [1.0] * len(squared))
+    each = [
+        (math.sqrt(q / n) * s, a / n * s)
+        for q, a, n, s in zip(squared, absolute, counts, std, strict=True)
+        if n
+    ]
+    metrics = {}
+    if counts and counts[-1]:
+        metrics = {"rmse": each[-1][0], "mae": each[-1][1]}
+    if len(squared) > 1 and each:
+        metrics["rmse_all_steps"] = sum(r for r, _ in each) / len(each)
+        metrics["mae_all_steps"] = sum(m for _, m in each) / len(each)
     return metrics
 
 
@@ -60,13 +102,18 @@ def evaluate(
     device,
     autocast_dtype,
     sharded: bool = False,
+    outputs: int = 1,
 ):
-    """This rank's validation (loss sum, hits, rows, absolute error sum); `scores` gathers
-    what F1, AUC and the confusion matrix need. `sharded`: the model is FSDP-sharded, its
-    forward a collective that every rank runs as often (training/sharding.py)."""
+    """This rank's validation totals: loss sum, hits, rows, then a regression's squared
+    and absolute error sums of each of its `outputs` (`split_metrics` reads them); `scores`
+    gathers what F1, AUC and the confusion matrix need. `sharded`: the model is
+    FSDP-sharded, its forward a collective that every rank runs as often
+    (training/sharding.py)."""
     model.eval()
-    totals = torch.zeros(4, device=device)
     classification = scores is not None
+    regression = not classification and not isinstance(loss_fn, NextTokenLoss)
+    width = outputs if regression else 0
+    totals = torch.zeros(3 + 2 * width, device=device)
     rows = batches.epoch(0, shuffle=False)
     if sharded:
         from deeprig.training.sharding import lockstep
@@ -79,7 +126,9 @@ def evaluate(
         if scores is not None:
             totals[1] += (out.argmax(dim=1) == y).sum()
             scores.update(out, y)
-        elif not isinstance(loss_fn, NextTokenLoss):  # regression: its absolute error
-            totals[3] += (out.float().reshape(-1) - y).abs().sum()
+        elif regression:
+            error = out.float().reshape(len(y), width) - y.reshape(len(y), width)
+            totals[3 : 3 + width] += (error**2).sum(dim=0)
+            totals[3 + width :] += error.abs().sum(dim=0)
         totals[2] += len(y)
     return totals

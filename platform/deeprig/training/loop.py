@@ -100,14 +100,21 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
         parts.scheduler.step()
         scores = ClassScores(worker.data.num_outputs, device) if classification else None
         val_totals = evaluate(
-            parts.raw_model, val, loss_fn, scores, device, parts.autocast_dtype, sharded
+            parts.raw_model,
+            val,
+            loss_fn,
+            scores,
+            device,
+            parts.autocast_dtype,
+            sharded,
+            worker.data.num_outputs,
         )
         if sharded:
             reshard(parts.model)
         both = torch.cat([train_totals, val_totals])
         if session.world_size > 1:
             dist.all_reduce(both)
-        target_std = worker.fitted.target_std or 1.0
+        target_std = worker.fitted.target_std
         metrics = _epoch_metrics(
             both, position, lr, started, train_seconds, worker.data.task, target_std
         )
@@ -203,11 +210,11 @@ def _epoch_metrics(
     started: float,
     train_seconds: float,
     task: str,
-    target_std: float = 1.0,
+    target_std: tuple[float, ...] | None = None,
 ) -> dict[str, float]:
     """The epoch's report from the totals summed over every rank (rows of it trained
     before a resume inside it are in the loss but not in the throughput)."""
-    train_loss_sum, train_rows, val_loss_sum, val_hits, val_rows, val_abs = totals.tolist()
+    train_loss_sum, train_rows, *val_totals = totals.tolist()
     metrics = {
         "epoch": position.epoch + 1,
         "train_loss": train_loss_sum / max(train_rows, 1),
@@ -215,5 +222,5 @@ def _epoch_metrics(
         "epoch_time_s": time.perf_counter() - started,
         "samples_per_s": (train_rows - position.rows_before) / max(train_seconds, 1e-9),
     }
-    scores = split_metrics(task, val_loss_sum, val_hits, val_rows, val_abs, target_std)
+    scores = split_metrics(task, val_totals, target_std)
     return metrics | {f"val_{name}": value for name, value in scores.items()}

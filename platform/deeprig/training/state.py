@@ -131,9 +131,11 @@ class TrainState:
         from deeprig.data.info import Fitted
 
         fields = dict(self.fitted or {})
-        for key in ("input_mean", "input_std", "stats_shape"):
+        for key in ("input_mean", "input_std", "stats_shape", "target_mean", "target_std"):
             if fields.get(key) is not None:
-                fields[key] = tuple(fields[key])
+                # (a checkpoint made before forecasts had several steps holds one number)
+                value = fields[key]
+                fields[key] = tuple(value) if isinstance(value, list | tuple) else (value,)
         fields["baseline"] = tuple(tuple(pair) for pair in fields.get("baseline", ()))
         return Fitted(**fields)
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 # (row position in the batch, what went wrong) of each row a reader could not read
 BadRows = list[tuple[int, str]]
+PREDICTION = "prediction"  # the model's answer: one column, or one per forecast step
 # The stream's blocks: each actor of the pool takes whole blocks, so there are several per
 # actor (every actor busy from the start, a short tail), each of whole batches and at most
 # MAX_BLOCK_BATCHES of them (memory bounded by the batch and the pool, not the file).
@@ -42,6 +43,23 @@ class PredictInput:
     passed: list[str]  # columns copied to the output beside each prediction
     key: str | None = None  # the column that names a row when it cannot be read
     labels: list[str] | None = None  # a folder's: each file's class folder
+    steps: int = 1  # values the model answers a row: a forecast's, one per step ahead
+
+    @property
+    def predictions(self) -> list[str]:
+        """The output's columns of the model's answers."""
+        return step_columns(PREDICTION, self.steps)
+
+    @property
+    def label_columns(self) -> list[str]:
+        """The input's columns of the true answers, matching `predictions`; none unlabelled."""
+        return step_columns(self.label, self.steps) if self.label else []
+
+
+def step_columns(name: str, steps: int) -> list[str]:
+    """`name` for one value a row; for a forecast of several steps one column per step,
+    name_1 ... name_<steps>, the value h steps after the row."""
+    return [name] if steps == 1 else [f"{name}_{h}" for h in range(1, steps + 1)]
 
 
 @dataclass(frozen=True)

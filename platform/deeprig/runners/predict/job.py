@@ -85,7 +85,8 @@ class PredictOutcome:
             f"[green]done[/] {self.job_name}: {int(m['rows']):,} rows -> {self.output} "
             f"({m['rows_per_s']:,.0f} rows/s, {m['time.total_s']:.1f} s)"
         )
-        shown = [k for k in ("accuracy", "f1_macro", "auc", "rmse", "mae") if k in m]
+        scores = ("accuracy", "f1_macro", "auc", "rmse", "mae", "rmse_all_steps")
+        shown = [k for k in scores if k in m]
         if shown:
             console.print("scores: " + ", ".join(f"{k} {m[k]:.4f}" for k in shown))
         for note in self.notes:
@@ -135,8 +136,8 @@ def _body(job_run: JobRun[PredictSpec, PredictChecked], keep_frame: bool) -> Pre
                 if model.classes is not None:
                     probabilities = _probabilities(batch, model)
                 scores.add(
-                    batch.column(found.label).to_pylist(),
-                    batch.column("prediction").to_numpy(zero_copy_only=False),
+                    _answers(batch, found.label_columns),
+                    _answers(batch, found.predictions),
                     probabilities,
                 )
             if batch.num_rows:
@@ -225,6 +226,15 @@ class _SkippedRows:
         return len(self.rows) - before
 
 
+def _answers(batch: Any, names: list[str]) -> Any:
+    """One column's values, or a forecast's columns as (rows, steps) floats (null: NaN)."""
+    import numpy as np
+
+    if len(names) == 1:
+        return batch.column(names[0]).to_pylist()
+    return np.stack([batch.column(n).to_numpy(zero_copy_only=False) for n in names], axis=1)
+
+
 def _probabilities(batch: Any, model: PredictModel) -> Any:
     import numpy as np
 
@@ -259,6 +269,7 @@ def _scored_batches(
                 columns=columns,
                 threads=checked.actor_threads,
                 skipped=skipped,
+                predictions=tuple(found.predictions),
             ),
             batch_size=spec.batch_size,
             batch_format="pandas",

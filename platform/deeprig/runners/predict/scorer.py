@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from deeprig.runners.predict.inputs import PREDICTION
+
 if TYPE_CHECKING:
     from deeprig.runners.predict.inputs import BadRows, PredictInput, Reader
     from deeprig.runners.predict.model import PredictModel
@@ -18,12 +20,12 @@ class UnreadableRow(ValueError):
 
 def output_columns(model: PredictModel, spec: PredictSpec, found: PredictInput) -> list[str]:
     """The output's columns, in order: the columns passed through (ids, a file's path),
-    the label (when the input has it), `prediction`, and with `proba` one proba_<class>
-    per class."""
+    the label (when the input has it), `prediction` (a forecast of several steps: one
+    label and one prediction column per step), and with `proba` one proba_<class> per
+    class."""
     columns = [*found.passed]
-    if found.label and found.label not in columns:
-        columns.append(found.label)
-    columns.append("prediction")
+    columns += [c for c in found.label_columns if c not in columns]
+    columns += found.predictions
     if spec.proba and model.classes is not None:
         columns += [f"proba_{c}" for c in model.classes]
     return columns
@@ -42,6 +44,7 @@ class Predictor:
         columns: list[str],
         threads: int,
         skipped: Any = None,  # a Ray queue for the rows left out; None: a bad row fails
+        predictions: tuple[str, ...] = (PREDICTION,),  # the answer's columns
     ):
         import time
 
@@ -52,7 +55,7 @@ class Predictor:
         began = time.time()
         torch.set_num_threads(threads)
         self.model, self.reader, self.key = model, reader, key
-        self.columns, self.skipped = columns, skipped
+        self.columns, self.skipped, self.predictions = columns, skipped, predictions
         self.pyfunc = _load(model, tracking_uri)
         self.clock = ActorClock.since(began)
 
@@ -64,7 +67,9 @@ class Predictor:
         if bad:
             batch = without_bad_rows(batch, bad, self.key, self.skipped)
         read = time.perf_counter()
-        frame = predict_frame(self.pyfunc, self.model, features, batch, self.columns)
+        frame = predict_frame(
+            self.pyfunc, self.model, features, batch, self.columns, self.predictions
+        )
         return self.clock.stamp(frame, read - began, time.perf_counter() - read)
 
 
@@ -98,10 +103,16 @@ def _load(model: PredictModel, tracking_uri: str | None) -> Any:
 
 
 def predict_frame(
-    pyfunc: Any, model: PredictModel, features: Any, batch: Any, columns: list[str]
+    pyfunc: Any,
+    model: PredictModel,
+    features: Any,
+    batch: Any,
+    columns: list[str],
+    predictions: tuple[str, ...] = (PREDICTION,),
 ) -> Any:
     """`features` (what the pyfunc reads, of the rows of `batch`) scored: a DataFrame of
-    `columns`, the passed-through ones taken from `batch`."""
+    `columns`, the passed-through ones taken from `batch`, the answers in `predictions`
+    (a forecast's (rows, steps): one column per step)."""
     import numpy as np
     import pandas as pd
 
@@ -112,16 +123,21 @@ def predict_frame(
     out = out.reset_index(drop=True)
     classes = model.classes
     if len(out) == 0:
-        out["prediction"] = pd.Series(dtype="float64" if classes is None else "object")
+        for name in predictions:
+            out[name] = pd.Series(dtype="float64" if classes is None else "object")
         for name in (c for c in columns if c.startswith("proba_")):
             out[name] = pd.Series(dtype="float64")
         return out
     if classes is None:
         values = np.asarray(pyfunc.predict(features))
-        out["prediction"] = values if values.ndim == 1 else list(values)
+        if len(predictions) > 1:
+            for step, name in enumerate(predictions):
+                out[name] = values[:, step]
+        else:
+            out[PREDICTION] = values if values.ndim == 1 else list(values)
         return out
     probabilities = np.asarray(pyfunc.predict(features, params={"proba": True}))
-    out["prediction"] = np.asarray(classes)[probabilities.argmax(axis=1)]
+    out[PREDICTION] = np.asarray(classes)[probabilities.argmax(axis=1)]
     for i, name in enumerate(classes):
         if f"proba_{name}" in columns:
             out[f"proba_{name}"] = probabilities[:, i]

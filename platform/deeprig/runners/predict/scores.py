@@ -3,7 +3,6 @@ the scores a train job reports on validation, in one pass."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,26 +10,33 @@ from typing import Any
 @dataclass
 class Scores:
     """A labelled input's scores, accumulated batch by batch: a train job's validation
-    scores (accuracy, f1_macro, auc for two classes / rmse, mae)."""
+    scores (accuracy, f1_macro, auc for two classes / rmse, mae; a forecast's at its last
+    step, and its means over the steps)."""
 
     classes: list[Any] | None
     rows: int = 0
     unknown: int = 0  # labels that are no class of the model's
-    squared: float = 0.0
-    absolute: float = 0.0
+    # A regression's, one per value of a row (a forecast's steps): the sums of squared and
+    # absolute errors, and the rows scored.
+    squared: Any = 0.0
+    absolute: Any = 0.0
+    scored: Any = 0
     _class_scores: Any = None
 
     def add(self, labels: Any, predictions: Any, probabilities: Any | None) -> None:
+        """A batch's true answers and predictions: (rows,), or a forecast's (rows, steps)."""
         import numpy as np
 
         if self.classes is None:
-            # (a row whose label is missing, None: a forecast past the series' end, is
-            # not scored)
-            error = np.asarray(predictions, dtype=np.float64) - np.asarray(labels, np.float64)
-            error = error[~np.isnan(np.asarray(labels, np.float64))]
-            self.rows += len(error)
-            self.squared += float((error**2).sum())
-            self.absolute += float(np.abs(error).sum())
+            # (a label that is missing, None: a step past the series' end, is not scored)
+            truth = np.asarray(labels, np.float64).reshape(len(labels), -1)
+            known = ~np.isnan(truth)
+            error = np.asarray(predictions, np.float64).reshape(truth.shape) - truth
+            error = np.where(known, error, 0.0)
+            self.rows += int(known.any(axis=1).sum())
+            self.scored = self.scored + known.sum(axis=0)
+            self.squared = self.squared + (error**2).sum(axis=0)
+            self.absolute = self.absolute + np.abs(error).sum(axis=0)
             return
         import torch
 
@@ -51,10 +57,10 @@ class Scores:
         if self.rows == 0:
             return {}, None
         if self.classes is None:
-            return {
-                "rmse": math.sqrt(self.squared / self.rows),
-                "mae": self.absolute / self.rows,
-            }, None
+            from deeprig.training.evaluate import regression_errors
+
+            counts = self.scored.tolist()
+            return regression_errors(self.squared.tolist(), self.absolute.tolist(), counts), None
         metrics, confusion = self._class_scores.compute(world_size=1)
         correct = sum(confusion[i][i] for i in range(len(confusion)))
         metrics = {"accuracy": correct / self.rows, **metrics}

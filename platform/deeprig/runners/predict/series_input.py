@@ -1,17 +1,25 @@
 """A series CSV/Parquet scored by a forecaster (`source: timeseries`): the model's input
 columns read whole on the driver (a series is windowed across rows, as training read it),
 then every window of `window` rows, one row each, named by `row`, the position of its last
-row in the file (and any id columns' values there). Its forecast is one value, `prediction`:
-the target `horizon` steps after that row (the step training forecast); scaling and
-changes are inside the model. When the input holds the target, `actual` is its value at
-that step (null for the last `horizon` windows, whose step lies past the file's end), and
-the run scores the windows that have one (rmse, mae), as a train job scores validation."""
+row in the file (and any id columns' values there). Its forecast is the target at every
+step 1..`horizon` after that row, as training forecast it: `prediction` for a horizon of
+one, else one column per step, `prediction_1` ... `prediction_<horizon>`; scaling and
+changes are inside the model. When the input holds the target, `actual` (`actual_1` ...)
+is its value at each step (null past the file's end), and the run scores the windows
+that have one as a train job scores validation: `rmse` and `mae` at step `horizon`, and
+over several steps `rmse_all_steps` and `mae_all_steps`, the means over the steps."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from deeprig.runners.predict.inputs import BadRows, PredictInput, block_rows
+from deeprig.runners.predict.inputs import (
+    PREDICTION,
+    BadRows,
+    PredictInput,
+    block_rows,
+    step_columns,
+)
 from deeprig.spec.errors import Problem, SpecError
 
 if TYPE_CHECKING:
@@ -22,7 +30,7 @@ if TYPE_CHECKING:
 
 ROW = "row"  # the window's last row in the file, from 0
 WINDOW = "window"  # the window's values, flattened (window x input columns)
-ACTUAL = "actual"  # the target at the step forecast, when the input holds it
+ACTUAL = "actual"  # the target at each step forecast, when the input holds it
 
 
 def check_series(spec: PredictSpec, model: PredictModel) -> PredictInput:
@@ -56,9 +64,15 @@ def check_series(spec: PredictSpec, model: PredictModel) -> PredictInput:
     absent_ids = [c for c in spec.id_columns if c not in schema.names]
     if absent_ids:
         problems.append(Problem("id_columns", f"column(s) {absent_ids} not in {spec.input!r}"))
-    if ACTUAL in spec.id_columns:
+    outputs = [*step_columns(ACTUAL, data.horizon), *step_columns(PREDICTION, data.horizon)]
+    taken = [c for c in spec.id_columns if c in outputs]
+    if taken:
         problems.append(
-            Problem("id_columns", f"{ACTUAL!r} is the output's target at the step forecast")
+            Problem(
+                "id_columns",
+                f"{taken} name the output's own columns (the forecast and the target at each "
+                f"of its {data.horizon} step(s)): pass columns of other names",
+            )
         )
     if problems:
         raise SpecError(problems)
@@ -69,18 +83,21 @@ def check_series(spec: PredictSpec, model: PredictModel) -> PredictInput:
         )
     columns = {ROW: "int64", **{c: str(schema.field(c).type) for c in spec.id_columns}}
     label = ACTUAL if data.target in schema.names else None
+    actual = step_columns(ACTUAL, data.horizon) if label else []
     return PredictInput(
         list(dataset.files),
-        columns | {WINDOW: "list<float>"} | ({ACTUAL: "double"} if label else {}),
+        columns | {WINDOW: "list<float>"} | dict.fromkeys(actual, "double"),
         windows,
         label,
         [ROW, *spec.id_columns],
+        steps=data.horizon,
     )
 
 
 def series_windows(spec: PredictSpec, data: Any, labelled: bool = False) -> Any:
     """Every window of the series as an Arrow table: its last row, the id columns' values
-    there, its values flattened and, `labelled`, the target at the step forecast."""
+    there, its values flattened and, `labelled`, the target at each step forecast (null
+    past the file's end)."""
     import numpy as np
     import pyarrow as pa
 
@@ -98,10 +115,11 @@ def series_windows(spec: PredictSpec, data: Any, labelled: bool = False) -> Any:
     columns[WINDOW] = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1])
     if labelled:
         truth = table.column(data.target).to_numpy().astype(np.float64)
-        ahead = ends + data.horizon
-        known = ahead < len(truth)
-        actual = np.where(known, truth[np.minimum(ahead, len(truth) - 1)], np.nan)
-        columns[ACTUAL] = pa.array(actual, pa.float64(), mask=~known)
+        for step, name in enumerate(step_columns(ACTUAL, data.horizon), start=1):
+            ahead = ends + step
+            known = ahead < len(truth)
+            actual = np.where(known, truth[np.minimum(ahead, len(truth) - 1)], np.nan)
+            columns[name] = pa.array(actual, pa.float64(), mask=~known)
     return pa.table(columns)
 
 
