@@ -1,8 +1,8 @@
 """The one table of architectures: each model config class of the spec -> how to build the
 network, which samples it reads and which of its modules FSDP shards as units. Each
 builder takes the model's config, the shape of one sample, the number of outputs
-(classes, 1 for regression, the vocabulary for a language model) and the vocabulary of
-token-id inputs, all inferred from the data."""
+(classes, 1 for regression or a forecast's steps, the vocabulary for a language model)
+and the vocabulary of token-id inputs, all inferred from the data."""
 
 from __future__ import annotations
 
