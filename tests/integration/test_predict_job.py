@@ -144,6 +144,22 @@ def test_a_registry_alias_scores_from_python_with_the_same_answers(scored):
     assert record.data.tags["deeprig.model.run_id"] == run.info.run_id
 
 
+def test_the_actors_load_the_logged_models_own_files_with_no_store_to_open(scored):
+    # (an actor given `runs:/` or `models:/` would open the tracking store to find the files:
+    # SQLAlchemy's ~0.9 s of imports on each actor of an embedded store)
+    from deeprig.cluster.tracking_target import resolve_tracking
+    from deeprig.tracking.model_source import parse_model_ref, resolve_model
+
+    client, run, home, folder, result = scored
+    with deeprig_home_at(home):
+        target = resolve_tracking(None, home)
+        by_run = resolve_model(parse_model_ref(run.info.run_id), target)
+        by_alias = resolve_model(parse_model_ref("models:/wine-csv@champion"), target)
+    assert by_run.uri == f"runs:/{run.info.run_id}/model"  # (the lineage keeps its name)
+    assert by_alias.location == by_run.location and by_run.location.startswith("file://")
+    assert (Path(by_run.location.removeprefix("file://")) / "MLmodel").is_file()
+
+
 def test_a_checkpoint_folder_scores_as_its_logged_model(scored):
     import deeprig
 

@@ -20,7 +20,9 @@ class PredictModel:
     """An MLflow model URI or a train checkpoint folder, what its pyfunc reads and
     answers (tracking/torch_pyfunc.py's config), the data it trained on, and its lineage."""
 
-    uri: str | None  # mlflow.pyfunc.load_model's; None: `checkpoint`
+    # What mlflow.pyfunc.load_model reads: the logged model's own files, so an actor opens
+    # no tracking store (tracking/model_source.py); None: `checkpoint`.
+    uri: str | None
     checkpoint: str | None
     config: dict[str, Any]
     label: str | None
@@ -57,7 +59,7 @@ def find_model(spec: PredictSpec, tracking_uri: str | None = None) -> PredictMod
         raise SpecError([Problem("model", str(exc))]) from None
     found = resolve_model(ref, resolve_tracking(tracking_uri or spec.tracking.uri))
     return PredictModel(
-        found.uri,
+        found.location,
         None,
         found.config,
         found.label,
