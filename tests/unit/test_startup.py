@@ -9,10 +9,11 @@ import ast
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from deeprig.report_keys import WORKER_PARAMS
-from deeprig.tracking.report_logger import EpochMetricsLogger
+from deeprig.tracking.report_logger import EpochMetricsLogger, SinkWarmUp
 
 # What the controller unpickles (its callbacks) and what a worker adds (deeprig's loop).
 CONTROLLER_MODULES = (
@@ -131,3 +132,17 @@ def test_a_later_job_in_the_same_process_counts_its_start_up_from_its_own_start(
     assert first == process_began  # the process's first job: its imports are start-up too
     assert before <= second <= after  # a later one: from its own start
     assert imports < 0.5
+
+
+def test_the_controller_opens_the_sinks_store_in_the_background_at_its_start():
+    class Sink:
+        def __init__(self) -> None:
+            self.warmed = threading.Event()
+
+        def warm_up(self) -> None:
+            assert threading.current_thread() is not threading.main_thread()
+            self.warmed.set()
+
+    sink = Sink()
+    SinkWarmUp(sink).after_controller_start(None)  # type: ignore[arg-type]
+    assert sink.warmed.wait(timeout=30)

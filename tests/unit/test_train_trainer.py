@@ -15,7 +15,7 @@ from deeprig.runners.resource_wait import WaitForResources
 from deeprig.runners.retries import EndUnlessRetried
 from deeprig.runners.train_trainer import build_trainer, controller_callbacks, train_run_name
 from deeprig.spec.loader import load_spec
-from deeprig.tracking.report_logger import EpochMetricsLogger
+from deeprig.tracking.report_logger import EpochMetricsLogger, SinkWarmUp
 from deeprig.tracking.sink import MlflowMetricsSink
 from deeprig.training.user_loop import DEEPRIG_KEY
 from ray.train import UserCallback
@@ -68,7 +68,7 @@ def test_the_trainer_carries_the_specs_run_retries_scaling_and_the_users_loop_co
         (
             ["failure.max_failures=0"],
             True,
-            [WaitForResources, EpochMetricsLogger, CountPreemptions],
+            [WaitForResources, SinkWarmUp, EpochMetricsLogger, CountPreemptions],
         ),
     ],
 )

@@ -91,14 +91,15 @@ def controller_callbacks(
         callbacks.append(EndUnlessRetried(spec.failure.retry_policy()))
     if sink is not None:
         from deeprig.runners.preemptions import CountPreemptions
-        from deeprig.tracking.report_logger import EpochMetricsLogger, WorldSizes
+        from deeprig.tracking.report_logger import EpochMetricsLogger, SinkWarmUp, WorldSizes
 
         # The user's loop reports when it likes: each report is sent as it comes.
         epochs = None if spec.loop is not None else spec.optim.num_epochs
         sizes = None
         if spec.scaling.elastic:
             sizes = WorldSizes(None if spec.loop is not None else spec.batch_per_worker)
-        callbacks += [EpochMetricsLogger(sink, epochs, sizes), CountPreemptions(sink)]
+        logger = EpochMetricsLogger(sink, epochs, sizes)
+        callbacks += [SinkWarmUp(sink), logger, CountPreemptions(sink)]
     return callbacks
 
 

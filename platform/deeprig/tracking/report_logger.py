@@ -8,10 +8,12 @@ an epoch) off the training worker, whose single thread it would otherwise share 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from ray.train import UserCallback
+from ray.train.v2._internal.execution.callback import ControllerCallback
 
 from deeprig.report_keys import (
     ENDED_AT,
@@ -49,6 +51,19 @@ class WorldSizes:
             Tag.WORLD_SIZES: ",".join(str(n) for n in self.sizes),
             Tag.RESTARTS: str(self.restarts),
         }
+
+
+class SinkWarmUp(ControllerCallback):
+    """On the Ray Train controller: MLflow imported and its store opened in a background
+    thread from the controller's start, while the workers start, instead of at the first
+    report: ~1.3 s of CPU on 2 CPUs that a short job's end otherwise waits for (the last
+    epoch's record is waited for before training ends)."""
+
+    def __init__(self, sink: MlflowMetricsSink):
+        self.sink = sink
+
+    def after_controller_start(self, train_run_context: Any) -> None:
+        threading.Thread(target=self.sink.warm_up, name="deeprig-sink-warm-up", daemon=True).start()
 
 
 class EpochMetricsLogger(UserCallback):

@@ -21,6 +21,7 @@ first report.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -107,6 +108,13 @@ class MlflowMetricsSink:
             spool = spool_dir(self.run_id) if self.tracking_uri.startswith("http") else None
             self._outbox = Outbox(lambda: self.client, spool, waits_in=self.waits_in)
         return self._outbox
+
+    def warm_up(self) -> None:
+        """MLflow imported and the store opened (each made once per process) before the
+        first point needs them; a problem here is the first point's to report."""
+        short_client_retries()  # (as the outbox: a server away is not waited on for minutes)
+        with contextlib.suppress(Exception):  # (a failed warm-up costs only what it saved)
+            self.client.search_experiments(max_results=1)
 
     def log(self, metrics: dict[str, float], step: int, timestamp: float | None = None) -> None:
         """One step's metrics, at `timestamp` (unix seconds; default now)."""
