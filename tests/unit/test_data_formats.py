@@ -16,8 +16,9 @@ from deeprig.data.shard import ArrayShard, ShardBatches
 from deeprig.data.text import encode, text_arrays
 from deeprig.data.timeseries import series_arrays, series_model
 from deeprig.data.tokenizer import train_tokenizer
+from deeprig.regression import regression_errors
 from deeprig.spec.data import ImagesData, ParquetData, TextData, TimeseriesData, TokenizerSpec
-from deeprig.training.evaluate import evaluate, loss_function, regression_errors, split_metrics
+from deeprig.training.evaluate import evaluate, loss_function, split_metrics
 from PIL import Image
 from pydantic import ValidationError
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from deeprig.data.info import DataInfo, DataProblem, Fitted, num_val_rows
 from deeprig.data.parquet import read_table
+from deeprig.regression import regression_errors
 from deeprig.spec.data import TimeseriesData
 
 if TYPE_CHECKING:
@@ -130,8 +131,6 @@ def _persistence(truth: np.ndarray, last: np.ndarray) -> tuple[tuple[str, float]
     """The persistence forecast's validation errors (the target stays at its last observed
     value, at every step): at the last step, and (over several) the mean over the steps,
     named as the model's with a `_persistence` suffix."""
-    from deeprig.training.evaluate import regression_errors
-
     error = truth - last[:, None]  # (windows, horizon)
     squared, absolute = (error**2).sum(axis=0), np.abs(error).sum(axis=0)
     errors = regression_errors(squared.tolist(), absolute.tolist(), len(error))

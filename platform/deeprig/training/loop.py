@@ -124,15 +124,22 @@ def run_training(worker: WorkerConfig, session: WorkerSession) -> None:
         stop = early_stop.should_stop(metrics)
         last = stop or epoch + 1 == spec.optim.num_epochs
         state = checkpointer.save(position, metrics, confusion, last=last)
-        report: dict[str, Any] = {**metrics, ENDED_AT: time.time()}
-        if last:
-            report[LAST_REPORT] = 1.0
-        if params:  # (the first report's)
-            report[WORKER_PARAMS], params = params, {}
-        session.report(report, state)
+        first = epoch == parts.start_epoch
+        session.report(_report(metrics, last, params if first else {}), state)
         if stop:
             break
     step_metrics.close()
+
+
+def _report(metrics: dict[str, float], last: bool, params: dict) -> dict[str, Any]:
+    """What an epoch reports: its metrics, when it ended, whether it is the job's last, and
+    with the first report of rank 0 its parameter counts (`params`)."""
+    report: dict[str, Any] = {**metrics, ENDED_AT: time.time()}
+    if last:
+        report[LAST_REPORT] = 1.0
+    if params:
+        report[WORKER_PARAMS] = params
+    return report
 
 
 def _open_shards(

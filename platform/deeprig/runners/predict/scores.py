@@ -57,7 +57,7 @@ class Scores:
         if self.rows == 0:
             return {}, None
         if self.classes is None:
-            from deeprig.training.evaluate import regression_errors
+            from deeprig.regression import regression_errors
 
             counts = self.scored.tolist()
             return regression_errors(self.squared.tolist(), self.absolute.tolist(), counts), None
