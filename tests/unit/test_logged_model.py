@@ -173,3 +173,14 @@ def test_the_logged_table_model_scores_a_csv_in_a_plain_script(mlflow_client, tm
     np.testing.assert_allclose(answer["proba"]["dry"], expected[:, 0], rtol=1e-4)
     np.testing.assert_allclose(answer["proba"]["sweet"], expected[:, 1], rtol=1e-4)
     assert answer["names"] == [["dry", "sweet"][i] for i in expected.argmax(axis=1)]
+
+    # What a predict actor scores with (the pyfunc's own scorer, the batch not checked
+    # again against the signature): the plain script's answers.
+    from deeprig.tracking.model_source import load_scorer
+
+    config = model_interface(state).config()
+    scorer = load_scorer(f"runs:/{run.info.run_id}/model", target.uri, config)
+    frame = pd.read_csv(csv)
+    assert scorer.predict(frame).tolist() == answer["names"]
+    proba = scorer.predict(frame, params={"proba": True})
+    np.testing.assert_allclose(proba["dry"], answer["proba"]["dry"], rtol=1e-6)

@@ -20,8 +20,8 @@ class PredictModel:
     """An MLflow model URI or a train checkpoint folder, what its pyfunc reads and
     answers (tracking/torch_pyfunc.py's config), the data it trained on, and its lineage."""
 
-    # What mlflow.pyfunc.load_model reads: the logged model's own files, so an actor opens
-    # no tracking store (tracking/model_source.py); None: `checkpoint`.
+    # The logged model's own files, which each actor loads (tracking/model_source.py
+    # load_scorer), so that no actor opens the tracking store; None: `checkpoint`.
     uri: str | None
     checkpoint: str | None
     config: dict[str, Any]

@@ -89,10 +89,10 @@ def without_bad_rows(batch: Any, bad: BadRows, key: str | None, skipped: Any) ->
 
 def _load(model: PredictModel, tracking_uri: str | None) -> Any:
     if model.uri is not None:
-        from deeprig.tracking.model_source import load_pyfunc
+        from deeprig.tracking.model_source import load_scorer
 
         assert tracking_uri is not None
-        return load_pyfunc(model.uri, tracking_uri)
+        return load_scorer(model.uri, tracking_uri, model.config)
     from deeprig.runners.train_record import servable_model
     from deeprig.tracking.torch_pyfunc import TorchPyfunc
     from deeprig.training.state import TrainState
