@@ -1,11 +1,13 @@
 """Where the Ray Train controller's logger records each report: deeprig's loop at its
 epoch less one, the user's own loop at its `step` or its `epoch` as given; what it cannot
-place is named on the run, and a restart's replay is never recorded twice."""
+place is named on the run, a restart's replay is never recorded twice, and rank 0's params
+(its first report's) are logged as params, not metrics."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from deeprig.report_keys import WORKER_PARAMS
 from deeprig.tracking.report_logger import EpochMetricsLogger
 from deeprig.tracking.tags import Tag
 
@@ -16,6 +18,7 @@ class RecordingSink:
     def __init__(self, held: dict[str, list[int]] | None = None):
         self.points: dict[int, dict[str, float]] = {}
         self.tags: dict[str, str] = {}
+        self.params: list[dict[str, str]] = []
         self.held = held or {}
 
     def newest_step(self, key: str) -> int:
@@ -27,6 +30,9 @@ class RecordingSink:
 
     def tag(self, key: str, value: str) -> None:
         self.tags[key] = value
+
+    def log_params(self, params: dict[str, str]) -> None:
+        self.params.append(params)
 
     def flush(self) -> None:
         pass
@@ -125,3 +131,13 @@ def test_a_search_records_a_loops_trials_at_the_epoch_it_reports():
     assert step_of({"epoch": 1.0, ENDED_AT: 1.0e9}, 1) == 0  # deeprig's loop, from 1
     assert step_of({"step": 40.0, "epoch": 0.0}, 1) == 40
     assert step_of({"loss": 1.0}, 3) == 2  # neither: in the order reported
+
+
+def test_the_controller_logs_rank_0s_params_from_its_first_report_and_not_as_metrics():
+    sink = RecordingSink()
+    logger = EpochMetricsLogger(sink, num_epochs=2)  # type: ignore[arg-type]
+    learned = {"flops_per_sample": "1e+06", "peak_flops_source": "measured"}
+    logger.after_report(None, [{"epoch": 1, "loss": 0.5, WORKER_PARAMS: learned}, {}], None)
+    logger.after_report(None, [{"epoch": 2, "loss": 0.4}, {}], None)
+    assert sink.params == [learned]
+    assert sink.points == {0: {"epoch": 1.0, "loss": 0.5}, 1: {"epoch": 2.0, "loss": 0.4}}

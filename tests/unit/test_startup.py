@@ -1,6 +1,6 @@
 """What a job's start-up costs: the Ray Train controller and workers import only what they
 use (each is a fresh process that unpickles deeprig's callbacks and loop before the first
-epoch), rank 0's params reach MLflow through the controller, and a job's start-up counts
+epoch), the controller opens MLflow while the workers start, and a job's start-up counts
 from its own start."""
 
 from __future__ import annotations
@@ -12,8 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from deeprig.report_keys import WORKER_PARAMS
-from deeprig.tracking.report_logger import EpochMetricsLogger, SinkWarmUp
+from deeprig.tracking.report_logger import SinkWarmUp
 
 # What the controller unpickles (its callbacks) and what a worker adds (deeprig's loop).
 CONTROLLER_MODULES = (
@@ -86,34 +85,6 @@ def test_what_the_import_reader_follows_it_finds():
     )
     # a function's import is not followed: the sink imports MLflow only when first used
     assert "mlflow" not in imported_with(("deeprig.tracking.sink",))
-
-
-class ParamsSink:
-    def __init__(self) -> None:
-        self.params: list[dict[str, str]] = []
-        self.points: dict[int, dict[str, float]] = {}
-
-    def newest_step(self, key: str) -> int:
-        return -1
-
-    def log(self, metrics: dict[str, float], step: int, timestamp: float | None = None) -> None:
-        self.points[step] = metrics
-
-    def log_params(self, params: dict[str, str]) -> None:
-        self.params.append(params)
-
-    def flush(self) -> None:
-        pass
-
-
-def test_the_controller_logs_rank_0s_params_from_its_first_report_and_not_as_metrics():
-    sink = ParamsSink()
-    logger = EpochMetricsLogger(sink, num_epochs=2)  # type: ignore[arg-type]
-    learned = {"flops_per_sample": "1e+06", "peak_flops_source": "measured"}
-    logger.after_report(None, [{"epoch": 1, "loss": 0.5, WORKER_PARAMS: learned}, {}], None)
-    logger.after_report(None, [{"epoch": 2, "loss": 0.4}, {}], None)
-    assert sink.params == [learned]
-    assert sink.points == {0: {"epoch": 1.0, "loss": 0.5}, 1: {"epoch": 2.0, "loss": 0.4}}
 
 
 def test_a_later_job_in_the_same_process_counts_its_start_up_from_its_own_start():
